@@ -1,0 +1,58 @@
+"""`billing` command line: one subcommand per module, registered here.
+
+Each `gateway/cli_*.py` exposes `register(subparsers)`; heavy imports happen
+inside the command handlers so `billing --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Order is the order shown in `billing --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.cli_serve",
+    "gateway.cli_admin",
+    "gateway.cli_verify",
+    "gateway.cli_migrate",
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="billing",
+        description="Vexa Billing: usage billing with signed, hash-chained receipts.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue  # a command still being built is simply absent
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except CommandError as error:
+        print(f"billing {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

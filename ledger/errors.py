@@ -1,0 +1,36 @@
+"""Errors raised by storage adapters, the same for every adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class LedgerError(Exception):
+    """Base class: the store could not do what was asked."""
+
+
+class AlreadyExists(LedgerError):
+    """A record with this identity is already stored."""
+
+
+class NotFound(LedgerError):
+    """The record does not exist."""
+
+
+class ChainConflict(LedgerError):
+    """Another writer advanced these customers' chains (compare-and-set on seq
+    failed) or already used one of the idempotency keys. Nothing in the batch
+    was written; the writer retries without these customers and their actors
+    reload from the store."""
+
+    def __init__(self, customer_ids: Iterable[str]) -> None:
+        self.customer_ids = frozenset(customer_ids)
+        super().__init__(f"chain conflict for {sorted(self.customer_ids)}")
+
+
+class StoreLocked(LedgerError):
+    """The embedded store is already open in another process."""
+
+
+class StoreUnavailable(LedgerError):
+    """The store cannot be reached or written right now (retry-safe)."""

@@ -1,0 +1,67 @@
+"""Every limit of the service, in one place, checked against each other at import.
+
+Why here: `ledger` is the lowest package that every layer above may import
+(`gateway -> actors -> ledger`), and most limits bound data that is stored.
+Names end in `_max` (or carry their unit) so a reader knows what is bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# RFC 8785 numbers are IEEE doubles: every integer in a receipt core must stay
+# strictly below 2**53 or the canonical form is not exact.
+json_safe_integer_max: Final = 2**53 - 1
+
+# Money. One charge and one balance are bounded far below the JSON bound so that
+# a balance can absorb many maximal charges before it could ever overflow it.
+amount_minor_max: Final = 10**12  # 10 billion in a 2-decimal currency
+balance_minor_max: Final = 2**52  # leaves a factor 2 of headroom to the JSON bound
+quota_minor_max: Final = balance_minor_max
+
+# Request shape.
+body_bytes_max: Final = 64 * 1024
+json_depth_max: Final = 32
+idempotency_key_chars_max: Final = 255
+usage_description_chars_max: Final = 1_000
+customer_id_chars_max: Final = 64
+entitlement_id_chars_max: Final = 64
+email_chars_max: Final = 320
+event_future_skew_s_max: Final = 5 * 60
+event_age_s_max: Final = 35 * 24 * 3600
+batch_events_max: Final = 100
+
+# Admission and concurrency.
+admission_queue_max: Final = 1_000
+customer_inflight_max: Final = 64
+signer_workers_per_cpu: Final = 2
+signer_queue_max: Final = admission_queue_max
+
+# Group commit: one transaction per batch, at most this many receipts or this
+# long a wait for company.
+commit_batch_receipts_max: Final = 512
+commit_linger_ms: Final = 2
+writer_queue_max: Final = admission_queue_max * 2
+
+# Account actors: idle ones are passivated so live threads stay bounded.
+account_idle_s: Final = 60.0
+accounts_live_max: Final = 2_000
+actor_ask_timeout_ms: Final = 10_000
+
+# Reading receipts back.
+receipts_page_max: Final = 1_000
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise RuntimeError(f"limits: {message}")
+
+
+_check(amount_minor_max < balance_minor_max, "one charge must fit in a balance")
+_check(balance_minor_max < json_safe_integer_max, "balances must stay JSON-exact")
+_check(quota_minor_max <= json_safe_integer_max, "quotas must stay JSON-exact")
+_check(customer_inflight_max <= admission_queue_max, "a customer bound above the global one")
+_check(commit_batch_receipts_max <= writer_queue_max, "a batch larger than its queue")
+_check(batch_events_max <= admission_queue_max, "a batch request larger than admission")
+_check(batch_events_max * 2048 <= body_bytes_max * 4, "batch count out of line with body size")
+_check(json_depth_max >= 4, "depth too small for a batch request")

@@ -1,0 +1,136 @@
+"""The data model shared by every storage adapter: plain frozen records.
+
+Money is integer minor units; timestamps are RFC 3339 UTC strings (what the
+receipts carry), never floats or epoch nanoseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+QuotaPolicy = Literal["hard", "soft"]
+# Entitlement statuses that allow charging; everything else refuses.
+CHARGEABLE_STATUSES = frozenset({"active", "trialing"})
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    customer_id: str
+    email: str
+    currency: str
+    created_at: str
+    stripe_customer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: only its SHA-256, never the secret itself."""
+
+    key_id: str
+    key_hash: str
+    customer_id: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    """What a customer may be charged for. `quota_minor=None` means unlimited.
+
+    `used_minor` is owned by the ledger: `put_entitlement` never overwrites it
+    unless `reset_usage` is asked for (a new billing period).
+    """
+
+    customer_id: str
+    entitlement_id: str
+    quota_minor: int | None
+    policy: QuotaPolicy
+    status: str
+    updated_at: str
+    plan: str | None = None
+    max_bots: int | None = None
+    period_start: str | None = None
+    period_end: str | None = None
+    trial_end: str | None = None
+    cancel_at_period_end: bool = False
+    used_minor: int = 0
+
+    @property
+    def chargeable(self) -> bool:
+        return self.status in CHARGEABLE_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """Everything an account actor needs to continue a customer's chain."""
+
+    customer: Customer
+    seq: int
+    last_receipt_hash: str
+    balance_minor: int
+    entitlements: dict[str, Entitlement] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    """One receipt as the ledger keeps it.
+
+    `receipt_json` is the full signed receipt (core fields, `receipt_hash`,
+    `signature`) exactly as served; the other fields index it.
+    `request_fingerprint` identifies the request that produced it so a reused
+    idempotency key with a different request is told apart from a retry.
+    """
+
+    customer_id: str
+    seq: int
+    receipt_id: str
+    idempotency_key: str
+    request_fingerprint: str
+    entitlement_id: str
+    amount_minor: int
+    currency: str
+    receipt_hash: str
+    previous_receipt_hash: str
+    balance_after_minor: int
+    recorded_at: str
+    receipt_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message committed with the ledger and delivered at least once later.
+
+    `ordering_key` (the customer) keeps one customer's messages in order.
+    """
+
+    message_id: str
+    topic: str
+    ordering_key: str
+    payload: bytes
+    created_at: str
+    attempts: int = 0
+    next_attempt_at: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    event_id: str
+    event_type: str
+    payload: bytes
+    received_at: str
+    processed_at: str | None = None
+    attempts: int = 0
+    next_attempt_at: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyRecord:
+    """A public key that signed receipts; it stays published forever."""
+
+    kid: str
+    alg: str
+    public_jwk_json: str
+    created_at: str

@@ -1,0 +1,156 @@
+"""Storage ports. Every adapter implements one of these Protocols and passes the
+one contract suite for its port (`tests/contract/`).
+
+Adapters are synchronous and thread-safe: they are called from actor and
+worker threads, never from the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ledger.model import (
+    AccountState,
+    ApiKey,
+    Customer,
+    Entitlement,
+    OutboxMessage,
+    SigningKeyRecord,
+    StoredReceipt,
+    WebhookEvent,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptWrite:
+    """One receipt to commit, with the account row it advances.
+
+    The adapter writes the receipt, sets the account to (`receipt.seq`,
+    `receipt.receipt_hash`, `receipt.balance_after_minor`) only if the stored
+    account seq is still `receipt.seq - 1` (compare-and-set), and adds
+    `receipt.amount_minor` to the entitlement's `used_minor`.
+    """
+
+    receipt: StoredReceipt
+
+
+class LedgerStore(Protocol):
+    """The ledger of record: accounts, receipts, keys, entitlements, webhook
+    events and the outbox. SQLite embedded; Cloud Spanner in production."""
+
+    # -- lifecycle ---------------------------------------------------------
+    def close(self) -> None: ...
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable unless a write would succeed now."""
+        ...
+
+    # -- the charge path ---------------------------------------------------
+    def commit_batch(
+        self, writes: Sequence[ReceiptWrite], outbox: Sequence[OutboxMessage]
+    ) -> None:
+        """Atomically commit receipts (in the given order; one customer's are in
+        chain order), their account and usage updates, and outbox messages.
+        Durable when it returns. Raises ChainConflict naming every customer
+        whose compare-and-set failed or whose idempotency key exists; then
+        nothing was written."""
+        ...
+
+    def load_account(self, customer_id: str) -> AccountState | None:
+        """The customer's chain head, balance and entitlements; None if unknown."""
+        ...
+
+    def find_receipt_by_key(
+        self, customer_id: str, idempotency_key: str
+    ) -> StoredReceipt | None: ...
+    def get_receipt(self, receipt_id: str) -> StoredReceipt | None: ...
+    def list_receipts(
+        self, customer_id: str, after_seq: int, limit: int
+    ) -> list[StoredReceipt]: ...
+    def iter_receipts(self, customer_id: str) -> Iterator[StoredReceipt]:
+        """All of a customer's receipts in seq order (for audits)."""
+        ...
+
+    # -- customers, keys, entitlements -------------------------------------
+    def create_customer(self, customer: Customer) -> None:
+        """Create the customer and its empty account; AlreadyExists if taken."""
+        ...
+
+    def get_customer(self, customer_id: str) -> Customer | None: ...
+    def find_customer_by_email(self, email: str) -> Customer | None: ...
+    def find_customer_by_stripe_id(self, stripe_customer_id: str) -> Customer | None: ...
+    def set_stripe_customer_id(self, customer_id: str, stripe_customer_id: str) -> None: ...
+    def list_customer_ids(self) -> list[str]: ...
+
+    def create_api_key(self, api_key: ApiKey) -> None: ...
+    def resolve_api_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not (callers check revoked_at)."""
+        ...
+
+    def revoke_api_key(self, key_id: str, revoked_at: str) -> None: ...
+
+    def put_entitlement(self, entitlement: Entitlement, *, reset_usage: bool = False) -> None:
+        """Insert or update; keeps `used_minor` unless `reset_usage`."""
+        ...
+
+    def get_entitlements(self, customer_id: str) -> dict[str, Entitlement]: ...
+
+    # -- signing keys -------------------------------------------------------
+    def record_signing_key(self, key: SigningKeyRecord) -> None:
+        """Idempotent: recording a known kid again changes nothing."""
+        ...
+
+    def signing_keys(self) -> list[SigningKeyRecord]: ...
+
+    # -- webhook events (recorded durably, processed later) ---------------
+    def record_webhook_event(self, event: WebhookEvent) -> bool:
+        """Store the event unless its id is known; True if it was new."""
+        ...
+
+    def pending_webhook_events(self, now: str, limit: int) -> list[WebhookEvent]: ...
+    def mark_webhook_processed(self, event_id: str, processed_at: str) -> None: ...
+    def mark_webhook_failed(self, event_id: str, error: str, next_attempt_at: str) -> None: ...
+
+    # -- outbox ---------------------------------------------------------------
+    def enqueue_outbox(self, messages: Sequence[OutboxMessage]) -> None: ...
+    def pending_outbox(self, topic: str, now: str, limit: int) -> list[OutboxMessage]:
+        """Due messages of a topic, oldest first, in order per ordering key."""
+        ...
+
+    def outbox_delivered(self, message_ids: Sequence[str]) -> None: ...
+    def outbox_retry_later(
+        self, message_id: str, error: str, next_attempt_at: str
+    ) -> None: ...
+    def outbox_backlog(self) -> dict[str, int]:
+        """Undelivered message count per topic."""
+        ...
+
+
+class ReceiptReadModel(Protocol):
+    """Customer-facing copy of receipts: same SQLite embedded; Firestore in
+    production. Upserts are idempotent (keyed by receipt_id)."""
+
+    def upsert_receipts(self, receipts: Sequence[StoredReceipt]) -> None: ...
+    def get_receipt(self, receipt_id: str) -> StoredReceipt | None: ...
+    def list_receipts(
+        self, customer_id: str, after_seq: int, limit: int
+    ) -> list[StoredReceipt]: ...
+    def close(self) -> None: ...
+
+
+class ReceiptBroadcast(Protocol):
+    """Announces committed receipts: in-process embedded; Pub/Sub in
+    production, with the customer as ordering key."""
+
+    def publish(self, receipts: Sequence[StoredReceipt]) -> None: ...
+    def close(self) -> None: ...
+
+
+class ReceiptArchive(Protocol):
+    """Append-only long-term copy (7-year retention): files embedded; Cloud
+    Storage in production. Appending the same receipt twice keeps one copy."""
+
+    def append(self, receipts: Sequence[StoredReceipt]) -> None: ...
+    def read_customer(self, customer_id: str) -> list[StoredReceipt]: ...
+    def close(self) -> None: ...
