@@ -73,7 +73,9 @@ def parse_amount(value: str | int, currency: str) -> int:
         )
     if len(whole) > 18:
         raise MoneyError("amount_too_large", "amount is too large")
-    return int(whole) * 10**exponent + (int(fraction.ljust(exponent, "0")) if exponent else 0)
+    scale: int = 10**exponent
+    minor_fraction = int(fraction.ljust(exponent, "0")) if exponent else 0
+    return int(whole) * scale + minor_fraction
 
 
 def format_amount(amount_minor: int, currency: str) -> str:
