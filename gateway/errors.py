@@ -75,7 +75,9 @@ def bad_request(code: str, message: str, param: str | None = None) -> ApiError:
     return ApiError(400, code, message, param=param)
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """JSON via orjson (fast, never emits NaN/Infinity)."""
     return web.Response(
         status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
