@@ -1,0 +1,156 @@
+"""Private signing keys: JWS compact signatures with a detached payload (RFC 7515 App. F)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import secrets
+from collections.abc import Callable
+from typing import Final
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from crypto._b64 import b64url_encode
+from crypto._errors import JWKSError, KeyLoadError
+from crypto._jwk import SUPPORTED_ALGS, alg_for_public_key, public_jwk, rsa_key_bits_min
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+_SignFunction = Callable[[bytes], bytes]
+
+_P256_COORD_BYTES: Final = 32
+_RSA_PUBLIC_EXPONENT: Final = 65537
+_KEY_FILE_MODE: Final = 0o600
+_DATA_DIR_MODE: Final = 0o700
+
+
+class SigningKey:
+    """A private key that signs receipt payloads; safe to share between threads.
+
+    The protected header and the "header." prefix are computed once: signing is
+    on the charge path and is called from several signer threads at once.
+    """
+
+    __slots__ = ("_header_b64", "_private_key", "_public_jwk", "_sign", "alg", "kid")
+
+    def __init__(self, private_key: PrivateKey) -> None:
+        try:
+            self.alg: str = alg_for_public_key(private_key.public_key())
+        except JWKSError as error:
+            raise KeyLoadError(str(error)) from error
+        self._private_key = private_key
+        self._public_jwk = public_jwk(private_key.public_key())
+        self.kid: str = self._public_jwk["kid"]
+        header = json.dumps({"alg": self.alg, "kid": self.kid}, separators=(",", ":"))
+        self._header_b64 = b64url_encode(header.encode("ascii"))
+        self._sign = _signer(private_key)
+
+    @classmethod
+    def generate(cls, alg: str = "RS256") -> SigningKey:
+        """A fresh key for `alg` (RS256: RSA-2048, ES256: P-256, EdDSA: Ed25519)."""
+        if alg == "RS256":
+            key: PrivateKey = rsa.generate_private_key(_RSA_PUBLIC_EXPONENT, rsa_key_bits_min)
+        elif alg == "ES256":
+            key = ec.generate_private_key(ec.SECP256R1())
+        elif alg == "EdDSA":
+            key = ed25519.Ed25519PrivateKey.generate()
+        else:
+            choices = ", ".join(SUPPORTED_ALGS)
+            raise KeyLoadError(f"unsupported alg {alg!r}; choose one of {choices}")
+        return cls(key)
+
+    def sign_detached(self, payload: bytes) -> str:
+        """Compact JWS over `payload` with the payload part left empty."""
+        signing_input = f"{self._header_b64}.{b64url_encode(payload)}".encode("ascii")
+        return f"{self._header_b64}..{b64url_encode(self._sign(signing_input))}"
+
+    def public_jwk(self) -> dict[str, str]:
+        return dict(self._public_jwk)
+
+    def private_pem(self) -> bytes:
+        """PKCS#8 PEM, unencrypted: for writing to a 0600 file, never to a log."""
+        return self._private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def __repr__(self) -> str:
+        return f"SigningKey(alg={self.alg!r}, kid={self.kid!r})"
+
+
+def _signer(key: PrivateKey) -> _SignFunction:
+    if isinstance(key, rsa.RSAPrivateKey):
+        rsa_key = key
+
+        def sign_rsa(data: bytes) -> bytes:
+            return rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+        return sign_rsa
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        ec_key = key
+
+        def sign_ec(data: bytes) -> bytes:
+            r, s = decode_dss_signature(ec_key.sign(data, ec.ECDSA(hashes.SHA256())))
+            return r.to_bytes(_P256_COORD_BYTES, "big") + s.to_bytes(_P256_COORD_BYTES, "big")
+
+        return sign_ec
+    return key.sign
+
+
+def load_private_key_pem(path: pathlib.Path) -> SigningKey:
+    """Load an unencrypted PEM private key; alg follows the key type."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise KeyLoadError(f"cannot read key file {path}: {error.strerror}") from error
+    return _key_from_pem(data, str(path))
+
+
+def _key_from_pem(data: bytes, source: str) -> SigningKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as error:
+        raise KeyLoadError(f"{source} is not an unencrypted PEM private key: {error}") from error
+    if not isinstance(key, PrivateKey):
+        raise KeyLoadError(f"{source}: unsupported key type {type(key).__name__}")
+    return SigningKey(key)
+
+
+def dev_key_path(data_dir: pathlib.Path, alg: str) -> pathlib.Path:
+    return data_dir / f"receipt-signing-key-{alg.lower()}.pem"
+
+
+def load_or_create_dev_key(data_dir: pathlib.Path, alg: str = "RS256") -> SigningKey:
+    """Development signing key: loaded from `data_dir`, generated there on first use.
+
+    The file is written to a 0600 temporary file and hard-linked into place, so
+    it is never visible with other permissions or half-written, and when two
+    processes race the first link wins and both use that key.
+    """
+    path = dev_key_path(data_dir, alg)
+    if path.exists():
+        key = load_private_key_pem(path)
+        if key.alg != alg:
+            raise KeyLoadError(f"{path} holds an {key.alg} key, not {alg}")
+        return key
+    key = SigningKey.generate(alg)
+    data_dir.mkdir(mode=_DATA_DIR_MODE, parents=True, exist_ok=True)
+    temp_path = data_dir / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _KEY_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as temp_file:
+            temp_file.write(key.private_pem())
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        try:
+            os.link(temp_path, path)
+        except FileExistsError:
+            return load_or_create_dev_key(data_dir, alg)  # another process won the race
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_path)
+    return key
