@@ -29,8 +29,11 @@ class ReceiptWrite:
 
     The adapter writes the receipt, sets the account to (`receipt.seq`,
     `receipt.receipt_hash`, `receipt.balance_after_minor`) only if the stored
-    account seq is still `receipt.seq - 1` (compare-and-set), and adds
-    `receipt.amount_minor` to the entitlement's `used_minor`.
+    account is still at seq `receipt.seq - 1` AND its last receipt hash is
+    `receipt.previous_receipt_hash` (compare-and-set on both: after a failed
+    commit, a later in-flight receipt of the old chain must not land on a new
+    receipt with the same seq), and adds `receipt.amount_minor` to the
+    entitlement's `used_minor`.
     """
 
     receipt: StoredReceipt
@@ -53,8 +56,8 @@ class LedgerStore(Protocol):
         """Atomically commit receipts (in the given order; one customer's are in
         chain order), their account and usage updates, and outbox messages.
         Durable when it returns. Raises ChainConflict naming every customer
-        whose compare-and-set failed or whose idempotency key exists; then
-        nothing was written."""
+        whose compare-and-set (seq and previous hash) failed or whose
+        idempotency key exists; then nothing was written."""
         ...
 
     def load_account(self, customer_id: str) -> AccountState | None:
