@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class LedgerError(Exception):
@@ -23,9 +23,15 @@ class ChainConflict(LedgerError):
     was written; the writer retries without these customers and their actors
     reload from the store."""
 
-    def __init__(self, customer_ids: Iterable[str]) -> None:
+    def __init__(
+        self, customer_ids: Iterable[str], reasons: Mapping[str, str] | None = None
+    ) -> None:
         self.customer_ids = frozenset(customer_ids)
-        super().__init__(f"chain conflict for {sorted(self.customer_ids)}")
+        # customer_id -> why (e.g. "stale_seq", "idempotency_key_exists"), for
+        # logs and debugging; the writer only needs `customer_ids`.
+        self.reasons: dict[str, str] = dict(reasons or {})
+        detail = f" ({self.reasons})" if self.reasons else ""
+        super().__init__(f"chain conflict for {sorted(self.customer_ids)}{detail}")
 
 
 class StoreLocked(LedgerError):
@@ -34,3 +40,14 @@ class StoreLocked(LedgerError):
 
 class StoreUnavailable(LedgerError):
     """The store cannot be reached or written right now (retry-safe)."""
+
+
+class InvariantViolation(LedgerError):
+    """Data about to be written (or just read) breaks a ledger invariant: a bug,
+    not a retryable condition."""
+
+
+def check_invariant(condition: bool, message: str) -> None:
+    """Raise InvariantViolation unless `condition`; survives `python -O`."""
+    if not condition:
+        raise InvariantViolation(message)

@@ -1,0 +1,149 @@
+"""Rows <-> model records for the SQLite adapter.
+
+Column lists are in dataclass field order so a row unpacks straight into its
+record (`StoredReceipt(*row)`), which matters on the read path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ledger.errors import check_invariant
+from ledger.model import (
+    ApiKey,
+    Customer,
+    Entitlement,
+    OutboxMessage,
+    SigningKeyRecord,
+    StoredReceipt,
+    WebhookEvent,
+)
+
+Row = tuple[Any, ...]
+
+CUSTOMER_COLUMNS: Final = "customer_id, email, currency, created_at, stripe_customer_id"
+API_KEY_COLUMNS: Final = "key_id, key_hash, customer_id, created_at, revoked_at"
+ENTITLEMENT_COLUMNS: Final = (
+    "customer_id, entitlement_id, quota_minor, policy, status, updated_at, plan, max_bots, "
+    "period_start, period_end, trial_end, cancel_at_period_end, used_minor"
+)
+RECEIPT_COLUMNS: Final = (
+    "customer_id, seq, receipt_id, idempotency_key, request_fingerprint, entitlement_id, "
+    "amount_minor, currency, receipt_hash, previous_receipt_hash, balance_after_minor, "
+    "recorded_at, receipt_json"
+)
+SIGNING_KEY_COLUMNS: Final = "kid, alg, public_jwk_json, created_at"
+WEBHOOK_COLUMNS: Final = (
+    "event_id, event_type, payload, received_at, processed_at, attempts, next_attempt_at, "
+    "last_error"
+)
+OUTBOX_COLUMNS: Final = (
+    "message_id, topic, ordering_key, payload, created_at, attempts, next_attempt_at, last_error"
+)
+
+
+def placeholders(columns: str, extra: int = 0) -> str:
+    return ", ".join("?" * (columns.count(",") + 1 + extra))
+
+
+def _int(value: object, what: str) -> int:
+    # bool is an int subclass; a float would be a money bug. Refuse both.
+    check_invariant(type(value) is int, f"{what} must be an int, got {type(value).__name__}")
+    return value  # type: ignore[return-value]
+
+
+def receipt_params(receipt: StoredReceipt) -> Row:
+    return (
+        receipt.customer_id,
+        _int(receipt.seq, "seq"),
+        receipt.receipt_id,
+        receipt.idempotency_key,
+        receipt.request_fingerprint,
+        receipt.entitlement_id,
+        _int(receipt.amount_minor, "amount_minor"),
+        receipt.currency,
+        receipt.receipt_hash,
+        receipt.previous_receipt_hash,
+        _int(receipt.balance_after_minor, "balance_after_minor"),
+        receipt.recorded_at,
+        bytes(receipt.receipt_json),
+    )
+
+
+def receipt_from_row(row: Row) -> StoredReceipt:
+    return StoredReceipt(*row)
+
+
+def customer_from_row(row: Row) -> Customer:
+    return Customer(*row)
+
+
+def api_key_from_row(row: Row) -> ApiKey:
+    return ApiKey(*row)
+
+
+def entitlement_params(entitlement: Entitlement, used_minor: int) -> Row:
+    quota = entitlement.quota_minor
+    return (
+        entitlement.customer_id,
+        entitlement.entitlement_id,
+        None if quota is None else _int(quota, "quota_minor"),
+        entitlement.policy,
+        entitlement.status,
+        entitlement.updated_at,
+        entitlement.plan,
+        entitlement.max_bots,
+        entitlement.period_start,
+        entitlement.period_end,
+        entitlement.trial_end,
+        1 if entitlement.cancel_at_period_end else 0,
+        _int(used_minor, "used_minor"),
+    )
+
+
+def entitlement_from_row(row: Row) -> Entitlement:
+    values = list(row)
+    values[11] = bool(values[11])  # cancel_at_period_end
+    return Entitlement(*values)
+
+
+def signing_key_from_row(row: Row) -> SigningKeyRecord:
+    return SigningKeyRecord(*row)
+
+
+def webhook_params(event: WebhookEvent) -> Row:
+    due_at = event.next_attempt_at or event.received_at
+    return (
+        event.event_id,
+        event.event_type,
+        bytes(event.payload),
+        event.received_at,
+        event.processed_at,
+        _int(event.attempts, "attempts"),
+        event.next_attempt_at,
+        event.last_error,
+        due_at,
+    )
+
+
+def webhook_from_row(row: Row) -> WebhookEvent:
+    return WebhookEvent(*row)
+
+
+def outbox_params(message: OutboxMessage) -> Row:
+    due_at = message.next_attempt_at or message.created_at
+    return (
+        message.message_id,
+        message.topic,
+        message.ordering_key,
+        bytes(message.payload),
+        message.created_at,
+        _int(message.attempts, "attempts"),
+        message.next_attempt_at,
+        message.last_error,
+        due_at,
+    )
+
+
+def outbox_from_row(row: Row) -> OutboxMessage:
+    return OutboxMessage(*row)

@@ -1,0 +1,145 @@
+"""The SQLite schema as an ordered list of migrations.
+
+`PRAGMA user_version` records how many migrations a file has; opening a file
+applies the missing ones in one transaction, so opening is idempotent and an
+old file is upgraded in place. Append new migrations; never edit old ones.
+
+No REAL column anywhere: money is INTEGER minor units, timestamps are TEXT in
+the fixed format of `ledger.clock` so they compare as strings.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the initial schema.
+    """
+    CREATE TABLE customers (
+        customer_id        TEXT PRIMARY KEY,
+        email              TEXT NOT NULL,
+        currency           TEXT NOT NULL,
+        created_at         TEXT NOT NULL,
+        stripe_customer_id TEXT
+    );
+    CREATE INDEX customers_by_email ON customers (email);
+    CREATE INDEX customers_by_stripe_id ON customers (stripe_customer_id);
+
+    CREATE TABLE api_keys (
+        key_id      TEXT PRIMARY KEY,
+        key_hash    TEXT NOT NULL UNIQUE,
+        customer_id TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    );
+
+    CREATE TABLE accounts (
+        customer_id       TEXT PRIMARY KEY,
+        seq               INTEGER NOT NULL,
+        last_receipt_hash TEXT NOT NULL,
+        balance_minor     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE entitlements (
+        customer_id          TEXT NOT NULL,
+        entitlement_id       TEXT NOT NULL,
+        quota_minor          INTEGER,
+        policy               TEXT NOT NULL,
+        status               TEXT NOT NULL,
+        updated_at           TEXT NOT NULL,
+        plan                 TEXT,
+        max_bots             INTEGER,
+        period_start         TEXT,
+        period_end           TEXT,
+        trial_end            TEXT,
+        cancel_at_period_end INTEGER NOT NULL,
+        used_minor           INTEGER NOT NULL,
+        PRIMARY KEY (customer_id, entitlement_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE receipts (
+        customer_id           TEXT NOT NULL,
+        seq                   INTEGER NOT NULL,
+        receipt_id            TEXT NOT NULL UNIQUE,
+        idempotency_key       TEXT NOT NULL,
+        request_fingerprint   TEXT NOT NULL,
+        entitlement_id        TEXT NOT NULL,
+        amount_minor          INTEGER NOT NULL,
+        currency              TEXT NOT NULL,
+        receipt_hash          TEXT NOT NULL,
+        previous_receipt_hash TEXT NOT NULL,
+        balance_after_minor   INTEGER NOT NULL,
+        recorded_at           TEXT NOT NULL,
+        receipt_json          BLOB NOT NULL,
+        PRIMARY KEY (customer_id, seq),
+        UNIQUE (customer_id, idempotency_key)
+    );
+
+    CREATE TABLE signing_keys (
+        kid             TEXT PRIMARY KEY,
+        alg             TEXT NOT NULL,
+        public_jwk_json TEXT NOT NULL,
+        created_at      TEXT NOT NULL
+    );
+
+    -- processed_at NULL = pending, due_at = next_attempt_at, else received_at.
+    CREATE TABLE webhook_events (
+        position        INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL UNIQUE,
+        event_type      TEXT NOT NULL,
+        payload         BLOB NOT NULL,
+        received_at     TEXT NOT NULL,
+        processed_at    TEXT,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error      TEXT,
+        due_at          TEXT NOT NULL
+    );
+    CREATE INDEX webhook_events_pending ON webhook_events (due_at)
+        WHERE processed_at IS NULL;
+
+    -- position (the rowid) is the commit order: in order per ordering_key.
+    -- Delivered messages are deleted. due_at = next_attempt_at, else created_at.
+    CREATE TABLE outbox (
+        position        INTEGER PRIMARY KEY,
+        message_id      TEXT NOT NULL UNIQUE,
+        topic           TEXT NOT NULL,
+        ordering_key    TEXT NOT NULL,
+        payload         BLOB NOT NULL,
+        created_at      TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error      TEXT,
+        due_at          TEXT NOT NULL
+    );
+    CREATE INDEX outbox_by_topic ON outbox (topic, position);
+    CREATE INDEX outbox_by_due ON outbox (topic, due_at);
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply missing migrations in one IMMEDIATE transaction; returns the version.
+
+    `conn` must be in autocommit mode (isolation_level=None).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        for index in range(int(version), len(MIGRATIONS)):
+            for statement in _statements(MIGRATIONS[index]):
+                conn.execute(statement)
+            # PRAGMA does not take parameters; the value is our own integer.
+            conn.execute(f"PRAGMA user_version = {index + 1:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction first; split instead (the
+    # schema has no ';' inside literals).
+    return [part.strip() for part in script.split(";") if part.strip()]
