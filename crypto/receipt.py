@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from crypto._canonical import canonical_json
+from crypto._canonical import canonical_core_json
 from crypto._errors import CanonicalizationError, ReceiptFieldError
 
 # previous_receipt_hash of a customer's first receipt.
@@ -75,7 +75,7 @@ def core_bytes(receipt: Mapping[str, object]) -> bytes:
     """JCS of the core fields of `receipt`, after checking them."""
     core = receipt_core(receipt)
     check_core(core)
-    return canonical_json(core)
+    return canonical_core_json(core)  # type: ignore[arg-type]  # shape checked just above
 
 
 def hash_of_core_bytes(payload: bytes) -> str:
@@ -85,3 +85,7 @@ def hash_of_core_bytes(payload: bytes) -> str:
 def receipt_hash(core: Mapping[str, object]) -> str:
     """ "sha256:" + hex(SHA-256(JCS(core))) over exactly RECEIPT_CORE_FIELDS."""
     return hash_of_core_bytes(core_bytes(core))
+
+
+def is_receipt_hash(value: object) -> bool:
+    return isinstance(value, str) and _HASH.fullmatch(value) is not None
