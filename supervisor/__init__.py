@@ -1,1 +1,23 @@
-"""supervisor package."""
+"""Erlang/OTP supervision on pykka: child specs, restart strategies and intensity,
+ordered shutdown, escalation. Knows nothing about billing."""
+
+from supervisor._actor import SupervisedActor
+from supervisor._dynamic import DynamicSupervisor
+from supervisor._errors import ChildStartError, SupervisorError, SupervisorSpecError
+from supervisor._link import ChildExited, Link
+from supervisor._spec import ChildInfo, ChildSpec, SupervisorFlags
+from supervisor._static import Supervisor
+
+__all__ = [
+    "ChildExited",
+    "ChildInfo",
+    "ChildSpec",
+    "ChildStartError",
+    "DynamicSupervisor",
+    "Link",
+    "SupervisedActor",
+    "Supervisor",
+    "SupervisorError",
+    "SupervisorFlags",
+    "SupervisorSpecError",
+]
