@@ -26,11 +26,18 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None
         time.sleep(0.002)
 
 
+def new_threads(before: set[threading.Thread]) -> set[threading.Thread]:
+    """Threads alive now that were not alive in `before`."""
+    return {t for t in threading.enumerate() if t not in before and t.is_alive()}
+
+
 class Journal:
     """Thread-safe record of (event, name) pairs, in the order they happened."""
 
     def __init__(self) -> None:
         self._events: list[tuple[str, str]] = []
+        self.threads: dict[str, threading.Thread] = {}
+        """The thread of the latest incarnation of each worker, by name."""
         self._cond = threading.Condition()
 
     def add(self, event: str, name: str) -> None:
@@ -73,6 +80,7 @@ class Worker(SupervisedActor):
 
     def on_start(self) -> None:
         super().on_start()
+        self.journal.threads[self.name] = threading.current_thread()
         self.journal.add("start", self.name)
 
     def on_stop(self) -> None:
