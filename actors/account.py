@@ -1,0 +1,297 @@
+"""AccountActor: one per customer; the only writer of that customer's chain.
+
+It decides each receipt's place in the chain (seq, previous hash), enforces
+idempotency and quota in memory, and hands the receipt to the signer pool and
+ledger writer; the reply happens when the receipt is durable. Its state is
+loaded from the store on start and again whenever a commit failed, after a
+barrier has let every receipt already in flight settle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import pykka
+import structlog
+
+from actors import charges
+from actors.charges import ChargeCommand, ChargeOutcome, Reply, refused
+from actors.metrics import ActorMetrics
+from actors.pending import PendingReceipt
+from actors.pipeline import Pipeline, Unavailable
+from crypto.receipt import core_bytes, hash_of_core_bytes
+from ledger import AccountState, Entitlement, LedgerStore, limits
+from supervisor import Link, SupervisedActor
+
+log = structlog.get_logger(__name__)
+
+
+class Reload(NamedTuple):
+    """Reload the account from the store (entitlements changed, or a commit failed)."""
+
+
+class InjectFault(NamedTuple):
+    """Test hook: crash this actor (only sent when fault injection is enabled)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDeps:
+    store: LedgerStore
+    pipeline: Pipeline
+    metrics: ActorMetrics
+    now_rfc3339: Callable[[], str]
+    activity: dict[str, float]
+    recent_keys_max: int = 4_096
+    barrier_timeout_s: float = 10.0
+
+
+class _ReplyFuture(pykka.ThreadingFuture[Any]):
+    """The future pykka attaches to an `ask`: if the message fails in the actor
+    or the actor dies with it still queued, the request is answered with a
+    retry-safe error instead of being dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reply: Reply | None = None
+        self._failed = False
+
+    def bind(self, reply: Reply) -> None:
+        self._reply = reply
+        if self._failed:
+            self._fail()
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        super().set_exception(exc_info)
+        self._failed = True
+        if self._reply is not None:
+            self._fail()
+
+    def _fail(self) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            reply(refused(charges.ACCOUNT_UNAVAILABLE, "the account is restarting; retry"))
+
+
+def ask_charge(ref: pykka.ActorRef[Any], command: ChargeCommand) -> None:
+    """Queue a charge on an account actor; the answer arrives via command.reply."""
+    future = ref.ask(command, block=False)
+    if isinstance(future, _ReplyFuture):
+        future.bind(command.reply)
+
+
+class AccountActor(SupervisedActor):
+    def __init__(self, link: Link, customer_id: str, deps: AccountDeps) -> None:
+        super().__init__(link)
+        self.customer_id = customer_id
+        self._deps = deps
+        self._account: AccountState | None = None
+        self._seq = 0
+        self._last_hash = ""
+        self._balance_minor = 0
+        self._entitlements: dict[str, Entitlement] = {}
+        self._used_minor: dict[str, int] = {}
+        self._recent: OrderedDict[str, PendingReceipt] = OrderedDict()
+
+    @classmethod
+    def _create_future(cls) -> pykka.Future[Any]:
+        return _ReplyFuture()
+
+    # -- lifecycle -----------------------------------------------------------
+    def on_start(self) -> None:
+        super().on_start()
+        self._reload()
+        self._deps.metrics.live_accounts.inc()
+
+    def on_stop(self) -> None:
+        self._deps.metrics.live_accounts.dec()
+        self._deps.activity.pop(self.customer_id, None)
+        super().on_stop()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._deps.metrics.live_accounts.dec()
+        log.error("account.crashed", customer_id=self.customer_id, reason=repr(exception_value))
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def _reload(self) -> None:
+        # Receipts of an earlier incarnation may still be on their way to the
+        # store; wait for them so the chain head we load is the real one.
+        if not self._deps.pipeline.barrier(self.customer_id, self._deps.barrier_timeout_s):
+            raise RuntimeError("in-flight receipts did not settle before reload")
+        account = self._deps.store.load_account(self.customer_id)
+        self._account = account
+        self._recent = OrderedDict(
+            (key, entry) for key, entry in self._recent.items() if not entry.failed
+        )
+        if account is None:
+            return
+        self._seq = account.seq
+        self._last_hash = account.last_receipt_hash
+        self._balance_minor = account.balance_minor
+        self._entitlements = dict(account.entitlements)
+        self._used_minor = {eid: e.used_minor for eid, e in account.entitlements.items()}
+
+    # -- messages --------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        self._deps.activity[self.customer_id] = time.monotonic()
+        if isinstance(message, ChargeCommand):
+            self._charge(message)
+            return None
+        if isinstance(message, Reload):
+            self._reload()
+            return None
+        if isinstance(message, InjectFault):
+            raise RuntimeError(f"injected fault: {message.reason}")
+        return super().on_receive(message)
+
+    def _charge(self, command: ChargeCommand) -> None:
+        account = self._account
+        if account is None:
+            command.reply(refused(charges.CUSTOMER_NOT_FOUND, "no such customer", "customer_id"))
+            return
+        fingerprint = command.fingerprint
+        if self._answered_from_history(command, fingerprint):
+            return
+        refusal = self._check(command, account)
+        if refusal is not None:
+            command.reply(refusal)
+            return
+        entitlement = self._entitlements[command.entitlement_id]
+        used_after = self._used_minor.get(command.entitlement_id, 0) + command.amount_minor
+        quota_remaining = (
+            None if entitlement.quota_minor is None else entitlement.quota_minor - used_after
+        )
+        seq = self._seq + 1
+        balance_after = self._balance_minor + command.amount_minor
+        recorded_at = self._deps.now_rfc3339()
+        receipt_id = "rcpt_" + os.urandom(12).hex()
+        core: dict[str, Any] = {
+            "receipt_id": receipt_id,
+            "customer_id": self.customer_id,
+            "seq": seq,
+            "idempotency_key": command.idempotency_key,
+            "entitlement_id": command.entitlement_id,
+            "amount_minor": command.amount_minor,
+            "currency": command.currency,
+            "usage_description": command.usage_description,
+            "event_timestamp": command.event_timestamp,
+            "recorded_at": recorded_at,
+            "balance_after_minor": balance_after,
+            "quota_remaining_minor": quota_remaining,
+            "previous_receipt_hash": self._last_hash,
+        }
+        canonical = core_bytes(core)  # canonicalized once: hashed here, signed later
+        pending = PendingReceipt(
+            customer_id=self.customer_id,
+            seq=seq,
+            idempotency_key=command.idempotency_key,
+            fingerprint=fingerprint,
+            entitlement_id=command.entitlement_id,
+            amount_minor=command.amount_minor,
+            currency=command.currency,
+            balance_after_minor=balance_after,
+            recorded_at=recorded_at,
+            receipt_id=receipt_id,
+            receipt_hash=hash_of_core_bytes(canonical),
+            previous_receipt_hash=self._last_hash,
+            core=core,
+            canonical_core=canonical,
+            first_reply=command.reply,
+        )
+        try:
+            self._deps.pipeline.sign(pending)
+        except Unavailable as error:
+            command.reply(refused(charges.OVERLOADED, str(error)))
+            return
+        # Only now, with the receipt on its way, does the chain advance.
+        self._seq = seq
+        self._last_hash = pending.receipt_hash
+        self._balance_minor = balance_after
+        self._used_minor[command.entitlement_id] = used_after
+        self._remember(command.idempotency_key, pending)
+
+    def _answered_from_history(self, command: ChargeCommand, fingerprint: str) -> bool:
+        key = command.idempotency_key
+        entry = self._recent.get(key)
+        if entry is not None and entry.failed:
+            del self._recent[key]
+            entry = None
+        if entry is not None:
+            if entry.fingerprint != fingerprint:
+                command.reply(_key_reuse())
+            else:
+                self._deps.metrics.replays.inc()
+                entry.add_waiter(command.reply)
+            return True
+        if self._seq == 0:
+            return False
+        stored = self._deps.store.find_receipt_by_key(self.customer_id, key)
+        if stored is None:
+            return False
+        if stored.request_fingerprint != fingerprint:
+            command.reply(_key_reuse())
+        else:
+            self._deps.metrics.replays.inc()
+            command.reply(ChargeOutcome(kind="replayed", receipt=stored))
+        return True
+
+    def _check(self, command: ChargeCommand, account: AccountState) -> ChargeOutcome | None:
+        entitlement = self._entitlements.get(command.entitlement_id)
+        if entitlement is None:
+            return refused(
+                charges.ENTITLEMENT_NOT_FOUND,
+                f"no entitlement {command.entitlement_id!r} for this customer",
+                "entitlement_id",
+            )
+        if not entitlement.chargeable:
+            return refused(
+                charges.ENTITLEMENT_INACTIVE,
+                f"entitlement {command.entitlement_id!r} is {entitlement.status}",
+                "entitlement_id",
+            )
+        if command.currency != account.customer.currency:
+            return refused(
+                charges.CURRENCY_MISMATCH,
+                f"this account bills in {account.customer.currency}, not {command.currency}",
+                "currency",
+            )
+        used = self._used_minor.get(command.entitlement_id, 0)
+        if (
+            entitlement.policy == "hard"
+            and entitlement.quota_minor is not None
+            and used + command.amount_minor > entitlement.quota_minor
+        ):
+            return refused(
+                charges.QUOTA_EXCEEDED,
+                "this charge would exceed the hard quota of the entitlement",
+                "amount",
+            )
+        if self._balance_minor + command.amount_minor > limits.balance_minor_max:
+            return refused(charges.BALANCE_LIMIT, "the account balance limit is reached", "amount")
+        return None
+
+    def _remember(self, key: str, pending: PendingReceipt) -> None:
+        self._recent[key] = pending
+        if len(self._recent) > self._deps.recent_keys_max:
+            self._recent.popitem(last=False)
+
+
+def _key_reuse() -> ChargeOutcome:
+    return refused(
+        charges.IDEMPOTENCY_KEY_REUSE,
+        "this idempotency key was already used with a different request",
+        "idempotent_key",
+    )
+

@@ -1,0 +1,95 @@
+"""The account directory: finds or starts a customer's actor under the
+`accounts` dynamic supervisor, and passivates actors that sat idle so the
+number of live threads stays bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+import structlog
+
+from actors.account import AccountActor, AccountDeps, InjectFault, Reload
+from actors.pipeline import Unavailable
+from supervisor import DynamicSupervisor, Link
+
+log = structlog.get_logger(__name__)
+
+
+class AccountDirectory:
+    def __init__(
+        self,
+        deps: AccountDeps,
+        accounts: Callable[[], DynamicSupervisor | None],
+        idle_s: float,
+        stop_timeout_ms: int = 5_000,
+    ) -> None:
+        self._deps = deps
+        self._accounts = accounts
+        self._idle_s = idle_s
+        self._stop_timeout_ms = stop_timeout_ms
+
+    def _supervisor(self) -> DynamicSupervisor:
+        supervisor = self._accounts()
+        if supervisor is None:
+            raise Unavailable("the accounts supervisor is restarting")
+        return supervisor
+
+    def lookup(self, customer_id: str) -> pykka.ActorRef[Any] | None:
+        """The live actor, without starting one (cheap: safe on the event loop)."""
+        supervisor = self._accounts()
+        if supervisor is None:
+            return None
+        ref = supervisor.lookup(customer_id)
+        if ref is None or not ref.is_alive():
+            return None
+        return ref
+
+    def ensure(self, customer_id: str) -> pykka.ActorRef[Any]:
+        """The live actor, started if needed (blocks briefly: call off the loop)."""
+        ref = self.lookup(customer_id)
+        if ref is not None:
+            return ref
+        deps = self._deps
+
+        def start(link: Link) -> pykka.ActorRef[Any]:
+            return AccountActor.start(link, customer_id, deps)
+
+        return self._supervisor().start_child(customer_id, start)
+
+    def reload(self, customer_id: str) -> None:
+        """Make a live actor reload from the store; a passive one loads anyway."""
+        ref = self.lookup(customer_id)
+        if ref is None:
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(Reload())
+
+    def inject_fault(self, customer_id: str, reason: str) -> bool:
+        ref = self.lookup(customer_id)
+        if ref is None:
+            return False
+        ref.tell(InjectFault(reason))
+        return True
+
+    def passivate_idle(self) -> int:
+        """Stop actors idle for longer than `idle_s`; returns how many."""
+        supervisor = self._accounts()
+        if supervisor is None:
+            return 0
+        cutoff = time.monotonic() - self._idle_s
+        idle = [cid for cid, seen in list(self._deps.activity.items()) if seen < cutoff]
+        stopped = 0
+        for customer_id in idle:
+            if self._deps.activity.get(customer_id, cutoff + 1) >= cutoff:
+                continue  # became busy again
+            supervisor.terminate_child(customer_id, timeout_ms=self._stop_timeout_ms)
+            self._deps.activity.pop(customer_id, None)
+            stopped += 1
+        if stopped:
+            self._deps.metrics.passivations.inc(stopped)
+            log.info("accounts.passivated", count=stopped)
+        return stopped

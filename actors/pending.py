@@ -1,0 +1,78 @@
+"""A receipt on its way from an account actor through signing to the store.
+
+It is created by the actor (chain position decided), signed by the signer
+pool, committed by the ledger writer, and completed exactly once. Concurrent
+duplicates of the same idempotency key wait on the same `PendingReceipt`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.charges import ChargeOutcome, Reply
+from ledger import StoredReceipt
+
+
+@dataclass(slots=True)
+class PendingReceipt:
+    customer_id: str
+    seq: int
+    idempotency_key: str
+    fingerprint: str
+    entitlement_id: str
+    amount_minor: int
+    currency: str
+    balance_after_minor: int
+    recorded_at: str
+    receipt_id: str
+    receipt_hash: str
+    previous_receipt_hash: str
+    core: dict[str, Any]
+    canonical_core: bytes
+    first_reply: Reply
+    receipt: StoredReceipt | None = None
+    outcome: ChargeOutcome | None = None
+    _extra_replies: list[Reply] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_waiter(self, reply: Reply) -> None:
+        """A concurrent duplicate: answered with a replay of the same outcome."""
+        with self._lock:
+            if self.outcome is None:
+                self._extra_replies.append(reply)
+                return
+            outcome = self.outcome
+        reply(_as_replay(outcome))
+
+    def complete(self, outcome: ChargeOutcome) -> None:
+        with self._lock:
+            if self.outcome is not None:
+                return
+            self.outcome = outcome
+            extra, self._extra_replies = self._extra_replies, []
+        self.first_reply(outcome)
+        replay = _as_replay(outcome)
+        for reply in extra:
+            reply(replay)
+
+    @property
+    def failed(self) -> bool:
+        outcome = self.outcome
+        return outcome is not None and outcome.kind == "refused"
+
+
+def _as_replay(outcome: ChargeOutcome) -> ChargeOutcome:
+    if outcome.kind != "committed":
+        return outcome
+    return ChargeOutcome(kind="replayed", receipt=outcome.receipt)
+
+
+@dataclass(slots=True)
+class Barrier:
+    """Travels the same path as a customer's receipts; set once every receipt
+    queued before it has been committed or failed."""
+
+    customer_id: str
+    done: threading.Event = field(default_factory=threading.Event)

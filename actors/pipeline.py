@@ -1,0 +1,71 @@
+"""Wiring between account actors and the current signer pool and ledger writer.
+
+The supervisor may restart the signer or the writer; each incarnation
+registers itself here on start and unregisters on stop, so account actors
+always reach the current one (or learn that none is up, a retry-safe error).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from actors.pending import Barrier, PendingReceipt
+
+
+class Unavailable(Exception):
+    """No signer or writer is running right now, or its queue is full."""
+
+
+class Stage(Protocol):
+    def submit(self, item: PendingReceipt | Barrier) -> None: ...
+
+
+class Pipeline:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._signer: Stage | None = None
+        self._writer: Stage | None = None
+        # Set by the account directory: a customer's chain must be reloaded
+        # from the store because a commit failed.
+        self.on_chain_failed: Callable[[str], None] = lambda customer_id: None
+
+    def attach_signer(self, stage: Stage | None) -> None:
+        with self._lock:
+            self._signer = stage
+
+    def attach_writer(self, stage: Stage | None) -> None:
+        with self._lock:
+            self._writer = stage
+
+    def detach_signer(self, stage: Stage) -> None:
+        with self._lock:
+            if self._signer is stage:
+                self._signer = None
+
+    def detach_writer(self, stage: Stage) -> None:
+        with self._lock:
+            if self._writer is stage:
+                self._writer = None
+
+    def sign(self, item: PendingReceipt | Barrier) -> None:
+        signer = self._signer
+        if signer is None:
+            raise Unavailable("signer is restarting")
+        signer.submit(item)
+
+    def commit(self, item: PendingReceipt | Barrier) -> None:
+        writer = self._writer
+        if writer is None:
+            raise Unavailable("ledger writer is restarting")
+        writer.submit(item)
+
+    def barrier(self, customer_id: str, timeout_s: float) -> bool:
+        """Wait until everything queued for this customer so far is settled."""
+        barrier = Barrier(customer_id)
+        try:
+            self.sign(barrier)
+        except Unavailable:
+            return False
+        return barrier.done.wait(timeout_s)

@@ -1,0 +1,185 @@
+"""SignerPool: N signing threads, each with a bounded queue.
+
+A customer always hashes to the same thread, so one customer's receipts leave
+the pool in chain order while different customers sign in parallel (RSA
+signing releases the GIL). Signed receipts go on to the ledger writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from typing import Any
+
+import orjson
+import structlog
+
+from actors.charges import INTERNAL, STORE_UNAVAILABLE, refused
+from actors.metrics import ActorMetrics
+from actors.pending import Barrier, PendingReceipt
+from actors.pipeline import Pipeline, Unavailable
+from crypto import SigningKey
+from ledger import StoredReceipt
+from supervisor import Link, SupervisedActor
+
+log = structlog.get_logger(__name__)
+
+_STOP = object()
+_PUT_TIMEOUT_S = 0.05
+
+
+class _SignerStage:
+    def __init__(
+        self,
+        key: SigningKey,
+        pipeline: Pipeline,
+        workers: int,
+        queue_max: int,
+        metrics: ActorMetrics,
+        on_fatal: Any,
+    ) -> None:
+        self._key = key
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._on_fatal = on_fatal
+        per_worker = max(1, queue_max // workers)
+        self._queues: list[queue.Queue[Any]] = [queue.Queue(per_worker) for _ in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"signer-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, item: PendingReceipt | Barrier) -> None:
+        q = self._queues[hash(item.customer_id) % len(self._queues)]
+        try:
+            q.put(item, timeout=_PUT_TIMEOUT_S)
+        except queue.Full:
+            raise Unavailable("signer queue full") from None
+
+    def depth(self) -> int:
+        return sum(q.qsize() for q in self._queues)
+
+    def stop(self, timeout_s: float) -> None:
+        for q in self._queues:
+            with contextlib.suppress(queue.Full):
+                q.put(_STOP, timeout=timeout_s)
+        for thread in self._threads:
+            thread.join(timeout_s)
+        for q in self._queues:  # whatever was left is answered, never dropped
+            _fail_all(q, "signer stopped")
+
+    def _run(self, q: queue.Queue[Any]) -> None:
+        while True:
+            item = q.get()
+            if item is _STOP:
+                return
+            try:
+                if isinstance(item, PendingReceipt):
+                    self._sign(item)
+                self._pipeline.commit(item)
+            except Unavailable as error:
+                _fail(item, STORE_UNAVAILABLE, str(error))
+                if isinstance(item, PendingReceipt):
+                    self._pipeline.on_chain_failed(item.customer_id)
+            except Exception as error:
+                log.exception("signer.failed", customer_id=item.customer_id)
+                _fail(item, INTERNAL, "signing failed")
+                if isinstance(item, PendingReceipt):
+                    self._pipeline.on_chain_failed(item.customer_id)
+                self._on_fatal(repr(error))
+
+    def _sign(self, item: PendingReceipt) -> None:
+        signature = self._key.sign_detached(item.canonical_core)
+        document = dict(item.core)
+        document["receipt_hash"] = item.receipt_hash
+        document["signature"] = signature
+        item.receipt = StoredReceipt(
+            customer_id=item.customer_id,
+            seq=item.seq,
+            receipt_id=item.receipt_id,
+            idempotency_key=item.idempotency_key,
+            request_fingerprint=item.fingerprint,
+            entitlement_id=item.entitlement_id,
+            amount_minor=item.amount_minor,
+            currency=item.currency,
+            receipt_hash=item.receipt_hash,
+            previous_receipt_hash=item.previous_receipt_hash,
+            balance_after_minor=item.balance_after_minor,
+            recorded_at=item.recorded_at,
+            receipt_json=orjson.dumps(document),
+        )
+
+
+def _fail(item: Any, code: str, message: str) -> None:
+    if isinstance(item, PendingReceipt):
+        item.complete(refused(code, message))
+    elif isinstance(item, Barrier):
+        item.done.set()
+
+
+def _fail_all(q: queue.Queue[Any], message: str) -> None:
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return
+        _fail(item, STORE_UNAVAILABLE, message)
+
+
+class _Crash:
+    """Told to the pool by a worker thread that hit an unexpected error."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class SignerPool(SupervisedActor):
+    """Supervised owner of the signing threads (a permanent child)."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        key: SigningKey,
+        pipeline: Pipeline,
+        workers: int,
+        queue_max: int,
+        metrics: ActorMetrics,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(link)
+        self._pipeline = pipeline
+        self._stop_timeout_s = stop_timeout_s
+        self._stage = _SignerStage(key, pipeline, workers, queue_max, metrics, self._report_crash)
+        metrics.signer_queue_depth.set_function(self._stage.depth)
+
+    def _report_crash(self, reason: str) -> None:
+        with contextlib.suppress(Exception):  # already stopping
+            self.actor_ref.tell(_Crash(reason))
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._stage.start()
+        self._pipeline.attach_signer(self._stage)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Crash):
+            raise RuntimeError(f"signer worker failed: {message.reason}")
+        return super().on_receive(message)
+
+    def _shutdown(self) -> None:
+        self._pipeline.detach_signer(self._stage)
+        self._stage.stop(self._stop_timeout_s)
+
+    def on_stop(self) -> None:
+        self._shutdown()
+        super().on_stop()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._shutdown()
+        super().on_failure(*exc_info)

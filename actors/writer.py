@@ -1,0 +1,253 @@
+"""LedgerWriter: group commit. One thread drains its bounded queue into
+batches and commits each batch in one transaction; nothing is answered
+before its batch is durable.
+
+A batch is as large as what queued up while the previous one committed (up
+to `commit_batch_receipts_max`), so batches grow with load and latency stays
+low when idle; `linger_ms` optionally waits for company when a batch is small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, refused
+from actors.metrics import ActorMetrics
+from actors.pending import Barrier, PendingReceipt
+from actors.pipeline import Pipeline, Unavailable
+from ledger import ChainConflict, LedgerStore, OutboxMessage, ReceiptWrite, StoredReceipt
+from supervisor import Link, SupervisedActor
+
+log = structlog.get_logger(__name__)
+
+_STOP = object()
+_PUT_TIMEOUT_S = 0.05
+_SMALL_BATCH = 8
+
+# Builds the outbox messages committed with each receipt (one per sink topic).
+OutboxFor = Callable[[StoredReceipt], Sequence[OutboxMessage]]
+
+
+def no_outbox(receipt: StoredReceipt) -> Sequence[OutboxMessage]:
+    return ()
+
+
+class _WriterStage:
+    def __init__(
+        self,
+        store: LedgerStore,
+        pipeline: Pipeline,
+        metrics: ActorMetrics,
+        outbox_for: OutboxFor,
+        batch_max: int,
+        queue_max: int,
+        linger_ms: float,
+        on_fatal: Callable[[str], None],
+        on_committed: Callable[[Sequence[StoredReceipt]], None],
+    ) -> None:
+        self._store = store
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._outbox_for = outbox_for
+        self._batch_max = batch_max
+        self._linger_s = linger_ms / 1000.0
+        self._on_fatal = on_fatal
+        self._on_committed = on_committed
+        self._queue: queue.Queue[Any] = queue.Queue(queue_max)
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, item: PendingReceipt | Barrier) -> None:
+        try:
+            self._queue.put(item, timeout=_PUT_TIMEOUT_S)
+        except queue.Full:
+            raise Unavailable("ledger writer queue full") from None
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout_s: float) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout_s)
+        self._thread.join(timeout_s)
+        self._fail_leftovers("ledger writer stopped")
+
+    def _fail_leftovers(self, message: str) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, PendingReceipt):
+                item.complete(refused(STORE_UNAVAILABLE, message))
+            elif isinstance(item, Barrier):
+                item.done.set()
+
+    def _next_batch(self) -> tuple[list[Any], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        stop = self._drain_into(batch)
+        if not stop and self._linger_s > 0 and len(batch) < _SMALL_BATCH:
+            deadline = time.monotonic() + self._linger_s
+            while len(batch) < self._batch_max:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    return batch, True
+                batch.append(item)
+        return batch, stop
+
+    def _drain_into(self, batch: list[Any]) -> bool:
+        while len(batch) < self._batch_max:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            batch.append(item)
+        return False
+
+    def _run(self) -> None:
+        while True:
+            batch, stop = self._next_batch()
+            if batch:
+                try:
+                    self._commit(batch)
+                except Exception as error:
+                    log.exception("ledger_writer.failed")
+                    self._fail(batch, STORE_UNAVAILABLE, "the ledger could not be written")
+                    self._on_fatal(repr(error))
+            if stop:
+                return
+
+    def _commit(self, batch: list[Any]) -> None:
+        pending = [item for item in batch if isinstance(item, PendingReceipt) and not item.failed]
+        # A receipt whose predecessor in this batch failed cannot commit: its
+        # previous hash points at a receipt that will never exist.
+        while pending:
+            try:
+                self._commit_once(pending)
+                break
+            except ChainConflict as conflict:
+                self._metrics.commit_failures.labels(reason="chain_conflict").inc()
+                log.warning("ledger_writer.chain_conflict", customers=sorted(conflict.customer_ids))
+                losers = [p for p in pending if p.customer_id in conflict.customer_ids]
+                pending = [p for p in pending if p.customer_id not in conflict.customer_ids]
+                self._fail(losers, STORE_UNAVAILABLE, "the account changed concurrently; retry")
+                for customer_id in conflict.customer_ids:
+                    self._pipeline.on_chain_failed(customer_id)
+        for item in batch:
+            if isinstance(item, Barrier):
+                item.done.set()
+
+    def _commit_once(self, pending: list[PendingReceipt]) -> None:
+        receipts = [p.receipt for p in pending if p.receipt is not None]
+        if len(receipts) != len(pending):
+            raise RuntimeError("an unsigned receipt reached the ledger writer")
+        outbox: list[OutboxMessage] = []
+        for receipt in receipts:
+            outbox.extend(self._outbox_for(receipt))
+        started = time.perf_counter()
+        self._store.commit_batch([ReceiptWrite(receipt) for receipt in receipts], outbox)
+        self._metrics.commit_latency_s.observe(time.perf_counter() - started)
+        self._metrics.commit_batch_receipts.observe(len(receipts))
+        self._metrics.receipts_committed.inc(len(receipts))
+        for item, receipt in zip(pending, receipts, strict=True):
+            item.complete(ChargeOutcome(kind="committed", receipt=receipt))
+        self._on_committed(receipts)
+
+    def _fail(self, items: Sequence[Any], code: str, message: str) -> None:
+        customers: set[str] = set()
+        for item in items:
+            if isinstance(item, PendingReceipt):
+                item.complete(refused(code, message))
+                customers.add(item.customer_id)
+            elif isinstance(item, Barrier):
+                item.done.set()
+        if code == STORE_UNAVAILABLE:
+            for customer_id in customers:
+                self._pipeline.on_chain_failed(customer_id)
+
+
+class _Crash:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class LedgerWriter(SupervisedActor):
+    """Supervised owner of the writer thread (the `store` child, permanent)."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        store: LedgerStore,
+        pipeline: Pipeline,
+        metrics: ActorMetrics,
+        outbox_for: OutboxFor = no_outbox,
+        batch_max: int,
+        queue_max: int,
+        linger_ms: float,
+        on_committed: Callable[[Sequence[StoredReceipt]], None] = lambda receipts: None,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(link)
+        self._store = store
+        self._pipeline = pipeline
+        self._stop_timeout_s = stop_timeout_s
+        self._stage = _WriterStage(
+            store,
+            pipeline,
+            metrics,
+            outbox_for,
+            batch_max,
+            queue_max,
+            linger_ms,
+            self._report_crash,
+            on_committed,
+        )
+        metrics.writer_queue_depth.set_function(self._stage.depth)
+
+    def _report_crash(self, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            self.actor_ref.tell(_Crash(reason))
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._store.check_writable()
+        self._stage.start()
+        self._pipeline.attach_writer(self._stage)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Crash):
+            raise RuntimeError(f"ledger writer failed: {message.reason}")
+        return super().on_receive(message)
+
+    def _shutdown(self) -> None:
+        self._pipeline.detach_writer(self._stage)
+        self._stage.stop(self._stop_timeout_s)
+
+    def on_stop(self) -> None:
+        self._shutdown()
+        super().on_stop()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._shutdown()
+        super().on_failure(*exc_info)

@@ -1,0 +1,61 @@
+"""The aiohttp application: one middleware for request ids, the error model
+and request metrics; routes from the routes_* modules."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from gateway import routes_admin, routes_events, routes_public
+from gateway.errors import ApiError
+from gateway.services import SERVICES, Services
+from ledger import limits
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    404: ("resource_missing", "no such route"),
+    405: ("method_not_allowed", "this method is not allowed on this route"),
+    413: ("body_too_large", f"the body exceeds {limits.body_bytes_max} bytes"),
+}
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or secrets.token_hex(8)
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except ApiError as error:
+        response = error.response()
+    except web.HTTPException as error:
+        code, message = _HTTP_CODES.get(error.status, ("http_error", error.reason))
+        response = ApiError(error.status, code, message).response()
+    except Exception:
+        log.exception("http.unhandled_error", path=request.path, method=request.method)
+        response = ApiError(500, "internal_error", "an internal error occurred").response()
+    response.headers["X-Request-Id"] = request_id
+    metrics = request.app[SERVICES].metrics
+    metrics.requests.labels(_route_name(request), str(response.status)).inc()
+    return response
+
+
+def build_app(services: Services, *extra_routes: web.RouteTableDef) -> web.Application:
+    app = web.Application(middlewares=[api_middleware], client_max_size=limits.body_bytes_max)
+    app[SERVICES] = services
+    app.add_routes(routes_public.routes)
+    app.add_routes(routes_events.routes)
+    app.add_routes(routes_admin.routes)
+    for table in extra_routes:
+        app.add_routes(table)
+    return app

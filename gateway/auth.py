@@ -1,0 +1,71 @@
+"""Authentication: admin/service tokens and customer API keys.
+
+API keys are looked up by hash and cached for a short time so the hot path
+does not read the store on every request; revoking a key through this
+process drops it from the cache at once (other processes within `ttl_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.errors import ApiError
+from ledger import ApiKey, LedgerStore
+from ledger.api_keys import hash_api_key
+
+_CACHE_MAX = 100_000
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing_api_key", "send Authorization: Bearer <key>")
+    return token.strip()
+
+
+def require_token(request: web.Request, expected: str, what: str) -> None:
+    token = bearer_token(request)
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(401, "invalid_token", f"the {what} token is not valid")
+
+
+class ApiKeyCache:
+    def __init__(
+        self,
+        store: LedgerStore,
+        run_blocking: Callable[..., asyncio.Future[ApiKey | None]],
+        ttl_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._run_blocking = run_blocking
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+
+    async def customer_for(self, request: web.Request) -> str:
+        """The customer the request's API key belongs to, or a 401."""
+        key_hash = hash_api_key(bearer_token(request))
+        now = time.monotonic()
+        cached = self._entries.get(key_hash)
+        if cached is not None and cached[0] > now:
+            record = cached[1]
+        else:
+            record = await self._run_blocking(self._store.resolve_api_key, key_hash)
+            if len(self._entries) >= _CACHE_MAX:
+                self._entries.clear()
+            self._entries[key_hash] = (now + self._ttl_s, record)
+        if record is None:
+            raise ApiError(401, "invalid_api_key", "the API key is not valid")
+        if record.revoked_at is not None:
+            raise ApiError(401, "api_key_revoked", "the API key was revoked")
+        return record.customer_id
+
+    def forget_key_id(self, key_id: str) -> None:
+        for key_hash, (_, record) in list(self._entries.items()):
+            if record is not None and record.key_id == key_id:
+                del self._entries[key_hash]

@@ -1,0 +1,35 @@
+"""Prometheus metrics of the HTTP layer."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "billing_http_requests_total",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.receipt_latency_s = Histogram(
+            "billing_receipt_latency_seconds",
+            "From admission to a durable receipt (or refusal) for one charge.",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.admission_inflight = Gauge(
+            "billing_admission_inflight", "Charges admitted and not yet answered.",
+            registry=registry,
+        )
+        self.rejected_overload = Counter(
+            "billing_admission_rejected_total",
+            "Charges answered 429 because the admission bound was reached.",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "billing_ready", "1 when the service accepts charges.", registry=registry
+        )

@@ -1,0 +1,74 @@
+"""How receipts and charge outcomes look on the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from actors import charges
+from actors.charges import ChargeOutcome
+from gateway.errors import ApiError, json_response
+from ledger import StoredReceipt
+from ledger.money import format_amount
+
+RECEIPT_STATUS = "committed"
+
+# Domain refusal code -> HTTP status.
+_STATUS_BY_CODE = {
+    charges.QUOTA_EXCEEDED: 402,
+    charges.ENTITLEMENT_INACTIVE: 402,
+    charges.BALANCE_LIMIT: 402,
+    charges.IDEMPOTENCY_KEY_REUSE: 409,
+    charges.ENTITLEMENT_NOT_FOUND: 400,
+    charges.CURRENCY_MISMATCH: 400,
+    charges.CUSTOMER_NOT_FOUND: 404,
+    charges.ACCOUNT_UNAVAILABLE: 503,
+    charges.STORE_UNAVAILABLE: 503,
+    charges.OVERLOADED: 503,
+    charges.INTERNAL: 500,
+}
+
+
+def receipt_document(receipt: StoredReceipt) -> dict[str, Any]:
+    """The full receipt: every core field, receipt_hash, signature, plus the
+    convenience fields `amount`, `timestamp` and `status` (not signed)."""
+    document: dict[str, Any] = orjson.loads(receipt.receipt_json)
+    document["amount"] = format_amount(receipt.amount_minor, receipt.currency)
+    document["timestamp"] = document.get("event_timestamp")
+    document["status"] = RECEIPT_STATUS
+    return document
+
+
+def charge_summary(receipt: StoredReceipt, origin: str) -> dict[str, Any]:
+    """The 202 body of POST /v1/events."""
+    core: dict[str, Any] = orjson.loads(receipt.receipt_json)
+    quota_remaining = core.get("quota_remaining_minor")
+    return {
+        "receipt_id": receipt.receipt_id,
+        "status": RECEIPT_STATUS,
+        "seq": receipt.seq,
+        "amount": format_amount(receipt.amount_minor, receipt.currency),
+        "currency": receipt.currency,
+        "balance_after": format_amount(receipt.balance_after_minor, receipt.currency),
+        "quota_remaining": (
+            None if quota_remaining is None else format_amount(quota_remaining, receipt.currency)
+        ),
+        "receipt_hash": receipt.receipt_hash,
+        "receipt_url": f"{origin}/v1/receipts/{receipt.receipt_id}",
+    }
+
+
+def outcome_error(outcome: ChargeOutcome) -> ApiError:
+    code = outcome.code or charges.INTERNAL
+    status = _STATUS_BY_CODE.get(code, 500)
+    retry_after = 1 if status == 503 else None
+    return ApiError(status, code, outcome.message, param=outcome.param, retry_after_s=retry_after)
+
+
+def outcome_response(outcome: ChargeOutcome, origin: str) -> web.Response:
+    if outcome.receipt is None or outcome.kind == "refused":
+        raise outcome_error(outcome)
+    headers = {"Idempotent-Replayed": "true"} if outcome.kind == "replayed" else None
+    return json_response(charge_summary(outcome.receipt, origin), status=202, headers=headers)

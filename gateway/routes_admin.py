@@ -1,0 +1,205 @@
+"""Operator routes (admin token): customers, API keys, entitlements, and the
+fault-injection hook used by chaos tests when it is enabled."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import require_token
+from gateway.errors import ApiError, bad_request, json_response
+from gateway.services import SERVICES, Services
+from gateway.validation import (
+    optional_str,
+    parse_money,
+    read_json_body,
+    require_currency,
+    require_object,
+    require_str,
+)
+from ledger import AlreadyExists, Customer, Entitlement, limits
+from ledger.api_keys import issue_api_key
+from ledger.clock import utc_now_rfc3339
+from ledger.money import format_amount
+
+routes = web.RouteTableDef()
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_\-.:]+$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+ENTITLEMENT_STATUSES = ("active", "trialing", "past_due", "canceled", "unpaid", "inactive")
+
+
+def _admin(request: web.Request) -> Services:
+    services = request.app[SERVICES]
+    require_token(request, services.settings.admin_token or "", "admin")
+    return services
+
+
+def _check_id(value: str, param: str) -> str:
+    if not _ID_RE.match(value):
+        raise bad_request(
+            "invalid_value", f"{param} may hold only letters, digits and _-.:", param
+        )
+    return value
+
+
+def customer_body(customer: Customer) -> dict[str, Any]:
+    return {
+        "customer_id": customer.customer_id,
+        "email": customer.email,
+        "currency": customer.currency,
+        "created_at": customer.created_at,
+        "stripe_customer_id": customer.stripe_customer_id,
+    }
+
+
+def create_customer_record(
+    services: Services, customer_id: str | None, email: str, currency: str
+) -> Customer:
+    """Blocking: create a customer (used by the route and the CLI)."""
+    customer = Customer(
+        customer_id=customer_id or "cus_" + secrets.token_hex(8),
+        email=email,
+        currency=currency,
+        created_at=utc_now_rfc3339(),
+    )
+    services.store.create_customer(customer)
+    return customer
+
+
+@routes.post("/v1/customers")
+async def create_customer(request: web.Request) -> web.Response:
+    services = _admin(request)
+    body = require_object(await read_json_body(request))
+    customer_id = optional_str(body, "customer_id", max_chars=limits.customer_id_chars_max)
+    if customer_id is not None:
+        _check_id(customer_id, "customer_id")
+    email = require_str(body, "email", max_chars=limits.email_chars_max)
+    if not _EMAIL_RE.match(email):
+        raise bad_request("invalid_email", "email is not an email address", "email")
+    currency = require_currency(body)
+    try:
+        customer = await services.blocking(
+            create_customer_record, services, customer_id, email, currency
+        )
+    except AlreadyExists:
+        raise ApiError(
+            409, "customer_exists", f"customer {customer_id!r} already exists", param="customer_id"
+        ) from None
+    return json_response(customer_body(customer), status=201)
+
+
+@routes.get("/v1/customers/{customer_id}")
+async def get_customer(request: web.Request) -> web.Response:
+    services = _admin(request)
+    customer = await _existing_customer(services, request.match_info["customer_id"])
+    return json_response(customer_body(customer))
+
+
+async def _existing_customer(services: Services, customer_id: str) -> Customer:
+    customer = await services.blocking(services.store.get_customer, customer_id)
+    if customer is None:
+        raise ApiError(404, "customer_not_found", "no such customer", param="customer_id")
+    return customer
+
+
+@routes.post("/v1/customers/{customer_id}/api-keys")
+async def create_api_key(request: web.Request) -> web.Response:
+    services = _admin(request)
+    customer = await _existing_customer(services, request.match_info["customer_id"])
+    record, secret = await services.blocking(
+        issue_api_key, services.store, customer.customer_id, utc_now_rfc3339()
+    )
+    return json_response(
+        {"api_key": secret, "key_id": record.key_id, "customer_id": customer.customer_id},
+        status=201,
+    )
+
+
+@routes.delete("/v1/customers/{customer_id}/api-keys/{key_id}")
+async def revoke_api_key(request: web.Request) -> web.Response:
+    services = _admin(request)
+    await _existing_customer(services, request.match_info["customer_id"])
+    key_id = request.match_info["key_id"]
+    await services.blocking(services.store.revoke_api_key, key_id, utc_now_rfc3339())
+    services.api_keys.forget_key_id(key_id)
+    return json_response({"key_id": key_id, "revoked": True})
+
+
+def parse_entitlement(
+    body: dict[str, Any], customer: Customer, entitlement_id: str
+) -> Entitlement:
+    if "quota" not in body:
+        raise bad_request("parameter_missing", "quota is required (null for unlimited)", "quota")
+    quota = body["quota"]
+    quota_minor = None if quota is None else parse_money(quota, customer.currency, "quota")
+    if quota_minor is not None and quota_minor > limits.quota_minor_max:
+        raise bad_request("out_of_range", "quota is too large", "quota")
+    policy = body.get("policy", "hard")
+    if policy not in ("hard", "soft"):
+        raise bad_request("invalid_value", "policy must be \"hard\" or \"soft\"", "policy")
+    status = body.get("status", "active")
+    if status not in ENTITLEMENT_STATUSES:
+        raise bad_request(
+            "invalid_value", f"status must be one of {', '.join(ENTITLEMENT_STATUSES)}", "status"
+        )
+    return Entitlement(
+        customer_id=customer.customer_id,
+        entitlement_id=entitlement_id,
+        quota_minor=quota_minor,
+        policy=policy,
+        status=status,
+        updated_at=utc_now_rfc3339(),
+        plan=optional_str(body, "plan", max_chars=64),
+    )
+
+
+def entitlement_body(entitlement: Entitlement, currency: str) -> dict[str, Any]:
+    quota = entitlement.quota_minor
+    return {
+        "customer_id": entitlement.customer_id,
+        "entitlement_id": entitlement.entitlement_id,
+        "quota": None if quota is None else format_amount(quota, currency),
+        "policy": entitlement.policy,
+        "status": entitlement.status,
+        "plan": entitlement.plan,
+        "used": format_amount(entitlement.used_minor, currency),
+        "updated_at": entitlement.updated_at,
+    }
+
+
+@routes.put("/v1/customers/{customer_id}/entitlements/{entitlement_id}")
+async def put_entitlement(request: web.Request) -> web.Response:
+    services = _admin(request)
+    customer = await _existing_customer(services, request.match_info["customer_id"])
+    entitlement_id = _check_id(request.match_info["entitlement_id"], "entitlement_id")
+    if len(entitlement_id) > limits.entitlement_id_chars_max:
+        raise bad_request("too_long", "entitlement_id is too long", "entitlement_id")
+    body = require_object(await read_json_body(request))
+    entitlement = parse_entitlement(body, customer, entitlement_id)
+    await services.blocking(services.store.put_entitlement, entitlement)
+    # The live actor must see the new quota/status before its next charge.
+    services.directory.reload(customer.customer_id)
+    stored = await services.blocking(services.store.get_entitlements, customer.customer_id)
+    return json_response(entitlement_body(stored[entitlement_id], customer.currency))
+
+
+@routes.post("/v1/admin/faults/{customer_id}")
+async def inject_fault(request: web.Request) -> web.Response:
+    """Crash a customer's account actor (chaos tests); off unless enabled."""
+    services = _admin(request)
+    if not services.settings.fault_injection:
+        raise ApiError(404, "not_found", "fault injection is disabled")
+    customer_id = request.match_info["customer_id"]
+    crashed = services.directory.inject_fault(customer_id, "requested by operator")
+    return json_response({"customer_id": customer_id, "crashed": crashed})
+
+
+@routes.get("/v1/admin/tree")
+async def supervision_tree(request: web.Request) -> web.Response:
+    services = _admin(request)
+    tree = services.extras.get("tree")
+    return json_response(tree() if callable(tree) else {})

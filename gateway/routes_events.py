@@ -1,0 +1,206 @@
+"""Client routes: post billing events (one or a batch), read receipts and balance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import ApiError, bad_request, json_response
+from gateway.rendering import (
+    charge_summary,
+    outcome_error,
+    outcome_response,
+    receipt_document,
+)
+from gateway.services import SERVICES, Services
+from gateway.validation import EventRequest, parse_event, read_json_body
+from ledger import limits
+from ledger.money import format_amount
+
+routes = web.RouteTableDef()
+
+
+def _origin(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def _ensure_ready(services: Services) -> None:
+    if not services.readiness.ready():
+        reason = services.readiness.halted_reason or "the service is not ready"
+        raise ApiError(503, "service_unavailable", reason, retry_after_s=5)
+
+
+def _check_owner(event: EventRequest, customer_id: str, param: str = "customer_id") -> None:
+    if event.customer_id != customer_id:
+        # Same answer as for an unknown customer: never confirm another's existence.
+        raise ApiError(404, "customer_not_found", "no such customer for this API key", param=param)
+
+
+@routes.post("/v1/events")
+async def post_event(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    customer_id = await services.api_keys.customer_for(request)
+    body = await read_json_body(request)
+    event = parse_event(body, datetime.now(UTC))
+    _check_owner(event, customer_id)
+    _ensure_ready(services)
+    services.admission.enter(customer_id)
+    started = time.perf_counter()
+    try:
+        outcome = await services.charge(event)
+    finally:
+        services.admission.leave(customer_id)
+        services.metrics.receipt_latency_s.observe(time.perf_counter() - started)
+    return outcome_response(outcome, _origin(request))
+
+
+@routes.post("/v1/events/batch")
+async def post_event_batch(request: web.Request) -> web.Response:
+    """Up to `batch_events_max` events, each with its own result, charged in
+    order per customer; the response comes once every item is durable."""
+    services = request.app[SERVICES]
+    customer_id = await services.api_keys.customer_for(request)
+    body = await read_json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise bad_request("invalid_type", "send {\"events\": [...]}", "events")
+    items: list[Any] = body["events"]
+    if not items:
+        raise bad_request("invalid_value", "events must not be empty", "events")
+    if len(items) > limits.batch_events_max:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"at most {limits.batch_events_max} events per batch, got {len(items)}",
+            param="events",
+        )
+    _ensure_ready(services)
+    now = datetime.now(UTC)
+    parsed: list[EventRequest | ApiError] = []
+    for index, item in enumerate(items):
+        try:
+            event = parse_event(item, now)
+            _check_owner(event, customer_id, param=f"events[{index}].customer_id")
+            parsed.append(event)
+        except ApiError as error:
+            if error.param and not error.param.startswith("events["):
+                error.param = f"events[{index}].{error.param}"
+            parsed.append(error)
+    valid = [p for p in parsed if isinstance(p, EventRequest)]
+    services.admission.enter(customer_id, max(1, len(valid)))
+    try:
+        # One account actor serializes them; submitting synchronously in a
+        # row keeps the batch order in the chain.
+        ref = await services.account_ref(customer_id) if valid else None
+        futures = [services.submit(event, ref) for event in valid]
+        outcomes = iter(await asyncio.gather(*futures))
+    finally:
+        services.admission.leave(customer_id, max(1, len(valid)))
+    origin = _origin(request)
+    results: list[dict[str, Any]] = []
+    for item in parsed:
+        if isinstance(item, ApiError):
+            results.append({"status": item.status, **item.body()})
+            continue
+        outcome = next(outcomes)
+        if outcome.receipt is None or outcome.kind == "refused":
+            refusal = outcome_error(outcome)
+            results.append({"status": refusal.status, **refusal.body()})
+        else:
+            results.append(
+                {
+                    "status": 202,
+                    "replayed": outcome.kind == "replayed",
+                    "receipt": charge_summary(outcome.receipt, origin),
+                }
+            )
+    return json_response({"object": "list", "results": results})
+
+
+@routes.get("/v1/receipts/{receipt_id}")
+async def get_receipt(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    customer_id = await services.api_keys.customer_for(request)
+    receipt_id = request.match_info["receipt_id"]
+    receipt = await services.blocking(services.read_model.get_receipt, receipt_id)
+    if receipt is None:
+        receipt = await services.blocking(services.store.get_receipt, receipt_id)
+    if receipt is None or receipt.customer_id != customer_id:
+        raise ApiError(404, "receipt_not_found", "no such receipt", param="receipt_id")
+    return json_response(receipt_document(receipt))
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request("invalid_type", f"{name} must be an integer", name) from None
+    if not low <= value <= high:
+        raise bad_request("out_of_range", f"{name} must be between {low} and {high}", name)
+    return value
+
+
+@routes.get("/v1/receipts")
+async def list_receipts(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    customer_id = await services.api_keys.customer_for(request)
+    after_seq = _query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
+    limit = _query_int(request, "limit", 100, 1, limits.receipts_page_max)
+    # The ledger of record answers: it is never behind, unlike a read model.
+    receipts = await services.blocking(
+        services.store.list_receipts, customer_id, after_seq, limit + 1
+    )
+    page = receipts[:limit]
+    return json_response(
+        {
+            "object": "list",
+            "data": [receipt_document(r) for r in page],
+            "has_more": len(receipts) > limit,
+            "next_after_seq": page[-1].seq if page else after_seq,
+        }
+    )
+
+
+@routes.get("/v1/balance")
+async def get_balance(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    customer_id = await services.api_keys.customer_for(request)
+    account = await services.blocking(services.store.load_account, customer_id)
+    if account is None:
+        raise ApiError(404, "customer_not_found", "no such customer")
+    currency = account.customer.currency
+    entitlements = []
+    for entitlement in sorted(account.entitlements.values(), key=lambda e: e.entitlement_id):
+        quota = entitlement.quota_minor
+        entitlements.append(
+            {
+                "entitlement_id": entitlement.entitlement_id,
+                "status": entitlement.status,
+                "policy": entitlement.policy,
+                "plan": entitlement.plan,
+                "quota": None if quota is None else format_amount(quota, currency),
+                "used": format_amount(entitlement.used_minor, currency),
+                "quota_remaining": (
+                    None
+                    if quota is None
+                    else format_amount(quota - entitlement.used_minor, currency)
+                ),
+            }
+        )
+    return json_response(
+        {
+            "customer_id": customer_id,
+            "currency": currency,
+            "balance": format_amount(account.balance_minor, currency),
+            "balance_minor": account.balance_minor,
+            "seq": account.seq,
+            "last_receipt_hash": account.last_receipt_hash,
+            "entitlements": entitlements,
+        }
+    )

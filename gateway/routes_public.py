@@ -1,0 +1,43 @@
+"""Unauthenticated routes: JWKS, health, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.errors import json_response
+from gateway.services import SERVICES
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/.well-known/jwks.json")
+async def jwks(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return web.Response(
+        body=services.jwks_body,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    readiness = request.app[SERVICES].readiness
+    if readiness.ready():
+        return json_response({"status": "ready"})
+    reason = readiness.halted_reason or ("draining" if readiness.draining else "not ready")
+    return json_response({"status": "unavailable", "reason": reason}, status=503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    services.metrics.ready.set(1 if services.readiness.ready() else 0)
+    body = generate_latest(services.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

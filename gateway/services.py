@@ -1,0 +1,133 @@
+"""What the HTTP handlers need, built once by the composition root and
+shared through a typed AppKey."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pykka
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from actors import charges
+from actors.account import ask_charge
+from actors.accounts import AccountDirectory
+from actors.charges import ChargeCommand, ChargeOutcome, refused
+from actors.pipeline import Unavailable
+from crypto import KeyRing
+from gateway.admission import Admission
+from gateway.auth import ApiKeyCache
+from gateway.http_metrics import HttpMetrics
+from gateway.settings import Settings
+from gateway.validation import EventRequest
+from ledger import LedgerStore, ReceiptReadModel
+
+T = TypeVar("T")
+
+
+@dataclass
+class Readiness:
+    """Whether charges are accepted: the tree is up, the store writable, and no
+    integrity halt or drain is in progress."""
+
+    tree_up: Callable[[], bool]
+    store_writable: Callable[[], bool]
+    halted_reason: str | None = None
+    draining: bool = False
+    _cached_at: float = 0.0
+    _cached: bool = False
+
+    def ready(self) -> bool:
+        if self.halted_reason is not None or self.draining:
+            return False
+        now = time.monotonic()
+        if now - self._cached_at > 1.0:
+            self._cached = self.tree_up() and self.store_writable()
+            self._cached_at = now
+        return self._cached
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: LedgerStore
+    read_model: ReceiptReadModel
+    directory: AccountDirectory
+    key_ring: KeyRing
+    registry: CollectorRegistry
+    metrics: HttpMetrics
+    admission: Admission
+    api_keys: ApiKeyCache
+    readiness: Readiness
+    executor: concurrent.futures.ThreadPoolExecutor
+    jwks_body: bytes = b""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call off the event loop, on the bounded executor."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    async def account_ref(self, customer_id: str) -> pykka.ActorRef[Any] | None:
+        """The customer's live actor, started off the loop if needed; None while
+        the accounts supervisor is restarting."""
+        ref = self.directory.lookup(customer_id)
+        if ref is not None:
+            return ref
+        try:
+            return await self.blocking(self.directory.ensure, customer_id)
+        except Unavailable:
+            return None
+
+    def submit(
+        self, event: EventRequest, ref: pykka.ActorRef[Any] | None
+    ) -> asyncio.Future[ChargeOutcome]:
+        """Queue one charge on the actor; the future resolves when it is durable
+        (or refused). Synchronous, so several submits keep their order."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ChargeOutcome] = loop.create_future()
+
+        def resolve(outcome: ChargeOutcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+                timer.cancel()
+
+        def reply(outcome: ChargeOutcome) -> None:  # called from actor/writer threads
+            loop.call_soon_threadsafe(resolve, outcome)
+
+        timer = loop.call_later(
+            self.settings.request_timeout_ms / 1000.0,
+            resolve,
+            refused(
+                charges.STORE_UNAVAILABLE,
+                "the charge did not complete in time; retry with the same idempotency key",
+            ),
+        )
+        if ref is None:
+            resolve(refused(charges.ACCOUNT_UNAVAILABLE, "the account is restarting; retry"))
+            return future
+        command = ChargeCommand(
+            customer_id=event.customer_id,
+            idempotency_key=event.idempotency_key,
+            entitlement_id=event.entitlement_id,
+            amount_minor=event.amount_minor,
+            currency=event.currency,
+            usage_description=event.usage_description,
+            event_timestamp=event.event_timestamp,
+            reply=reply,
+        )
+        ask_charge(ref, command)
+        return future
+
+    async def charge(self, event: EventRequest) -> ChargeOutcome:
+        """Send one charge to its account actor and wait for the durable answer."""
+        ref = await self.account_ref(event.customer_id)
+        return await self.submit(event, ref)
+
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -1,0 +1,137 @@
+"""The one frozen settings object, built once by the composition root from
+command-line flags and the environment (flags win). Nothing reads the
+environment anywhere else."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger import limits
+
+SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed (reported as one line, exit 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    store_url: str | None = None  # None: SQLite file in data_dir
+    read_model_url: str | None = None  # None: the ledger store itself
+    broadcast_url: str | None = None  # None: in-process
+    archive_url: str | None = None  # None: files in data_dir/archive
+    admin_token: str | None = None  # None: generated and kept in data_dir
+    signing_key_path: Path | None = None  # None: a development key in data_dir
+    signing_alg: str = "RS256"
+    admission_queue_max: int = limits.admission_queue_max
+    customer_inflight_max: int = limits.customer_inflight_max
+    signer_workers: int = 0  # 0: signer_workers_per_cpu x CPUs
+    commit_batch_receipts_max: int = limits.commit_batch_receipts_max
+    commit_linger_ms: float = 0.0
+    account_idle_s: float = limits.account_idle_s
+    request_timeout_ms: int = limits.actor_ask_timeout_ms
+    drain_timeout_s: float = 10.0
+    fault_injection: bool = False
+    dev: bool = False
+    log_level: str = "info"
+    secrets_dir: Path | None = None
+
+    @property
+    def effective_signer_workers(self) -> int:
+        if self.signer_workers > 0:
+            return self.signer_workers
+        return limits.signer_workers_per_cpu * (os.cpu_count() or 1)
+
+    def validate(self) -> Settings:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port {self.port} is not a TCP port")
+        if self.signing_alg not in SIGNING_ALGS:
+            raise SettingsError(f"signing alg must be one of {', '.join(SIGNING_ALGS)}")
+        if not 0 < self.admission_queue_max <= 100_000:
+            raise SettingsError("BILLING_ADMISSION_QUEUE_MAX must be between 1 and 100000")
+        if not self.customer_inflight_max > 0:
+            raise SettingsError("customer in-flight bound must be positive")
+        if not 0 < self.commit_batch_receipts_max <= 10_000:
+            raise SettingsError("commit batch size must be between 1 and 10000")
+        if self.request_timeout_ms <= 0:
+            raise SettingsError("request timeout must be positive")
+        return self
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def from_environment(
+    environ: Mapping[str, str],
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: str | None = None,
+    store_url: str | None = None,
+    dev: bool = False,
+) -> Settings:
+    """Flags (when given) override `BILLING_*` variables, which override defaults."""
+    defaults = Settings()
+    key_path = environ.get("BILLING_SIGNING_KEY_FILE")
+    secrets_dir = environ.get("BILLING_SECRETS_DIR")
+    settings = Settings(
+        host=host or environ.get("BILLING_HOST") or defaults.host,
+        port=port if port is not None else _int(environ, "BILLING_PORT", defaults.port),
+        data_dir=Path(data_dir or environ.get("BILLING_DATA_DIR") or defaults.data_dir),
+        store_url=store_url or environ.get("BILLING_STORE") or None,
+        read_model_url=environ.get("BILLING_READ_MODEL") or None,
+        broadcast_url=environ.get("BILLING_BROADCAST") or None,
+        archive_url=environ.get("BILLING_ARCHIVE") or None,
+        admin_token=environ.get("BILLING_ADMIN_TOKEN") or None,
+        signing_key_path=Path(key_path) if key_path else None,
+        signing_alg=environ.get("BILLING_SIGNING_ALG", defaults.signing_alg),
+        admission_queue_max=_int(
+            environ, "BILLING_ADMISSION_QUEUE_MAX", defaults.admission_queue_max
+        ),
+        customer_inflight_max=_int(
+            environ, "BILLING_CUSTOMER_INFLIGHT_MAX", defaults.customer_inflight_max
+        ),
+        signer_workers=_int(environ, "BILLING_SIGNER_WORKERS", defaults.signer_workers),
+        commit_batch_receipts_max=_int(
+            environ, "BILLING_COMMIT_BATCH_MAX", defaults.commit_batch_receipts_max
+        ),
+        commit_linger_ms=_float(environ, "BILLING_COMMIT_LINGER_MS", defaults.commit_linger_ms),
+        account_idle_s=_float(environ, "BILLING_ACCOUNT_IDLE_S", defaults.account_idle_s),
+        request_timeout_ms=_int(
+            environ, "BILLING_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms
+        ),
+        drain_timeout_s=_float(environ, "BILLING_DRAIN_TIMEOUT_S", defaults.drain_timeout_s),
+        fault_injection=_bool(environ, "BILLING_FAULT_INJECTION"),
+        dev=dev or _bool(environ, "BILLING_DEV"),
+        log_level=environ.get("BILLING_LOG_LEVEL", defaults.log_level).lower(),
+        secrets_dir=Path(secrets_dir) if secrets_dir else None,
+    )
+    return settings.validate()

@@ -1,0 +1,160 @@
+"""Request validation: a client mistake becomes a 4xx with a precise `param`.
+
+Parsing is strict on purpose: a billing event that is almost right is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import ApiError, bad_request
+from ledger import limits
+from ledger.clock import format_rfc3339
+from ledger.money import MoneyError, is_known_currency, parse_amount
+
+_JSON_TYPES = ("application/json",)
+
+
+async def read_json_body(request: web.Request) -> Any:
+    """The body as JSON, or the right 4xx (415, 413, 400)."""
+    if request.content_type not in _JSON_TYPES:
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            413, "body_too_large", f"the body exceeds {limits.body_bytes_max} bytes"
+        ) from None
+    if len(raw) > limits.body_bytes_max:
+        raise ApiError(413, "body_too_large", f"the body exceeds {limits.body_bytes_max} bytes")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise bad_request("invalid_json", f"the body is not valid JSON: {error}") from None
+    if _depth(value, limits.json_depth_max + 1) > limits.json_depth_max:
+        raise bad_request("json_too_deep", f"JSON nesting deeper than {limits.json_depth_max}")
+    return value
+
+
+def _depth(value: Any, cap: int) -> int:
+    """Nesting depth of a JSON value, counted up to `cap` (stops early)."""
+    if cap <= 0:
+        return 0
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, cap - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, cap - 1) for v in value), default=0)
+    return 0
+
+
+def require_object(value: Any, param: str | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_request("invalid_type", "expected a JSON object", param)
+    return value
+
+
+def require_str(
+    body: dict[str, Any], name: str, *, max_chars: int, allow_empty: bool = False
+) -> str:
+    value = body.get(name)
+    if value is None:
+        raise bad_request("parameter_missing", f"{name} is required", name)
+    if not isinstance(value, str):
+        raise bad_request("invalid_type", f"{name} must be a string", name)
+    if not value and not allow_empty:
+        raise bad_request("invalid_value", f"{name} must not be empty", name)
+    if len(value) > max_chars:
+        raise bad_request("too_long", f"{name} is longer than {max_chars} characters", name)
+    return value
+
+
+def optional_str(body: dict[str, Any], name: str, *, max_chars: int) -> str | None:
+    if body.get(name) is None:
+        return None
+    return require_str(body, name, max_chars=max_chars)
+
+
+def require_currency(body: dict[str, Any], name: str = "currency") -> str:
+    currency = require_str(body, name, max_chars=3)
+    if not is_known_currency(currency):
+        raise bad_request("unknown_currency", f"{currency!r} is not an ISO 4217 currency", name)
+    return currency
+
+
+def parse_rfc3339(value: str, param: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(
+            "invalid_timestamp", f"{param} must be an RFC 3339 timestamp", param
+        ) from None
+    if moment.tzinfo is None or "T" not in value.upper():
+        raise bad_request(
+            "invalid_timestamp", f"{param} must be RFC 3339 with a time zone offset", param
+        )
+    return moment
+
+
+def parse_money(value: Any, currency: str, param: str) -> int:
+    if isinstance(value, float):
+        raise bad_request(
+            "invalid_amount", f"{param} must be a decimal string such as \"12.50\"", param
+        )
+    try:
+        return parse_amount(value, currency)
+    except MoneyError as error:
+        raise bad_request(error.code, str(error), param) from None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRequest:
+    idempotency_key: str
+    customer_id: str
+    entitlement_id: str
+    amount_minor: int
+    currency: str
+    usage_description: str
+    event_timestamp: str
+
+
+def parse_event(value: Any, now: datetime) -> EventRequest:
+    """A billing event as the client posts it (field names from the seed API)."""
+    body = require_object(value)
+    key = require_str(body, "idempotent_key", max_chars=limits.idempotency_key_chars_max)
+    customer_id = require_str(body, "customer_id", max_chars=limits.customer_id_chars_max)
+    entitlement_id = require_str(
+        body, "entitlement_id", max_chars=limits.entitlement_id_chars_max
+    )
+    currency = require_currency(body)
+    if "amount" not in body:
+        raise bad_request("parameter_missing", "amount is required", "amount")
+    amount_minor = parse_money(body["amount"], currency, "amount")
+    if amount_minor <= 0:
+        raise bad_request("invalid_amount", "amount must be greater than zero", "amount")
+    if amount_minor > limits.amount_minor_max:
+        raise bad_request("amount_too_large", "amount is larger than one charge may be", "amount")
+    description = require_str(
+        body, "usage_description", max_chars=limits.usage_description_chars_max, allow_empty=True
+    )
+    timestamp_text = require_str(body, "timestamp", max_chars=64)
+    moment = parse_rfc3339(timestamp_text, "timestamp")
+    if moment > now + timedelta(seconds=limits.event_future_skew_s_max):
+        raise bad_request(
+            "timestamp_in_future", "timestamp is more than 5 minutes in the future", "timestamp"
+        )
+    if moment < now - timedelta(seconds=limits.event_age_s_max):
+        raise bad_request("timestamp_too_old", "timestamp is more than 35 days old", "timestamp")
+    return EventRequest(
+        idempotency_key=key,
+        customer_id=customer_id,
+        entitlement_id=entitlement_id,
+        amount_minor=amount_minor,
+        currency=currency,
+        usage_description=description,
+        event_timestamp=format_rfc3339(moment.astimezone(UTC)),
+    )
