@@ -4,6 +4,7 @@ ordered shutdown, escalation. Knows nothing about billing."""
 from supervisor._actor import SupervisedActor
 from supervisor._dynamic import DynamicSupervisor
 from supervisor._errors import ChildStartError, SupervisorError, SupervisorSpecError
+from supervisor._handle import SupervisorHandle
 from supervisor._link import ChildExited, Link
 from supervisor._spec import ChildInfo, ChildSpec, SupervisorFlags
 from supervisor._static import Supervisor
@@ -19,5 +20,6 @@ __all__ = [
     "Supervisor",
     "SupervisorError",
     "SupervisorFlags",
+    "SupervisorHandle",
     "SupervisorSpecError",
 ]

@@ -11,8 +11,7 @@ import pykka
 import pytest
 from prometheus_client import CollectorRegistry
 
-from supervisor import ChildSpec, Link, SupervisedActor
-from supervisor._handle import SupervisorHandle
+from supervisor import ChildSpec, Link, SupervisedActor, SupervisorHandle
 
 WAIT_S = 5.0
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from supervisor import ChildStartError, DynamicSupervisor, Link, SupervisorError
-from supervisor._handle import SupervisorHandle
+from supervisor import ChildStartError, DynamicSupervisor, Link, SupervisorError, SupervisorHandle
 from tests.supervisor.conftest import Journal, Worker, wait_until
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from structlog.testing import capture_logs
 
-from supervisor import DynamicSupervisor, Supervisor, SupervisorFlags
-from supervisor._handle import SupervisorHandle
+from supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
 from tests.supervisor.conftest import (
     Journal,
     Worker,
@@ -16,7 +16,6 @@ from tests.supervisor.conftest import (
     wait_until,
     worker_spec,
 )
-from supervisor import ChildSpec
 
 
 def test_children_start_in_order_and_stop_in_reverse(journal: Journal) -> None:
@@ -117,7 +116,8 @@ def test_no_thread_is_left_after_stopping_a_tree(journal: Journal) -> None:
     accounts = root.child("accounts")
     assert isinstance(accounts, DynamicSupervisor)
     for n in range(20):
-        accounts.start_child(f"cust_{n}", lambda link, n=n: Worker.start(link, f"c{n}", journal))
+        name = f"cust_{n}"
+        accounts.start_child(name, functools.partial(Worker.start, name=name, journal=journal))
     # root, sub, accounts, a, x, y, stuck and 20 accounts
     assert len(new_threads(before)) == 3 + 4 + 20
 

@@ -11,11 +11,16 @@ from supervisor import (
     ChildSpec,
     ChildStartError,
     DynamicSupervisor,
+    Link,
     Supervisor,
     SupervisorFlags,
     SupervisorSpecError,
 )
 from tests.supervisor.conftest import Journal, new_threads, wait_until, worker_spec
+
+
+def noop(link: Link) -> None:
+    return None
 
 
 def ok(child_id: str = "a") -> ChildSpec:
@@ -28,28 +33,28 @@ def ok(child_id: str = "a") -> ChildSpec:
         (SupervisorFlags(), [ok("a"), ok("b"), ok("a")], "duplicate_child_id", "a", "a"),
         (
             SupervisorFlags(),
-            [ChildSpec(id="a", start=ok, restart="forever")],
+            [ChildSpec(id="a", start=noop, restart="forever")],
             "invalid_restart_type",
             "a",
             "forever",
         ),
         (
             SupervisorFlags(),
-            [ChildSpec(id="a", start=ok, type="daemon")],
+            [ChildSpec(id="a", start=noop, type="daemon")],
             "invalid_child_type",
             "a",
             "daemon",
         ),
         (
             SupervisorFlags(),
-            [ChildSpec(id="a", start=ok, shutdown_timeout_ms=-1)],
+            [ChildSpec(id="a", start=noop, shutdown_timeout_ms=-1)],
             "invalid_shutdown_timeout",
             "a",
             -1,
         ),
         (
             SupervisorFlags(),
-            [ChildSpec(id="a", start=ok, shutdown_timeout_ms=1.5)],  # type: ignore[arg-type]
+            [ChildSpec(id="a", start=noop, shutdown_timeout_ms=1.5)],  # type: ignore[arg-type]
             "invalid_shutdown_timeout",
             "a",
             1.5,
@@ -61,7 +66,7 @@ def ok(child_id: str = "a") -> ChildSpec:
             "a",
             "not callable",
         ),
-        (SupervisorFlags(), [ChildSpec(id="", start=ok)], "invalid_child_id", None, ""),
+        (SupervisorFlags(), [ChildSpec(id="", start=noop)], "invalid_child_id", None, ""),
         (SupervisorFlags(), ["not a spec"], "invalid_child_spec", None, "not a spec"),
         (SupervisorFlags(strategy="one_for_some"), [], "invalid_strategy", None, "one_for_some"),
         (SupervisorFlags(intensity=-1), [], "invalid_intensity", None, -1),
@@ -109,8 +114,6 @@ def test_bad_dynamic_supervisor_parameters_are_rejected(
 
 
 def test_on_escalation_is_only_for_a_root() -> None:
-    from supervisor import Link
-
     link = Link("sub", lambda report: None)
     with pytest.raises(SupervisorSpecError) as caught:
         Supervisor.start(

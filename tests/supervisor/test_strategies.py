@@ -7,8 +7,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-from supervisor import Supervisor, SupervisorFlags
-from supervisor._handle import SupervisorHandle
+from supervisor import Supervisor, SupervisorFlags, SupervisorHandle
 from tests.supervisor.conftest import Journal, ref_of, replaced, wait_until, worker_spec
 
 
@@ -164,17 +163,17 @@ def test_restarts_older_than_period_do_not_count(
 def test_child_whose_start_fails_on_restart_is_retried_then_escalates(
     journal: Journal, registry: CollectorRegistry, cleanup: list[SupervisorHandle]
 ) -> None:
-    from supervisor import ChildSpec
+    from supervisor import ChildSpec, Link
     from tests.supervisor.conftest import Worker
 
     attempts: list[int] = []
     escalated = threading.Event()
 
-    def start(link: object) -> object:
+    def start(link: Link) -> object:
         attempts.append(1)
         if len(attempts) > 1:
             raise OSError("cannot open store")
-        return Worker.start(link, "a", journal)  # type: ignore[arg-type]
+        return Worker.start(link, "a", journal)
 
     root = Supervisor.start(
         name="root",
