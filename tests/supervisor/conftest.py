@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pykka
@@ -144,6 +144,32 @@ def replaced(handle: SupervisorHandle, child_id: str, old: object) -> Callable[[
         )
 
     return check
+
+
+def crash_and_wait(handle: SupervisorHandle, child_id: str) -> None:
+    """Crash a worker child and wait until its supervisor runs a new incarnation."""
+    old = ref_of(handle, child_id)
+    old.tell("crash")
+    wait_until(replaced(handle, child_id, old))
+
+
+def terminated_reasons(logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(child_id, reason) of every `supervisor.child_terminated` event, in order."""
+    return [
+        (e["child_id"], e["reason"]) for e in logs if e["event"] == "supervisor.child_terminated"
+    ]
+
+
+class Escalations:
+    """An `on_escalation` callback that records reasons and can be waited on."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.event = threading.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self.event.set()
 
 
 @pytest.fixture

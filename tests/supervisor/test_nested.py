@@ -16,18 +16,22 @@ from supervisor import (
     SupervisorFlags,
     SupervisorHandle,
 )
-from tests.supervisor.conftest import Journal, Worker, ref_of, replaced, wait_until, worker_spec
+from tests.supervisor.conftest import (
+    Escalations,
+    Journal,
+    Worker,
+    crash_and_wait,
+    ref_of,
+    replaced,
+    wait_until,
+    worker_spec,
+)
 
 
 def test_nested_escalation_reaches_the_root_callback(
     journal: Journal, registry: CollectorRegistry, cleanup: list[SupervisorHandle]
 ) -> None:
-    escalations: list[str] = []
-    escalated = threading.Event()
-
-    def on_escalation(reason: str) -> None:
-        escalations.append(reason)
-        escalated.set()
+    escalated = Escalations()
 
     def middle(link: Link) -> Supervisor:
         return Supervisor.start(
@@ -44,7 +48,7 @@ def test_nested_escalation_reaches_the_root_callback(
             worker_spec("store", journal),
             ChildSpec(id="middle", start=middle, type="supervisor"),
         ],
-        on_escalation=on_escalation,
+        on_escalation=escalated,
         registry=registry,
     )
     cleanup.append(root)
@@ -55,14 +59,14 @@ def test_nested_escalation_reaches_the_root_callback(
     ref_of(first, "leaf").tell("crash")
     wait_until(replaced(root, "middle", first))
     assert not first.is_running
-    assert not escalated.is_set() and root.is_running
+    assert not escalated.reasons and root.is_running
     second = root.child("middle")
     assert isinstance(second, Supervisor) and second.is_running
 
     # Again: root's intensity (1) is now exceeded, and the root gives up.
     ref_of(second, "leaf").tell("crash")
-    assert escalated.wait(5)
-    assert escalations == ["reached_max_restart_intensity"]
+    assert escalated.event.wait(5)
+    assert escalated.reasons == ["reached_max_restart_intensity"]
     wait_until(lambda: not root.is_running)
     assert not second.is_running
     assert ("stop", "store") in journal.events
@@ -124,9 +128,7 @@ def test_tree_is_a_nested_structure(
     accounts = root.child("accounts")
     assert isinstance(accounts, DynamicSupervisor)
     accounts.start_child("cust_1", lambda link: Worker.start(link, "cust_1", journal))
-    old = ref_of(root, "store")
-    old.tell("crash")
-    wait_until(replaced(root, "store", old))
+    crash_and_wait(root, "store")
 
     worker: dict[str, Any] = {"type": "worker", "state": "running", "children": []}
     assert root.tree() == {
@@ -162,9 +164,7 @@ def test_events_are_logged_and_counted(journal: Journal, registry: CollectorRegi
             registry=registry,
             on_escalation=lambda reason: escalated.set(),
         )
-        first = ref_of(root, "a")
-        first.tell("crash")
-        wait_until(replaced(root, "a", first))
+        crash_and_wait(root, "a")
         ref_of(root, "a").tell("crash")
         assert escalated.wait(5)
 
@@ -197,9 +197,7 @@ def test_metrics_default_to_the_global_registry(journal: Journal) -> None:
         name="global_default", flags=SupervisorFlags(), children=[worker_spec("a", journal)]
     )
     try:
-        old = ref_of(root, "a")
-        old.tell("crash")
-        wait_until(replaced(root, "a", old))
+        crash_and_wait(root, "a")
         assert REGISTRY.get_sample_value("supervisor_child_restarts_total", labels) == before + 1
     finally:
         root.stop(timeout_ms=5000)

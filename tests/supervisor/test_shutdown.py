@@ -13,6 +13,7 @@ from tests.supervisor.conftest import (
     Worker,
     new_threads,
     ref_of,
+    terminated_reasons,
     wait_until,
     worker_spec,
 )
@@ -55,9 +56,7 @@ def test_child_blocking_in_on_stop_is_abandoned_and_shutdown_finishes(journal: J
         with capture_logs() as logs:
             assert root.stop(timeout_ms=5000)
         assert journal.events[3:] == [("stop", "c"), ("stop", "stuck"), ("stop", "a")]
-        reasons = {
-            e["child_id"]: e["reason"] for e in logs if e["event"] == "supervisor.child_terminated"
-        }
+        reasons = dict(terminated_reasons(logs))
         assert reasons == {"c": "shutdown", "stuck": "shutdown_timeout", "a": "shutdown"}
         states = {i.id: i.state for i in root.which_children()}
         assert states == {"a": "stopped", "stuck": "dead", "c": "stopped"}
@@ -76,11 +75,7 @@ def test_child_blocking_in_a_message_is_abandoned(journal: Journal) -> None:
         ref_of(root, "busy").tell(("block", release))
         with capture_logs() as logs:
             assert root.stop(timeout_ms=5000)
-        assert [
-            (e["child_id"], e["reason"])
-            for e in logs
-            if e["event"] == "supervisor.child_terminated"
-        ] == [("busy", "shutdown_timeout")]
+        assert terminated_reasons(logs) == [("busy", "shutdown_timeout")]
     finally:
         release.set()
 

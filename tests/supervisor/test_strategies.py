@@ -8,7 +8,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from supervisor import Supervisor, SupervisorFlags, SupervisorHandle
-from tests.supervisor.conftest import Journal, ref_of, replaced, wait_until, worker_spec
+from tests.supervisor.conftest import (
+    Escalations,
+    Journal,
+    crash_and_wait,
+    ref_of,
+    wait_until,
+    worker_spec,
+)
 
 
 def start_abc(
@@ -77,18 +84,14 @@ def test_transient_child_is_not_restarted_after_normal_exit_but_is_after_crash(
     journal: Journal, registry: CollectorRegistry, cleanup: list[SupervisorHandle]
 ) -> None:
     root = start_abc("one_for_one", journal, registry, cleanup, restart="transient")
-    crashed = ref_of(root, "a")
-    crashed.tell("crash")
-    wait_until(replaced(root, "a", crashed))
+    crash_and_wait(root, "a")
 
     ref_of(root, "b").tell("exit_normal")
     wait_until(lambda: root.which_children()[1].state == "stopped")
     assert root.child("b") is None
     # Give a wrongful restart the chance to happen: the supervisor handles messages in
     # order, so once it has answered for a later crash of "c" it has dealt with "b".
-    old_c = ref_of(root, "c")
-    old_c.tell("crash")
-    wait_until(replaced(root, "c", old_c))
+    crash_and_wait(root, "c")
     assert root.child("b") is None
     assert [e for e in journal.events if e == ("start", "b")] == [("start", "b")]
 
@@ -108,31 +111,23 @@ def test_temporary_child_is_never_restarted(
 def test_intensity_restarts_n_crashes_and_escalates_on_the_next(
     journal: Journal, registry: CollectorRegistry, cleanup: list[SupervisorHandle]
 ) -> None:
-    escalated: list[str] = []
-    done = threading.Event()
-
-    def on_escalation(reason: str) -> None:
-        escalated.append(reason)
-        done.set()
-
+    escalated = Escalations()
     root = Supervisor.start(
         name="root",
         flags=SupervisorFlags(strategy="one_for_one", intensity=3, period_s=30.0),
         children=[worker_spec("a", journal), worker_spec("b", journal)],
-        on_escalation=on_escalation,
+        on_escalation=escalated,
         registry=registry,
     )
     cleanup.append(root)
     for _ in range(3):
-        old = ref_of(root, "a")
-        old.tell("crash")
-        wait_until(replaced(root, "a", old))
-    assert root.is_running and not escalated
+        crash_and_wait(root, "a")
+    assert root.is_running and not escalated.reasons
     assert root.which_children()[0].restart_count == 3
 
     ref_of(root, "a").tell("crash")
-    assert done.wait(5)
-    assert escalated == ["reached_max_restart_intensity"]
+    assert escalated.event.wait(5)
+    assert escalated.reasons == ["reached_max_restart_intensity"]
     wait_until(lambda: not root.is_running)
     # Children stopped in reverse order: b (still running) was stopped by the supervisor.
     assert journal.events[-2:] == [("crash", "a"), ("stop", "b")]
@@ -152,9 +147,7 @@ def test_restarts_older_than_period_do_not_count(
     )
     cleanup.append(root)
     for _ in range(3):
-        old = ref_of(root, "a")
-        old.tell("crash")
-        wait_until(replaced(root, "a", old))
+        crash_and_wait(root, "a")
         # Each crash lands in a new period: one restart per period is allowed.
         assert not escalated.wait(0.25)
     assert root.is_running
@@ -187,3 +180,30 @@ def test_child_whose_start_fails_on_restart_is_retried_then_escalates(
     assert escalated.wait(5)
     # 1 initial start + 2 restarts allowed by intensity; the 3rd restart escalates.
     assert len(attempts) == 3
+
+
+def test_root_can_be_stopped_from_its_escalation_callback(
+    journal: Journal, registry: CollectorRegistry
+) -> None:
+    results: list[bool] = []
+    called = threading.Event()
+    holder: list[Supervisor] = []
+
+    def on_escalation(reason: str) -> None:
+        # Runs on the root's own thread: stop must neither wait for itself nor raise.
+        results.append(holder[0].stop(timeout_ms=5000))
+        called.set()
+
+    root = Supervisor.start(
+        name="root",
+        flags=SupervisorFlags(intensity=0),
+        children=[worker_spec("a", journal)],
+        on_escalation=on_escalation,
+        registry=registry,
+    )
+    holder.append(root)
+    ref_of(root, "a").tell("crash")
+    assert called.wait(2)  # well under the 5 s a self-wait would take
+    assert results == [False]
+    assert root.stop(timeout_ms=5000)
+    assert not root.is_running
