@@ -1,0 +1,204 @@
+"""StripeSync: turns recorded Stripe webhook events into entitlements.
+
+The webhook route only verifies and records events (durably, deduplicated by
+id); this actor takes due events from the store, reconciles each named
+customer from Stripe's current state, and marks the event processed. When
+Stripe cannot be reached the event stays pending and is retried with
+exponential backoff, so nothing is lost while Stripe is down.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Final
+
+import orjson
+import stripe
+import structlog
+
+from actors._stripe_metrics import StripeMetrics
+from actors._stripe_plans import PlanSpec
+from actors._stripe_poll import Doorbell, PollingActor
+from actors._stripe_reconcile import ADMIN_API_TOPIC, Reconciler, ReconcileResult, SkipEvent
+from ledger import LedgerStore, WebhookEvent
+from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
+from supervisor import Link
+
+__all__ = [
+    "ADMIN_API_TOPIC",
+    "HANDLED_EVENT_PREFIXES",
+    "Doorbell",
+    "PlanSpec",
+    "ReconcileResult",
+    "Reconciler",
+    "StripeSync",
+    "StripeSyncWorker",
+    "backoff_s",
+    "is_handled_event",
+    "stripe_customer_of",
+]
+
+log = structlog.get_logger(__name__)
+
+HANDLED_EVENT_PREFIXES: Final = ("customer.subscription.", "checkout.session.", "invoice.")
+webhook_batch_max: Final = 50
+backoff_base_s: Final = 2.0
+backoff_max_s: Final = 3600.0
+# Error text kept with a failed event (for operators), bounded.
+error_chars_max: Final = 500
+
+
+def is_handled_event(event_type: str) -> bool:
+    return event_type.startswith(HANDLED_EVENT_PREFIXES)
+
+
+def stripe_customer_of(event: dict[str, Any]) -> str | None:
+    """The Stripe customer an event is about, or None. Only the id is trusted."""
+    obj = (event.get("data") or {}).get("object") or {}
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("object") == "customer":
+        value = obj.get("id")
+    else:
+        value = obj.get("customer")
+        if isinstance(value, dict):  # an expanded customer
+            value = value.get("id")
+    return value if isinstance(value, str) and value.startswith("cus_") else None
+
+
+def backoff_s(attempts: int, base_s: float = backoff_base_s, max_s: float = backoff_max_s) -> float:
+    """Exponential: base, 2*base, 4*base ... capped at max_s."""
+    return float(min(max_s, base_s * (2 ** min(max(attempts, 0), 30))))
+
+
+class StripeSyncWorker:
+    """The work, without the actor: `run_once()` processes one bounded batch.
+
+    Not thread-safe by itself: one StripeSync actor (one thread) drives it.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: LedgerStore,
+        reconciler: Reconciler,
+        metrics: StripeMetrics,
+        batch_max: int = webhook_batch_max,
+        retry_base_s: float = backoff_base_s,
+        retry_max_s: float = backoff_max_s,
+        clock: Callable[[], str] = utc_now_rfc3339,
+    ) -> None:
+        self._store = store
+        self._reconciler = reconciler
+        self._metrics = metrics
+        self._batch_max = batch_max
+        self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
+        self._clock = clock
+
+    def run_once(self) -> bool:
+        """Process due events; True if a full batch was taken (more may be due)."""
+        now = self._clock()
+        events = self._store.pending_webhook_events(now, self._batch_max)
+        # Several events about one customer need one reconciliation.
+        by_customer: dict[str, list[WebhookEvent]] = {}
+        for event in events:
+            customer = self._customer_of(event)
+            if customer is None:
+                self._store.mark_webhook_processed(event.event_id, self._clock())
+                self._metrics.webhook_events.labels(event.event_type, "no_customer").inc()
+                continue
+            by_customer.setdefault(customer, []).append(event)
+        for stripe_customer_id, group in by_customer.items():
+            self._process(stripe_customer_id, group)
+        self._update_backlog()
+        return len(events) >= self._batch_max
+
+    def _customer_of(self, event: WebhookEvent) -> str | None:
+        if not is_handled_event(event.event_type):
+            return None
+        try:
+            decoded = orjson.loads(event.payload)
+        except orjson.JSONDecodeError:
+            log.error("stripe_sync.payload_unreadable", event_id=event.event_id)
+            return None
+        return stripe_customer_of(decoded) if isinstance(decoded, dict) else None
+
+    def _process(self, stripe_customer_id: str, group: list[WebhookEvent]) -> None:
+        try:
+            result = self._reconciler.reconcile(stripe_customer_id)
+        except SkipEvent as skip:
+            log.warning("stripe_sync.skipped", stripe_customer=stripe_customer_id,
+                        reason=str(skip))
+            self._settle(group, "skipped")
+            return
+        except stripe.StripeError as error:
+            self._retry_later(group, error)
+            return
+        self._settle(group, "changed" if result.changed else "unchanged")
+
+    def _settle(self, group: list[WebhookEvent], result: str) -> None:
+        processed_at = self._clock()
+        for event in group:
+            self._store.mark_webhook_processed(event.event_id, processed_at)
+            self._metrics.webhook_events.labels(event.event_type, f"processed_{result}").inc()
+
+    def _retry_later(self, group: list[WebhookEvent], error: stripe.StripeError) -> None:
+        now = parse_rfc3339(self._clock())
+        reason = f"{type(error).__name__}: {error.user_message or ''}"[:error_chars_max]
+        for event in group:
+            delay = backoff_s(event.attempts, self._retry_base_s, self._retry_max_s)
+            next_at = format_rfc3339(now + timedelta(seconds=delay))
+            self._store.mark_webhook_failed(event.event_id, reason, next_at)
+            self._metrics.webhook_events.labels(event.event_type, "retry_later").inc()
+            log.warning(
+                "stripe_sync.retry_later",
+                event_id=event.event_id,
+                attempts=event.attempts + 1,
+                next_attempt_at=next_at,
+                error=type(error).__name__,
+                request_id=getattr(error, "request_id", None),
+            )
+
+    def _update_backlog(self) -> None:
+        for topic, count in self._store.outbox_backlog().items():
+            self._metrics.outbox_backlog.labels(topic).set(count)
+
+
+class StripeSync(PollingActor):
+    """Supervised actor driving StripeSyncWorker.
+
+    Start with `StripeSync.start(link, store=..., reconciler=..., metrics=...,
+    doorbell=...)`; the gateway's `wake_sync` is `doorbell.ring`.
+    """
+
+    def __init__(
+        self,
+        link: Link | None,
+        *,
+        store: LedgerStore,
+        reconciler: Reconciler,
+        metrics: StripeMetrics,
+        doorbell: Doorbell,
+        poll_interval_s: float = 5.0,
+        batch_max: int = webhook_batch_max,
+        retry_base_s: float = backoff_base_s,
+        retry_max_s: float = backoff_max_s,
+    ) -> None:
+        super().__init__(link, doorbell, poll_interval_s)
+        self._worker = StripeSyncWorker(
+            store=store,
+            reconciler=reconciler,
+            metrics=metrics,
+            batch_max=batch_max,
+            retry_base_s=retry_base_s,
+            retry_max_s=retry_max_s,
+        )
+
+    def poll_once(self) -> bool:
+        started = time.monotonic()
+        more = self._worker.run_once()
+        log.debug("stripe_sync.polled", seconds=round(time.monotonic() - started, 3))
+        return more
