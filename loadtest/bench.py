@@ -1,0 +1,492 @@
+"""`make bench`: fixed loads against a local `billing serve`, next to a trivial
+aiohttp handler measured in the same run on the same machine.
+
+Phases (each a short fixed run; all durations are options):
+
+1. trivial   - wrk, `--connections` (64) for `--duration` (30 s) against
+               loadtest/trivial_server.py (aiohttp + uvloop): the ceiling.
+2. sustained - the same wrk load against the service, POST /v1/events spread
+               over `--customers` (1,000) customers, every key unique.
+3. rate      - an open-loop generator (Python, aiohttp) offering `--rate`
+               (1,000) req/s; latency counts from the intended send time, so a
+               slow server cannot hide behind a slow client.
+4. overload  - wrk with 3x the admission bound in connections
+               (`--overload-connections`, 3,000): only 202s and 429s are fine.
+5. batch     - (`--batch`) POST /v1/events/batch: events/s against single events/s.
+
+wrk must be on the PATH (`apt-get install wrk`). Targets 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from loadtest.run_locust import free_port, local_service, stop_process, wait_ready
+
+LOADTEST_DIR = Path(__file__).resolve().parent
+WRK_SCRIPT = LOADTEST_DIR / "wrk" / "events.lua"
+ENTITLEMENT_ID = "api_calls"
+# Admin requests in flight while creating customers.
+setup_concurrency_max = 32
+setup_timeout_s = 120.0
+# wrk gets its duration plus this long before it is killed.
+wrk_grace_s = 30.0
+# The open-loop generator never has more than this many requests outstanding;
+# beyond it, sends are counted as dropped instead of piling up without bound.
+open_loop_inflight_max = 2_000
+open_loop_drain_s = 15.0
+_RESULT_RE = re.compile(r"^WRK_RESULT (\{.*\})$", re.MULTILINE)
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    load: str
+    duration_s: float
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: int = 0  # connect/read/write/timeout: no HTTP answer at all
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    events_per_request: int = 1
+    items_accepted: int | None = None
+    note: str = ""
+
+    @property
+    def answered(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.answered / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def accepted_per_s(self) -> float:
+        """Charges (events) accepted per second."""
+        if self.items_accepted is not None:
+            return self.items_accepted / self.duration_s if self.duration_s else 0.0
+        ok = self.statuses[202] + self.statuses[200]
+        return ok * self.events_per_request / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def others(self) -> int:
+        return self.answered - self.statuses[202] - self.statuses[200] - self.statuses[429]
+
+
+class BenchError(Exception):
+    """A failure to report as one line."""
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise BenchError(
+            "wrk is not installed. On Debian/Ubuntu: `apt-get install -y wrk` (as root), "
+            "then run `make bench` again."
+        )
+    return path
+
+
+async def create_customers(
+    url: str, admin_token: str, count: int, run_id: str
+) -> list[tuple[str, str]]:
+    """`count` customers with an API key and an unlimited entitlement, concurrently."""
+    headers = {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"}
+    gate = asyncio.Semaphore(setup_concurrency_max)
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=setup_concurrency_max)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def call(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            async with session.request(
+                method, url + path, data=orjson.dumps(body), headers=headers
+            ) as resp:
+                payload = await resp.read()
+                if resp.status not in (200, 201):
+                    raise BenchError(f"{method} {path} -> {resp.status}: {payload[:200]!r}")
+                result: dict[str, Any] = orjson.loads(payload)
+                return result
+
+        async def one(index: int) -> tuple[str, str]:
+            async with gate:
+                wanted = f"bench_{run_id}_{index}"
+                created = await call(
+                    "POST",
+                    "/v1/customers",
+                    {"customer_id": wanted, "email": f"{wanted}@example.com", "currency": "USD"},
+                )
+                cid = str(created.get("customer_id") or wanted)
+                key = await call("POST", f"/v1/customers/{cid}/api-keys", {})
+                await call(
+                    "PUT",
+                    f"/v1/customers/{cid}/entitlements/{ENTITLEMENT_ID}",
+                    {"quota": None, "policy": "soft", "status": "active"},
+                )
+                return cid, str(key["api_key"])
+
+        return await asyncio.wait_for(
+            asyncio.gather(*(one(i) for i in range(count))), setup_timeout_s
+        )
+
+
+def run_wrk(
+    name: str,
+    url: str,
+    customers_file: Path,
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int,
+    batch_size: int = 0,
+    load: str = "",
+) -> PhaseResult:
+    """One wrk run with the events script; parses its WRK_RESULT line."""
+    run_id = f"{name}-{secrets.token_hex(4)}"
+    argv = [
+        require_wrk(),
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+        "--",
+        str(customers_file),
+        run_id,
+        str(batch_size),
+    ]
+    completed = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration_s + wrk_grace_s, check=False
+    )
+    match = _RESULT_RE.search(completed.stdout)
+    if completed.returncode != 0 or match is None:
+        raise BenchError(
+            f"wrk failed in phase {name} (exit {completed.returncode}): "
+            f"{(completed.stderr or completed.stdout)[-500:]}"
+        )
+    data = orjson.loads(match.group(1))
+    errors = data["errors"]
+    latency = data["latency_us"]
+    result = PhaseResult(
+        name=name,
+        load=load or f"{connections} conns",
+        duration_s=data["duration_us"] / 1e6,
+        statuses=Counter({int(k): int(v) for k, v in data["statuses"].items()}),
+        errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
+        p50_ms=latency["p50"] / 1000,
+        p95_ms=latency["p95"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        events_per_request=max(1, batch_size),
+        items_accepted=int(data["items_accepted"]) if batch_size else None,
+    )
+    return result
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
+    return sorted_values[index]
+
+
+async def open_loop(
+    url: str, customers: Sequence[tuple[str, str]], rate: float, duration_s: float
+) -> PhaseResult:
+    """Offer `rate` req/s for `duration_s`, whatever the answers do (open loop)."""
+    from datetime import UTC, datetime
+
+    run_id = secrets.token_hex(4)
+    statuses: Counter[int] = Counter()
+    latencies_ms: list[float] = []
+    errors = dropped = 0
+    inflight: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+    total = int(rate * duration_s)
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def send(index: int, intended: float) -> None:
+            nonlocal errors
+            cid, key = customers[index % len(customers)]
+            body = orjson.dumps(
+                {
+                    "idempotent_key": f"rate-{run_id}-{index}",
+                    "customer_id": cid,
+                    "entitlement_id": ENTITLEMENT_ID,
+                    "amount": "0.25",
+                    "currency": "USD",
+                    "usage_description": "bench rate",
+                    "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+            try:
+                async with session.post(url + "/v1/events", data=body, headers=headers) as resp:
+                    await resp.read()
+                    statuses[resp.status] += 1
+                    latencies_ms.append((loop.time() - intended) * 1000)
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+
+        start = loop.time()
+        for index in range(total):
+            intended = start + index / rate
+            delay = intended - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(inflight) >= open_loop_inflight_max:
+                dropped += 1
+                continue
+            task = asyncio.create_task(send(index, intended))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+        sent_for_s = loop.time() - start
+        if inflight:
+            await asyncio.wait(set(inflight), timeout=open_loop_drain_s)
+        for task in list(inflight):
+            task.cancel()
+    latencies_ms.sort()
+    achieved = (total - dropped) / sent_for_s if sent_for_s else 0.0
+    note = f"generator sent {achieved:.0f}/s"
+    if dropped:
+        note += f", {dropped} not sent (client limit {open_loop_inflight_max} in flight)"
+    return PhaseResult(
+        name="rate",
+        load=f"{rate:g}/s open",
+        duration_s=sent_for_s,
+        statuses=statuses,
+        errors=errors + dropped,
+        p50_ms=_percentile(latencies_ms, 0.50),
+        p95_ms=_percentile(latencies_ms, 0.95),
+        p99_ms=_percentile(latencies_ms, 0.99),
+        note=note,
+    )
+
+
+def format_table(results: Sequence[PhaseResult]) -> str:
+    header = (
+        f"{'phase':<10} {'load':<14} {'req/s':>8} {'charges/s':>10} {'p50 ms':>8} "
+        f"{'p95 ms':>8} {'p99 ms':>8} {'2xx':>8} {'429':>7} {'other':>6} {'errors':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        ok = r.statuses[202] + r.statuses[200]
+        lines.append(
+            f"{r.name:<10} {r.load:<14} {r.requests_per_s:>8.0f} {r.accepted_per_s:>10.0f} "
+            f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {ok:>8} "
+            f"{r.statuses[429]:>7} {r.others:>6} {r.errors:>6}"
+        )
+    return "\n".join(lines)
+
+
+def _other_statuses(result: PhaseResult) -> str:
+    other = {s: n for s, n in result.statuses.items() if s not in (200, 202, 429)}
+    return ", ".join(f"{s}: {n}" for s, n in sorted(other.items()))
+
+
+def start_trivial_server(log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log_file = (log_dir / f"trivial-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.trivial_server", "--port", str(port)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    log_file.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url + "/readyz", process, 30.0)
+    except RuntimeError:
+        stop_process(process)
+        raise
+    return process, url
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    require_wrk()
+    results: list[PhaseResult] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
+        tmp_dir = Path(tmp)
+        print(
+            f"bench: {os.cpu_count()} CPUs; wrk -t{args.threads}, service and load on one machine"
+        )
+
+        trivial, trivial_url = start_trivial_server(tmp_dir)
+        customers_file = tmp_dir / "customers.txt"
+        # The trivial server ignores auth; the file only feeds the script.
+        customers_file.write_text("cus_trivial sk_test_trivial\n")
+        try:
+            print(f"bench: trivial handler, {args.connections} conns, {args.duration:g} s ...")
+            results.append(
+                run_wrk(
+                    "trivial",
+                    trivial_url,
+                    customers_file,
+                    connections=args.connections,
+                    duration_s=args.duration,
+                    threads=args.threads,
+                )
+            )
+        finally:
+            stop_process(trivial)
+
+        with local_service(log_dir=tmp_dir) as service:
+            started = time.monotonic()
+            customers = asyncio.run(
+                create_customers(
+                    service.url, service.admin_token, args.customers, secrets.token_hex(3)
+                )
+            )
+            setup_s = time.monotonic() - started
+            print(f"bench: service at {service.url}; {len(customers)} customers in {setup_s:.1f} s")
+            customers_file.write_text("".join(f"{cid} {key}\n" for cid, key in customers))
+            if args.warmup > 0:
+                run_wrk(
+                    "warmup",
+                    service.url,
+                    customers_file,
+                    connections=args.connections,
+                    duration_s=args.warmup,
+                    threads=args.threads,
+                )
+            print(f"bench: sustained, {args.connections} conns, {args.duration:g} s ...")
+            sustained = run_wrk(
+                "sustained",
+                service.url,
+                customers_file,
+                connections=args.connections,
+                duration_s=args.duration,
+                threads=args.threads,
+            )
+            results.append(sustained)
+            if args.rate > 0:
+                print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")
+                rate = asyncio.run(open_loop(service.url, customers, args.rate, args.rate_duration))
+                results.append(rate)
+                notes.append(f"rate: {rate.note}")
+            if args.overload_connections > 0:
+                print(
+                    f"bench: overload, {args.overload_connections} conns, "
+                    f"{args.overload_duration:g} s ..."
+                )
+                overload = run_wrk(
+                    "overload",
+                    service.url,
+                    customers_file,
+                    connections=args.overload_connections,
+                    duration_s=args.overload_duration,
+                    threads=args.threads,
+                )
+                results.append(overload)
+                if sustained.requests_per_s:
+                    factor = overload.requests_per_s / sustained.requests_per_s
+                    notes.append(f"overload: answered {factor:.1f}x the sustained request rate")
+                if overload.others or overload.errors:
+                    notes.append(
+                        f"overload: NOT only 202/429 - other statuses {_other_statuses(overload)},"
+                        f" {overload.errors} transport errors"
+                    )
+                else:
+                    notes.append("overload: only 202 and 429 answers, no transport errors")
+            if args.batch:
+                print(f"bench: batch of {args.batch_size}, {args.batch_connections} conns ...")
+                batch = run_wrk(
+                    "batch",
+                    service.url,
+                    customers_file,
+                    connections=args.batch_connections,
+                    duration_s=args.batch_duration,
+                    threads=args.threads,
+                    batch_size=args.batch_size,
+                    load=f"{args.batch_connections}c x{args.batch_size}",
+                )
+                results.append(batch)
+                if sustained.accepted_per_s:
+                    notes.append(
+                        f"batch: {batch.accepted_per_s:.0f} events/s = "
+                        f"{batch.accepted_per_s / sustained.accepted_per_s:.2f}x single events/s"
+                    )
+                if batch.statuses[429] and not batch.items_accepted:
+                    notes.append(
+                        "batch: every batch got 429 - a batch takes one admission slot per event;"
+                        " lower --batch-size below BILLING_CUSTOMER_INFLIGHT_MAX"
+                    )
+    print()
+    print(format_table(results))
+    print()
+    trivial_result = results[0]
+    if trivial_result.requests_per_s:
+        notes.insert(
+            0,
+            f"sustained/trivial: {sustained.requests_per_s:.0f} / "
+            f"{trivial_result.requests_per_s:.0f} req/s = "
+            f"{sustained.requests_per_s / trivial_result.requests_per_s:.2f}",
+        )
+    for result in results:
+        if result.name != "overload" and (result.others or result.errors):
+            notes.append(
+                f"{result.name}: unexpected answers {_other_statuses(result) or 'none'},"
+                f" {result.errors} transport errors"
+            )
+    for note in notes:
+        print(f"  {note}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description="Benchmark billing serve with wrk against a trivial aiohttp handler.",
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="trivial/sustained seconds")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--customers", type=int, default=1_000)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds, not reported")
+    parser.add_argument("--rate", type=float, default=1_000.0, help="open-loop req/s (0: skip)")
+    parser.add_argument("--rate-duration", type=float, default=15.0)
+    parser.add_argument(
+        "--overload-connections",
+        type=int,
+        default=3_000,
+        help="3x the default admission bound (1,000 in flight); 0 skips the phase",
+    )
+    parser.add_argument("--overload-duration", type=float, default=15.0)
+    parser.add_argument("--batch", action="store_true", help="add the batch phase")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-connections", type=int, default=8)
+    parser.add_argument("--batch-duration", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    try:
+        return run_bench(args)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
