@@ -32,6 +32,7 @@ from tests.fakes._threaded import ThreadedServer
 _FIXTURES = Path(__file__).with_name("stripe_fixtures.json")
 
 _fixtures_cache: dict[str, Any] = {}
+_PARAMS: web.RequestKey[dict[str, Any]] = web.RequestKey("stripe_params", dict)
 
 
 def fixtures() -> dict[str, Any]:
@@ -265,18 +266,18 @@ class FakeStripe:
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         r = app.router
-        r.add_get("/v1/customers", self._list_customers)
-        r.add_get("/v1/customers/search", self._search_customers)
-        r.add_post("/v1/customers", self._post_customer)
-        r.add_get("/v1/customers/{id}", self._get_customer)
-        r.add_get("/v1/subscriptions", self._list_subscriptions)
-        r.add_post("/v1/subscriptions", self._post_subscription)
-        r.add_get("/v1/subscriptions/{id}", self._get_subscription)
-        r.add_delete("/v1/subscriptions/{id}", self._cancel_subscription)
-        r.add_get("/v1/prices", self._list_prices)
-        r.add_get("/v1/prices/{id}", self._get_price)
-        r.add_post("/v1/checkout/sessions", self._post_checkout)
-        r.add_post("/v1/billing_portal/sessions", self._post_portal)
+        r.add_get("/v1/customers", self._json(self._list_customers))
+        r.add_get("/v1/customers/search", self._json(self._search_customers))
+        r.add_post("/v1/customers", self._json(self._post_customer))
+        r.add_get("/v1/customers/{id}", self._json(self._get_customer))
+        r.add_get("/v1/subscriptions", self._json(self._list_subscriptions))
+        r.add_post("/v1/subscriptions", self._json(self._post_subscription))
+        r.add_get("/v1/subscriptions/{id}", self._json(self._get_subscription))
+        r.add_delete("/v1/subscriptions/{id}", self._json(self._cancel_subscription))
+        r.add_get("/v1/prices", self._json(self._list_prices))
+        r.add_get("/v1/prices/{id}", self._json(self._get_price))
+        r.add_post("/v1/checkout/sessions", self._json(self._post_checkout))
+        r.add_post("/v1/billing_portal/sessions", self._json(self._post_portal))
         return app
 
     @web.middleware
@@ -312,18 +313,29 @@ class FakeStripe:
                 return web.Response(status=cached[0], body=cached[1],
                                     content_type="application/json",
                                     headers={**headers, "Idempotent-Replayed": "true"})
-        request["params"] = params
+        request[_PARAMS] = params
         try:
-            with self._lock:
-                status, payload = handler(request)
+            response = await handler(request)
         except StripeError as error:
             return self._error(error, headers)
-        body = json.dumps(payload).encode()
+        assert isinstance(response, web.Response) and isinstance(response.body, bytes)
         if idem:
             with self._lock:
-                self._idempotent[idem] = (status, body)
-        return web.Response(status=status, body=body, content_type="application/json",
-                            headers=headers)
+                self._idempotent[idem] = (response.status, response.body)
+        response.headers.update(headers)
+        return response
+
+    def _json(self, fn: Any) -> Any:
+        """An async route handler around a state handler returning (status, json);
+        the handlers never await, so holding the lock is safe on the fake's loop."""
+
+        async def handle(request: web.Request) -> web.Response:
+            with self._lock:
+                status, payload = fn(request)
+            return web.Response(status=status, body=json.dumps(payload).encode(),
+                                content_type="application/json")
+
+        return handle
 
     @staticmethod
     def _error(error: StripeError, headers: dict[str, str]) -> web.Response:
@@ -340,14 +352,14 @@ class FakeStripe:
 
     # Handlers run under self._lock (taken by the middleware) and return (status, json).
     def _list_customers(self, request: web.Request) -> tuple[int, Any]:
-        params = request["params"]
+        params = request[_PARAMS]
         found = [c for c in self.customers.values()
                  if "email" not in params or c["email"] == params["email"]]
         found.sort(key=lambda c: c["created"], reverse=True)
         return 200, self._list(found, "/v1/customers", params.get("limit"))
 
     def _search_customers(self, request: web.Request) -> tuple[int, Any]:
-        query = request["params"].get("query", "")
+        query = request[_PARAMS].get("query", "")
         match = re.fullmatch(r"\s*email\s*:\s*['\"](.*)['\"]\s*", query)
         if match is None:
             raise StripeError(400, "invalid_request_error", "Unsupported search query",
@@ -357,7 +369,7 @@ class FakeStripe:
                      "next_page": None, "url": "/v1/customers/search"}
 
     def _post_customer(self, request: web.Request) -> tuple[int, Any]:
-        return 200, copy.deepcopy(self._create_customer(request["params"]))
+        return 200, copy.deepcopy(self._create_customer(request[_PARAMS]))
 
     def _get_customer(self, request: web.Request) -> tuple[int, Any]:
         customer = self.customers.get(request.match_info["id"])
@@ -377,7 +389,7 @@ class FakeStripe:
         return sub
 
     def _list_subscriptions(self, request: web.Request) -> tuple[int, Any]:
-        params = request["params"]
+        params = request[_PARAMS]
         status = params.get("status")
         expand = params.get("expand", [])
         found = []
@@ -401,7 +413,7 @@ class FakeStripe:
 
     def _get_subscription(self, request: web.Request) -> tuple[int, Any]:
         sub = self._find_subscription(request.match_info["id"])
-        return 200, self._expand(sub, request["params"].get("expand", []))
+        return 200, self._expand(sub, request[_PARAMS].get("expand", []))
 
     def _cancel_subscription(self, request: web.Request) -> tuple[int, Any]:
         sub = self._find_subscription(request.match_info["id"])
@@ -409,7 +421,7 @@ class FakeStripe:
         return 200, copy.deepcopy(sub)
 
     def _post_subscription(self, request: web.Request) -> tuple[int, Any]:
-        params = request["params"]
+        params = request[_PARAMS]
         items = params.get("items") or []
         if not items or "price" not in items[0]:
             raise StripeError(400, "invalid_request_error", "Missing required param: items.",
@@ -427,7 +439,7 @@ class FakeStripe:
         return 200, self._expand(sub, params.get("expand", []))
 
     def _list_prices(self, request: web.Request) -> tuple[int, Any]:
-        params = request["params"]
+        params = request[_PARAMS]
         keys = params.get("lookup_keys")
         found = [p for p in self.prices.values() if keys is None or p["lookup_key"] in keys]
         return 200, self._list(found, "/v1/prices", params.get("limit"))
@@ -440,7 +452,7 @@ class FakeStripe:
         return 200, copy.deepcopy(price)
 
     def _post_checkout(self, request: web.Request) -> tuple[int, Any]:
-        params = request["params"]
+        params = request[_PARAMS]
         for name in ("success_url", "mode"):
             if name not in params:
                 raise StripeError(400, "invalid_request_error", f"Missing required param: {name}.",
@@ -456,7 +468,7 @@ class FakeStripe:
         return 200, copy.deepcopy(session)
 
     def _post_portal(self, request: web.Request) -> tuple[int, Any]:
-        params = request["params"]
+        params = request[_PARAMS]
         customer = params.get("customer")
         if customer not in self.customers:
             raise StripeError(400, "invalid_request_error", f"No such customer: '{customer}'",
