@@ -1,0 +1,209 @@
+"""Embedded adapters: in-process receipt broadcast and a file archive.
+
+`InProcessBroadcast` stands in for Pub/Sub; `FileArchive` for Cloud Storage
+(7-year retention): one append-only JSON-lines file per customer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from ledger.errors import StoreUnavailable, check_invariant
+from ledger.model import StoredReceipt
+
+__all__ = ["FileArchive", "InProcessBroadcast", "Subscriber"]
+
+log = structlog.get_logger(__name__)
+
+Subscriber = Callable[[Sequence[StoredReceipt]], None]
+
+# Bound on subscribers: each one runs on the publisher's thread.
+subscribers_max: Final = 64
+lock_timeout_s: Final = 10.0
+
+
+class InProcessBroadcast:
+    """ReceiptBroadcast in this process: `publish` calls every subscriber, in
+    subscription order, on the caller's thread, with the batch in the order
+    given. A failing subscriber is logged and does not stop the others."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[Subscriber] = []
+        self._closed = False
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Register `subscriber(receipts)`; returns a function that unsubscribes it."""
+        with _locked(self._lock):
+            if self._closed:
+                raise StoreUnavailable("broadcast is closed")
+            if len(self._subscribers) >= subscribers_max:
+                raise ValueError(f"more than {subscribers_max} broadcast subscribers")
+            self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with _locked(self._lock):
+                if subscriber in self._subscribers:
+                    self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def publish(self, receipts: Sequence[StoredReceipt]) -> None:
+        with _locked(self._lock):
+            if self._closed:
+                raise StoreUnavailable("broadcast is closed")
+            subscribers = list(self._subscribers)
+        if not receipts:
+            return
+        for subscriber in subscribers:
+            try:
+                subscriber(receipts)
+            except Exception as exc:
+                log.exception(
+                    "ledger.broadcast.subscriber_failed",
+                    subscriber=getattr(subscriber, "__qualname__", repr(subscriber)),
+                    receipts=len(receipts),
+                    error=repr(exc),
+                )
+
+    def close(self) -> None:
+        with _locked(self._lock):
+            self._closed = True
+            self._subscribers.clear()
+
+
+class FileArchive:
+    """ReceiptArchive as files: `<root>/<customer>.jsonl`, one receipt per line.
+
+    Append-only and fsync'd before `append` returns. Idempotent on receipt_id:
+    the ids already in a customer's file are remembered (loaded on first use),
+    so delivering the same receipts twice (the outbox is at-least-once) keeps
+    one copy. One process per root directory.
+    """
+
+    def __init__(self, root_dir: Path) -> None:
+        self._root = Path(root_dir)
+        self._lock = threading.Lock()
+        self._known_ids: dict[str, set[str]] = {}
+        self._closed = False
+
+    def append(self, receipts: Sequence[StoredReceipt]) -> None:
+        by_customer: dict[str, list[StoredReceipt]] = {}
+        for receipt in receipts:
+            by_customer.setdefault(receipt.customer_id, []).append(receipt)
+        with _locked(self._lock):
+            if self._closed:
+                raise StoreUnavailable("archive is closed")
+            self._root.mkdir(parents=True, exist_ok=True)
+            for customer_id, batch in by_customer.items():
+                self._append_customer(customer_id, batch)
+
+    def _append_customer(self, customer_id: str, batch: list[StoredReceipt]) -> None:
+        path = self._file(customer_id)
+        known = self._known_ids.get(customer_id)
+        if known is None:
+            known = {receipt.receipt_id for receipt in _read_file(path, repair=True)}
+            self._known_ids[customer_id] = known
+        lines: list[bytes] = []
+        for receipt in batch:
+            if receipt.receipt_id not in known:
+                known.add(receipt.receipt_id)
+                lines.append(_encode(receipt))
+        if not lines:
+            return
+        created = not path.exists()
+        try:
+            with path.open("ab") as handle:
+                handle.write(b"".join(lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+            if created:
+                _fsync_dir(self._root)
+        except OSError as exc:
+            # Forget what we think is there: the next append re-reads the file.
+            self._known_ids.pop(customer_id, None)
+            raise StoreUnavailable(f"archive write failed for {customer_id}: {exc}") from exc
+
+    def read_customer(self, customer_id: str) -> list[StoredReceipt]:
+        """The customer's archived receipts in seq order, one per receipt_id."""
+        with _locked(self._lock):
+            receipts = _read_file(self._file(customer_id), repair=False)
+        unique = {receipt.receipt_id: receipt for receipt in receipts}
+        return sorted(unique.values(), key=lambda receipt: receipt.seq)
+
+    def close(self) -> None:
+        with _locked(self._lock):
+            self._closed = True
+            self._known_ids.clear()
+
+    def _file(self, customer_id: str) -> Path:
+        # Percent-encoding keeps any customer id a single, reversible file name.
+        return self._root / (urllib.parse.quote(customer_id, safe="") + ".jsonl")
+
+
+def _encode(receipt: StoredReceipt) -> bytes:
+    record: dict[str, Any] = {
+        field: getattr(receipt, field) for field in StoredReceipt.__slots__
+    }
+    # Base64 keeps the signed receipt byte-exact, whatever it contains.
+    record["receipt_json"] = base64.b64encode(receipt.receipt_json).decode("ascii")
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def _decode(line: bytes) -> StoredReceipt:
+    record = json.loads(line)
+    check_invariant(isinstance(record, dict), "archive line is not a JSON object")
+    record["receipt_json"] = base64.b64decode(record["receipt_json"])
+    for field in ("seq", "amount_minor", "balance_after_minor"):
+        check_invariant(type(record[field]) is int, f"archive: {field} is not an integer")
+    return StoredReceipt(**record)
+
+
+def _read_file(path: Path, *, repair: bool) -> list[StoredReceipt]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    complete, _, torn = data.rpartition(b"\n")
+    if torn:
+        # A crash mid-append leaves a partial last line: it was never
+        # acknowledged, so drop it (and cut it off before appending again).
+        log.warning("ledger.archive.torn_line", path=str(path), bytes=len(torn))
+        if repair:
+            with path.open("r+b") as handle:
+                handle.truncate(len(complete) + 1 if complete else 0)
+                os.fsync(handle.fileno())
+    return [_decode(line) for line in complete.split(b"\n") if line]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _locked:
+    """`with _locked(lock):` with a timeout, as every blocking call here has."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=lock_timeout_s):
+            raise StoreUnavailable(f"lock not acquired within {lock_timeout_s}s")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()

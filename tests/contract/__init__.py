@@ -1,0 +1,1 @@
+"""Contract suites: one per storage port, run against every adapter."""

@@ -1,0 +1,121 @@
+"""Which adapters the contract suites run against.
+
+To put a new adapter under contract, add ONE entry to the registry of its
+port below; nothing else changes. A factory takes the pytest `request` (so it
+can ask for `tmp_path` or a session-scoped emulator fixture with
+`request.getfixturevalue(...)`) and returns a context manager that yields a
+fresh, EMPTY adapter and closes it on exit. For example:
+
+    @contextlib.contextmanager
+    def make_spanner(request: pytest.FixtureRequest) -> Iterator[LedgerStore]:
+        request.getfixturevalue("spanner_emulator")
+        store = SpannerLedger.open(fresh_database_url())
+        try:
+            yield store
+        finally:
+            store.close()
+
+    LEDGER_STORE_FACTORIES["spanner"] = make_spanner
+
+The broadcast suite needs to observe deliveries, so its factories yield a
+`BroadcastUnderTest`: the port plus a way to subscribe a callback (for Pub/Sub,
+a subscription pulled on a thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.local import FileArchive, InProcessBroadcast
+from ledger.model import StoredReceipt
+from ledger.ports import LedgerStore, ReceiptArchive, ReceiptBroadcast, ReceiptReadModel
+from ledger.sqlite import SqliteLedger
+
+
+@dataclass(frozen=True)
+class BroadcastUnderTest:
+    """The broadcast port and how to observe it: `subscribe(fn)` makes `fn`
+    receive every published receipt (at least once, per customer in order)."""
+
+    port: ReceiptBroadcast
+    subscribe: Callable[[Callable[[StoredReceipt], None]], None]
+
+
+Factory = Callable[[pytest.FixtureRequest], AbstractContextManager[Any]]
+
+
+# -- embedded adapters ----------------------------------------------------------
+@contextlib.contextmanager
+def make_sqlite(request: pytest.FixtureRequest) -> Iterator[SqliteLedger]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    store = SqliteLedger.open(tmp_path / "ledger.sqlite3")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def make_in_process_broadcast(request: pytest.FixtureRequest) -> Iterator[BroadcastUnderTest]:
+    broadcast = InProcessBroadcast()
+
+    def subscribe(fn: Callable[[StoredReceipt], None]) -> None:
+        def on_batch(receipts: Any) -> None:
+            for receipt in receipts:
+                fn(receipt)
+
+        broadcast.subscribe(on_batch)
+
+    try:
+        yield BroadcastUnderTest(port=broadcast, subscribe=subscribe)
+    finally:
+        broadcast.close()
+
+
+@contextlib.contextmanager
+def make_file_archive(request: pytest.FixtureRequest) -> Iterator[FileArchive]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    archive = FileArchive(tmp_path / "archive")
+    try:
+        yield archive
+    finally:
+        archive.close()
+
+
+# -- the registries: add Google Cloud adapters here --------------------------------
+LEDGER_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
+READ_MODEL_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
+BROADCAST_FACTORIES: dict[str, Factory] = {"in_process": make_in_process_broadcast}
+ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive}
+
+
+# -- the fixtures the suites use ------------------------------------------------------
+@pytest.fixture(params=sorted(LEDGER_STORE_FACTORIES))
+def ledger_store(request: pytest.FixtureRequest) -> Iterator[LedgerStore]:
+    with LEDGER_STORE_FACTORIES[request.param](request) as store:
+        yield store
+
+
+@pytest.fixture(params=sorted(READ_MODEL_FACTORIES))
+def read_model(request: pytest.FixtureRequest) -> Iterator[ReceiptReadModel]:
+    with READ_MODEL_FACTORIES[request.param](request) as model:
+        yield model
+
+
+@pytest.fixture(params=sorted(BROADCAST_FACTORIES))
+def broadcast(request: pytest.FixtureRequest) -> Iterator[BroadcastUnderTest]:
+    with BROADCAST_FACTORIES[request.param](request) as under_test:
+        yield under_test
+
+
+@pytest.fixture(params=sorted(ARCHIVE_FACTORIES))
+def archive(request: pytest.FixtureRequest) -> Iterator[ReceiptArchive]:
+    with ARCHIVE_FACTORIES[request.param](request) as adapter:
+        yield adapter
