@@ -64,6 +64,11 @@ class LedgerStore(Protocol):
         """The customer's chain head, balance and entitlements; None if unknown."""
         ...
 
+    def get_account_head(self, customer_id: str) -> tuple[int, str, int] | None:
+        """(seq, last_receipt_hash, balance_minor) of the account, or None if
+        unknown: the cheap read the gateway and reconciler need."""
+        ...
+
     def find_receipt_by_key(
         self, customer_id: str, idempotency_key: str
     ) -> StoredReceipt | None: ...
@@ -73,6 +78,11 @@ class LedgerStore(Protocol):
     ) -> list[StoredReceipt]: ...
     def iter_receipts(self, customer_id: str) -> Iterator[StoredReceipt]:
         """All of a customer's receipts in seq order (for audits)."""
+        ...
+
+    def stats_receipts_by_currency_day(self) -> list[tuple[str, str, int, int]]:
+        """(currency, UTC day "YYYY-MM-DD" of recorded_at, receipt count, sum of
+        amount_minor), ordered by day then currency."""
         ...
 
     # -- customers, keys, entitlements -------------------------------------
