@@ -88,6 +88,9 @@ def ask_charge(ref: pykka.ActorRef[Any], command: ChargeCommand) -> None:
 
 
 class AccountActor(SupervisedActor):
+    # Every fact lives in the store, so a stuck actor must not hold up exit.
+    use_daemon_thread = True
+
     def __init__(self, link: Link, customer_id: str, deps: AccountDeps) -> None:
         super().__init__(link)
         self.customer_id = customer_id

@@ -1,0 +1,150 @@
+"""OutboxRelay: delivers committed receipts from the ledger's outbox to their
+sinks (broadcast, read model, archive) at least once, in order per customer.
+
+The outbox rows were written in the same transaction as the receipts, so a
+crash between commit and delivery loses nothing; a crash between delivery
+and acknowledgement delivers again, which every sink absorbs (idempotent by
+receipt_id). A failing sink is retried with exponential backoff; one
+customer's later messages wait behind its failed one (order per customer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ledger import LedgerStore, OutboxMessage, StoredReceipt
+from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
+from ledger.receipt_codec import decode_stored_receipt
+from supervisor import Link, SupervisedActor
+
+log = structlog.get_logger(__name__)
+
+Deliver = Callable[[Sequence[StoredReceipt]], None]
+
+_BACKOFF_BASE_S = 0.5
+_BACKOFF_MAX_S = 300.0
+
+
+class OutboxMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.delivered = Counter(
+            "billing_outbox_delivered_total", "Outbox messages delivered.", ["topic"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "billing_outbox_failures_total", "Failed outbox deliveries.", ["topic"],
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "billing_outbox_backlog", "Undelivered outbox messages.", ["topic"],
+            registry=registry,
+        )
+        self.lag_s = Histogram(
+            "billing_outbox_lag_seconds",
+            "From commit to delivery of a receipt to a sink.",
+            ["topic"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+
+
+def backoff_s(attempts: int) -> float:
+    return float(min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
+
+
+class OutboxRelay(SupervisedActor):
+    def __init__(
+        self,
+        link: Link,
+        *,
+        store: LedgerStore,
+        sinks: dict[str, Deliver],
+        metrics: OutboxMetrics,
+        wake: threading.Event,
+        poll_interval_s: float = 0.25,
+        batch_max: int = 256,
+    ) -> None:
+        super().__init__(link)
+        self._store = store
+        self._sinks = dict(sinks)
+        self._metrics = metrics
+        self._poll_interval_s = poll_interval_s
+        self._batch_max = batch_max
+        self._stopping = threading.Event()
+        self._wake = wake  # set by the ledger writer after each commit
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._thread.start()
+
+    def on_stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(10.0)
+        super().on_stop()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._stopping.set()
+        self._wake.set()
+        super().on_failure(*exc_info)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Crash):
+            raise RuntimeError(f"outbox relay failed: {message.reason}")
+        return super().on_receive(message)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                moved = sum(self.relay_once(topic) for topic in self._sinks)
+                if not moved:
+                    self._wake.wait(self._poll_interval_s)
+                    self._wake.clear()
+                    time.sleep(0.002)  # let a burst of commits gather into one batch
+        except Exception as error:
+            log.exception("outbox.relay_crashed")
+            self.actor_ref.tell(_Crash(repr(error)))
+
+    def relay_once(self, topic: str) -> int:
+        """Deliver one batch of due messages of a topic; returns how many."""
+        messages = self._store.pending_outbox(topic, utc_now_rfc3339(), self._batch_max)
+        self._metrics.backlog.labels(topic=topic).set(len(messages))
+        if not messages:
+            return 0
+        deliver = self._sinks[topic]
+        # Delivered together, in the store's order (ordered per customer); a
+        # failure retries the whole batch, so no customer's order is broken.
+        ready = messages
+        try:
+            deliver([decode_stored_receipt(m.payload) for m in ready])
+        except Exception as error:
+            self._metrics.failures.labels(topic=topic).inc()
+            log.warning("outbox.delivery_failed", topic=topic, error=repr(error))
+            self._retry_later(ready, repr(error))
+            return 0
+        self._store.outbox_delivered([m.message_id for m in ready])
+        self._metrics.delivered.labels(topic=topic).inc(len(ready))
+        now = time.time()
+        for message in ready:
+            committed = parse_rfc3339(message.created_at).timestamp()
+            self._metrics.lag_s.labels(topic=topic).observe(max(0.0, now - committed))
+        return len(ready)
+
+    def _retry_later(self, messages: Sequence[OutboxMessage], error: str) -> None:
+        now = datetime.now(UTC)
+        for message in messages:
+            due = now + timedelta(seconds=backoff_s(message.attempts + 1))
+            self._store.outbox_retry_later(message.message_id, error[:500], format_rfc3339(due))
+
+
+class _Crash:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason

@@ -1,0 +1,139 @@
+"""Operator commands over the admin API of a running service:
+`billing customers create`, `billing keys create|revoke`, `billing entitlements set`.
+
+They talk HTTP (not to the store directly) because the embedded store belongs
+to the one serving process, and a remote deployment is reached the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+_TIMEOUT_S = 15.0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("BILLING_URL", "http://127.0.0.1:8080"),
+        help="service URL (default $BILLING_URL or http://127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("BILLING_ADMIN_TOKEN"),
+        help="admin token (default $BILLING_ADMIN_TOKEN, else read from --data-dir)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("BILLING_DATA_DIR", "data"),
+        help="data dir of a local service, to find its generated admin token",
+    )
+
+
+def register(subparsers: Any) -> None:
+    customers = subparsers.add_parser("customers", help="manage customers")
+    customers_sub = customers.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = customers_sub.add_parser("create", help="create a customer")
+    create.add_argument("--email", required=True, help="billing contact email")
+    create.add_argument("--currency", required=True, help="ISO 4217 currency, e.g. USD")
+    create.add_argument("--id", dest="customer_id", help="customer id (default: generated)")
+    _common(create)
+    create.set_defaults(handler=_create_customer)
+
+    keys = subparsers.add_parser("keys", help="manage customer API keys")
+    keys_sub = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    key_create = keys_sub.add_parser("create", help="issue an API key (shown once)")
+    key_create.add_argument("customer_id", help="the customer the key acts for")
+    _common(key_create)
+    key_create.set_defaults(handler=_create_key)
+    key_revoke = keys_sub.add_parser("revoke", help="revoke an API key")
+    key_revoke.add_argument("customer_id")
+    key_revoke.add_argument("key_id", help="the key_id printed when the key was issued")
+    _common(key_revoke)
+    key_revoke.set_defaults(handler=_revoke_key)
+
+    entitlements = subparsers.add_parser("entitlements", help="manage entitlements")
+    ent_sub = entitlements.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ent_set = ent_sub.add_parser("set", help="create or update an entitlement")
+    ent_set.add_argument("customer_id")
+    ent_set.add_argument("entitlement_id")
+    ent_set.add_argument(
+        "--quota", required=True, help='decimal amount such as "1000.00", or "unlimited"'
+    )
+    ent_set.add_argument("--policy", choices=("hard", "soft"), default="hard")
+    ent_set.add_argument("--status", default="active", help="active, trialing, canceled, ...")
+    _common(ent_set)
+    ent_set.set_defaults(handler=_set_entitlement)
+
+
+def _token(args: argparse.Namespace) -> str:
+    from gateway.cli import CommandError
+
+    if args.admin_token:
+        return str(args.admin_token)
+    path = Path(args.data_dir) / "admin-token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise CommandError(
+            "no admin token: pass --admin-token, set BILLING_ADMIN_TOKEN, or point "
+            "--data-dir at the service's data dir"
+        ) from None
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    from gateway.cli import CommandError
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {_token(args)}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        try:
+            detail = json.loads(error.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            detail = error.reason
+        raise CommandError(f"{error.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise CommandError(f"cannot reach {args.url}: {error}") from None
+
+
+def _print(value: Any) -> int:
+    print(json.dumps(value, indent=2))
+    return 0
+
+
+def _create_customer(args: argparse.Namespace) -> int:
+    body = {"email": args.email, "currency": args.currency}
+    if args.customer_id:
+        body["customer_id"] = args.customer_id
+    return _print(_call(args, "POST", "/v1/customers", body))
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    return _print(_call(args, "POST", f"/v1/customers/{args.customer_id}/api-keys"))
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    return _print(
+        _call(args, "DELETE", f"/v1/customers/{args.customer_id}/api-keys/{args.key_id}")
+    )
+
+
+def _set_entitlement(args: argparse.Namespace) -> int:
+    quota = None if args.quota.lower() == "unlimited" else args.quota
+    body = {"quota": quota, "policy": args.policy, "status": args.status}
+    path = f"/v1/customers/{args.customer_id}/entitlements/{args.entitlement_id}"
+    return _print(_call(args, "PUT", path, body))

@@ -1,0 +1,85 @@
+"""`billing serve`: run the service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the billing service",
+        description=(
+            "Start the supervision tree and the HTTP gateway. Every flag can also be "
+            "set from the environment (BILLING_HOST, BILLING_PORT, BILLING_DATA_DIR, "
+            "BILLING_STORE); SIGTERM drains in-flight requests and exits 0."
+        ),
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (default 8080; 0 picks a free one)")
+    parser.add_argument("--data-dir", help="where the SQLite ledger, keys and archive live")
+    parser.add_argument(
+        "--store",
+        help="ledger of record: sqlite:PATH (default: DATA_DIR/ledger.sqlite3) or "
+        "spanner://projects/P/instances/I/databases/D",
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: create a demo customer with an API key and print a curl line",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.cli import CommandError
+    from gateway.logs import configure_logging
+    from gateway.settings import SettingsError, from_environment
+
+    try:
+        settings = from_environment(
+            os.environ,
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            store_url=args.store,
+            dev=args.dev,
+        )
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
+    if settings.port == 0:
+        pass  # the OS picks; the real port is printed when ready
+    configure_logging(settings.log_level)
+    from gateway.compose import build_runtime, run_server
+    from gateway.devmode import print_banner, seed_demo
+    from ledger import LedgerError
+
+    try:
+        runtime = build_runtime(settings)
+    except (LedgerError, OSError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    demo = seed_demo(runtime) if settings.dev else None
+
+    def on_ready(url: str) -> None:
+        print_banner(runtime, url, demo)
+        sys.stdout.flush()
+
+    extra = _extra_routes(runtime)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(run_server(runtime, on_ready, extra))
+    return 0
+
+
+def _extra_routes(runtime: Any) -> tuple[Any, ...]:
+    return ()

@@ -1,0 +1,338 @@
+"""The composition root: builds every part from the frozen Settings, starts
+the supervision tree, then the HTTP server; stops them in reverse.
+
+Startup and shutdown are explicit phases (as in aiohttp's web_runner):
+SIGTERM => stop accepting, drain in-flight requests, stop the tree (which
+flushes the ledger writer), close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from actors.account import AccountDeps
+from actors.accounts import AccountDirectory
+from actors.metrics import ActorMetrics
+from actors.outbox import OutboxMetrics, OutboxRelay
+from actors.pipeline import Pipeline
+from actors.signer import SignerPool
+from actors.writer import LedgerWriter
+from crypto import KeyRing, SigningKey, load_or_create_dev_key, load_private_key_pem
+from gateway.admission import Admission
+from gateway.app import build_app
+from gateway.auth import ApiKeyCache
+from gateway.http_metrics import HttpMetrics
+from gateway.services import Readiness, Services
+from gateway.settings import Settings
+from gateway.storage import Adapters, open_adapters
+from ledger import LedgerError, SigningKeyRecord
+from ledger.clock import utc_now_rfc3339
+from supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
+
+log = structlog.get_logger(__name__)
+
+ADMIN_TOKEN_FILE = "admin-token"
+KEYS_DIR = "keys"
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    """Create a file only its owner can read, atomically (never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def resolve_admin_token(settings: Settings) -> tuple[str, bool]:
+    """(token, generated_now): from settings, else the data dir, else a new one."""
+    if settings.admin_token:
+        return settings.admin_token, False
+    path = settings.data_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip(), False
+    token = "adm_" + secrets.token_urlsafe(24)
+    write_secret_file(path, token + "\n")
+    return token, True
+
+
+def load_signing_key(settings: Settings) -> SigningKey:
+    if settings.signing_key_path is not None:
+        return load_private_key_pem(settings.signing_key_path)
+    return load_or_create_dev_key(settings.data_dir / KEYS_DIR, settings.signing_alg)
+
+
+def build_key_ring(adapters: Adapters, key: SigningKey) -> KeyRing:
+    """The active key plus every public key that ever signed (kept forever)."""
+    adapters.store.record_signing_key(
+        SigningKeyRecord(
+            kid=key.kid,
+            alg=key.alg,
+            public_jwk_json=orjson.dumps(key.public_jwk()).decode(),
+            created_at=utc_now_rfc3339(),
+        )
+    )
+    others = [
+        orjson.loads(record.public_jwk_json)
+        for record in adapters.store.signing_keys()
+        if record.kid != key.kid
+    ]
+    return KeyRing(active=key, others=others)
+
+
+@dataclass
+class Runtime:
+    """Everything the composition root started, for an orderly stop."""
+
+    settings: Settings
+    adapters: Adapters
+    root: Supervisor
+    services: Services
+    admin_token: str
+    admin_token_generated: bool
+    stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        stopped = self.root.stop(timeout_ms=int(self.settings.drain_timeout_s * 1000) + 20_000)
+        if not stopped:
+            log.error("runtime.tree_stop_timeout")
+        for callback in reversed(self.stop_callbacks):
+            with contextlib.suppress(Exception):
+                callback()
+        self.services.executor.shutdown(wait=True, cancel_futures=True)
+        self.adapters.close()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Open storage, load keys, start the supervision tree. Blocking."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    admin_token, generated = resolve_admin_token(settings)
+    settings_with_token = _with_admin_token(settings, admin_token)
+    adapters = open_adapters(settings)
+    try:
+        key = load_signing_key(settings)
+        key_ring = build_key_ring(adapters, key)
+        return _start(settings_with_token, adapters, key, key_ring, generated)
+    except BaseException:
+        adapters.close()
+        raise
+
+
+def _with_admin_token(settings: Settings, token: str) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, admin_token=token)
+
+
+def _start(
+    settings: Settings,
+    adapters: Adapters,
+    key: SigningKey,
+    key_ring: KeyRing,
+    admin_token_generated: bool,
+) -> Runtime:
+    registry = CollectorRegistry()
+    actor_metrics = ActorMetrics(registry)
+    pipeline = Pipeline()
+    deps = AccountDeps(
+        store=adapters.store,
+        pipeline=pipeline,
+        metrics=actor_metrics,
+        now_rfc3339=utc_now_rfc3339,
+        activity={},
+    )
+    readiness_box: list[Readiness] = []
+
+    def on_escalation(reason: str) -> None:
+        log.critical("billing.escalated", reason=reason)
+        if readiness_box:
+            readiness_box[0].halted_reason = f"supervision tree stopped: {reason}"
+
+    store = adapters.store
+    outbox_metrics = OutboxMetrics(registry)
+    outbox_wake = threading.Event()
+    children = [
+        ChildSpec(
+            id="store",
+            start=lambda link: LedgerWriter.start(
+                link,
+                store=store,
+                pipeline=pipeline,
+                metrics=actor_metrics,
+                outbox_for=adapters.outbox_for,
+                batch_max=settings.commit_batch_receipts_max,
+                queue_max=settings.admission_queue_max * 2,
+                linger_ms=settings.commit_linger_ms,
+                on_committed=lambda receipts: outbox_wake.set(),
+            ),
+            restart="permanent",
+            shutdown_timeout_ms=10_000,
+            type="worker",
+        ),
+        ChildSpec(
+            id="signer",
+            start=lambda link: SignerPool.start(
+                link,
+                key=key,
+                pipeline=pipeline,
+                workers=settings.effective_signer_workers,
+                queue_max=settings.admission_queue_max * 2,
+                metrics=actor_metrics,
+            ),
+            restart="permanent",
+            shutdown_timeout_ms=10_000,
+            type="worker",
+        ),
+        ChildSpec(
+            id="accounts",
+            start=lambda link: DynamicSupervisor.start(
+                name="accounts",
+                link=link,
+                child_restart="transient",
+                child_shutdown_timeout_ms=5_000,
+                intensity=1_000,
+                period_s=1.0,
+                registry=registry,
+            ),
+            restart="permanent",
+            shutdown_timeout_ms=60_000,
+            type="supervisor",
+        ),
+        ChildSpec(
+            id="outbox",
+            start=lambda link: OutboxRelay.start(
+                link, store=store, sinks=adapters.sinks, metrics=outbox_metrics, wake=outbox_wake
+            ),
+            restart="permanent",
+            shutdown_timeout_ms=15_000,
+            type="worker",
+        ),
+    ]
+    root = Supervisor.start(
+        name="billing",
+        flags=SupervisorFlags(strategy="rest_for_one", intensity=5, period_s=10.0),
+        children=children,
+        on_escalation=on_escalation,
+        registry=registry,
+    )
+
+    def accounts() -> DynamicSupervisor | None:
+        child = root.child("accounts")
+        return child if isinstance(child, DynamicSupervisor) else None
+
+    directory = AccountDirectory(deps, accounts, idle_s=settings.account_idle_s)
+    pipeline.on_chain_failed = directory.reload
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="blocking")
+
+    def store_writable() -> bool:
+        try:
+            store.check_writable()
+        except LedgerError:
+            return False
+        return True
+
+    readiness = Readiness(tree_up=lambda: root.is_running, store_writable=store_writable)
+    readiness_box.append(readiness)
+    http_metrics = HttpMetrics(registry)
+    admission = Admission(settings.admission_queue_max, settings.customer_inflight_max)
+    http_metrics.admission_inflight.set_function(lambda: admission.inflight)
+
+    async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    services = Services(
+        settings=settings,
+        store=store,
+        read_model=adapters.read_model,
+        directory=directory,
+        key_ring=key_ring,
+        registry=registry,
+        metrics=http_metrics,
+        admission=admission,
+        api_keys=ApiKeyCache(store, run_blocking),  # type: ignore[arg-type]
+        readiness=readiness,
+        executor=executor,
+        jwks_body=orjson.dumps(key_ring.jwks()),
+        extras={"tree": root.tree},
+    )
+    return Runtime(
+        settings=settings,
+        adapters=adapters,
+        root=root,
+        services=services,
+        admin_token=settings.admin_token or "",
+        admin_token_generated=admin_token_generated,
+    )
+
+
+async def run_server(
+    runtime: Runtime,
+    on_ready: Callable[[str], None],
+    extra_routes: tuple[web.RouteTableDef, ...] = (),
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop_event`), then drain and stop."""
+    settings = runtime.settings
+    services = runtime.services
+    app = build_app(services, *extra_routes)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=settings.drain_timeout_s, handle_signals=False
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
+    await site.start()
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    passivator = asyncio.create_task(_passivate_forever(services))
+    on_ready(f"http://{settings.host}:{_bound_port(site, settings.port)}")
+    log.info("billing.serving", host=settings.host, port=settings.port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("billing.draining")
+        services.readiness.draining = True
+        passivator.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await passivator
+        await runner.cleanup()  # stop accepting, let in-flight requests finish
+        await loop.run_in_executor(None, runtime.stop)
+        log.info("billing.stopped")
+
+
+def _bound_port(site: web.TCPSite, default: int) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here
+    sockets = getattr(server, "sockets", None) or []
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    return default
+
+
+async def _passivate_forever(services: Services) -> None:
+    interval_s = max(1.0, services.settings.account_idle_s / 4)
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await services.blocking(services.directory.passivate_idle)
+        except Exception:
+            log.exception("accounts.passivation_failed")

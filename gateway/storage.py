@@ -1,0 +1,145 @@
+"""Chooses and opens the storage adapters named by the settings.
+
+Embedded default: one SQLite file is the ledger of record and the read model,
+broadcast is in-process, the archive is append-only files. Production: Cloud
+Spanner, Firestore, Pub/Sub and Cloud Storage, chosen by URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.settings import Settings
+from ledger import (
+    LedgerStore,
+    OutboxMessage,
+    ReceiptArchive,
+    ReceiptBroadcast,
+    ReceiptReadModel,
+    StoredReceipt,
+)
+from ledger.receipt_codec import encode_stored_receipt
+
+LEDGER_FILE = "ledger.sqlite3"
+ARCHIVE_DIR = "archive"
+
+TOPIC_READ_MODEL = "receipt.read_model"
+TOPIC_BROADCAST = "receipt.broadcast"
+TOPIC_ARCHIVE = "receipt.archive"
+
+
+class StorageConfigError(ValueError):
+    """A storage URL is malformed or names an unknown backend."""
+
+
+@dataclass
+class Adapters:
+    store: LedgerStore
+    read_model: ReceiptReadModel
+    broadcast: ReceiptBroadcast
+    archive: ReceiptArchive
+    # Sinks fed through the outbox (topic -> deliver), at least once, in order
+    # per customer. The embedded read model is the store itself: no topic.
+    sinks: dict[str, Callable[[Sequence[StoredReceipt]], None]] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def outbox_for(self, receipt: StoredReceipt) -> list[OutboxMessage]:
+        return [
+            OutboxMessage(
+                message_id=f"{receipt.receipt_id}:{topic}",
+                topic=topic,
+                ordering_key=receipt.customer_id,
+                payload=encode_stored_receipt(receipt),
+                created_at=receipt.recorded_at,
+            )
+            for topic in self.sinks
+        ]
+
+    def close(self) -> None:
+        for closer in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                closer()
+
+
+def open_adapters(settings: Settings) -> Adapters:
+    from ledger.local import FileArchive, InProcessBroadcast
+    from ledger.sqlite import SqliteLedger
+
+    closers: list[Callable[[], None]] = []
+    store: LedgerStore
+    read_model: ReceiptReadModel
+    url = settings.store_url
+    if url is None or url.startswith("sqlite:"):
+        path = settings.data_dir / LEDGER_FILE if url is None else _sqlite_path(url)
+        sqlite = SqliteLedger.open(path)
+        store, read_model = sqlite, sqlite
+        closers.append(sqlite.close)
+    elif url.startswith("spanner://"):
+        from ledger.spanner import SpannerLedger
+
+        spanner = SpannerLedger.open(url)
+        store = spanner
+        closers.append(spanner.close)
+        read_model = _open_read_model(settings, store)
+        closers.append(read_model.close)
+    else:
+        raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
+
+    broadcast: ReceiptBroadcast = InProcessBroadcast()
+    if settings.broadcast_url:
+        broadcast = _open_broadcast(settings.broadcast_url)
+    closers.append(broadcast.close)
+    archive: ReceiptArchive = FileArchive(settings.data_dir / ARCHIVE_DIR)
+    if settings.archive_url:
+        archive = _open_archive(settings.archive_url)
+    closers.append(archive.close)
+
+    adapters = Adapters(
+        store=store,
+        read_model=read_model,
+        broadcast=broadcast,
+        archive=archive,
+        closers=closers,
+    )
+    adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
+    adapters.sinks[TOPIC_ARCHIVE] = archive.append
+    if read_model is not store:
+        adapters.sinks[TOPIC_READ_MODEL] = read_model.upsert_receipts
+    return adapters
+
+
+def _sqlite_path(url: str) -> Path:
+    path = url.removeprefix("sqlite:").removeprefix("//")
+    if not path:
+        raise StorageConfigError("sqlite store URL needs a path: sqlite:PATH")
+    return Path(path)
+
+
+def _open_read_model(settings: Settings, store: LedgerStore) -> ReceiptReadModel:
+    url = settings.read_model_url
+    if url is None:
+        raise StorageConfigError("a Spanner store needs a read model: BILLING_READ_MODEL")
+    if url.startswith("firestore://"):
+        from ledger.firestore import FirestoreReadModel
+
+        return FirestoreReadModel.open(url)
+    raise StorageConfigError(f"unknown read model URL {url!r} (firestore://projects/P)")
+
+
+def _open_broadcast(url: str) -> ReceiptBroadcast:
+    if url.startswith("pubsub://"):
+        from ledger.pubsub import PubSubBroadcast
+
+        return PubSubBroadcast.open(url)
+    raise StorageConfigError(f"unknown broadcast URL {url!r} (pubsub://projects/P/topics/T)")
+
+
+def _open_archive(url: str) -> ReceiptArchive:
+    if url.startswith("gs://"):
+        from ledger.gcs import GcsArchive
+
+        return GcsArchive.open(url)
+    raise StorageConfigError(f"unknown archive URL {url!r} (gs://BUCKET)")

@@ -1,0 +1,185 @@
+"""A real service for integration tests: the composition root's runtime on a
+real SQLite file, served by aiohttp on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.app import build_app
+from gateway.compose import Runtime, build_runtime
+from gateway.settings import Settings
+
+ADMIN_TOKEN = "adm_integration_test_token"
+
+
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One RSA key for the whole session: generating one per test is slow."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("keys") / "signing.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return path
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Customer:
+    customer_id: str
+    api_key: str
+    key_id: str
+    entitlement_id: str
+    currency: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+@dataclass
+class Service:
+    url: str
+    session: aiohttp.ClientSession
+    runtime: Runtime
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def create_customer(
+        self,
+        *,
+        currency: str = "USD",
+        quota: str | None = None,
+        policy: str = "hard",
+        status: str = "active",
+        entitlement_id: str = "api_calls",
+    ) -> Customer:
+        customer_id = "cus_" + uuid.uuid4().hex[:12]
+        async with self.session.post(
+            "/v1/customers",
+            json={
+                "customer_id": customer_id,
+                "email": f"{customer_id}@example.com",
+                "currency": currency,
+            },
+            headers=self.admin,
+        ) as response:
+            assert response.status == 201, await response.text()
+        async with self.session.post(
+            f"/v1/customers/{customer_id}/api-keys", headers=self.admin
+        ) as response:
+            assert response.status == 201, await response.text()
+            key = await response.json()
+        async with self.session.put(
+            f"/v1/customers/{customer_id}/entitlements/{entitlement_id}",
+            json={"quota": quota, "policy": policy, "status": status},
+            headers=self.admin,
+        ) as response:
+            assert response.status == 200, await response.text()
+        return Customer(customer_id, key["api_key"], key["key_id"], entitlement_id, currency)
+
+    def event(self, customer: Customer, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "idempotent_key": "key-" + uuid.uuid4().hex,
+            "customer_id": customer.customer_id,
+            "entitlement_id": customer.entitlement_id,
+            "amount": "0.25",
+            "currency": customer.currency,
+            "usage_description": "one API call",
+            "timestamp": now_rfc3339(),
+        }
+        body.update(overrides)
+        return body
+
+    async def post_event(
+        self, customer: Customer, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        async with self.session.post("/v1/events", json=body, headers=customer.auth) as response:
+            return response.status, await response.json(), dict(response.headers)
+
+    async def receipts(self, customer: Customer) -> list[dict[str, Any]]:
+        """The customer's whole chain, following pagination."""
+        chain: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            async with self.session.get(
+                "/v1/receipts", params={"after_seq": after, "limit": 1000}, headers=customer.auth
+            ) as response:
+                assert response.status == 200, await response.text()
+                page = await response.json()
+            chain.extend(page["data"])
+            if not page["has_more"]:
+                return chain
+            after = page["next_after_seq"]
+
+    async def balance(self, customer: Customer) -> dict[str, Any]:
+        async with self.session.get("/v1/balance", headers=customer.auth) as response:
+            assert response.status == 200, await response.text()
+            return dict(await response.json())
+
+    async def jwks(self) -> dict[str, Any]:
+        async with self.session.get("/.well-known/jwks.json") as response:
+            assert response.status == 200
+            return dict(await response.json())
+
+
+def base_settings(data_dir: Path, key_file: Path, **overrides: Any) -> Settings:
+    settings = Settings(
+        data_dir=data_dir,
+        admin_token=ADMIN_TOKEN,
+        signing_key_path=key_file,
+        fault_injection=True,
+        signer_workers=2,
+        drain_timeout_s=5.0,
+    )
+    return replace(settings, **overrides).validate()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Tests override settings by redefining this fixture or parametrizing it."""
+    return {}
+
+
+@pytest.fixture
+async def service(
+    tmp_path: Path, signing_key_file: Path, settings_overrides: dict[str, Any]
+) -> AsyncIterator[Service]:
+    settings = base_settings(tmp_path / "data", signing_key_file, **settings_overrides)
+    loop = asyncio.get_running_loop()
+    runtime = await loop.run_in_executor(None, build_runtime, settings)
+    server = TestServer(build_app(runtime.services), host="127.0.0.1", port=0)
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    connector = aiohttp.TCPConnector(limit=200)
+    session = aiohttp.ClientSession(base_url=url, connector=connector)
+    try:
+        yield Service(url=url, session=session, runtime=runtime)
+    finally:
+        await session.close()
+        await server.close()
+        await loop.run_in_executor(None, runtime.stop)
