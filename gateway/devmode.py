@@ -3,6 +3,7 @@ and a default entitlement, and a banner that says how to use them."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from gateway.compose import Runtime
@@ -25,7 +26,7 @@ class Demo:
 def seed_demo(runtime: Runtime) -> Demo:
     store = runtime.adapters.store
     now = utc_now_rfc3339()
-    try:
+    with contextlib.suppress(AlreadyExists):
         store.create_customer(
             Customer(
                 customer_id=DEMO_CUSTOMER_ID,
@@ -34,8 +35,6 @@ def seed_demo(runtime: Runtime) -> Demo:
                 created_at=now,
             )
         )
-    except AlreadyExists:
-        pass
     if DEMO_ENTITLEMENT_ID not in store.get_entitlements(DEMO_CUSTOMER_ID):
         store.put_entitlement(
             Entitlement(

@@ -72,6 +72,7 @@ def open_adapters(settings: Settings) -> Adapters:
     store: LedgerStore
     read_model: ReceiptReadModel
     url = settings.store_url
+    separate_read_model = False
     if url is None or url.startswith("sqlite:"):
         path = settings.data_dir / LEDGER_FILE if url is None else _sqlite_path(url)
         sqlite = SqliteLedger.open(path)
@@ -84,6 +85,7 @@ def open_adapters(settings: Settings) -> Adapters:
         store = spanner
         closers.append(spanner.close)
         read_model = _open_read_model(settings, store)
+        separate_read_model = True
         closers.append(read_model.close)
     else:
         raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
@@ -106,7 +108,7 @@ def open_adapters(settings: Settings) -> Adapters:
     )
     adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
     adapters.sinks[TOPIC_ARCHIVE] = archive.append
-    if read_model is not store:
+    if separate_read_model:
         adapters.sinks[TOPIC_READ_MODEL] = read_model.upsert_receipts
     return adapters
 
@@ -125,7 +127,8 @@ def _open_read_model(settings: Settings, store: LedgerStore) -> ReceiptReadModel
     if url.startswith("firestore://"):
         from ledger.firestore import FirestoreReadModel
 
-        return FirestoreReadModel.open(url)
+        read_model: ReceiptReadModel = FirestoreReadModel.open(url)
+        return read_model
     raise StorageConfigError(f"unknown read model URL {url!r} (firestore://projects/P)")
 
 
@@ -133,7 +136,8 @@ def _open_broadcast(url: str) -> ReceiptBroadcast:
     if url.startswith("pubsub://"):
         from ledger.pubsub import PubSubBroadcast
 
-        return PubSubBroadcast.open(url)
+        broadcast: ReceiptBroadcast = PubSubBroadcast.open(url)
+        return broadcast
     raise StorageConfigError(f"unknown broadcast URL {url!r} (pubsub://projects/P/topics/T)")
 
 
@@ -141,5 +145,6 @@ def _open_archive(url: str) -> ReceiptArchive:
     if url.startswith("gs://"):
         from ledger.gcs import GcsArchive
 
-        return GcsArchive.open(url)
+        archive: ReceiptArchive = GcsArchive.open(url)
+        return archive
     raise StorageConfigError(f"unknown archive URL {url!r} (gs://BUCKET)")
