@@ -8,15 +8,33 @@ any number of times leaves at most one tick queued (the bound is 1).
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 import structlog
 
+from ledger.clock import format_rfc3339, parse_rfc3339
 from supervisor import Link, SupervisedActor
 
 log = structlog.get_logger(__name__)
 
 _JOIN_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff for durable work: base, 2*base, 4*base ... capped."""
+
+    base_s: float = 2.0
+    max_s: float = 3600.0
+
+    def delay_s(self, attempts: int) -> float:
+        return float(min(self.max_s, self.base_s * (2 ** min(max(attempts, 0), 30))))
+
+    def next_attempt_at(self, now: str, attempts: int) -> str:
+        """When to try again after `attempts` failures so far (RFC 3339, fixed format)."""
+        return format_rfc3339(parse_rfc3339(now) + timedelta(seconds=self.delay_s(attempts)))
 
 
 class Doorbell:

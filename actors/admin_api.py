@@ -20,29 +20,33 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any, Final
 
 import orjson
 import structlog
 
 from actors._stripe_metrics import StripeMetrics
-from actors._stripe_poll import Doorbell, PollingActor
+from actors._stripe_poll import Doorbell, PollingActor, RetryPolicy
 from actors._stripe_reconcile import ADMIN_API_TOPIC
-from actors.stripe_sync import backoff_s
 from ledger import LedgerStore, OutboxMessage
-from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
+from ledger.clock import utc_now_rfc3339
 from supervisor import Link
 
-__all__ = ["ADMIN_API_TOPIC", "AdminApiClient", "AdminApiError", "AdminApiRelay"]
+__all__ = [
+    "ADMIN_API_TOPIC",
+    "AdminApiClient",
+    "AdminApiError",
+    "AdminApiRelay",
+    "AdminApiRelayWorker",
+    "RetryPolicy",
+]
 
 log = structlog.get_logger(__name__)
 
 admin_batch_max: Final = 50
 admin_timeout_s: Final = 10.0
 admin_response_bytes_max: Final = 1024 * 1024
-admin_retry_base_s: Final = 2.0
-admin_retry_max_s: Final = 1800.0
+ADMIN_RETRY: Final = RetryPolicy(base_s=2.0, max_s=1800.0)
 
 
 class AdminApiError(Exception):
@@ -121,16 +125,14 @@ class AdminApiRelayWorker:
         client: AdminApiClient,
         metrics: StripeMetrics,
         batch_max: int = admin_batch_max,
-        retry_base_s: float = admin_retry_base_s,
-        retry_max_s: float = admin_retry_max_s,
+        retry: RetryPolicy = ADMIN_RETRY,
         clock: Callable[[], str] = utc_now_rfc3339,
     ) -> None:
         self._store = store
         self._client = client
         self._metrics = metrics
         self._batch_max = batch_max
-        self._retry_base_s = retry_base_s
-        self._retry_max_s = retry_max_s
+        self._retry = retry
         self._clock = clock
 
     def run_once(self) -> bool:
@@ -153,8 +155,7 @@ class AdminApiRelayWorker:
         except (AdminApiError, KeyError, TypeError, orjson.JSONDecodeError) as error:
             reason = error.reason if isinstance(error, AdminApiError) else "bad_message"
             self._metrics.admin_api_failures.labels(reason).inc()
-            delay = backoff_s(newest.attempts, self._retry_base_s, self._retry_max_s)
-            next_at = format_rfc3339(parse_rfc3339(self._clock()) + timedelta(seconds=delay))
+            next_at = self._retry.next_attempt_at(self._clock(), newest.attempts)
             log.warning("admin_api.retry_later", customer_id=newest.ordering_key,
                         message_id=newest.message_id, attempts=newest.attempts + 1,
                         next_attempt_at=next_at, error=str(error))
@@ -187,13 +188,11 @@ class AdminApiRelay(PollingActor):
         doorbell: Doorbell,
         poll_interval_s: float = 5.0,
         batch_max: int = admin_batch_max,
-        retry_base_s: float = admin_retry_base_s,
-        retry_max_s: float = admin_retry_max_s,
+        retry: RetryPolicy = ADMIN_RETRY,
     ) -> None:
         super().__init__(link, doorbell, poll_interval_s)
         self._worker = AdminApiRelayWorker(
-            store=store, client=client, metrics=metrics, batch_max=batch_max,
-            retry_base_s=retry_base_s, retry_max_s=retry_max_s,
+            store=store, client=client, metrics=metrics, batch_max=batch_max, retry=retry
         )
 
     def poll_once(self) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any, Final
 
 import orjson
@@ -20,10 +19,10 @@ import structlog
 
 from actors._stripe_metrics import StripeMetrics
 from actors._stripe_plans import PlanSpec
-from actors._stripe_poll import Doorbell, PollingActor
+from actors._stripe_poll import Doorbell, PollingActor, RetryPolicy
 from actors._stripe_reconcile import ADMIN_API_TOPIC, Reconciler, ReconcileResult, SkipEvent
 from ledger import LedgerStore, WebhookEvent
-from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
+from ledger.clock import utc_now_rfc3339
 from supervisor import Link
 
 __all__ = [
@@ -33,9 +32,9 @@ __all__ = [
     "PlanSpec",
     "ReconcileResult",
     "Reconciler",
+    "RetryPolicy",
     "StripeSync",
     "StripeSyncWorker",
-    "backoff_s",
     "is_handled_event",
     "stripe_customer_of",
 ]
@@ -44,8 +43,7 @@ log = structlog.get_logger(__name__)
 
 HANDLED_EVENT_PREFIXES: Final = ("customer.subscription.", "checkout.session.", "invoice.")
 webhook_batch_max: Final = 50
-backoff_base_s: Final = 2.0
-backoff_max_s: Final = 3600.0
+WEBHOOK_RETRY: Final = RetryPolicy(base_s=2.0, max_s=3600.0)
 # Error text kept with a failed event (for operators), bounded.
 error_chars_max: Final = 500
 
@@ -68,11 +66,6 @@ def stripe_customer_of(event: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value.startswith("cus_") else None
 
 
-def backoff_s(attempts: int, base_s: float = backoff_base_s, max_s: float = backoff_max_s) -> float:
-    """Exponential: base, 2*base, 4*base ... capped at max_s."""
-    return float(min(max_s, base_s * (2 ** min(max(attempts, 0), 30))))
-
-
 class StripeSyncWorker:
     """The work, without the actor: `run_once()` processes one bounded batch.
 
@@ -86,16 +79,14 @@ class StripeSyncWorker:
         reconciler: Reconciler,
         metrics: StripeMetrics,
         batch_max: int = webhook_batch_max,
-        retry_base_s: float = backoff_base_s,
-        retry_max_s: float = backoff_max_s,
+        retry: RetryPolicy = WEBHOOK_RETRY,
         clock: Callable[[], str] = utc_now_rfc3339,
     ) -> None:
         self._store = store
         self._reconciler = reconciler
         self._metrics = metrics
         self._batch_max = batch_max
-        self._retry_base_s = retry_base_s
-        self._retry_max_s = retry_max_s
+        self._retry = retry
         self._clock = clock
 
     def run_once(self) -> bool:
@@ -146,11 +137,10 @@ class StripeSyncWorker:
             self._metrics.webhook_events.labels(event.event_type, f"processed_{result}").inc()
 
     def _retry_later(self, group: list[WebhookEvent], error: stripe.StripeError) -> None:
-        now = parse_rfc3339(self._clock())
+        now = self._clock()
         reason = f"{type(error).__name__}: {error.user_message or ''}"[:error_chars_max]
         for event in group:
-            delay = backoff_s(event.attempts, self._retry_base_s, self._retry_max_s)
-            next_at = format_rfc3339(now + timedelta(seconds=delay))
+            next_at = self._retry.next_attempt_at(now, event.attempts)
             self._store.mark_webhook_failed(event.event_id, reason, next_at)
             self._metrics.webhook_events.labels(event.event_type, "retry_later").inc()
             log.warning(
@@ -184,17 +174,11 @@ class StripeSync(PollingActor):
         doorbell: Doorbell,
         poll_interval_s: float = 5.0,
         batch_max: int = webhook_batch_max,
-        retry_base_s: float = backoff_base_s,
-        retry_max_s: float = backoff_max_s,
+        retry: RetryPolicy = WEBHOOK_RETRY,
     ) -> None:
         super().__init__(link, doorbell, poll_interval_s)
         self._worker = StripeSyncWorker(
-            store=store,
-            reconciler=reconciler,
-            metrics=metrics,
-            batch_max=batch_max,
-            retry_base_s=retry_base_s,
-            retry_max_s=retry_max_s,
+            store=store, reconciler=reconciler, metrics=metrics, batch_max=batch_max, retry=retry
         )
 
     def poll_once(self) -> bool:

@@ -441,13 +441,18 @@ class _Routes:
             "api_key": secret,  # shown once, never stored in the clear
         }
 
-    # POST /v1/portal/session
-    async def portal(self, request: web.Request) -> web.StreamResponse:
+    async def _customer_request(self, request: web.Request) -> tuple[str | None, str | None]:
+        """Service auth, then `customer_id` or `email` (one is required), then Stripe."""
         _require_service(request, self._settings)
         body = await _json_body(request)
         customer_id = _customer_id_param(body)
         email = _email_param(body, required=customer_id is None)
         self._client()
+        return customer_id, email
+
+    # POST /v1/portal/session
+    async def portal(self, request: web.Request) -> web.StreamResponse:
+        customer_id, email = await self._customer_request(request)
         if not self._settings.portal_return_url:
             raise _not_configured("the portal return URL")
         return json_response(await self._run(self._portal, customer_id, email))
@@ -468,11 +473,7 @@ class _Routes:
 
     # POST /v1/stripe/resolve-url
     async def resolve_url(self, request: web.Request) -> web.StreamResponse:
-        _require_service(request, self._settings)
-        body = await _json_body(request)
-        customer_id = _customer_id_param(body)
-        email = _email_param(body, required=customer_id is None)
-        self._client()
+        customer_id, email = await self._customer_request(request)
         if not (self._settings.checkout_price_id and self._settings.checkout_success_url):
             raise _not_configured("Stripe Checkout (price and success URL)")
         return json_response(await self._run(self._resolve, customer_id, email))

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from actors._stripe_metrics import StripeMetrics
-from actors._stripe_poll import Doorbell
+from actors._stripe_poll import Doorbell, RetryPolicy
 from actors.stripe_sync import Reconciler, StripeSyncWorker
 from gateway.routes_stripe import StripeDeps, add_stripe_routes
 from gateway.stripe_settings import StripeSettings, build_stripe_client, load
@@ -156,6 +156,6 @@ async def harness(store: SqliteLedger, settings: StripeSettings,
                       wake_sync=wake, metrics=metrics, reconciler=reconciler)
     client = await start_app(deps)
     worker = StripeSyncWorker(store=store, reconciler=reconciler, metrics=metrics,
-                              retry_base_s=0.05, retry_max_s=0.2)
+                              retry=RetryPolicy(0.05, 0.2))
     yield Harness(client, store, settings, reconciler, worker, doorbell, metrics, changed, wakes)
     await client.close()

@@ -61,3 +61,15 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def subscribe_and_sync(harness: Any, fake: FakeStripe, price_id: str, secret: str,
+                             email: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new Stripe customer subscribes; its webhook is delivered and processed.
+    Returns (Stripe customer, Stripe subscription)."""
+    customer = fake.add_customer(email)
+    sub = fake.add_subscription(customer["id"], price_id)
+    event = fake.event("customer.subscription.created", sub)
+    assert await deliver(harness.client, fake, event, secret) == 200
+    await drain(harness.worker.run_once, harness.store)
+    return customer, sub

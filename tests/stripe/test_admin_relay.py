@@ -6,19 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from actors._stripe_poll import Doorbell
+from actors._stripe_poll import Doorbell, RetryPolicy
 from actors.admin_api import ADMIN_API_TOPIC, AdminApiClient, AdminApiRelay, AdminApiRelayWorker
 from tests.fakes import FakeAdminApi, FakeStripe
 from tests.stripe.conftest import Harness, Prices
-from tests.stripe.helpers import FAR_FUTURE, deliver, drain, wait_until
+from tests.stripe.helpers import FAR_FUTURE, deliver, drain, subscribe_and_sync, wait_until
 
 
 async def _subscribe(harness: Harness, fake: FakeStripe, prices: Prices, secret: str,
                      email: str) -> str:
-    customer = fake.add_customer(email)
-    sub = fake.add_subscription(customer["id"], prices.pro["id"])
-    await deliver(harness.client, fake, fake.event("customer.subscription.created", sub), secret)
-    await drain(harness.worker.run_once, harness.store)
+    customer, _ = await subscribe_and_sync(harness, fake, prices.pro["id"], secret, email)
     return str(customer["id"])
 
 
@@ -26,7 +23,7 @@ def _relay(harness: Harness, admin: FakeAdminApi, token: str | None = None
            ) -> AdminApiRelayWorker:
     client = AdminApiClient(admin.url, token or admin.token, timeout_s=5.0)
     return AdminApiRelayWorker(store=harness.store, client=client, metrics=harness.metrics,
-                               retry_base_s=0.05, retry_max_s=0.2)
+                               retry=RetryPolicy(0.05, 0.2))
 
 
 def _backlog(harness: Harness) -> int:
@@ -112,7 +109,7 @@ async def test_relay_actor_delivers_the_newest_state(
     ref = AdminApiRelay.start(None, store=harness.store,
                               client=AdminApiClient(fake_admin.url, fake_admin.token),
                               metrics=harness.metrics, doorbell=doorbell, poll_interval_s=0.05,
-                              retry_base_s=0.05, retry_max_s=0.1)
+                              retry=RetryPolicy(0.05, 0.1))
     try:
         await wait_until(lambda: _backlog(harness) == 0)
     finally:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors._stripe_poll import Doorbell
+from actors._stripe_poll import Doorbell, RetryPolicy
 from actors.stripe_sync import StripeSync, StripeSyncWorker
 from gateway.routes_stripe import StripeDeps
 from ledger import GENESIS_HASH, ReceiptWrite, StoredReceipt
@@ -18,7 +18,15 @@ from ledger.clock import utc_now_rfc3339
 from ledger.sqlite import SqliteLedger
 from tests.fakes import FakeStripe
 from tests.stripe.conftest import Harness, Prices, make_reconciler, start_app
-from tests.stripe.helpers import deliver, drain, entitlement_of, grant, pending, wait_until
+from tests.stripe.helpers import (
+    deliver,
+    drain,
+    entitlement_of,
+    grant,
+    pending,
+    subscribe_and_sync,
+    wait_until,
+)
 
 DAY = 86400
 
@@ -114,11 +122,8 @@ async def test_shuffled_triplicate_delivery_converges_to_in_order_result(
 async def test_renewal_resets_usage_only_when_the_period_changes(
     harness: Harness, fake_stripe: FakeStripe, prices: Prices, webhook_secret: str
 ) -> None:
-    customer = fake_stripe.add_customer("renew@example.com")
-    sub = fake_stripe.add_subscription(customer["id"], prices.pro["id"])
-    await deliver(harness.client, fake_stripe,
-                  fake_stripe.event("customer.subscription.created", sub), webhook_secret)
-    await drain(harness.worker.run_once, harness.store)
+    customer, sub = await subscribe_and_sync(harness, fake_stripe, prices.pro["id"],
+                                             webhook_secret, "renew@example.com")
     first = entitlement_of(harness.store, customer["id"])
     assert first is not None
     # Usage accrued by a charge; a same-period event keeps it.
@@ -144,11 +149,8 @@ async def test_renewal_resets_usage_only_when_the_period_changes(
 async def test_cancelled_subscription_is_not_chargeable(
     harness: Harness, fake_stripe: FakeStripe, prices: Prices, webhook_secret: str
 ) -> None:
-    customer = fake_stripe.add_customer("leaver@example.com")
-    sub = fake_stripe.add_subscription(customer["id"], prices.pro["id"])
-    await deliver(harness.client, fake_stripe,
-                  fake_stripe.event("customer.subscription.created", sub), webhook_secret)
-    await drain(harness.worker.run_once, harness.store)
+    customer, sub = await subscribe_and_sync(harness, fake_stripe, prices.pro["id"],
+                                             webhook_secret, "leaver@example.com")
     active = entitlement_of(harness.store, customer["id"])
     assert active is not None and active.chargeable
     cancelled = fake_stripe.update_subscription(sub["id"], status="canceled")
@@ -208,7 +210,7 @@ async def test_stripe_sync_actor_processes_webhooks_and_survives_an_outage(
     doorbell = Doorbell()
     ref = StripeSync.start(None, store=harness.store, reconciler=harness.reconciler,
                            metrics=harness.metrics, doorbell=doorbell, poll_interval_s=0.1,
-                           retry_base_s=0.05, retry_max_s=0.2)
+                           retry=RetryPolicy(0.05, 0.2))
     try:
         customer = fake_stripe.add_customer("actor@example.com")
         sub = fake_stripe.add_subscription(customer["id"], prices.pro["id"])
