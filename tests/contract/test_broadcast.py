@@ -1,0 +1,71 @@
+"""Contract: ReceiptBroadcast. Every adapter in BROADCAST_FACTORIES must pass."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ledger.model import StoredReceipt
+from tests.contract._chain import Chain
+from tests.contract.conftest import BroadcastUnderTest
+
+DELIVERY_TIMEOUT_S = 10.0
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.received: list[StoredReceipt] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, receipt: StoredReceipt) -> None:
+        with self._lock:
+            self.received.append(receipt)
+
+    def wait_for(self, count: int) -> list[StoredReceipt]:
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with self._lock:
+                unique = {r.receipt_id: r for r in self.received}
+            if len(unique) >= count:
+                break
+            time.sleep(0.01)
+        with self._lock:
+            return list(self.received)
+
+
+def _first_delivery_order(received: list[StoredReceipt], customer_id: str) -> list[int]:
+    seen: list[int] = []
+    for receipt in received:
+        if receipt.customer_id == customer_id and receipt.seq not in seen:
+            seen.append(receipt.seq)
+    return seen
+
+
+def test_published_receipts_arrive_in_order_per_customer(broadcast: BroadcastUnderTest) -> None:
+    collector = Collector()
+    broadcast.subscribe(collector)
+    a, b = Chain("cus_a"), Chain("cus_b")
+    for _ in range(3):
+        broadcast.port.publish([a.next().receipt, b.next().receipt])
+    broadcast.port.publish([a.next().receipt])
+
+    received = collector.wait_for(7)
+    assert {r.receipt_id for r in received} == {r.receipt_id for r in a.made + b.made}
+    assert _first_delivery_order(received, "cus_a") == [1, 2, 3, 4]
+    assert _first_delivery_order(received, "cus_b") == [1, 2, 3]
+    assert next(r for r in received if r.receipt_id == a.made[0].receipt_id) == a.made[0]
+
+
+def test_a_failing_subscriber_does_not_stop_the_others(broadcast: BroadcastUnderTest) -> None:
+    def failing(receipt: StoredReceipt) -> None:
+        raise RuntimeError("subscriber bug")
+
+    collector = Collector()
+    broadcast.subscribe(failing)
+    broadcast.subscribe(collector)
+    chain = Chain("cus_a")
+    broadcast.port.publish([chain.next().receipt, chain.next().receipt])
+    broadcast.port.publish([chain.next().receipt])
+
+    received = collector.wait_for(3)
+    assert _first_delivery_order(received, "cus_a") == [1, 2, 3]
