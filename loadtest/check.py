@@ -50,8 +50,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-# Chains are read in pages of this many receipts (the service's page bound).
-receipts_page_max = 1_000
+# Chains are read in pages of this many receipts: below the service's page
+# bound (1,000), so a full page never hides whether more follow.
+receipts_page_max = 500
 # A chain longer than this many pages is refused rather than read forever.
 chain_pages_max = 10_000
 # Customers read at the same time.
@@ -115,6 +116,8 @@ class Ledger:
     receipts: list[dict[str, Any]]
     balance_minor: int | None
     error: str | None = None
+    # The list said has_more=false, yet a further page held receipts.
+    has_more_wrong: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,10 @@ def verify(records: RunRecords, ledgers: dict[str, Ledger]) -> Report:
             continue
         receipts = [_receipt_core(item) for item in ledger.receipts]
         total_receipts += len(receipts)
+        if ledger.has_more_wrong:
+            violations.append(
+                Violation("paging", cid, "GET /v1/receipts said has_more=false before the end")
+            )
         by_key = _check_chain(customer, receipts, violations)
         running_minor = sum(_int_field(r, "amount_minor") or 0 for r in receipts)
         if ledger.balance_minor is None:
@@ -411,6 +418,7 @@ async def _fetch_ledger(
     headers = {"Authorization": f"Bearer {customer.api_key}"}
     receipts: list[dict[str, Any]] = []
     after_seq = 0
+    has_more_wrong = claimed_end = False
     try:
         for _page in range(chain_pages_max):
             if time.monotonic() > deadline:
@@ -425,8 +433,14 @@ async def _fetch_ledger(
             if not isinstance(data, list):
                 return Ledger(receipts, None, "GET /v1/receipts: no 'data' list")
             receipts.extend(data)
-            if not page.get("has_more") or not data:
+            if not data:
                 break
+            has_more_wrong = has_more_wrong or claimed_end
+            if not page.get("has_more"):
+                if len(data) < receipts_page_max:
+                    break
+                # A full page with has_more=false: look once more rather than trust it.
+                claimed_end = True
             last_seq = _int_field(_receipt_core(data[-1]), "seq")
             if last_seq is None or last_seq <= after_seq:
                 return Ledger(receipts, None, "GET /v1/receipts: paging did not advance")
@@ -440,7 +454,7 @@ async def _fetch_ledger(
             balance = _balance_minor(orjson.loads(body), customer.currency)
     except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
         return Ledger(receipts, None, f"{type(error).__name__}: {error}")
-    return Ledger(receipts, balance)
+    return Ledger(receipts, balance, has_more_wrong=has_more_wrong)
 
 
 async def fetch_ledgers(

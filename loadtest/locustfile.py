@@ -101,9 +101,10 @@ def _add_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--webhook-secret",
-        default=os.environ.get("BILLING_STRIPE_WEBHOOK_SECRET", ""),
+        default=os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
         is_secret=True,
-        help="webhook_mix: Stripe signing secret (default: env BILLING_STRIPE_WEBHOOK_SECRET)",
+        help="webhook_mix: the service's Stripe webhook signing secret"
+        " (default: env STRIPE_WEBHOOK_SECRET)",
     )
 
 
@@ -280,7 +281,12 @@ class BillingUser(FastHttpUser):
             raise StopUser()
         return f"lt-{_RUN_ID}-{self.scenario}-{self.serial}-{self.counter}"
 
-    def _event(self, customer: dict[str, Any], key: str, amount: str) -> dict[str, Any]:
+    def _event(
+        self, customer: dict[str, Any], key: str | None = None, amount: str | None = None
+    ) -> dict[str, Any]:
+        """A new event: a fresh idempotency key unless `key` is given."""
+        key = key if key is not None else self._next_key()
+        amount = amount if amount is not None else random.choice(AMOUNTS)
         return {
             "idempotent_key": key,
             "customer_id": customer["customer_id"],
@@ -292,11 +298,13 @@ class BillingUser(FastHttpUser):
         }
 
     def post_event(
-        self, customer: dict[str, Any], key: str, amount: str, *, expect_replay: bool = False
+        self, customer: dict[str, Any], event: dict[str, Any], *, expect_replay: bool = False
     ) -> tuple[int, str | None, float]:
-        """POST one event; records it. Returns (status, receipt_id, retry_after_s)."""
+        """POST one event (a retry must send the very same `event`); records it.
+        Returns (status, receipt_id, retry_after_s)."""
         cid = customer["customer_id"]
-        body = orjson.dumps(self._event(customer, key, amount))
+        key, amount = event["idempotent_key"], event["amount"]
+        body = orjson.dumps(event)
         record({"t": "sent", "customer_id": cid, "key": key, "amount": amount})
         status, receipt_id, retry_after_s, replayed = 0, None, 0.0, False
         try:
@@ -350,10 +358,10 @@ class BillingUser(FastHttpUser):
             )
         return status, receipt_id, retry_after_s
 
-    def charge(self, customer: dict[str, Any], key: str, amount: str) -> str | None:
+    def charge(self, customer: dict[str, Any], event: dict[str, Any]) -> str | None:
         """POST until accepted, honouring Retry-After, at most `retry_attempts_max` times."""
         for _attempt in range(retry_attempts_max):
-            status, receipt_id, retry_after_s = self.post_event(customer, key, amount)
+            status, receipt_id, retry_after_s = self.post_event(customer, event)
             if status != 429:
                 return receipt_id
             gevent.sleep(retry_after_s)
@@ -364,9 +372,16 @@ class BillingUser(FastHttpUser):
         cid = customer["customer_id"]
         events_out = []
         for _ in range(count):
-            key, amount = self._next_key(), random.choice(AMOUNTS)
-            events_out.append(self._event(customer, key, amount))
-            record({"t": "sent", "customer_id": cid, "key": key, "amount": amount})
+            event = self._event(customer)
+            events_out.append(event)
+            record(
+                {
+                    "t": "sent",
+                    "customer_id": cid,
+                    "key": event["idempotent_key"],
+                    "amount": event["amount"],
+                }
+            )
         statuses = [0] * count
         receipt_ids: list[str | None] = [None] * count
         try:
@@ -439,7 +454,8 @@ class SteadyUser(BillingUser):
     @tag("steady")
     @task(9)
     def single(self) -> None:
-        self.charge(random.choice(self.customers), self._next_key(), random.choice(AMOUNTS))
+        customer = random.choice(self.customers)
+        self.charge(customer, self._event(customer))
 
     @tag("steady")
     @task(1)
@@ -462,7 +478,7 @@ class HotCustomerUser(BillingUser):
     @tag("hot")
     @task
     def single(self) -> None:
-        self.charge(self.customers[0], self._next_key(), random.choice(AMOUNTS))
+        self.charge(self.customers[0], self._event(self.customers[0]))
 
 
 class RetryStormUser(BillingUser):
@@ -477,37 +493,37 @@ class RetryStormUser(BillingUser):
     @task(3)
     def resend(self) -> None:
         customer = random.choice(self.customers)
-        key, amount = self._next_key(), random.choice(AMOUNTS)
-        original = self.charge(customer, key, amount)
+        event = self._event(customer)
+        original = self.charge(customer, event)
         if original is None:
             return
         for _ in range(random.randint(1, 3)):
-            _status, replay_id, _ = self.post_event(customer, key, amount, expect_replay=True)
+            _status, replay_id, _ = self.post_event(customer, event, expect_replay=True)
             if replay_id is not None and replay_id != original:
-                self._mismatch(key, original, replay_id)
+                self._mismatch(event["idempotent_key"], original, replay_id)
 
     @tag("retry_storm")
     @task(2)
     def concurrent_duplicates(self) -> None:
         customer = random.choice(self.customers)
-        key, amount = self._next_key(), random.choice(AMOUNTS)
+        event = self._event(customer)
         copies = [
-            gevent.spawn(self.post_event, customer, key, amount)
-            for _ in range(random.randint(2, 4))
+            gevent.spawn(self.post_event, customer, event) for _ in range(random.randint(2, 4))
         ]
         gevent.joinall(copies, timeout=30)
         ids = {c.value[1] for c in copies if c.successful() and c.value and c.value[1]}
         if len(ids) > 1:
-            self._mismatch(key, *sorted(ids)[:2])
+            self._mismatch(event["idempotent_key"], *sorted(ids)[:2])
 
     @tag("retry_storm")
     @task(1)
     def changed_request(self) -> None:
         customer = random.choice(self.customers)
-        key = self._next_key()
-        if self.charge(customer, key, "1.00") is None:
+        event = self._event(customer, amount="1.00")
+        key = event["idempotent_key"]
+        if self.charge(customer, event) is None:
             return
-        body = orjson.dumps(self._event(customer, key, "2.50"))
+        body = orjson.dumps({**event, "amount": "2.50"})
         record({"t": "sent", "customer_id": customer["customer_id"], "key": key, "amount": None})
         with self.client.post(
             "/v1/events",
@@ -561,9 +577,8 @@ class OverloadUser(BillingUser):
         jobs = []
         for _ in range(size):
             customer = random.choice(self.customers)
-            key, amount = self._next_key(), random.choice(AMOUNTS)
             _tallies["overload.sent"] += 1
-            jobs.append(gevent.spawn(self.post_event, customer, key, amount))
+            jobs.append(gevent.spawn(self.post_event, customer, self._event(customer)))
         gevent.joinall(jobs, timeout=60)
 
 
@@ -573,6 +588,7 @@ class WebhookMixUser(BillingUser):
     scenario = "webhook_mix"
     wait_time = between(0.01, 0.1)
     _warned = False
+    _service_unconfigured = False
 
     def _pool_count(self) -> int:
         return max(1, int(getattr(self.environment.parsed_options, "customers", 50)) // 5)
@@ -580,7 +596,8 @@ class WebhookMixUser(BillingUser):
     @tag("webhook_mix")
     @task(4)
     def single(self) -> None:
-        self.charge(random.choice(self.customers), self._next_key(), random.choice(AMOUNTS))
+        customer = random.choice(self.customers)
+        self.charge(customer, self._event(customer))
 
     @tag("webhook_mix")
     @task(1)
@@ -588,8 +605,8 @@ class WebhookMixUser(BillingUser):
         secret = getattr(self.environment.parsed_options, "webhook_secret", "") or ""
         if not secret:
             self._say_once(
-                "webhook_mix: no webhook secret (--webhook-secret or"
-                " BILLING_STRIPE_WEBHOOK_SECRET): sending charges only"
+                "webhook_mix: no webhook secret (--webhook-secret or STRIPE_WEBHOOK_SECRET):"
+                " sending charges only"
             )
             return
         self.counter += 1
@@ -613,32 +630,43 @@ class WebhookMixUser(BillingUser):
                 },
             }
         )
-        deliveries = 2 if random.random() < webhook_repeat_ratio else 1
-        for _ in range(deliveries):
-            self._deliver(payload, secret)
+        repeats = 2 if random.random() < webhook_repeat_ratio else 1
+        for delivery in range(repeats):
+            if WebhookMixUser._service_unconfigured:
+                return
+            self._deliver(payload, secret, redelivery=delivery > 0)
 
-    def _deliver(self, payload: bytes, secret: str) -> None:
+    def _deliver(self, payload: bytes, secret: str, *, redelivery: bool) -> None:
         signature = _stripe_signature(secret, payload, int(time.time()))
+        name = "POST /v1/stripe/webhook" + (" (redelivery)" if redelivery else "")
         with self.client.post(
             "/v1/stripe/webhook",
             data=payload,
             headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-            name="POST /v1/stripe/webhook",
+            name=name,
             catch_response=True,
         ) as resp:
             status = int(resp.status_code or 0)
             _tallies[f"webhook.{status}"] += 1
+            content = resp.content or b""
             if 200 <= status < 300:
-                resp.success()
+                answer = orjson.loads(content or b"{}")
+                # Stripe redelivers the same event id; the service must notice.
+                if redelivery and answer.get("duplicate") is False:
+                    resp.failure("a redelivered event was not recognised as a duplicate")
+                else:
+                    resp.success()
             elif status == 429:
                 resp.success()
                 resp.request_meta["name"] = "POST /v1/stripe/webhook (429)"
-            elif status in (404, 501, 503) and b"webhook" in (resp.content or b"").lower():
+            elif status in (404, 501, 503) and b"webhook" in content.lower():
+                WebhookMixUser._service_unconfigured = True
                 self._say_once(
-                    f"webhook_mix: the service has no webhook secret configured ({status}):"
-                    f" {(resp.text or '')[:200]}"
+                    f"webhook_mix: the service has no Stripe webhook secret configured ({status}:"
+                    f" {(resp.text or '')[:160]}); sending charges only"
                 )
-                resp.failure(f"webhooks not configured on the service ({status})")
+                resp.success()
+                resp.request_meta["name"] = "POST /v1/stripe/webhook (not configured)"
             else:
                 resp.failure(f"{status}: {(resp.text or '')[:200]}")
 

@@ -49,6 +49,7 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+SEEN_EVENTS = web.AppKey("seen_events", set)
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -199,10 +200,14 @@ async def balance(request: web.Request) -> web.Response:
 
 async def webhook(request: web.Request) -> web.Response:
     if not request.app[STATE].webhook_secret:
-        return _error(503, "webhook_not_configured", "no webhook secret configured")
+        return _error(503, "stripe_not_configured", "the Stripe webhook secret is not configured")
     if "v1=" not in request.headers.get("Stripe-Signature", ""):
         return _error(400, "bad_signature", "bad signature")
-    return web.json_response({"received": True})
+    event_id = (await request.json())["id"]
+    seen = request.app[SEEN_EVENTS]
+    duplicate = event_id in seen
+    seen.add(event_id)
+    return web.json_response({"received": True, "duplicate": duplicate})
 
 
 async def readyz(_request: web.Request) -> web.Response:
@@ -214,6 +219,7 @@ def build_app(
 ) -> web.Application:
     app = web.Application()
     app[STATE] = State(admin_token, bug, admission_max, webhook_secret)
+    app[SEEN_EVENTS] = set()
     app.router.add_post("/v1/customers", create_customer)
     app.router.add_post("/v1/customers/{customer_id}/api-keys", create_key)
     app.router.add_put("/v1/customers/{customer_id}/entitlements/{entitlement_id}", put_entitlement)
@@ -236,7 +242,7 @@ def main() -> None:
         os.environ["BILLING_ADMIN_TOKEN"],
         args.bug,
         args.admission_max,
-        os.environ.get("BILLING_STRIPE_WEBHOOK_SECRET", ""),
+        os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
     )
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
