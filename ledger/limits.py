@@ -33,7 +33,8 @@ batch_events_max: Final = 100
 
 # Admission and concurrency.
 admission_queue_max: Final = 1_000
-customer_inflight_max: Final = 64
+# Above one full batch, so a whole batch request fits an idle customer's bound.
+customer_inflight_max: Final = 128
 signer_workers_per_cpu: Final = 2
 signer_queue_max: Final = admission_queue_max
 
@@ -63,5 +64,6 @@ _check(quota_minor_max <= json_safe_integer_max, "quotas must stay JSON-exact")
 _check(customer_inflight_max <= admission_queue_max, "a customer bound above the global one")
 _check(commit_batch_receipts_max <= writer_queue_max, "a batch larger than its queue")
 _check(batch_events_max <= admission_queue_max, "a batch request larger than admission")
+_check(batch_events_max <= customer_inflight_max, "a full batch could never be admitted")
 _check(batch_events_max * 2048 <= body_bytes_max * 4, "batch count out of line with body size")
 _check(json_depth_max >= 4, "depth too small for a batch request")

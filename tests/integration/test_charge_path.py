@@ -15,7 +15,7 @@ from tests.integration.conftest import Customer, Service
 async def _bounded(
     service: Service, customer: Customer, bodies: list[dict[str, Any]], concurrency: int = 48
 ) -> list[tuple[int, dict[str, Any], dict[str, str]]]:
-    """Post concurrently but below the per-customer in-flight bound (64)."""
+    """Post concurrently but below the per-customer in-flight bound (128)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -197,10 +197,10 @@ async def test_receipt_list_paginates_in_chain_order(service: Service) -> None:
 async def test_one_customer_flooding_gets_429_while_others_are_served(service: Service) -> None:
     flooder = await service.create_customer()
     other = await service.create_customer()
-    flood = [service.post_event(flooder, service.event(flooder)) for _ in range(300)]
+    flood = [service.post_event(flooder, service.event(flooder)) for _ in range(400)]
     calm = [service.post_event(other, service.event(other)) for _ in range(10)]
     results = await asyncio.gather(*flood, *calm)
-    flood_results, calm_results = results[:300], results[300:]
+    flood_results, calm_results = results[:400], results[400:]
     assert {status for status, _, _ in calm_results} == {202}
     statuses = [status for status, _, _ in flood_results]
     assert set(statuses) == {202, 429}

@@ -1,0 +1,75 @@
+"""POST /v1/events/batch: each item answered on its own, charged in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crypto import verify_chain
+from tests.integration.conftest import Customer, Service
+
+
+async def _post_batch(
+    service: Service, customer: Customer, events: list[Any]
+) -> tuple[int, dict[str, Any]]:
+    async with service.session.post(
+        "/v1/events/batch", json={"events": events}, headers=customer.auth
+    ) as response:
+        return response.status, await response.json()
+
+
+async def test_mixed_batch_answers_each_item_and_keeps_order(service: Service) -> None:
+    customer = await service.create_customer(quota="1.00")
+    replayed = service.event(customer, amount="0.10")
+    assert (await service.post_event(customer, replayed))[0] == 202
+    events: list[Any] = [
+        service.event(customer, amount="0.20", usage_description="first"),
+        service.event(customer, amount="0.001"),  # too many decimals
+        replayed,  # same key, same request: a replay
+        {**replayed, "amount": "0.30"},  # same key, different request
+        service.event(customer, amount="0.30", usage_description="second"),
+        "not an object",
+        service.event(customer, amount="5.00"),  # over the hard quota
+        service.event(customer, amount="0.40", usage_description="third"),
+    ]
+    status, body = await _post_batch(service, customer, events)
+    assert status == 200
+    results = body["results"]
+    assert [r["status"] for r in results] == [202, 400, 202, 409, 202, 400, 402, 202]
+    assert results[1]["error"]["param"] == "events[1].amount"
+    assert results[2]["replayed"] is True
+    assert results[3]["error"]["code"] == "idempotency_key_reuse"
+    assert results[6]["error"]["code"] == "quota_exceeded"
+    chain = await service.receipts(customer)
+    assert [r["usage_description"] for r in chain[1:]] == ["first", "second", "third"]
+    assert [r["seq"] for r in chain] == [1, 2, 3, 4]
+    assert verify_chain(chain, await service.jwks()).failure is None
+    assert (await service.balance(customer))["balance"] == "1.00"
+
+
+async def test_batch_over_the_limit_is_refused_without_charging(service: Service) -> None:
+    customer = await service.create_customer()
+    events = [service.event(customer) for _ in range(101)]
+    status, body = await _post_batch(service, customer, events)
+    assert status == 413
+    assert body["error"]["code"] == "batch_too_large"
+    assert (await service.balance(customer))["seq"] == 0
+
+
+async def test_batch_shape_errors(service: Service) -> None:
+    customer = await service.create_customer()
+    async with service.session.post(
+        "/v1/events/batch", json=[1, 2], headers=customer.auth
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["param"] == "events"
+    status, body = await _post_batch(service, customer, [])
+    assert (status, body["error"]["code"]) == (400, "invalid_value")
+
+
+async def test_full_batch_of_one_hundred_is_durable(service: Service) -> None:
+    customer = await service.create_customer()
+    events = [service.event(customer, amount="0.01") for _ in range(100)]
+    status, body = await _post_batch(service, customer, events)
+    assert status == 200
+    assert {r["status"] for r in body["results"]} == {202}
+    assert (await service.balance(customer))["balance"] == "1.00"
