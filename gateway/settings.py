@@ -50,7 +50,7 @@ class Settings:
         return limits.signer_workers_per_cpu * (os.cpu_count() or 1)
 
     def validate(self) -> Settings:
-        if not 0 < self.port < 65536:
+        if not 0 <= self.port < 65536:  # 0: the OS picks a free port
             raise SettingsError(f"port {self.port} is not a TCP port")
         if self.signing_alg not in SIGNING_ALGS:
             raise SettingsError(f"signing alg must be one of {', '.join(SIGNING_ALGS)}")
