@@ -67,6 +67,7 @@ class PhaseResult:
     p99_ms: float = 0.0
     events_per_request: int = 1
     items_accepted: int | None = None
+    dropped: int = 0  # open loop only: sends skipped at the client's in-flight bound
     note: str = ""
 
     @property
@@ -209,7 +210,11 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 async def open_loop(
-    url: str, customers: Sequence[tuple[str, str]], rate: float, duration_s: float
+    url: str,
+    customers: Sequence[tuple[str, str]],
+    rate: float,
+    duration_s: float,
+    name: str = "rate",
 ) -> PhaseResult:
     """Offer `rate` req/s for `duration_s`, whatever the answers do (open loop)."""
     from datetime import UTC, datetime
@@ -222,7 +227,7 @@ async def open_loop(
     loop = asyncio.get_running_loop()
     total = int(rate * duration_s)
     timeout = aiohttp.ClientTimeout(total=10)
-    connector = aiohttp.TCPConnector(limit=512)
+    connector = aiohttp.TCPConnector(limit=open_loop_inflight_max)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
         async def send(index: int, intended: float) -> None:
@@ -263,19 +268,29 @@ async def open_loop(
         sent_for_s = loop.time() - start
         if inflight:
             await asyncio.wait(set(inflight), timeout=open_loop_drain_s)
+        # Rates count until the last answer: answers drained after the sending
+        # window must not inflate req/s.
+        elapsed_s = loop.time() - start
+        unfinished = len(inflight)
         for task in list(inflight):
             task.cancel()
     latencies_ms.sort()
     achieved = (total - dropped) / sent_for_s if sent_for_s else 0.0
     note = f"generator sent {achieved:.0f}/s"
     if dropped:
-        note += f", {dropped} not sent (client limit {open_loop_inflight_max} in flight)"
+        note += (
+            f", {dropped} not sent: {open_loop_inflight_max} requests were already waiting"
+            " (the service fell behind the offered rate)"
+        )
+    if unfinished:
+        note += f", {unfinished} unanswered after a {open_loop_drain_s:g} s drain"
     return PhaseResult(
-        name="rate",
-        load=f"{rate:g}/s open",
-        duration_s=sent_for_s,
+        name=name,
+        load=f"{rate:.0f}/s open",
+        duration_s=elapsed_s,
         statuses=statuses,
-        errors=errors + dropped,
+        errors=errors + unfinished,
+        dropped=dropped,
         p50_ms=_percentile(latencies_ms, 0.50),
         p95_ms=_percentile(latencies_ms, 0.95),
         p99_ms=_percentile(latencies_ms, 0.99),
@@ -302,6 +317,47 @@ def format_table(results: Sequence[PhaseResult]) -> str:
 def _other_statuses(result: PhaseResult) -> str:
     other = {s: n for s, n in result.statuses.items() if s not in (200, 202, 429)}
     return ", ".join(f"{s}: {n}" for s, n in sorted(other.items()))
+
+
+def run_overload(
+    args: argparse.Namespace,
+    url: str,
+    customers: Sequence[tuple[str, str]],
+    customers_file: Path,
+    sustained: PhaseResult,
+) -> PhaseResult:
+    """Offer `overload_factor` x the sustained rate. Open loop when one Python
+    process can offer that much; past it, wrk with that many times the
+    admission bound in connections (closed loop, so the factor is in flight)."""
+    offered = args.overload_factor * sustained.requests_per_s
+    if 0 < offered <= args.open_loop_max:
+        print(
+            f"bench: overload, open loop at {offered:.0f} req/s, {args.overload_duration:g} s ..."
+        )
+        result = asyncio.run(
+            open_loop(url, customers, offered, args.overload_duration, name="overload")
+        )
+        result.note = (
+            f"offered {args.overload_factor:g}x the sustained rate ({offered:.0f} req/s);"
+            f" {result.note}"
+        )
+        return result
+    connections = int(args.overload_factor * args.admission_queue_max)
+    print(f"bench: overload, wrk {connections} conns, {args.overload_duration:g} s ...")
+    result = run_wrk(
+        "overload",
+        url,
+        customers_file,
+        connections=connections,
+        duration_s=args.overload_duration,
+        threads=args.threads,
+    )
+    factor = result.requests_per_s / sustained.requests_per_s if sustained.requests_per_s else 0
+    result.note = (
+        f"{connections} connections = {args.overload_factor:g}x the admission bound in flight;"
+        f" answered {factor:.1f}x the sustained request rate"
+    )
+    return result
 
 
 def start_trivial_server(log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -385,27 +441,19 @@ def run_bench(args: argparse.Namespace) -> int:
                 rate = asyncio.run(open_loop(service.url, customers, args.rate, args.rate_duration))
                 results.append(rate)
                 notes.append(f"rate: {rate.note}")
-            if args.overload_connections > 0:
-                print(
-                    f"bench: overload, {args.overload_connections} conns, "
-                    f"{args.overload_duration:g} s ..."
-                )
-                overload = run_wrk(
-                    "overload",
-                    service.url,
-                    customers_file,
-                    connections=args.overload_connections,
-                    duration_s=args.overload_duration,
-                    threads=args.threads,
-                )
+            if args.overload_factor > 0:
+                overload = run_overload(args, service.url, customers, customers_file, sustained)
                 results.append(overload)
-                if sustained.requests_per_s:
-                    factor = overload.requests_per_s / sustained.requests_per_s
-                    notes.append(f"overload: answered {factor:.1f}x the sustained request rate")
+                notes.append(f"overload: {overload.note}")
                 if overload.others or overload.errors:
                     notes.append(
-                        f"overload: NOT only 202/429 - other statuses {_other_statuses(overload)},"
-                        f" {overload.errors} transport errors"
+                        f"overload: NOT only 202/429 - other statuses "
+                        f"{_other_statuses(overload) or 'none'}, {overload.errors} transport errors"
+                    )
+                elif not overload.statuses[429]:
+                    notes.append(
+                        "overload: no 429 - requests queued before admission (event loop or"
+                        " socket backlog) instead of being shed"
                     )
                 else:
                     notes.append("overload: only 202 and 429 answers, no transport errors")
@@ -467,14 +515,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1_000.0, help="open-loop req/s (0: skip)")
     parser.add_argument("--rate-duration", type=float, default=15.0)
     parser.add_argument(
-        "--overload-connections",
+        "--overload-factor", type=float, default=3.0, help="x sustained rate offered; 0 skips"
+    )
+    parser.add_argument(
+        "--open-loop-max",
+        type=float,
+        default=2_500.0,
+        help="highest rate the Python generator offers; above it overload uses wrk",
+    )
+    parser.add_argument(
+        "--admission-queue-max",
         type=int,
-        default=3_000,
-        help="3x the default admission bound (1,000 in flight); 0 skips the phase",
+        default=1_000,
+        help="the service's admission bound (sizes the wrk overload fallback)",
     )
     parser.add_argument("--overload-duration", type=float, default=15.0)
     parser.add_argument("--batch", action="store_true", help="add the batch phase")
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--batch-connections", type=int, default=8)
     parser.add_argument("--batch-duration", type=float, default=15.0)
     args = parser.parse_args(argv)
