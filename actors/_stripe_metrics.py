@@ -3,7 +3,7 @@ tests (and several apps in one process) never collide on the global one."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 __all__ = ["StripeMetrics"]
 
@@ -24,12 +24,6 @@ class StripeMetrics:
             "Time to reconcile one customer from Stripe's current state.",
             ["result"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-            registry=self.registry,
-        )
-        self.outbox_backlog = Gauge(
-            "billing_outbox_backlog",
-            "Undelivered outbox messages per topic.",
-            ["topic"],
             registry=self.registry,
         )
         self.admin_api_failures = Counter(

@@ -142,8 +142,6 @@ class AdminApiRelayWorker:
             by_customer.setdefault(message.ordering_key, []).append(message)
         for group in by_customer.values():
             self._deliver(group)
-        backlog = self._store.outbox_backlog()
-        self._metrics.outbox_backlog.labels(ADMIN_API_TOPIC).set(backlog.get(ADMIN_API_TOPIC, 0))
         return len(messages) >= self._batch_max
 
     def _deliver(self, group: list[OutboxMessage]) -> None:

@@ -104,7 +104,6 @@ class StripeSyncWorker:
             by_customer.setdefault(customer, []).append(event)
         for stripe_customer_id, group in by_customer.items():
             self._process(stripe_customer_id, group)
-        self._update_backlog()
         return len(events) >= self._batch_max
 
     def _customer_of(self, event: WebhookEvent) -> str | None:
@@ -151,11 +150,6 @@ class StripeSyncWorker:
                 error=type(error).__name__,
                 request_id=getattr(error, "request_id", None),
             )
-
-    def _update_backlog(self) -> None:
-        for topic, count in self._store.outbox_backlog().items():
-            self._metrics.outbox_backlog.labels(topic).set(count)
-
 
 class StripeSync(PollingActor):
     """Supervised actor driving StripeSyncWorker.

@@ -52,16 +52,14 @@ def run(args: argparse.Namespace) -> int:
         )
     except SettingsError as error:
         raise CommandError(str(error)) from None
-    if settings.port == 0:
-        pass  # the OS picks; the real port is printed when ready
     configure_logging(settings.log_level)
     from gateway.compose import build_runtime, run_server
     from gateway.devmode import print_banner, seed_demo
     from ledger import LedgerError
 
     try:
-        runtime = build_runtime(settings)
-    except (LedgerError, OSError, ValueError) as error:
+        runtime = build_runtime(settings, os.environ)
+    except (LedgerError, OSError, ValueError) as error:  # incl. Stripe SettingsError
         raise CommandError(str(error)) from None
     demo = seed_demo(runtime) if settings.dev else None
 
@@ -69,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         print_banner(runtime, url, demo)
         sys.stdout.flush()
 
-    extra = _extra_routes(runtime)
     try:
         import uvloop
 
@@ -77,9 +74,6 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.Runner()
     with runner:
-        runner.run(run_server(runtime, on_ready, extra))
+        runner.run(run_server(runtime, on_ready))
     return 0
 
-
-def _extra_routes(runtime: Any) -> tuple[Any, ...]:
-    return ()

@@ -15,7 +15,7 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ from gateway.http_metrics import HttpMetrics
 from gateway.services import Readiness, Services
 from gateway.settings import Settings
 from gateway.storage import Adapters, open_adapters
+from gateway.stripe_settings import StripeSettings
+from gateway.stripe_settings import load as load_stripe_settings
+from gateway.stripe_wiring import wire_stripe
 from ledger import LedgerError, SigningKeyRecord
 from ledger.clock import utc_now_rfc3339
 from supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
@@ -108,7 +111,14 @@ class Runtime:
     services: Services
     admin_token: str
     admin_token_generated: bool
+    app_hooks: list[Callable[[web.Application], None]] = field(default_factory=list)
     stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def make_app(self) -> web.Application:
+        app = build_app(self.services)
+        for hook in self.app_hooks:
+            hook(app)
+        return app
 
     def stop(self) -> None:
         stopped = self.root.stop(timeout_ms=int(self.settings.drain_timeout_s * 1000) + 20_000)
@@ -121,8 +131,12 @@ class Runtime:
         self.adapters.close()
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Open storage, load keys, start the supervision tree. Blocking."""
+def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) -> Runtime:
+    """Open storage, load keys, start the supervision tree. Blocking.
+
+    `environ` feeds the Stripe settings (secret files or variables); None
+    leaves Stripe unconfigured."""
+    stripe_settings = load_stripe_settings(settings.secrets_dir, environ or {})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     admin_token, generated = resolve_admin_token(settings)
     settings_with_token = _with_admin_token(settings, admin_token)
@@ -130,7 +144,7 @@ def build_runtime(settings: Settings) -> Runtime:
     try:
         key = load_signing_key(settings)
         key_ring = build_key_ring(adapters, key)
-        return _start(settings_with_token, adapters, key, key_ring, generated)
+        return _start(settings_with_token, adapters, key, key_ring, generated, stripe_settings)
     except BaseException:
         adapters.close()
         raise
@@ -148,6 +162,7 @@ def _start(
     key: SigningKey,
     key_ring: KeyRing,
     admin_token_generated: bool,
+    stripe_settings: StripeSettings,
 ) -> Runtime:
     registry = CollectorRegistry()
     actor_metrics = ActorMetrics(registry)
@@ -167,6 +182,13 @@ def _start(
             readiness_box[0].halted_reason = f"supervision tree stopped: {reason}"
 
     store = adapters.store
+    directory_box: list[AccountDirectory] = []
+
+    def reload_account(customer_id: str) -> None:
+        if directory_box:
+            directory_box[0].reload(customer_id)
+
+    stripe = wire_stripe(stripe_settings, store, registry, reload_account)
     outbox_metrics = OutboxMetrics(registry)
     outbox_wake = threading.Event()
     children = [
@@ -225,6 +247,7 @@ def _start(
             shutdown_timeout_ms=15_000,
             type="worker",
         ),
+        *stripe.child_specs,
     ]
     root = Supervisor.start(
         name="billing",
@@ -239,6 +262,7 @@ def _start(
         return child if isinstance(child, DynamicSupervisor) else None
 
     directory = AccountDirectory(deps, accounts, idle_s=settings.account_idle_s)
+    directory_box.append(directory)
     pipeline.on_chain_failed = directory.reload
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="blocking")
 
@@ -280,19 +304,19 @@ def _start(
         services=services,
         admin_token=settings.admin_token or "",
         admin_token_generated=admin_token_generated,
+        app_hooks=[stripe.add_routes],
     )
 
 
 async def run_server(
     runtime: Runtime,
     on_ready: Callable[[str], None],
-    extra_routes: tuple[web.RouteTableDef, ...] = (),
     stop_event: asyncio.Event | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop_event`), then drain and stop."""
     settings = runtime.settings
     services = runtime.services
-    app = build_app(services, *extra_routes)
+    app = runtime.make_app()
     runner = web.AppRunner(
         app, access_log=None, shutdown_timeout=settings.drain_timeout_s, handle_signals=False
     )

@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.app import build_app
 from gateway.compose import Runtime, build_runtime
 from gateway.settings import Settings
 
@@ -172,7 +171,7 @@ async def service(
     settings = base_settings(tmp_path / "data", signing_key_file, **settings_overrides)
     loop = asyncio.get_running_loop()
     runtime = await loop.run_in_executor(None, build_runtime, settings)
-    server = TestServer(build_app(runtime.services), host="127.0.0.1", port=0)
+    server = TestServer(runtime.make_app(), host="127.0.0.1", port=0)
     await server.start_server()
     url = str(server.make_url("")).rstrip("/")
     connector = aiohttp.TCPConnector(limit=200)

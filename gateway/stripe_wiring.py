@@ -1,0 +1,83 @@
+"""Wires the Stripe pieces into the tree and the app: the StripeSync and
+Admin API relay children, and the web-app routes. Stripe stays optional: with
+no secret key the routes answer 503 `stripe_not_configured`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from actors._stripe_metrics import StripeMetrics
+from actors._stripe_poll import Doorbell
+from actors.admin_api import AdminApiClient, AdminApiRelay
+from actors.stripe_sync import Reconciler, StripeSync
+from gateway.routes_stripe import StripeDeps, add_stripe_routes
+from gateway.stripe_settings import StripeSettings, build_stripe_client
+from ledger import LedgerStore
+from supervisor import ChildSpec
+
+
+@dataclass
+class StripeWiring:
+    child_specs: list[ChildSpec]
+    add_routes: Callable[[web.Application], None]
+
+
+def wire_stripe(
+    settings: StripeSettings,
+    store: LedgerStore,
+    registry: CollectorRegistry,
+    on_entitlement_changed: Callable[[str], None],
+) -> StripeWiring:
+    client = build_stripe_client(settings)
+    metrics = StripeMetrics(registry)
+    sync_bell = Doorbell()  # outlives restarts of the sync actor
+    specs: list[ChildSpec] = []
+    reconciler: Reconciler | None = None
+    if client is not None:
+        reconciler = Reconciler(
+            store=store,
+            stripe_client=client,
+            plans=settings.plans,
+            entitlement_id=settings.entitlement_id,
+            on_entitlement_changed=on_entitlement_changed,
+            metrics=metrics,
+        )
+        sync_reconciler = reconciler
+
+        def start_sync(link: Any) -> Any:
+            return StripeSync.start(
+                link, store=store, reconciler=sync_reconciler, metrics=metrics, doorbell=sync_bell
+            )
+
+        specs.append(ChildSpec(id="stripe_sync", start=start_sync, shutdown_timeout_ms=10_000))
+    if settings.admin_api_enabled:
+        admin_bell = Doorbell()
+        url, token = settings.admin_api_url or "", settings.admin_api_token or ""
+
+        def start_admin_relay(link: Any) -> Any:
+            return AdminApiRelay.start(
+                link,
+                store=store,
+                client=AdminApiClient(url, token),
+                metrics=metrics,
+                doorbell=admin_bell,
+            )
+
+        specs.append(
+            ChildSpec(id="admin_api", start=start_admin_relay, shutdown_timeout_ms=10_000)
+        )
+    deps = StripeDeps(
+        settings=settings,
+        store=store,
+        stripe=client,
+        wake_sync=sync_bell.ring,
+        metrics=metrics,
+        reconciler=reconciler,
+        on_entitlement_changed=on_entitlement_changed,
+    )
+    return StripeWiring(child_specs=specs, add_routes=lambda app: add_stripe_routes(app, deps))
