@@ -1,0 +1,383 @@
+"""Reconciler: the periodic audit of the ledger (DESIGN.md, supervision tree).
+
+Every `interval_s` it audits the next slice of customers (round-robin, at
+most `customers_per_round_max` a round): chain, signatures, balance == sum of
+receipts, account head and usage (`audit_customer`), then the read model and
+archive copies against the ledger (`compare_copies`), filling in receipts a
+copy lacks. A broken chain, signature or balance, or a copy that holds
+something other than the ledger's receipt, calls `on_integrity_failure`: the
+composition root halts charges (readyz fails, 503) until a person looks.
+
+A copy is repaired only from a ledger that audited clean: a tampered ledger
+must not be copied over the archive that could prove it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from actors._reconcile_audit import CustomerAudit, audit_customer
+from actors._reconcile_copies import CopyReport, compare_copies
+from crypto import JWKSError, TrustedKeys
+from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel
+from ledger.errors import InvariantViolation
+from supervisor import Link, SupervisedActor
+
+__all__ = [
+    "CopyReport",
+    "CustomerAudit",
+    "FullPass",
+    "PassSummary",
+    "Reconciler",
+    "ReconcilerMetrics",
+    "audit_customer",
+    "compare_copies",
+]
+
+log = structlog.get_logger(__name__)
+
+# Bounds on the constructor's arguments: a typo of a few zeros fails at start.
+interval_s_max: Final = 86_400.0
+customers_per_round_limit: Final = 100_000
+# How long a full pass waits for a background round to finish its slice.
+full_pass_wait_s: Final = 120.0
+# Failures and errors kept in a PassSummary; the counts stay exact beyond it.
+summary_items_max: Final = 100
+# How long on_stop waits for the audit thread (it checks between customers).
+thread_join_timeout_s: Final = 10.0
+
+JwksProvider = Callable[[], Mapping[str, object]]
+IntegrityFailure = Callable[[str], None]
+
+
+class ReconcilerMetrics:
+    """Built once per registry by the composition root (a restarted
+    Reconciler reuses them: a registry refuses the same name twice)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.audits = Counter(
+            "billing_reconciler_audits_total",
+            "Customer audits run, by result (ok, failed, error).",
+            ["result"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "billing_reconciler_audit_failures_total",
+            "Customer audits that found the ledger broken, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.missing = Counter(
+            "billing_reconciler_copy_missing_total",
+            "Receipts a copy (read_model, archive) lacked.",
+            ["copy"],
+            registry=registry,
+        )
+        self.repaired = Counter(
+            "billing_reconciler_copy_repaired_total",
+            "Missing receipts written to a copy from the ledger.",
+            ["copy"],
+            registry=registry,
+        )
+        self.divergent = Counter(
+            "billing_reconciler_copy_divergent_total",
+            "Receipts a copy holds that are not the ledger's (integrity alarm).",
+            ["copy"],
+            registry=registry,
+        )
+        self.integrity_failures = Counter(
+            "billing_reconciler_integrity_failures_total",
+            "Integrity failures reported to the composition root.",
+            registry=registry,
+        )
+        self.last_full_pass = Gauge(
+            "billing_reconciler_last_full_pass_timestamp_seconds",
+            "Unix time at which the last pass over every customer ended.",
+            registry=registry,
+        )
+        self.round_s = Histogram(
+            "billing_reconciler_round_seconds",
+            "Duration of one reconciliation round.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+
+
+class FullPass(NamedTuple):
+    """Ask the Reconciler to audit every customer now; the answer is a PassSummary.
+
+    Fields:
+        repair: fill in receipts the copies lack (from a ledger that audited clean).
+    """
+
+    repair: bool = True
+
+
+@dataclass
+class PassSummary:
+    """What one round or full pass found. `failures` and `errors` keep the
+    first `summary_items_max`; the counters are exact."""
+
+    customers: int = 0
+    audits_ok: int = 0
+    audits_failed: int = 0
+    errors: int = 0
+    missing: int = 0
+    repaired: int = 0
+    divergent: int = 0
+    failures: list[str] = field(default_factory=list)
+    error_details: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def integrity_ok(self) -> bool:
+        return self.audits_failed == 0 and self.divergent == 0
+
+    def add_failure(self, reason: str) -> None:
+        if len(self.failures) < summary_items_max:
+            self.failures.append(reason)
+
+    def add_error(self, detail: str) -> None:
+        self.errors += 1
+        if len(self.error_details) < summary_items_max:
+            self.error_details.append(detail)
+
+
+class Reconciler(SupervisedActor):
+    """Supervised worker owning one audit thread; `FullPass` (or
+    `proxy().full_pass()`) audits everyone synchronously."""
+
+    def __init__(
+        self,
+        link: Link | None,
+        *,
+        store: LedgerStore,
+        read_model: ReceiptReadModel,
+        archive: ReceiptArchive,
+        jwks: JwksProvider,
+        interval_s: float,
+        metrics: ReconcilerMetrics,
+        on_integrity_failure: IntegrityFailure,
+        customers_per_round_max: int = 100,
+    ) -> None:
+        super().__init__(link)
+        if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)) or not (
+            0 < interval_s <= interval_s_max
+        ):
+            raise ValueError(f"interval_s must be in (0, {interval_s_max}], got {interval_s!r}")
+        if (
+            not isinstance(customers_per_round_max, int)
+            or not 1 <= customers_per_round_max <= customers_per_round_limit
+        ):
+            raise ValueError(
+                f"customers_per_round_max must be in 1..{customers_per_round_limit}, "
+                f"got {customers_per_round_max!r}"
+            )
+        self._store = store
+        self._read_model = read_model
+        self._archive = archive
+        self._jwks = jwks
+        self._interval_s = float(interval_s)
+        self._metrics = metrics
+        self._on_integrity_failure = on_integrity_failure
+        self._per_round = customers_per_round_max
+        self._cursor: str | None = None  # last customer audited in the current pass
+        self._work_lock = threading.Lock()  # one round or full pass at a time
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+
+    # -- actor lifecycle ---------------------------------------------------
+    def on_start(self) -> None:
+        super().on_start()
+        self._thread.start()
+
+    def on_stop(self) -> None:
+        self._stopping.set()
+        self._join()
+        super().on_stop()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._stopping.set()
+        super().on_failure(*exc_info)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, FullPass):
+            return self.full_pass(repair=message.repair)
+        if isinstance(message, _Crash):
+            raise RuntimeError(f"reconciler failed: {message.reason}")
+        return super().on_receive(message)
+
+    def _join(self) -> None:
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(thread_join_timeout_s)
+            if self._thread.is_alive():
+                log.error("reconciler.thread_stop_timeout", timeout_s=thread_join_timeout_s)
+
+    # -- the work ----------------------------------------------------------
+    def full_pass(self, repair: bool = True) -> PassSummary:
+        """Audit every customer now (operator command, tests). Raises
+        TimeoutError if a background round holds the work for too long."""
+        if not self._work_lock.acquire(timeout=full_pass_wait_s):
+            raise TimeoutError(f"a reconciliation round is still running after {full_pass_wait_s}s")
+        try:
+            summary = self._reconcile(sorted(self._store.list_customer_ids()), repair)
+            self._metrics.last_full_pass.set(time.time())
+            log.info("reconciler.full_pass", **_summary_fields(summary))
+            return summary
+        finally:
+            self._work_lock.release()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(self._interval_s):
+                self._round()
+        except Exception as error:
+            log.exception("reconciler.crashed")
+            self.actor_ref.tell(_Crash(repr(error)))
+
+    def _round(self) -> None:
+        # A full pass in progress covers this round's customers too.
+        if not self._work_lock.acquire(blocking=False):
+            return
+        try:
+            try:
+                ids = sorted(self._store.list_customer_ids())
+            except LedgerError as error:
+                log.warning("reconciler.list_customers_failed", error=repr(error))
+                return
+            cursor = self._cursor
+            remaining = [c for c in ids if cursor is None or c > cursor]
+            batch = remaining[: self._per_round]
+            summary = self._reconcile(batch, repair=True)
+            if len(remaining) <= self._per_round:
+                self._cursor = None
+                if not self._stopping.is_set():
+                    self._metrics.last_full_pass.set(time.time())
+            elif batch:
+                self._cursor = batch[-1]
+            if summary.customers:
+                log.debug("reconciler.round", **_summary_fields(summary))
+        finally:
+            self._work_lock.release()
+
+    def _reconcile(self, customer_ids: Iterable[str], repair: bool) -> PassSummary:
+        started = time.monotonic()
+        summary = PassSummary()
+        try:
+            keys = TrustedKeys(self._jwks())
+        except (JWKSError, LedgerError) as error:
+            # Without keys nothing can be verified; not the ledger's fault.
+            log.error("reconciler.jwks_failed", error=repr(error))
+            summary.add_error(f"jwks: {error}")
+            return summary
+        for customer_id in customer_ids:
+            if self._stopping.is_set():
+                break
+            summary.customers += 1
+            try:
+                self._reconcile_customer(customer_id, keys, repair, summary)
+            except InvariantViolation as error:
+                # A copy refused a write as conflicting with what it holds.
+                self._integrity_failure(
+                    summary, customer_id, "copy_conflict", f"customer {customer_id}: {error}"
+                )
+            except (LedgerError, JWKSError) as error:
+                self._metrics.audits.labels(result="error").inc()
+                log.warning("reconciler.audit_error", customer_id=customer_id, error=repr(error))
+                summary.add_error(f"customer {customer_id}: {error!r}")
+        summary.duration_s = time.monotonic() - started
+        self._metrics.round_s.observe(summary.duration_s)
+        return summary
+
+    def _reconcile_customer(
+        self, customer_id: str, keys: TrustedKeys, repair: bool, summary: PassSummary
+    ) -> None:
+        audit = audit_customer(self._store, keys, customer_id)
+        if audit.ok:
+            self._metrics.audits.labels(result="ok").inc()
+            summary.audits_ok += 1
+        else:
+            self._metrics.audits.labels(result="failed").inc()
+            self._metrics.failures.labels(reason=audit.reason or "unknown").inc()
+            summary.audits_failed += 1
+            log.error(
+                "reconciler.audit_failed",
+                customer_id=customer_id,
+                reason=audit.reason,
+                detail=audit.detail,
+                receipt_id=audit.receipt_id,
+            )
+            self._integrity_failure(summary, customer_id, audit.reason or "unknown", audit.detail)
+        # Never copy a ledger that failed its audit over the copies.
+        report = compare_copies(
+            self._store, self._read_model, self._archive, customer_id, repair and audit.ok
+        )
+        self._count_copies(report, summary)
+
+    def _count_copies(self, report: CopyReport, summary: PassSummary) -> None:
+        for diff in report.copies:
+            self._metrics.missing.labels(copy=diff.copy).inc(diff.missing)
+            self._metrics.repaired.labels(copy=diff.copy).inc(diff.repaired)
+            self._metrics.divergent.labels(copy=diff.copy).inc(diff.divergent_count)
+            summary.missing += diff.missing
+            summary.repaired += diff.repaired
+            summary.divergent += diff.divergent_count
+            if diff.missing:
+                log.info(
+                    "reconciler.copy_missing",
+                    customer_id=report.customer_id,
+                    copy=diff.copy,
+                    missing=diff.missing,
+                    repaired=diff.repaired,
+                    receipt_ids=diff.missing_ids[:10],
+                )
+            if diff.divergent_count:
+                log.error(
+                    "reconciler.copy_divergent",
+                    customer_id=report.customer_id,
+                    copy=diff.copy,
+                    divergent=diff.divergent_count,
+                    receipt_ids=[d.receipt_id for d in diff.divergent[:10]],
+                )
+        if not report.ok:
+            self._integrity_failure(
+                summary, report.customer_id, "divergent_copy", report.describe()
+            )
+
+    def _integrity_failure(
+        self, summary: PassSummary, customer_id: str, reason: str, detail: str
+    ) -> None:
+        message = f"{reason}: {detail}"
+        summary.add_failure(message)
+        self._metrics.integrity_failures.inc()
+        try:
+            self._on_integrity_failure(message)
+        except Exception:
+            # The alarm must not stop the audit of the others; say so loudly.
+            log.exception("reconciler.on_integrity_failure_failed", customer_id=customer_id)
+
+
+def _summary_fields(summary: PassSummary) -> dict[str, object]:
+    return {
+        "customers": summary.customers,
+        "audits_ok": summary.audits_ok,
+        "audits_failed": summary.audits_failed,
+        "errors": summary.errors,
+        "missing": summary.missing,
+        "repaired": summary.repaired,
+        "divergent": summary.divergent,
+        "duration_s": round(summary.duration_s, 3),
+    }
+
+
+class _Crash:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
