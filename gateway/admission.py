@@ -7,23 +7,36 @@ Used only from the event loop thread, so plain integers suffice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.errors import ApiError
 
 RETRY_AFTER_S = 1
 
 
 class Admission:
-    def __init__(self, inflight_max: int, customer_inflight_max: int) -> None:
+    def __init__(
+        self,
+        inflight_max: int,
+        customer_inflight_max: int,
+        on_reject: Callable[[], None] | None = None,
+    ) -> None:
         self.inflight_max = inflight_max
         self.customer_inflight_max = customer_inflight_max
         self.inflight = 0
         self._per_customer: dict[str, int] = {}
         self.rejected = 0
+        self._on_reject = on_reject
+
+    def _reject(self) -> None:
+        self.rejected += 1
+        if self._on_reject is not None:
+            self._on_reject()
 
     def enter(self, customer_id: str, count: int = 1) -> None:
         """Take `count` slots for this customer or raise a 429 ApiError."""
         if self.inflight + count > self.inflight_max:
-            self.rejected += 1
+            self._reject()
             raise ApiError(
                 429,
                 "overloaded",
@@ -32,7 +45,7 @@ class Admission:
             )
         mine = self._per_customer.get(customer_id, 0)
         if mine + count > self.customer_inflight_max:
-            self.rejected += 1
+            self._reject()
             raise ApiError(
                 429,
                 "customer_overloaded",

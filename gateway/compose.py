@@ -276,7 +276,11 @@ def _start(
     readiness = Readiness(tree_up=lambda: root.is_running, store_writable=store_writable)
     readiness_box.append(readiness)
     http_metrics = HttpMetrics(registry)
-    admission = Admission(settings.admission_queue_max, settings.customer_inflight_max)
+    admission = Admission(
+        settings.admission_queue_max,
+        settings.customer_inflight_max,
+        on_reject=http_metrics.rejected_overload.inc,
+    )
     http_metrics.admission_inflight.set_function(lambda: admission.inflight)
 
     async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
