@@ -37,6 +37,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         response = await handler(request)
     except ApiError as error:
+        if error.status >= 500:  # our failure, not the client's: say so in the log
+            log.warning(
+                "http.error",
+                status=error.status,
+                code=error.code,
+                message=error.message,
+                path=request.path,
+                method=request.method,
+            )
         response = error.response()
     except web.HTTPException as error:
         code, message = _HTTP_CODES.get(error.status, ("http_error", error.reason))
