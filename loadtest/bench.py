@@ -384,8 +384,10 @@ def run_bench(args: argparse.Namespace) -> int:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         tmp_dir = Path(tmp)
+        load_1m, _, _ = os.getloadavg()
         print(
-            f"bench: {os.cpu_count()} CPUs; wrk -t{args.threads}, service and load on one machine"
+            f"bench: {os.cpu_count()} CPUs, load average {load_1m:.1f} at start;"
+            f" wrk -t{args.threads}; service and load generators share this machine"
         )
 
         trivial, trivial_url = start_trivial_server(tmp_dir)
