@@ -26,6 +26,15 @@ log = structlog.get_logger(__name__)
 busy_timeout_s: Final = 5.0
 # How long a caller waits for the write connection or a reader before giving up.
 lock_timeout_s: Final = 10.0
+# The writer's page cache. Random receipt ids and idempotency keys dirty about
+# one index leaf per receipt; keeping the indexes' hot pages cached avoids
+# re-reading them for every batch (measured ~2x receipts/s over the 2 MiB default).
+writer_cache_kib_max: Final = 128 * 1024
+# Checkpoint every 64 MiB of WAL rather than SQLite's 4 MiB: with ~3-6 MiB of
+# WAL per 512-receipt batch the default checkpoints (and fsyncs the main file)
+# on almost every commit; a larger WAL lets a hot index page be copied once per
+# checkpoint instead of once per batch. Also the bound on the WAL's size.
+wal_autocheckpoint_pages_max: Final = 16_384
 
 
 def lock_path_for(path: Path) -> Path:
@@ -101,6 +110,8 @@ def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
             # FULL: the WAL is fsync'd at every commit, so a returned commit
             # survives power loss. Nothing is acknowledged before that.
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA cache_size=-{writer_cache_kib_max:d}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint_pages_max:d}")
         else:
             conn.execute("PRAGMA query_only=ON")
         conn.execute("PRAGMA foreign_keys=OFF")
