@@ -22,6 +22,7 @@ from tests.integration._proc import (
     client_session,
     remote_service,
     running_server,
+    wait_until,
 )
 from tests.integration.conftest import Customer, Service
 
@@ -37,6 +38,15 @@ class LoadRecord:
     answered: dict[str, int] = field(default_factory=dict)  # key -> status
     failed: dict[str, str] = field(default_factory=dict)  # key -> connection error
     inflight: int = 0
+
+
+async def _admitted(session: aiohttp.ClientSession) -> float:
+    """The server's count of charges admitted and not yet answered."""
+    async with session.get("/metrics") as response:
+        text = await response.text()
+    match = re.search(r"^billing_admission_inflight (\S+)$", text, re.MULTILINE)
+    assert match, text
+    return float(match.group(1))
 
 
 async def _customers(service: Service, count: int) -> list[Customer]:
@@ -116,24 +126,33 @@ async def test_kill_9_under_load_loses_nothing_acknowledged_and_retries_charge_o
         server.start()  # same data dir
         async with client_session(server.url) as session:
             service = remote_service(server.url, session)
-            for key, receipt_id in record.acked.items():
+            gate = asyncio.Semaphore(32)
+
+            async def fetch(key: str, receipt_id: str) -> None:
                 customer, _ = record.sent[key]
-                async with session.get(
+                async with gate, session.get(
                     f"/v1/receipts/{receipt_id}", headers=customer.auth
                 ) as response:
                     assert response.status == 200, (key, await response.text())
+
+            await asyncio.gather(*(fetch(k, r) for k, r in record.acked.items()))
             await _check_chains(service, customers)
 
             # Retry every request ever sent, acknowledged or not.
             replayed_unacked = 0
-            for key, (customer, body) in record.sent.items():
-                status, answer, headers = await service.post_event(customer, body)
+
+            async def retry(key: str, customer: Customer, body: dict[str, Any]) -> None:
+                nonlocal replayed_unacked
+                async with gate:
+                    status, answer, headers = await service.post_event(customer, body)
                 assert status == 202, answer
                 if key in record.acked:
                     assert headers.get("Idempotent-Replayed") == "true"
                     assert answer["receipt_id"] == record.acked[key]
                 elif headers.get("Idempotent-Replayed") == "true":
                     replayed_unacked += 1  # committed, but the reply was lost
+
+            await asyncio.gather(*(retry(k, c, b) for k, (c, b) in record.sent.items()))
             chains = await _check_chains(service, customers)
         keys = [r["idempotency_key"] for chain in chains.values() for r in chain]
         assert len(keys) == len(set(keys)), "an idempotency key was charged twice"
@@ -147,7 +166,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(
     drain_timeout_s = 5.0
     # A commit linger keeps each charge in flight long enough to be mid-request
     # when SIGTERM arrives.
-    env = {"BILLING_COMMIT_LINGER_MS": "300", "BILLING_DRAIN_TIMEOUT_S": str(drain_timeout_s)}
+    env = {"BILLING_COMMIT_LINGER_MS": "1500", "BILLING_DRAIN_TIMEOUT_S": str(drain_timeout_s)}
     with running_server(tmp_path, signing_key_file, env=env) as server:
         async with client_session(server.url) as session:
             service = remote_service(server.url, session)
@@ -160,7 +179,12 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(
             in_flight = [
                 asyncio.create_task(service.post_event(c, body)) for c, body in bodies
             ]
-            await asyncio.sleep(0.15)  # sent and being handled, not yet durable
+
+            async def all_admitted() -> bool:
+                return await _admitted(session) == len(bodies)
+
+            # Every one is being handled (admitted, waiting to be durable).
+            assert await wait_until(all_admitted, timeout_s=1.2, interval_s=0.02)
             assert not any(task.done() for task in in_flight)
             started = time.monotonic()
             server.signal(signal.SIGTERM)
