@@ -14,6 +14,7 @@ must not be copied over the archive that could prove it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -366,16 +367,9 @@ class Reconciler(SupervisedActor):
 
 
 def _summary_fields(summary: PassSummary) -> dict[str, object]:
-    return {
-        "customers": summary.customers,
-        "audits_ok": summary.audits_ok,
-        "audits_failed": summary.audits_failed,
-        "errors": summary.errors,
-        "missing": summary.missing,
-        "repaired": summary.repaired,
-        "divergent": summary.divergent,
-        "duration_s": round(summary.duration_s, 3),
-    }
+    fields = {k: v for k, v in dataclasses.asdict(summary).items() if not isinstance(v, list)}
+    fields["duration_s"] = round(summary.duration_s, 3)
+    return fields
 
 
 class _Crash:

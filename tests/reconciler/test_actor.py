@@ -1,0 +1,235 @@
+"""The Reconciler actor: full passes on demand, background rounds through every
+customer, metrics, and the integrity alarm that halts charges."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pykka
+import pytest
+from prometheus_client import CollectorRegistry
+
+from actors.reconciler import FullPass, PassSummary, Reconciler, ReconcilerMetrics
+from ledger.local import FileArchive
+from supervisor import ChildSpec, Supervisor, SupervisorFlags
+from tests.reconciler.conftest import Books
+from tests.supervisor.conftest import wait_until
+
+ASK_TIMEOUT_S = 10.0
+
+
+class Alarm:
+    """Records on_integrity_failure calls (from the audit thread or the actor's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reasons: list[str] = []
+
+    def __call__(self, reason: str) -> None:
+        with self._lock:
+            self.reasons.append(reason)
+
+
+class Harness:
+    def __init__(self, books: Books, archive: FileArchive, jwks: dict[str, Any]) -> None:
+        self.books = books
+        self.archive = archive
+        self.jwks = jwks
+        self.registry = CollectorRegistry()
+        self.metrics = ReconcilerMetrics(self.registry)
+        self.alarm = Alarm()
+        self.refs: list[pykka.ActorRef[Any]] = []
+
+    def kwargs(self, **overrides: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "store": self.books.store,
+            "read_model": self.books.store,
+            "archive": self.archive,
+            "jwks": lambda: self.jwks,
+            "interval_s": 3600.0,
+            "metrics": self.metrics,
+            "on_integrity_failure": self.alarm,
+            "customers_per_round_max": 100,
+        }
+        values.update(overrides)
+        return values
+
+    def start(self, **overrides: Any) -> pykka.ActorRef[Any]:
+        ref = Reconciler.start(None, **self.kwargs(**overrides))
+        self.refs.append(ref)
+        return ref
+
+    def full_pass(self, ref: pykka.ActorRef[Any]) -> PassSummary:
+        summary = ref.ask(FullPass(), timeout=ASK_TIMEOUT_S)
+        assert isinstance(summary, PassSummary)
+        return summary
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def harness(books: Books, archive: FileArchive, jwks: dict[str, Any]) -> Iterator[Harness]:
+    harness = Harness(books, archive, jwks)
+    try:
+        yield harness
+    finally:
+        for ref in harness.refs:
+            ref.stop(timeout=ASK_TIMEOUT_S)
+
+
+def test_full_pass_on_a_clean_ledger_repairs_the_archive_and_raises_no_alarm(
+    harness: Harness,
+) -> None:
+    books = harness.books
+    for customer_id in ("cus_a", "cus_b", "cus_c"):
+        books.customer(customer_id)
+        books.charge(customer_id, 3)
+    harness.archive.append(books.receipts["cus_a"])
+    ref = harness.start()
+
+    first = harness.full_pass(ref)
+    second = harness.full_pass(ref)
+
+    assert first.integrity_ok and harness.alarm.reasons == []
+    assert (first.customers, first.audits_ok, first.missing, first.repaired) == (3, 3, 6, 6)
+    assert (second.missing, second.repaired) == (0, 0)
+    assert harness.sample("billing_reconciler_audits_total", result="ok") == 6
+    assert harness.sample("billing_reconciler_copy_repaired_total", copy="archive") == 6
+    assert harness.sample("billing_reconciler_last_full_pass_timestamp_seconds") > 0
+
+
+def _tamper_json(books: Books) -> None:
+    victim = books.receipts["cus_bad"][1]
+    document = orjson.loads(victim.receipt_json)
+    document["amount_minor"] = 1
+    books.sql("UPDATE receipts SET receipt_json = ? WHERE receipt_id = ?",
+              orjson.dumps(document), victim.receipt_id)
+
+
+def _delete_middle(books: Books) -> None:
+    books.sql("DELETE FROM receipts WHERE customer_id = 'cus_bad' AND seq = 2")
+
+
+def _wrong_balance(books: Books) -> None:
+    books.sql("UPDATE accounts SET balance_minor = balance_minor + 1 WHERE customer_id = 'cus_bad'")
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_tamper_json, "hash_mismatch"),
+        (_delete_middle, "seq_gap"),
+        (_wrong_balance, "head_balance_mismatch"),
+    ],
+)
+def test_damaged_ledger_raises_the_alarm_and_is_not_copied(
+    harness: Harness, damage: Callable[[Books], None], reason: str
+) -> None:
+    books = harness.books
+    books.customer("cus_bad")
+    books.customer("cus_good")
+    books.charge("cus_bad", 3)
+    books.charge("cus_good", 2)
+    damage(books)
+    ref = harness.start()
+
+    summary = harness.full_pass(ref)
+
+    assert not summary.integrity_ok
+    assert (summary.audits_ok, summary.audits_failed) == (1, 1)
+    assert len(harness.alarm.reasons) == 1
+    assert harness.alarm.reasons[0].startswith(f"{reason}: customer cus_bad")
+    assert harness.sample("billing_reconciler_audit_failures_total", reason=reason) == 1
+    # A damaged ledger is not copied over the archive that could prove it.
+    assert harness.archive.read_customer("cus_bad") == []
+    assert harness.archive.read_customer("cus_good") == books.receipts["cus_good"]
+
+
+def test_divergent_archive_copy_raises_the_alarm(harness: Harness) -> None:
+    books = harness.books
+    books.customer("cus_a")
+    books.charge("cus_a", 2)
+    first = books.receipts["cus_a"][0]
+    altered = first.receipt_json.replace(b"batch", b"patch")
+    harness.archive.append([dataclasses.replace(first, receipt_json=altered)])
+    ref = harness.start()
+
+    summary = harness.full_pass(ref)
+
+    assert (summary.audits_ok, summary.divergent, summary.repaired) == (1, 1, 1)
+    assert len(harness.alarm.reasons) == 1
+    assert harness.alarm.reasons[0].startswith("divergent_copy: customer cus_a")
+    assert first.receipt_id in harness.alarm.reasons[0]
+    assert harness.sample("billing_reconciler_copy_divergent_total", copy="archive") == 1
+
+
+def test_background_rounds_cover_every_customer_in_bounded_slices(harness: Harness) -> None:
+    books = harness.books
+    customers = [f"cus_{n}" for n in range(5)]
+    for customer_id in customers:
+        books.customer(customer_id)
+        books.charge(customer_id, 2)
+    harness.start(interval_s=0.02, customers_per_round_max=2)
+
+    def all_archived() -> bool:
+        return all(
+            harness.archive.read_customer(c) == books.receipts[c] for c in customers
+        )
+
+    wait_until(all_archived)
+    wait_until(lambda: harness.sample("billing_reconciler_last_full_pass_timestamp_seconds") > 0)
+    # Slices of two: the 5 customers take three rounds to cover.
+    assert harness.sample("billing_reconciler_round_seconds_count") >= 3
+    assert harness.alarm.reasons == []
+
+
+def test_a_broken_jwks_is_an_error_not_an_integrity_failure(harness: Harness) -> None:
+    harness.books.customer("cus_a")
+    harness.books.charge("cus_a", 1)
+    ref = harness.start(jwks=lambda: {"keys": []})
+
+    summary = harness.full_pass(ref)
+
+    assert (summary.errors, summary.customers, harness.alarm.reasons) == (1, 0, [])
+    assert "jwks" in summary.error_details[0]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"interval_s": 0}, {"interval_s": float("nan")}, {"customers_per_round_max": 0}],
+)
+def test_bad_settings_are_refused_at_start(harness: Harness, overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(overrides))):
+        Reconciler.start(None, **harness.kwargs(**overrides))
+
+
+def test_runs_under_a_supervisor_and_stops_its_thread(harness: Harness) -> None:
+    harness.books.customer("cus_a")
+    harness.books.charge("cus_a", 2)
+    root = Supervisor.start(
+        name="billing",
+        flags=SupervisorFlags(strategy="rest_for_one", intensity=5, period_s=10.0),
+        children=[
+            ChildSpec(
+                id="reconciler",
+                start=lambda link: Reconciler.start(link, **harness.kwargs(interval_s=0.02)),
+                restart="permanent",
+                shutdown_timeout_ms=15_000,
+            )
+        ],
+        registry=CollectorRegistry(),
+    )
+    try:
+        child = root.child("reconciler")
+        assert isinstance(child, pykka.ActorRef)
+        summary = child.ask(FullPass(), timeout=ASK_TIMEOUT_S)
+        assert isinstance(summary, PassSummary)
+        assert summary.integrity_ok and summary.audits_ok == 1
+    finally:
+        assert root.stop(timeout_ms=15_000)
+    wait_until(lambda: not any(t.name == "reconciler" for t in threading.enumerate()))
