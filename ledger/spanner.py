@@ -1,0 +1,686 @@
+"""Cloud Spanner ledger of record (the LedgerStore port).
+
+Several gateway instances share one database, so every chain advance is a
+compare-and-set on the account's `seq` inside a read-write transaction, and a
+whole group-commit batch is ONE transaction: Spanner (and, more so, its
+emulator, which runs one read-write transaction at a time) rewards few large
+transactions over many small ones.
+
+Thread-safe: the google client's Database pools sessions across threads.
+Every RPC carries a timeout; a transaction retries on ABORTED until
+`transaction_timeout_s`, then the store is reported unavailable.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar
+
+import structlog
+from google.api_core import exceptions as gexc
+from google.cloud import spanner
+from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, param_types
+from google.cloud.spanner_v1.keyset import KeySet as _UntypedKeySet
+
+from crypto.receipt import GENESIS_HASH
+from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
+from ledger.errors import (
+    AlreadyExists,
+    ChainConflict,
+    InvariantViolation,
+    NotFound,
+    StoreUnavailable,
+    check_invariant,
+)
+from ledger.gcp_urls import SpannerUrl, parse_spanner_url
+from ledger.limits import commit_batch_receipts_max, receipts_page_max
+from ledger.model import (
+    AccountState,
+    ApiKey,
+    Customer,
+    Entitlement,
+    OutboxMessage,
+    SigningKeyRecord,
+    StoredReceipt,
+    WebhookEvent,
+)
+from ledger.ports import ReceiptWrite
+from ledger.spanner_schema import apply_migrations, ensure_database, pending_versions
+
+__all__ = ["SpannerLedger"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+request_timeout_s: Final = 30.0
+# Total time a transaction may spend retrying ABORTED before giving up.
+transaction_timeout_s: Final = 60.0
+outbox_messages_max: Final = commit_batch_receipts_max * 4
+
+_CUSTOMER_COLS: Final = ("customer_id", "email", "currency", "created_at", "stripe_customer_id")
+_ACCOUNT_COLS: Final = ("customer_id", "seq", "last_receipt_hash", "balance_minor")
+_API_KEY_COLS: Final = ("key_id", "key_hash", "customer_id", "created_at", "revoked_at")
+_ENTITLEMENT_COLS: Final = (
+    "customer_id",
+    "entitlement_id",
+    "quota_minor",
+    "policy",
+    "status",
+    "updated_at",
+    "plan",
+    "max_bots",
+    "period_start",
+    "period_end",
+    "trial_end",
+    "cancel_at_period_end",
+    "used_minor",
+)
+_SIGNING_KEY_COLS: Final = ("kid", "alg", "public_jwk_json", "created_at")
+_WEBHOOK_COLS: Final = (
+    "event_id",
+    "event_type",
+    "payload",
+    "received_at",
+    "processed_at",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+)
+_OUTBOX_COLS: Final = (
+    "message_id",
+    "topic",
+    "ordering_key",
+    "payload",
+    "created_at",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+)
+_RECEIPT_SELECT: Final = ", ".join(RECEIPT_FIELDS)
+# The client's KeySet is unannotated; this typed alias keeps mypy strict honest.
+KeySet: Final[Callable[..., Any]] = _UntypedKeySet
+_STR: Final = param_types.STRING
+_INT: Final = param_types.INT64
+
+
+def _customer(row: Sequence[Any]) -> Customer:
+    return Customer(*row)
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(*row)
+
+
+def _entitlement(row: Sequence[Any]) -> Entitlement:
+    values = dict(zip(_ENTITLEMENT_COLS, row, strict=True))
+    check_invariant(values["policy"] in ("hard", "soft"), "unknown quota policy stored")
+    return Entitlement(**values)
+
+
+def _entitlement_row(entitlement: Entitlement, used_minor: int) -> tuple[Any, ...]:
+    return tuple(
+        used_minor if name == "used_minor" else getattr(entitlement, name)
+        for name in _ENTITLEMENT_COLS
+    )
+
+
+def _webhook(row: Sequence[Any]) -> WebhookEvent:
+    return WebhookEvent(*_decode_bytes(row))
+
+
+def _outbox(row: Sequence[Any]) -> OutboxMessage:
+    return OutboxMessage(*_decode_bytes(row))
+
+
+def _encode_bytes(row: Sequence[Any]) -> tuple[Any, ...]:
+    """The client sends BYTES values as they are, and Spanner wants base64."""
+    return tuple(base64.b64encode(v) if isinstance(v, bytes) else v for v in row)
+
+
+def _decode_bytes(row: Sequence[Any]) -> list[Any]:
+    """...and reads hand back the base64 text, as bytes: decode it."""
+    return [base64.b64decode(v, validate=True) if isinstance(v, bytes) else v for v in row]
+
+
+def _one(rows: list[T]) -> T | None:
+    check_invariant(len(rows) <= 1, "a unique lookup returned several rows")
+    return rows[0] if rows else None
+
+
+def _page_limit(limit: int) -> int:
+    return max(0, min(int(limit), receipts_page_max))
+
+
+class SpannerLedger:
+    """LedgerStore on Cloud Spanner.
+
+    Build with `SpannerLedger.open("spanner://projects/P/instances/I/databases/D")`,
+    or wrap an existing `google.cloud.spanner_v1.Database`.
+    """
+
+    def __init__(self, database: Any, *, client: Any | None = None) -> None:
+        self._database = database
+        self._client = client
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = False, migrate: bool = False) -> SpannerLedger:
+        """Connect to the url's database. The schema must be current unless
+        `migrate` (then it is brought up to date); `create` makes a missing
+        instance (emulator only) and database."""
+        parsed: SpannerUrl = parse_spanner_url(url)
+        client = spanner.Client(project=parsed.project)
+        database = ensure_database(client, parsed, create=create)
+        try:
+            if migrate:
+                apply_migrations(database)
+            else:
+                pending = pending_versions(database)
+                if pending:
+                    raise StoreUnavailable(
+                        f"{parsed}: schema migrations {pending} not applied; run `billing migrate`"
+                    )
+        except gexc.GoogleAPICallError as error:
+            raise StoreUnavailable(f"{parsed}: {error}") from error
+        log.info("spanner.opened", database=parsed.database_path)
+        return cls(database, client=client)
+
+    # -- plumbing -------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the Spanner ledger is closed")
+
+    def _call(self, action: Callable[[], T]) -> T:
+        """Run one store operation, mapping transport failures to StoreUnavailable."""
+        self._check_open()
+        try:
+            return action()
+        except (gexc.Aborted, gexc.ServiceUnavailable, gexc.DeadlineExceeded) as error:
+            raise StoreUnavailable(f"spanner: {error}") from error
+        except gexc.RetryError as error:
+            raise StoreUnavailable(f"spanner: {error}") from error
+        except (gexc.InternalServerError, gexc.Unknown, gexc.TooManyRequests) as error:
+            raise StoreUnavailable(f"spanner: {error}") from error
+
+    def _transact(self, work: Callable[[Any], T]) -> T:
+        def run() -> T:
+            result: T = self._database.run_in_transaction(work, timeout_secs=transaction_timeout_s)
+            return result
+
+        return self._call(run)
+
+    def _query(
+        self, sql: str, params: dict[str, Any] | None = None, types: dict[str, Any] | None = None
+    ) -> list[list[Any]]:
+        def run() -> list[list[Any]]:
+            with self._database.snapshot() as snapshot:
+                return [
+                    list(row)
+                    for row in snapshot.execute_sql(
+                        sql, params=params, param_types=types, timeout=request_timeout_s
+                    )
+                ]
+
+        return self._call(run)
+
+    # -- lifecycle --------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        # Database.close() joins the client's session-maintenance thread with
+        # no timeout, and that thread sleeps 10 minutes between polls: waiting
+        # is pointless, so a daemon thread finishes the close on its own.
+        closer = threading.Thread(target=self._close_database, name="spanner-close", daemon=True)
+        closer.start()
+        log.info("spanner.closed")
+
+    def _close_database(self) -> None:
+        try:
+            self._database.close()
+        except Exception as error:  # a failed close leaks a session, nothing more
+            log.warning("spanner.close_failed", error=str(error))
+
+    def check_writable(self) -> None:
+        rows = self._query("SELECT COUNT(*) FROM Accounts WHERE customer_id = ''")
+        check_invariant(len(rows) == 1, "health query returned no row")
+
+    # -- the charge path -----------------------------------------------------------
+    def commit_batch(self, writes: Sequence[ReceiptWrite], outbox: Sequence[OutboxMessage]) -> None:
+        if not writes and not outbox:
+            return
+        check_invariant(
+            len(writes) <= commit_batch_receipts_max,
+            f"batch of {len(writes)} receipts exceeds {commit_batch_receipts_max}",
+        )
+        check_invariant(len(outbox) <= outbox_messages_max, "outbox batch too large")
+        receipts = [write.receipt for write in writes]
+        customers = list(dict.fromkeys(r.customer_id for r in receipts))
+        usage_keys = list(dict.fromkeys((r.customer_id, r.entitlement_id) for r in receipts))
+
+        def work(txn: Any) -> None:
+            # One read per table for the whole batch, all under the transaction's
+            # locks: a concurrent writer of the same rows aborts one of us.
+            heads: dict[str, tuple[int, str, int]] = {}
+            if customers:
+                for cid, seq, head_hash, balance in txn.read(
+                    "Accounts",
+                    _ACCOUNT_COLS,
+                    KeySet(keys=[[c] for c in customers]),
+                    timeout=request_timeout_s,
+                ):
+                    heads[cid] = (int(seq), str(head_hash), int(balance))
+            used_keys: set[tuple[str, str]] = set()
+            if receipts:
+                for cid, key in txn.read(
+                    "Receipts",
+                    ("customer_id", "idempotency_key"),
+                    KeySet(keys=[[r.customer_id, r.idempotency_key] for r in receipts]),
+                    index="ReceiptsByKey",
+                    timeout=request_timeout_s,
+                ):
+                    used_keys.add((str(cid), str(key)))
+            usage: dict[tuple[str, str], int] = {}
+            if usage_keys:
+                for cid, eid, used in txn.read(
+                    "Entitlements",
+                    ("customer_id", "entitlement_id", "used_minor"),
+                    KeySet(keys=[list(k) for k in usage_keys]),
+                    timeout=request_timeout_s,
+                ):
+                    usage[(str(cid), str(eid))] = int(used)
+
+            conflicts: dict[str, str] = {}
+            for receipt in receipts:
+                cid = receipt.customer_id
+                if cid in conflicts:
+                    continue
+                head = heads.get(cid)
+                key = (cid, receipt.idempotency_key)
+                if head is None:
+                    conflicts[cid] = "unknown_account"
+                elif key in used_keys:
+                    conflicts[cid] = "idempotency_key_exists"
+                elif head[0] != receipt.seq - 1:
+                    conflicts[cid] = "stale_seq"
+                else:
+                    check_invariant(
+                        receipt.previous_receipt_hash == head[1],
+                        f"receipt {receipt.receipt_id} does not extend the stored chain of {cid}",
+                    )
+                    heads[cid] = (receipt.seq, receipt.receipt_hash, receipt.balance_after_minor)
+                    used_keys.add(key)
+                    if (cid, receipt.entitlement_id) in usage:
+                        usage[(cid, receipt.entitlement_id)] += receipt.amount_minor
+            if conflicts:
+                raise ChainConflict(conflicts, conflicts)
+
+            if receipts:
+                txn.insert(
+                    "Receipts", RECEIPT_FIELDS, [_encode_bytes(receipt_row(r)) for r in receipts]
+                )
+                txn.update(
+                    "Accounts",
+                    _ACCOUNT_COLS,
+                    [(cid, *heads[cid]) for cid in customers],
+                )
+            if usage:
+                txn.update(
+                    "Entitlements",
+                    ("customer_id", "entitlement_id", "used_minor"),
+                    [(cid, eid, used) for (cid, eid), used in usage.items()],
+                )
+            if outbox:
+                _insert_outbox(txn, outbox)
+
+        try:
+            self._transact(work)
+        except gexc.AlreadyExists as error:
+            # Keys and seqs were checked under lock, so only a receipt_id
+            # collision is left: a bug upstream, never a retryable state.
+            raise InvariantViolation(f"receipt row already exists: {error}") from error
+        log.debug("spanner.batch_committed", receipts=len(receipts), outbox=len(outbox))
+
+    def load_account(self, customer_id: str) -> AccountState | None:
+        def run() -> AccountState | None:
+            with self._database.snapshot(multi_use=True) as snapshot:
+                customer_rows = list(
+                    snapshot.read(
+                        "Customers",
+                        _CUSTOMER_COLS,
+                        KeySet(keys=[[customer_id]]),
+                        timeout=request_timeout_s,
+                    )
+                )
+                account_rows = list(
+                    snapshot.read(
+                        "Accounts",
+                        _ACCOUNT_COLS,
+                        KeySet(keys=[[customer_id]]),
+                        timeout=request_timeout_s,
+                    )
+                )
+                entitlement_rows = list(
+                    snapshot.execute_sql(
+                        f"SELECT {', '.join(_ENTITLEMENT_COLS)} FROM Entitlements "
+                        "WHERE customer_id = @c",
+                        params={"c": customer_id},
+                        param_types={"c": _STR},
+                        timeout=request_timeout_s,
+                    )
+                )
+            customer = _one(customer_rows)
+            account = _one(account_rows)
+            if customer is None or account is None:
+                return None
+            entitlements = {row[1]: _entitlement(row) for row in entitlement_rows}
+            return AccountState(
+                customer=_customer(customer),
+                seq=int(account[1]),
+                last_receipt_hash=str(account[2]),
+                balance_minor=int(account[3]),
+                entitlements=entitlements,
+            )
+
+        return self._call(run)
+
+    def _receipt_query(
+        self, where: str, params: dict[str, Any], suffix: str = ""
+    ) -> list[StoredReceipt]:
+        types = {name: (_INT if isinstance(v, int) else _STR) for name, v in params.items()}
+        rows = self._query(f"SELECT {_RECEIPT_SELECT} FROM {where}{suffix}", params, types)
+        return [receipt_from_row(_decode_bytes(row)) for row in rows]
+
+    def find_receipt_by_key(self, customer_id: str, idempotency_key: str) -> StoredReceipt | None:
+        return _one(
+            self._receipt_query(
+                "Receipts@{FORCE_INDEX=ReceiptsByKey} WHERE customer_id = @c "
+                "AND idempotency_key = @k",
+                {"c": customer_id, "k": idempotency_key},
+            )
+        )
+
+    def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
+        return _one(
+            self._receipt_query(
+                "Receipts@{FORCE_INDEX=ReceiptsById} WHERE receipt_id = @r", {"r": receipt_id}
+            )
+        )
+
+    def list_receipts(self, customer_id: str, after_seq: int, limit: int) -> list[StoredReceipt]:
+        page = _page_limit(limit)
+        if page == 0:
+            return []
+        return self._receipt_query(
+            "Receipts WHERE customer_id = @c AND seq > @after",
+            {"c": customer_id, "after": int(after_seq), "n": page},
+            " ORDER BY seq LIMIT @n",
+        )
+
+    def iter_receipts(self, customer_id: str) -> Iterator[StoredReceipt]:
+        after = 0
+        while True:
+            page = self.list_receipts(customer_id, after, receipts_page_max)
+            for receipt in page:
+                check_invariant(receipt.seq == after + 1, f"gap in the chain of {customer_id}")
+                after = receipt.seq
+                yield receipt
+            if len(page) < receipts_page_max:
+                return
+
+    # -- customers, keys, entitlements ------------------------------------------------
+    def create_customer(self, customer: Customer) -> None:
+        def work(txn: Any) -> None:
+            txn.insert(
+                "Customers", _CUSTOMER_COLS, [tuple(getattr(customer, c) for c in _CUSTOMER_COLS)]
+            )
+            txn.insert("Accounts", _ACCOUNT_COLS, [(customer.customer_id, 0, GENESIS_HASH, 0)])
+
+        try:
+            self._transact(work)
+        except gexc.AlreadyExists as error:
+            raise AlreadyExists(f"customer {customer.customer_id!r} exists") from error
+
+    def get_customer(self, customer_id: str) -> Customer | None:
+        rows = self._query(
+            f"SELECT {', '.join(_CUSTOMER_COLS)} FROM Customers WHERE customer_id = @c",
+            {"c": customer_id},
+            {"c": _STR},
+        )
+        row = _one(rows)
+        return None if row is None else _customer(row)
+
+    def _customer_by(self, column: str, value: str) -> Customer | None:
+        index = {"email": "CustomersByEmail", "stripe_customer_id": "CustomersByStripeId"}[column]
+        rows = self._query(
+            f"SELECT {', '.join(_CUSTOMER_COLS)} FROM Customers@{{FORCE_INDEX={index}}} "
+            f"WHERE {column} = @v ORDER BY created_at, customer_id LIMIT 1",
+            {"v": value},
+            {"v": _STR},
+        )
+        return _customer(rows[0]) if rows else None
+
+    def find_customer_by_email(self, email: str) -> Customer | None:
+        return self._customer_by("email", email)
+
+    def find_customer_by_stripe_id(self, stripe_customer_id: str) -> Customer | None:
+        return self._customer_by("stripe_customer_id", stripe_customer_id)
+
+    def _update_count(self, sql: str, params: dict[str, Any], types: dict[str, Any]) -> int:
+        def work(txn: Any) -> int:
+            count: int = txn.execute_update(
+                sql, params=params, param_types=types, timeout=request_timeout_s
+            )
+            return count
+
+        return self._transact(work)
+
+    def set_stripe_customer_id(self, customer_id: str, stripe_customer_id: str) -> None:
+        count = self._update_count(
+            "UPDATE Customers SET stripe_customer_id = @s WHERE customer_id = @c",
+            {"s": stripe_customer_id, "c": customer_id},
+            {"s": _STR, "c": _STR},
+        )
+        if count == 0:
+            raise NotFound(f"customer {customer_id!r}")
+
+    def list_customer_ids(self) -> list[str]:
+        return [
+            str(row[0])
+            for row in self._query("SELECT customer_id FROM Customers ORDER BY customer_id")
+        ]
+
+    def create_api_key(self, api_key: ApiKey) -> None:
+        def work(txn: Any) -> None:
+            txn.insert(
+                "ApiKeys", _API_KEY_COLS, [tuple(getattr(api_key, c) for c in _API_KEY_COLS)]
+            )
+
+        try:
+            self._transact(work)
+        except gexc.AlreadyExists as error:
+            raise AlreadyExists(f"api key {api_key.key_id!r} exists") from error
+
+    def resolve_api_key(self, key_hash: str) -> ApiKey | None:
+        rows = self._query(
+            f"SELECT {', '.join(_API_KEY_COLS)} FROM ApiKeys@{{FORCE_INDEX=ApiKeysByHash}} "
+            "WHERE key_hash = @h",
+            {"h": key_hash},
+            {"h": _STR},
+        )
+        row = _one(rows)
+        return None if row is None else _api_key(row)
+
+    def revoke_api_key(self, key_id: str, revoked_at: str) -> None:
+        count = self._update_count(
+            # The first revocation is the one that counts.
+            "UPDATE ApiKeys SET revoked_at = COALESCE(revoked_at, @t) WHERE key_id = @k",
+            {"t": revoked_at, "k": key_id},
+            {"t": _STR, "k": _STR},
+        )
+        if count == 0:
+            raise NotFound(f"api key {key_id!r}")
+
+    def put_entitlement(self, entitlement: Entitlement, *, reset_usage: bool = False) -> None:
+        key = [entitlement.customer_id, entitlement.entitlement_id]
+
+        def work(txn: Any) -> None:
+            rows = list(
+                txn.read(
+                    "Entitlements",
+                    ("used_minor",),
+                    KeySet(keys=[key]),
+                    timeout=request_timeout_s,
+                )
+            )
+            used = 0 if reset_usage or not rows else int(rows[0][0])
+            txn.insert_or_update(
+                "Entitlements", _ENTITLEMENT_COLS, [_entitlement_row(entitlement, used)]
+            )
+
+        self._transact(work)
+
+    def get_entitlements(self, customer_id: str) -> dict[str, Entitlement]:
+        rows = self._query(
+            f"SELECT {', '.join(_ENTITLEMENT_COLS)} FROM Entitlements WHERE customer_id = @c",
+            {"c": customer_id},
+            {"c": _STR},
+        )
+        return {str(row[1]): _entitlement(row) for row in rows}
+
+    # -- signing keys --------------------------------------------------------------
+    def record_signing_key(self, key: SigningKeyRecord) -> None:
+        def work(txn: Any) -> None:
+            known = list(
+                txn.read(
+                    "SigningKeys", ("kid",), KeySet(keys=[[key.kid]]), timeout=request_timeout_s
+                )
+            )
+            if not known:
+                txn.insert(
+                    "SigningKeys",
+                    _SIGNING_KEY_COLS,
+                    [tuple(getattr(key, c) for c in _SIGNING_KEY_COLS)],
+                )
+
+        self._transact(work)
+
+    def signing_keys(self) -> list[SigningKeyRecord]:
+        rows = self._query(
+            f"SELECT {', '.join(_SIGNING_KEY_COLS)} FROM SigningKeys ORDER BY created_at, kid"
+        )
+        return [SigningKeyRecord(*row) for row in rows]
+
+    # -- webhook events --------------------------------------------------------------
+    def record_webhook_event(self, event: WebhookEvent) -> bool:
+        def work(txn: Any) -> bool:
+            known = list(
+                txn.read(
+                    "WebhookEvents",
+                    ("event_id",),
+                    KeySet(keys=[[event.event_id]]),
+                    timeout=request_timeout_s,
+                )
+            )
+            if known:
+                return False
+            txn.insert(
+                "WebhookEvents",
+                _WEBHOOK_COLS,
+                [_encode_bytes([getattr(event, c) for c in _WEBHOOK_COLS])],
+            )
+            return True
+
+        return self._transact(work)
+
+    def pending_webhook_events(self, now: str, limit: int) -> list[WebhookEvent]:
+        rows = self._query(
+            f"SELECT {', '.join(_WEBHOOK_COLS)} FROM WebhookEvents "
+            "WHERE processed_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= @now) "
+            "ORDER BY received_at, event_id LIMIT @n",
+            {"now": now, "n": _page_limit(limit)},
+            {"now": _STR, "n": _INT},
+        )
+        return [_webhook(row) for row in rows]
+
+    def mark_webhook_processed(self, event_id: str, processed_at: str) -> None:
+        self._update_count(
+            "UPDATE WebhookEvents SET processed_at = @t, next_attempt_at = NULL "
+            "WHERE event_id = @e",
+            {"t": processed_at, "e": event_id},
+            {"t": _STR, "e": _STR},
+        )
+
+    def mark_webhook_failed(self, event_id: str, error: str, next_attempt_at: str) -> None:
+        self._update_count(
+            "UPDATE WebhookEvents SET attempts = attempts + 1, last_error = @err, "
+            "next_attempt_at = @next WHERE event_id = @e",
+            {"err": error, "next": next_attempt_at, "e": event_id},
+            {"err": _STR, "next": _STR, "e": _STR},
+        )
+
+    # -- outbox ------------------------------------------------------------------------
+    def enqueue_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        if not messages:
+            return
+        check_invariant(len(messages) <= outbox_messages_max, "outbox batch too large")
+
+        def work(txn: Any) -> None:
+            _insert_outbox(txn, messages)
+
+        self._transact(work)
+
+    def pending_outbox(self, topic: str, now: str, limit: int) -> list[OutboxMessage]:
+        # A message waits behind any earlier message of its ordering key that is
+        # not due yet: delivering it first would break per-customer order.
+        rows = self._query(
+            f"SELECT {', '.join('o.' + c for c in _OUTBOX_COLS)} "
+            "FROM Outbox@{FORCE_INDEX=OutboxByTopic} o "
+            "WHERE o.topic = @topic AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= @now) "
+            "AND NOT EXISTS (SELECT 1 FROM Outbox p WHERE p.topic = @topic "
+            "  AND p.ordering_key = o.ordering_key AND p.next_attempt_at > @now "
+            "  AND (p.committed_at < o.committed_at "
+            "       OR (p.committed_at = o.committed_at AND p.position < o.position))) "
+            "ORDER BY o.committed_at, o.position LIMIT @n",
+            {"topic": topic, "now": now, "n": _page_limit(limit)},
+            {"topic": _STR, "now": _STR, "n": _INT},
+        )
+        return [_outbox(row) for row in rows]
+
+    def outbox_delivered(self, message_ids: Sequence[str]) -> None:
+        if not message_ids:
+            return
+
+        def work(txn: Any) -> None:
+            # Delivered rows go: the table holds only the backlog.
+            txn.delete("Outbox", KeySet(keys=[[m] for m in dict.fromkeys(message_ids)]))
+
+        self._transact(work)
+
+    def outbox_retry_later(self, message_id: str, error: str, next_attempt_at: str) -> None:
+        self._update_count(
+            "UPDATE Outbox SET attempts = attempts + 1, last_error = @err, "
+            "next_attempt_at = @next WHERE message_id = @m",
+            {"err": error, "next": next_attempt_at, "m": message_id},
+            {"err": _STR, "next": _STR, "m": _STR},
+        )
+
+    def outbox_backlog(self) -> dict[str, int]:
+        rows = self._query("SELECT topic, COUNT(*) FROM Outbox GROUP BY topic")
+        return {str(topic): int(count) for topic, count in rows}
+
+
+def _insert_outbox(txn: Any, messages: Sequence[OutboxMessage]) -> None:
+    txn.insert(
+        "Outbox",
+        (*_OUTBOX_COLS, "committed_at", "position"),
+        [
+            (*_encode_bytes([getattr(m, c) for c in _OUTBOX_COLS]), COMMIT_TIMESTAMP, position)
+            for position, m in enumerate(messages)
+        ],
+    )
