@@ -17,6 +17,7 @@ from typing import Final
 
 import structlog
 
+from ledger._locks import lock_timeout_s
 from ledger.errors import StoreLocked, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -24,8 +25,6 @@ log = structlog.get_logger(__name__)
 # How long a statement waits for SQLite's own file lock (only another
 # connection of this process can hold it: the OS lock keeps others out).
 busy_timeout_s: Final = 5.0
-# How long a caller waits for the write connection or a reader before giving up.
-lock_timeout_s: Final = 10.0
 # The writer's page cache. Random receipt ids and idempotency keys dirty about
 # one index leaf per receipt; keeping the indexes' hot pages cached avoids
 # re-reading them for every batch (measured ~2x receipts/s over the 2 MiB default).

@@ -111,19 +111,15 @@ def signing_key_from_row(row: Row) -> SigningKeyRecord:
     return SigningKeyRecord(*row)
 
 
+def record_params(record: object) -> Row:
+    """A record's fields in declaration order: the column order of its table."""
+    return tuple(getattr(record, name) for name in record.__slots__)  # type: ignore[attr-defined]
+
+
 def webhook_params(event: WebhookEvent) -> Row:
-    due_at = event.next_attempt_at or event.received_at
-    return (
-        event.event_id,
-        event.event_type,
-        bytes(event.payload),
-        event.received_at,
-        event.processed_at,
-        _int(event.attempts, "attempts"),
-        event.next_attempt_at,
-        event.last_error,
-        due_at,
-    )
+    """Columns plus `due_at`: when the event may be (re)tried."""
+    _int(event.attempts, "attempts")
+    return (*record_params(event), event.next_attempt_at or event.received_at)
 
 
 def webhook_from_row(row: Row) -> WebhookEvent:
@@ -131,18 +127,9 @@ def webhook_from_row(row: Row) -> WebhookEvent:
 
 
 def outbox_params(message: OutboxMessage) -> Row:
-    due_at = message.next_attempt_at or message.created_at
-    return (
-        message.message_id,
-        message.topic,
-        message.ordering_key,
-        bytes(message.payload),
-        message.created_at,
-        _int(message.attempts, "attempts"),
-        message.next_attempt_at,
-        message.last_error,
-        due_at,
-    )
+    """Columns plus `due_at`: when the message may be (re)delivered."""
+    _int(message.attempts, "attempts")
+    return (*record_params(message), message.next_attempt_at or message.created_at)
 
 
 def outbox_from_row(row: Row) -> OutboxMessage:

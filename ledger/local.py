@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import structlog
 
+from ledger._locks import locked
 from ledger.errors import StoreUnavailable, check_invariant
 from ledger.model import StoredReceipt
 
@@ -28,7 +29,6 @@ Subscriber = Callable[[Sequence[StoredReceipt]], None]
 
 # Bound on subscribers: each one runs on the publisher's thread.
 subscribers_max: Final = 64
-lock_timeout_s: Final = 10.0
 
 
 class InProcessBroadcast:
@@ -43,7 +43,7 @@ class InProcessBroadcast:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Register `subscriber(receipts)`; returns a function that unsubscribes it."""
-        with _locked(self._lock):
+        with locked(self._lock, "broadcast"):
             if self._closed:
                 raise StoreUnavailable("broadcast is closed")
             if len(self._subscribers) >= subscribers_max:
@@ -51,14 +51,14 @@ class InProcessBroadcast:
             self._subscribers.append(subscriber)
 
         def unsubscribe() -> None:
-            with _locked(self._lock):
+            with locked(self._lock, "broadcast"):
                 if subscriber in self._subscribers:
                     self._subscribers.remove(subscriber)
 
         return unsubscribe
 
     def publish(self, receipts: Sequence[StoredReceipt]) -> None:
-        with _locked(self._lock):
+        with locked(self._lock, "broadcast"):
             if self._closed:
                 raise StoreUnavailable("broadcast is closed")
             subscribers = list(self._subscribers)
@@ -76,7 +76,7 @@ class InProcessBroadcast:
                 )
 
     def close(self) -> None:
-        with _locked(self._lock):
+        with locked(self._lock, "broadcast"):
             self._closed = True
             self._subscribers.clear()
 
@@ -100,7 +100,7 @@ class FileArchive:
         by_customer: dict[str, list[StoredReceipt]] = {}
         for receipt in receipts:
             by_customer.setdefault(receipt.customer_id, []).append(receipt)
-        with _locked(self._lock):
+        with locked(self._lock, "archive"):
             if self._closed:
                 raise StoreUnavailable("archive is closed")
             self._root.mkdir(parents=True, exist_ok=True)
@@ -135,13 +135,13 @@ class FileArchive:
 
     def read_customer(self, customer_id: str) -> list[StoredReceipt]:
         """The customer's archived receipts in seq order, one per receipt_id."""
-        with _locked(self._lock):
+        with locked(self._lock, "archive"):
             receipts = _read_file(self._file(customer_id), repair=False)
         unique = {receipt.receipt_id: receipt for receipt in receipts}
         return sorted(unique.values(), key=lambda receipt: receipt.seq)
 
     def close(self) -> None:
-        with _locked(self._lock):
+        with locked(self._lock, "archive"):
             self._closed = True
             self._known_ids.clear()
 
@@ -191,19 +191,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _locked:
-    """`with _locked(lock):` with a timeout, as every blocking call here has."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        if not self._lock.acquire(timeout=lock_timeout_s):
-            raise StoreUnavailable(f"lock not acquired within {lock_timeout_s}s")
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release()

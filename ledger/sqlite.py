@@ -8,47 +8,40 @@ calling thread so reads never wait behind a commit's fsync.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import structlog
 
 from crypto.receipt import GENESIS_HASH
 from ledger import limits
+from ledger._sqlite_base import snapshot, transaction
 from ledger._sqlite_batch import BatchPlan, diagnose, plan_batch
-from ledger._sqlite_conn import FileLock, Reader, connect, lock_timeout_s
+from ledger._sqlite_conn import FileLock, connect
+from ledger._sqlite_queues import INSERT_OUTBOX, SqliteQueues
 from ledger._sqlite_rows import (
     API_KEY_COLUMNS,
     CUSTOMER_COLUMNS,
     ENTITLEMENT_COLUMNS,
-    OUTBOX_COLUMNS,
     RECEIPT_COLUMNS,
-    SIGNING_KEY_COLUMNS,
-    WEBHOOK_COLUMNS,
     Row,
     api_key_from_row,
     customer_from_row,
     entitlement_from_row,
     entitlement_params,
-    outbox_from_row,
     outbox_params,
     placeholders,
     receipt_from_row,
     receipt_params,
-    signing_key_from_row,
-    webhook_from_row,
-    webhook_params,
+    record_params,
 )
 from ledger._sqlite_schema import migrate
 from ledger.errors import (
     AlreadyExists,
     ChainConflict,
     InvariantViolation,
-    NotFound,
     StoreUnavailable,
     check_invariant,
 )
@@ -58,9 +51,7 @@ from ledger.model import (
     Customer,
     Entitlement,
     OutboxMessage,
-    SigningKeyRecord,
     StoredReceipt,
-    WebhookEvent,
 )
 from ledger.ports import ReceiptWrite
 
@@ -79,37 +70,11 @@ _ADD_USAGE: Final = (
     "UPDATE entitlements SET used_minor = used_minor + ? "
     "WHERE customer_id = ? AND entitlement_id = ?"
 )
-_INSERT_OUTBOX: Final = (
-    f"INSERT INTO outbox ({OUTBOX_COLUMNS}, due_at) VALUES ({placeholders(OUTBOX_COLUMNS, 1)})"
-)
 _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
-# Due messages of a topic in commit order, except those behind a not-yet-due
-# message of the same ordering key (a retry postponed) so each key stays in order.
-_PENDING_OUTBOX: Final = f"""
-    WITH blocked AS (
-        SELECT ordering_key, MIN(position) AS position FROM outbox
-        WHERE topic = ? AND due_at > ? GROUP BY ordering_key
-    )
-    SELECT {", ".join("o." + c.strip() for c in OUTBOX_COLUMNS.split(","))}
-    FROM outbox AS o LEFT JOIN blocked AS b ON b.ordering_key = o.ordering_key
-    WHERE o.topic = ? AND o.due_at <= ? AND (b.position IS NULL OR o.position < b.position)
-    ORDER BY o.position LIMIT ?
-"""
 
 
-class SqliteLedger:
+class SqliteLedger(SqliteQueues):
     """LedgerStore + ReceiptReadModel on one SQLite file. Build with `open()`."""
-
-    def __init__(self, path: Path, lock: FileLock, writer: sqlite3.Connection) -> None:
-        """Private: use `SqliteLedger.open(path)`."""
-        self._path = path
-        self._lock = lock
-        self._writer: sqlite3.Connection | None = writer
-        self._write_lock = threading.Lock()
-        self._readers_lock = threading.Lock()
-        self._readers: dict[int, Reader] = {}
-        self._local = threading.local()
-        self._closed = False
 
     @classmethod
     def open(cls, path: Path) -> SqliteLedger:
@@ -136,40 +101,6 @@ class SqliteLedger:
             raise
         log.info("ledger.sqlite.opened", path=str(path), schema_version=version)
         return cls(path, lock, writer)
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def __enter__(self) -> SqliteLedger:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # -- lifecycle ---------------------------------------------------------
-    def close(self) -> None:
-        """Close every connection and release the file lock. Idempotent."""
-        with self._locked(self._write_lock, "writer"):
-            if self._closed:
-                return
-            self._closed = True
-            writer, self._writer = self._writer, None
-            if writer is not None:
-                writer.close()
-        with self._locked(self._readers_lock, "readers"):
-            readers = list(self._readers.values())
-            self._readers.clear()
-        for reader in readers:
-            reader.close()
-        self._lock.release()
-        log.info("ledger.sqlite.closed", path=str(self._path))
-
-    def check_writable(self) -> None:
-        with self._writing() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-
     # -- the charge path ---------------------------------------------------
     def commit_batch(
         self, writes: Sequence[ReceiptWrite], outbox: Sequence[OutboxMessage]
@@ -181,7 +112,7 @@ class SqliteLedger:
         with self._writing() as conn:
             if not plan.conflicts:
                 try:
-                    with _transaction(conn):
+                    with transaction(conn):
                         self._apply_batch(conn, plan, outbox_rows)
                     return
                 except _Rollback:
@@ -209,10 +140,10 @@ class SqliteLedger:
                 # charge itself is valid, so commit it, but say so loudly.
                 log.error("ledger.usage_without_entitlement", usage=plan.usage)
         if outbox_rows:
-            conn.executemany(_INSERT_OUTBOX, outbox_rows)
+            conn.executemany(INSERT_OUTBOX, outbox_rows)
 
     def load_account(self, customer_id: str) -> AccountState | None:
-        with self._reading() as conn, _snapshot(conn):
+        with self._reading() as conn, snapshot(conn):
             customer_rows = conn.execute(
                 f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE customer_id = ?", (customer_id,)
             ).fetchall()
@@ -295,7 +226,7 @@ class SqliteLedger:
         (customer, seq) is refused."""
         if not receipts:
             return
-        with self._writing() as conn, _transaction(conn):
+        with self._writing() as conn, transaction(conn):
             conn.executemany(
                 f"{_INSERT_RECEIPT} ON CONFLICT DO NOTHING",
                 [receipt_params(receipt) for receipt in receipts],
@@ -314,21 +245,8 @@ class SqliteLedger:
 
     # -- customers, keys, entitlements -------------------------------------
     def create_customer(self, customer: Customer) -> None:
-        with self._writing() as conn, _transaction(conn):
-            try:
-                conn.execute(
-                    f"INSERT INTO customers ({CUSTOMER_COLUMNS}) "
-                    f"VALUES ({placeholders(CUSTOMER_COLUMNS)})",
-                    (
-                        customer.customer_id,
-                        customer.email,
-                        customer.currency,
-                        customer.created_at,
-                        customer.stripe_customer_id,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(f"customer {customer.customer_id} exists") from None
+        with self._writing() as conn, transaction(conn):
+            _insert_new(conn, "customers", CUSTOMER_COLUMNS, customer, customer.customer_id)
             conn.execute(
                 "INSERT INTO accounts (customer_id, seq, last_receipt_hash, balance_minor) "
                 "VALUES (?, 0, ?, 0)",
@@ -364,21 +282,8 @@ class SqliteLedger:
         return [row[0] for row in self._all("SELECT customer_id FROM customers ORDER BY 1", ())]
 
     def create_api_key(self, api_key: ApiKey) -> None:
-        with self._writing() as conn, _transaction(conn):
-            try:
-                conn.execute(
-                    f"INSERT INTO api_keys ({API_KEY_COLUMNS}) "
-                    f"VALUES ({placeholders(API_KEY_COLUMNS)})",
-                    (
-                        api_key.key_id,
-                        api_key.key_hash,
-                        api_key.customer_id,
-                        api_key.created_at,
-                        api_key.revoked_at,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(f"api key {api_key.key_id} exists") from None
+        with self._writing() as conn, transaction(conn):
+            _insert_new(conn, "api_keys", API_KEY_COLUMNS, api_key, api_key.key_id)
 
     def resolve_api_key(self, key_hash: str) -> ApiKey | None:
         row = self._one(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
@@ -402,7 +307,7 @@ class SqliteLedger:
             if c not in ("customer_id", "entitlement_id", "used_minor")
         )
         usage = "0" if reset_usage else "entitlements.used_minor"
-        with self._writing() as conn, _transaction(conn):
+        with self._writing() as conn, transaction(conn):
             conn.execute(
                 f"INSERT INTO entitlements ({ENTITLEMENT_COLUMNS}) "
                 f"VALUES ({placeholders(ENTITLEMENT_COLUMNS)}) "
@@ -418,179 +323,19 @@ class SqliteLedger:
         )
         return {row[1]: entitlement_from_row(row) for row in rows}
 
-    # -- signing keys -------------------------------------------------------
-    def record_signing_key(self, key: SigningKeyRecord) -> None:
-        with self._writing() as conn, _transaction(conn):
-            conn.execute(
-                f"INSERT INTO signing_keys ({SIGNING_KEY_COLUMNS}) "
-                f"VALUES ({placeholders(SIGNING_KEY_COLUMNS)}) ON CONFLICT (kid) DO NOTHING",
-                (key.kid, key.alg, key.public_jwk_json, key.created_at),
-            )
-
-    def signing_keys(self) -> list[SigningKeyRecord]:
-        rows = self._all(
-            f"SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid", ()
-        )
-        return [signing_key_from_row(row) for row in rows]
-
-    # -- webhook events -----------------------------------------------------
-    def record_webhook_event(self, event: WebhookEvent) -> bool:
-        with self._writing() as conn, _transaction(conn):
-            cursor = conn.execute(
-                f"INSERT INTO webhook_events ({WEBHOOK_COLUMNS}, due_at) "
-                f"VALUES ({placeholders(WEBHOOK_COLUMNS, 1)}) ON CONFLICT (event_id) DO NOTHING",
-                webhook_params(event),
-            )
-            return cursor.rowcount == 1
-
-    def pending_webhook_events(self, now: str, limit: int) -> list[WebhookEvent]:
-        rows = self._all(
-            f"SELECT {WEBHOOK_COLUMNS} FROM webhook_events "
-            "WHERE processed_at IS NULL AND due_at <= ? ORDER BY due_at, position LIMIT ?",
-            (now, limit),
-        )
-        return [webhook_from_row(row) for row in rows]
-
-    def mark_webhook_processed(self, event_id: str, processed_at: str) -> None:
-        self._update_one(
-            "UPDATE webhook_events SET processed_at = coalesce(processed_at, ?) "
-            "WHERE event_id = ?",
-            (processed_at, event_id),
-            f"webhook event {event_id}",
-        )
-
-    def mark_webhook_failed(self, event_id: str, error: str, next_attempt_at: str) -> None:
-        self._update_one(
-            "UPDATE webhook_events SET attempts = attempts + 1, last_error = ?, "
-            "next_attempt_at = ?, due_at = ? WHERE event_id = ?",
-            (error, next_attempt_at, next_attempt_at, event_id),
-            f"webhook event {event_id}",
-        )
-
-    # -- outbox ---------------------------------------------------------------
-    def enqueue_outbox(self, messages: Sequence[OutboxMessage]) -> None:
-        if not messages:
-            return
-        with self._writing() as conn, _transaction(conn):
-            conn.executemany(_INSERT_OUTBOX, [outbox_params(m) for m in messages])
-
-    def pending_outbox(self, topic: str, now: str, limit: int) -> list[OutboxMessage]:
-        rows = self._all(_PENDING_OUTBOX, (topic, now, topic, now, limit))
-        return [outbox_from_row(row) for row in rows]
-
-    def outbox_delivered(self, message_ids: Sequence[str]) -> None:
-        """Forget delivered messages; unknown ids are ignored (at-least-once)."""
-        if not message_ids:
-            return
-        with self._writing() as conn, _transaction(conn):
-            conn.executemany(
-                "DELETE FROM outbox WHERE message_id = ?", [(mid,) for mid in message_ids]
-            )
-
-    def outbox_retry_later(self, message_id: str, error: str, next_attempt_at: str) -> None:
-        """Postpone a message (and, by ordering, the ones after it on its key).
-        A message already delivered is ignored."""
-        with self._writing() as conn, _transaction(conn):
-            conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
-                "next_attempt_at = ?, due_at = ? WHERE message_id = ?",
-                (error, next_attempt_at, next_attempt_at, message_id),
-            )
-
-    def outbox_backlog(self) -> dict[str, int]:
-        rows = self._all("SELECT topic, COUNT(*) FROM outbox GROUP BY topic", ())
-        return {row[0]: row[1] for row in rows}
-
-    # -- plumbing -------------------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self, lock: threading.Lock, what: str) -> Iterator[None]:
-        if not lock.acquire(timeout=lock_timeout_s):
-            raise StoreUnavailable(f"ledger {what} busy for more than {lock_timeout_s}s")
-        try:
-            yield
-        finally:
-            lock.release()
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """The write connection, exclusively, outside any transaction."""
-        with self._locked(self._write_lock, "writer"):
-            conn = self._writer
-            if conn is None:
-                raise StoreUnavailable(f"ledger store {self._path} is closed")
-            try:
-                yield conn
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """This thread's read connection."""
-        reader: Reader | None = getattr(self._local, "reader", None)
-        if reader is None:
-            reader = self._new_reader()
-        with self._locked(reader.lock, "reader"):
-            if self._closed:
-                raise StoreUnavailable(f"ledger store {self._path} is closed")
-            try:
-                yield reader.conn
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"ledger read failed: {exc}") from exc
-
-    def _new_reader(self) -> Reader:
-        thread = threading.current_thread()
-        with self._locked(self._readers_lock, "readers"):
-            if self._closed:
-                raise StoreUnavailable(f"ledger store {self._path} is closed")
-            # Threads come and go (passivated actors): drop the connections of
-            # dead ones so open connections stay bounded by live threads.
-            dead = [ident for ident, r in self._readers.items() if not r.thread.is_alive()]
-            stale = [self._readers.pop(ident) for ident in dead]
-            previous = self._readers.pop(threading.get_ident(), None)
-            reader = Reader(connect(self._path, writer=False), thread)
-            self._readers[threading.get_ident()] = reader
-        for old in stale + ([previous] if previous is not None else []):
-            old.close()
-        self._local.reader = reader
-        return reader
-
-    def _one(self, sql: str, params: tuple[Any, ...]) -> Row | None:
-        rows = self._all(sql, params)
-        return rows[0] if rows else None
-
-    def _all(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
-        # fetchall() so the statement is reset and no read snapshot lingers.
-        with self._reading() as conn:
-            return conn.execute(sql, params).fetchall()
-
-    def _update_one(self, sql: str, params: tuple[Any, ...], what: str) -> None:
-        with self._writing() as conn, _transaction(conn):
-            if conn.execute(sql, params).rowcount != 1:
-                raise NotFound(f"{what} not found")
-
 
 class _Rollback(Exception):
     """Abandon the batch transaction; the caller diagnoses why."""
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
+def _insert_new(
+    conn: sqlite3.Connection, table: str, columns: str, record: object, key: str
+) -> None:
+    """Insert `record` (fields in column order) or raise AlreadyExists."""
     try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-@contextlib.contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """A read transaction: several SELECTs see the same commit."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
+        conn.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders(columns)})",
+            record_params(record),
+        )
+    except sqlite3.IntegrityError:
+        raise AlreadyExists(f"{table}: {key} exists") from None

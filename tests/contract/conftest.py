@@ -1,7 +1,8 @@
 """Which adapters the contract suites run against.
 
-To put a new adapter under contract, add ONE entry to the registry of its
-port below; nothing else changes. A factory takes the pytest `request` (so it
+To put a new adapter under contract, add ONE entry to the registry literal of
+its port below (the fixtures read the registries when this module loads);
+nothing else changes. A factory takes the pytest `request` (so it
 can ask for `tmp_path` or a session-scoped emulator fixture with
 `request.getfixturevalue(...)`) and returns a context manager that yields a
 fresh, EMPTY adapter and closes it on exit. For example:
@@ -15,7 +16,7 @@ fresh, EMPTY adapter and closes it on exit. For example:
         finally:
             store.close()
 
-    LEDGER_STORE_FACTORIES["spanner"] = make_spanner
+    LEDGER_STORE_FACTORIES = {"sqlite": make_sqlite, "spanner": make_spanner}
 
 The broadcast suite needs to observe deliveries, so its factories yield a
 `BroadcastUnderTest`: the port plus a way to subscribe a callback (for Pub/Sub,
@@ -35,7 +36,7 @@ import pytest
 
 from ledger.local import FileArchive, InProcessBroadcast
 from ledger.model import StoredReceipt
-from ledger.ports import LedgerStore, ReceiptArchive, ReceiptBroadcast, ReceiptReadModel
+from ledger.ports import ReceiptBroadcast
 from ledger.sqlite import SqliteLedger
 
 
@@ -96,26 +97,17 @@ BROADCAST_FACTORIES: dict[str, Factory] = {"in_process": make_in_process_broadca
 ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive}
 
 
-# -- the fixtures the suites use ------------------------------------------------------
-@pytest.fixture(params=sorted(LEDGER_STORE_FACTORIES))
-def ledger_store(request: pytest.FixtureRequest) -> Iterator[LedgerStore]:
-    with LEDGER_STORE_FACTORIES[request.param](request) as store:
-        yield store
+# -- the fixtures the suites use: one test per registered adapter -----------------------
+def _adapter_fixture(registry: dict[str, Factory], name: str) -> Any:
+    @pytest.fixture(name=name, params=sorted(registry))
+    def fixture(request: pytest.FixtureRequest) -> Iterator[Any]:
+        with registry[request.param](request) as adapter:
+            yield adapter
+
+    return fixture
 
 
-@pytest.fixture(params=sorted(READ_MODEL_FACTORIES))
-def read_model(request: pytest.FixtureRequest) -> Iterator[ReceiptReadModel]:
-    with READ_MODEL_FACTORIES[request.param](request) as model:
-        yield model
-
-
-@pytest.fixture(params=sorted(BROADCAST_FACTORIES))
-def broadcast(request: pytest.FixtureRequest) -> Iterator[BroadcastUnderTest]:
-    with BROADCAST_FACTORIES[request.param](request) as under_test:
-        yield under_test
-
-
-@pytest.fixture(params=sorted(ARCHIVE_FACTORIES))
-def archive(request: pytest.FixtureRequest) -> Iterator[ReceiptArchive]:
-    with ARCHIVE_FACTORIES[request.param](request) as adapter:
-        yield adapter
+ledger_store = _adapter_fixture(LEDGER_STORE_FACTORIES, "ledger_store")
+read_model = _adapter_fixture(READ_MODEL_FACTORIES, "read_model")
+broadcast = _adapter_fixture(BROADCAST_FACTORIES, "broadcast")  # yields BroadcastUnderTest
+archive = _adapter_fixture(ARCHIVE_FACTORIES, "archive")

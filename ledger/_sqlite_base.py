@@ -1,0 +1,153 @@
+"""Connections, locking and lifecycle shared by the SQLite adapter's parts.
+
+`SqliteBase` owns the one write connection (behind a lock) and one read
+connection per calling thread; the adapter's methods live in subclasses
+(`_sqlite_queues.SqliteQueues`, `sqlite.SqliteLedger`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import structlog
+
+from ledger._locks import locked
+from ledger._sqlite_conn import FileLock, Reader, connect
+from ledger._sqlite_rows import Row
+from ledger.errors import NotFound, StoreUnavailable
+
+log = structlog.get_logger("ledger.sqlite")
+
+
+class SqliteBase:
+    """Lifecycle and connection plumbing; no ledger semantics."""
+
+    def __init__(self, path: Path, lock: FileLock, writer: sqlite3.Connection) -> None:
+        """Private: use `SqliteLedger.open(path)`."""
+        self._path = path
+        self._lock = lock
+        self._writer: sqlite3.Connection | None = writer
+        self._write_lock = threading.Lock()
+        self._readers_lock = threading.Lock()
+        self._readers: dict[int, Reader] = {}
+        self._local = threading.local()
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- lifecycle ---------------------------------------------------------
+    def close(self) -> None:
+        """Close every connection and release the file lock. Idempotent."""
+        with locked(self._write_lock, "ledger writer"):
+            if self._closed:
+                return
+            self._closed = True
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
+        with locked(self._readers_lock, "ledger readers"):
+            readers = list(self._readers.values())
+            self._readers.clear()
+        for reader in readers:
+            reader.close()
+        self._lock.release()
+        log.info("ledger.sqlite.closed", path=str(self._path))
+
+    def check_writable(self) -> None:
+        with self._writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+
+    # -- plumbing -------------------------------------------------------------
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The write connection, exclusively, outside any transaction."""
+        with locked(self._write_lock, "ledger writer"):
+            conn = self._writer
+            if conn is None:
+                raise StoreUnavailable(f"ledger store {self._path} is closed")
+            try:
+                yield conn
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"ledger write failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read connection."""
+        reader: Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._new_reader()
+        with locked(reader.lock, "ledger reader"):
+            if self._closed:
+                raise StoreUnavailable(f"ledger store {self._path} is closed")
+            try:
+                yield reader.conn
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"ledger read failed: {exc}") from exc
+
+    def _new_reader(self) -> Reader:
+        thread = threading.current_thread()
+        with locked(self._readers_lock, "ledger readers"):
+            if self._closed:
+                raise StoreUnavailable(f"ledger store {self._path} is closed")
+            # Threads come and go (passivated actors): drop the connections of
+            # dead ones so open connections stay bounded by live threads.
+            dead = [ident for ident, r in self._readers.items() if not r.thread.is_alive()]
+            stale = [self._readers.pop(ident) for ident in dead]
+            previous = self._readers.pop(threading.get_ident(), None)
+            reader = Reader(connect(self._path, writer=False), thread)
+            self._readers[threading.get_ident()] = reader
+        for old in stale + ([previous] if previous is not None else []):
+            old.close()
+        self._local.reader = reader
+        return reader
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> Row | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        # fetchall() so the statement is reset and no read snapshot lingers.
+        with self._reading() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _update_one(self, sql: str, params: tuple[Any, ...], what: str) -> None:
+        with self._writing() as conn, transaction(conn):
+            if conn.execute(sql, params).rowcount != 1:
+                raise NotFound(f"{what} not found")
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction: several SELECTs see the same commit."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
