@@ -1,7 +1,7 @@
 """Store URLs for the Google Cloud adapters.
 
     spanner://projects/P/instances/I/databases/D
-    firestore://projects/P/databases/D[?collection=C]       (D may be "(default)")
+    firestore://projects/P[/databases/D][?collection=C]     (D defaults to "(default)")
     pubsub://projects/P/topics/T
     gs://BUCKET[/PREFIX]
 
@@ -130,6 +130,8 @@ def parse_spanner_url(url: str) -> SpannerUrl:
 
 def parse_firestore_url(url: str) -> FirestoreUrl:
     segments, query = _split(url, "firestore")
+    if len(segments) == 2:
+        segments = [*segments, "databases", "(default)"]
     project, database = _pairs(url, segments, ("projects", "databases"))
     unknown = set(query) - {"collection"}
     if unknown:

@@ -13,6 +13,7 @@ fixed format of `ledger.clock` (so string order is time order); ids STRING.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -284,6 +285,12 @@ def ensure_database(
     if not exists(client.instance_admin_api.get_instance, instance_path):
         if not create:
             raise StoreUnavailable(f"Spanner instance {url.instance!r} does not exist")
+        # The same variable the client library read when it was built.
+        if not os.environ.get("SPANNER_EMULATOR_HOST"):
+            raise StoreUnavailable(
+                f"Spanner instance {url.instance!r} does not exist; instances are "
+                "created here only on the emulator (production: Terraform)"
+            )
         say(f"creating instance {url.instance}")
         instance = client.instance(
             url.instance,
