@@ -419,24 +419,21 @@ def run_bench(args: argparse.Namespace) -> int:
             setup_s = time.monotonic() - started
             print(f"bench: service at {service.url}; {len(customers)} customers in {setup_s:.1f} s")
             customers_file.write_text("".join(f"{cid} {key}\n" for cid, key in customers))
-            if args.warmup > 0:
-                run_wrk(
-                    "warmup",
+
+            def wrk_service(name: str, connections: int, duration_s: float) -> PhaseResult:
+                return run_wrk(
+                    name,
                     service.url,
                     customers_file,
-                    connections=args.connections,
-                    duration_s=args.warmup,
+                    connections=connections,
+                    duration_s=duration_s,
                     threads=args.threads,
                 )
+
+            if args.warmup > 0:
+                wrk_service("warmup", args.connections, args.warmup)
             print(f"bench: sustained, {args.connections} conns, {args.duration:g} s ...")
-            sustained = run_wrk(
-                "sustained",
-                service.url,
-                customers_file,
-                connections=args.connections,
-                duration_s=args.duration,
-                threads=args.threads,
-            )
+            sustained = wrk_service("sustained", args.connections, args.duration)
             results.append(sustained)
             if args.rate > 0:
                 print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")

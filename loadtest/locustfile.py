@@ -297,6 +297,39 @@ class BillingUser(FastHttpUser):
             "timestamp": _now_rfc3339(),
         }
 
+    def _post(self, path: str, customer: dict[str, Any], body: bytes, name: str) -> Any:
+        """POST as `customer`; the caller judges the answer (`catch_response`)."""
+        return self.client.post(
+            path,
+            data=body,
+            headers={
+                "Authorization": f"Bearer {customer['api_key']}",
+                "Content-Type": "application/json",
+            },
+            name=name,
+            catch_response=True,
+        )
+
+    def _record_outcome(
+        self,
+        customer: dict[str, Any],
+        key: str,
+        status: int,
+        receipt_id: str | None = None,
+        replayed: bool = False,
+    ) -> None:
+        _tallies[f"status.{status}"] += 1
+        record(
+            {
+                "t": "outcome",
+                "customer_id": customer["customer_id"],
+                "key": key,
+                "status": status,
+                "receipt_id": receipt_id,
+                "replayed": replayed,
+            }
+        )
+
     def post_event(
         self, customer: dict[str, Any], event: dict[str, Any], *, expect_replay: bool = False
     ) -> tuple[int, str | None, float]:
@@ -308,16 +341,7 @@ class BillingUser(FastHttpUser):
         record({"t": "sent", "customer_id": cid, "key": key, "amount": amount})
         status, receipt_id, retry_after_s, replayed = 0, None, 0.0, False
         try:
-            with self.client.post(
-                "/v1/events",
-                data=body,
-                headers={
-                    "Authorization": f"Bearer {customer['api_key']}",
-                    "Content-Type": "application/json",
-                },
-                name="POST /v1/events",
-                catch_response=True,
-            ) as resp:
+            with self._post("/v1/events", customer, body, "POST /v1/events") as resp:
                 status = int(resp.status_code or 0)
                 replayed = (resp.headers or {}).get("Idempotent-Replayed", "") == "true"
                 if status in (200, 202):
@@ -345,17 +369,7 @@ class BillingUser(FastHttpUser):
                 else:
                     resp.failure(f"{status}: {(resp.text or '')[:200]}")
         finally:
-            _tallies[f"status.{status}"] += 1
-            record(
-                {
-                    "t": "outcome",
-                    "customer_id": cid,
-                    "key": key,
-                    "status": status,
-                    "receipt_id": receipt_id,
-                    "replayed": replayed,
-                }
-            )
+            self._record_outcome(customer, key, status, receipt_id, replayed)
         return status, receipt_id, retry_after_s
 
     def charge(self, customer: dict[str, Any], event: dict[str, Any]) -> str | None:
@@ -385,16 +399,8 @@ class BillingUser(FastHttpUser):
         statuses = [0] * count
         receipt_ids: list[str | None] = [None] * count
         try:
-            with self.client.post(
-                "/v1/events/batch",
-                data=orjson.dumps({"events": events_out}),
-                headers={
-                    "Authorization": f"Bearer {customer['api_key']}",
-                    "Content-Type": "application/json",
-                },
-                name="POST /v1/events/batch",
-                catch_response=True,
-            ) as resp:
+            body = orjson.dumps({"events": events_out})
+            with self._post("/v1/events/batch", customer, body, "POST /v1/events/batch") as resp:
                 if resp.status_code == 429:
                     statuses = [429] * count
                     resp.success()
@@ -414,17 +420,7 @@ class BillingUser(FastHttpUser):
                         resp.success()
         finally:
             for event, status, receipt_id in zip(events_out, statuses, receipt_ids, strict=True):
-                _tallies[f"status.{status}"] += 1
-                record(
-                    {
-                        "t": "outcome",
-                        "customer_id": cid,
-                        "key": event["idempotent_key"],
-                        "status": status,
-                        "receipt_id": receipt_id,
-                        "replayed": False,
-                    }
-                )
+                self._record_outcome(customer, event["idempotent_key"], status, receipt_id)
 
 
 def _batch_item(item: Any) -> tuple[int, str | None]:
@@ -525,27 +521,10 @@ class RetryStormUser(BillingUser):
             return
         body = orjson.dumps({**event, "amount": "2.50"})
         record({"t": "sent", "customer_id": customer["customer_id"], "key": key, "amount": None})
-        with self.client.post(
-            "/v1/events",
-            data=body,
-            headers={
-                "Authorization": f"Bearer {customer['api_key']}",
-                "Content-Type": "application/json",
-            },
-            name="POST /v1/events (reused key, changed)",
-            catch_response=True,
-        ) as resp:
+        name = "POST /v1/events (reused key, changed)"
+        with self._post("/v1/events", customer, body, name) as resp:
             status = int(resp.status_code or 0)
-            record(
-                {
-                    "t": "outcome",
-                    "customer_id": customer["customer_id"],
-                    "key": key,
-                    "status": status,
-                    "receipt_id": None,
-                    "replayed": False,
-                }
-            )
+            self._record_outcome(customer, key, status)
             if status in (409, 429):
                 resp.success()
             else:
