@@ -177,6 +177,12 @@ async def test_metrics_move_with_traffic_overload_replays_and_restarts(
                 return node is not None and node["restart_count"] >= 1
 
             assert await wait_until(restarted, timeout_s=10)
+
+            async def all_live() -> bool:  # the new incarnation has started
+                live = _value(await _scrape(service), "billing_live_account_actors")
+                return live == len(customers)
+
+            assert await wait_until(all_live, timeout_s=10)
             after = await _scrape(service)
 
         def moved(name: str, **labels: str) -> float:
