@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -42,7 +43,7 @@ def small_admission_service() -> Iterator[Service]:
         yield service
 
 
-def fake_service(*extra: str) -> object:
+def fake_service(*extra: str) -> AbstractContextManager[Service]:
     """A context manager running tests/loadtest/fake_billing.py with `extra` flags."""
     command = [sys.executable, "-m", "tests.loadtest.fake_billing", "--port", "{port}", *extra]
     return local_service(command=command)
