@@ -1,0 +1,184 @@
+"""Cloud Storage receipt archive (the ReceiptArchive port).
+
+One object per receipt, `PREFIX/CUSTOMER/SEQ-RECEIPT_ID.json` (seq zero-padded
+so name order is chain order), whose body is the signed receipt JSON exactly
+as served and whose custom metadata holds the index fields. Objects are
+written with `ifGenerationMatch=0` (create-only): appending a receipt again
+is a no-op and an archived object is never rewritten. The bucket's retention
+policy (7 years for receipts) makes Cloud Storage refuse deletes and
+overwrites until it expires; `set_retention` sets it.
+
+gcp-storage-emulator (what the tests run on) stores the retention policy and
+reports it back, but enforces neither it nor `ifGenerationMatch`: there a
+second append rewrites the object with identical bytes (new generation) and
+deletes succeed. Both guarantees hold only on real Cloud Storage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Final
+
+import structlog
+from google.api_core import exceptions as gexc
+from google.cloud.storage import Client as StorageClient
+
+from ledger._gcp_receipts import receipt_from_text_fields, receipt_text_fields
+from ledger.errors import StoreUnavailable, check_invariant
+from ledger.gcp_urls import parse_gcs_url
+from ledger.model import StoredReceipt
+
+__all__ = ["RECEIPT_RETENTION_S", "GcsArchive"]
+
+log = structlog.get_logger(__name__)
+
+request_timeout_s: Final = 60.0
+seq_digits: Final = 16  # 10**16 receipts per customer: beyond any chain
+RECEIPT_RETENTION_S: Final = 7 * 366 * 24 * 3600  # seven years, leap days included
+
+_UNAVAILABLE: Final = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.RetryError,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.BadGateway,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class GcsArchive:
+    """ReceiptArchive on Cloud Storage.
+
+    `GcsArchive.open("gs://BUCKET[/PREFIX]", create_bucket=False,
+    retention_period_s=None)`, or wrap a `storage.Client`.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        prefix: str = "",
+        create_bucket: bool = False,
+        retention_period_s: int | None = None,
+    ) -> None:
+        check_invariant(prefix == "" or prefix.endswith("/"), "prefix must end with /")
+        self._client = client
+        self._prefix = prefix
+        self._closed = False
+        self._lock = threading.Lock()
+        try:
+            found = client.lookup_bucket(bucket, timeout=request_timeout_s)
+            if found is None:
+                if not create_bucket:
+                    raise StoreUnavailable(f"bucket gs://{bucket} does not exist")
+                found = client.create_bucket(bucket, timeout=request_timeout_s)
+                log.info("gcs.bucket_created", bucket=bucket)
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(f"gcs: {error}") from error
+        self._bucket = found
+        if retention_period_s is not None:
+            self.set_retention(retention_period_s)
+
+    @classmethod
+    def open(
+        cls, url: str, *, create_bucket: bool = False, retention_period_s: int | None = None
+    ) -> GcsArchive:
+        parsed = parse_gcs_url(url)
+        return cls(
+            StorageClient(),
+            parsed.bucket,
+            prefix=parsed.prefix,
+            create_bucket=create_bucket,
+            retention_period_s=retention_period_s,
+        )
+
+    # -- retention ---------------------------------------------------------------
+    def set_retention(self, period_s: int) -> None:
+        """Set the bucket's retention period (unlocked: locking is an operator's
+        irreversible decision, made outside the service)."""
+        check_invariant(0 < period_s <= 100 * 366 * 24 * 3600, "retention period out of range")
+        self._check_open()
+        self._bucket.retention_period = int(period_s)
+        try:
+            self._bucket.patch(timeout=request_timeout_s)
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(f"gcs: {error}") from error
+        log.info("gcs.retention_set", bucket=self._bucket.name, period_s=period_s)
+
+    def retention_period_s(self) -> int | None:
+        self._check_open()
+        try:
+            self._bucket.reload(timeout=request_timeout_s)
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(f"gcs: {error}") from error
+        period = self._bucket.retention_period
+        return None if period is None else int(period)
+
+    # -- the port ------------------------------------------------------------------
+    def object_name(self, receipt: StoredReceipt) -> str:
+        check_invariant("/" not in receipt.customer_id, "customer id with a slash")
+        check_invariant(0 < receipt.seq < 10**seq_digits, "seq out of range")
+        return (
+            f"{self._prefix}{receipt.customer_id}/"
+            f"{receipt.seq:0{seq_digits}d}-{receipt.receipt_id}.json"
+        )
+
+    def append(self, receipts: Sequence[StoredReceipt]) -> None:
+        self._check_open()
+        written = 0
+        for receipt in receipts:
+            blob = self._bucket.blob(self.object_name(receipt))
+            blob.metadata = receipt_text_fields(receipt)
+            try:
+                blob.upload_from_string(
+                    receipt.receipt_json,
+                    content_type="application/json",
+                    if_generation_match=0,
+                    timeout=request_timeout_s,
+                )
+                written += 1
+            except gexc.PreconditionFailed:
+                continue  # archived before: append-only, never rewritten
+            except _UNAVAILABLE as error:
+                raise StoreUnavailable(f"gcs: {error}") from error
+        log.debug("gcs.appended", receipts=len(receipts), written=written)
+
+    def read_customer(self, customer_id: str) -> list[StoredReceipt]:
+        self._check_open()
+        check_invariant("/" not in customer_id, "customer id with a slash")
+        try:
+            blobs = sorted(
+                self._client.list_blobs(
+                    self._bucket, prefix=f"{self._prefix}{customer_id}/", timeout=request_timeout_s
+                ),
+                key=lambda blob: blob.name,
+            )
+            receipts = [
+                receipt_from_text_fields(
+                    blob.metadata or {}, blob.download_as_bytes(timeout=request_timeout_s)
+                )
+                for blob in blobs
+            ]
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(f"gcs: {error}") from error
+        for receipt in receipts:
+            check_invariant(receipt.customer_id == customer_id, "archived under the wrong customer")
+        return receipts
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the Cloud Storage archive is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._client.close()
+        except Exception as error:  # a failed close leaks a connection pool, nothing more
+            log.warning("gcs.close_failed", error=str(error))

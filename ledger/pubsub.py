@@ -1,0 +1,125 @@
+"""Pub/Sub receipt broadcast (the ReceiptBroadcast port).
+
+Each receipt is one message: the body is the signed receipt JSON exactly as
+served, the attributes are its index fields (so a consumer can rebuild the
+StoredReceipt without parsing), and the ordering key is the customer, with
+message ordering enabled: subscribers with ordering see a customer's receipts
+in chain order. `publish` returns only when Pub/Sub accepted every message
+(or raises StoreUnavailable, and the outbox retries: at least once).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import structlog
+from google.api_core import exceptions as gexc
+from google.cloud.pubsub_v1 import PublisherClient
+from google.cloud.pubsub_v1.types import PublisherOptions
+
+from ledger._gcp_receipts import receipt_text_fields
+from ledger.errors import StoreUnavailable
+from ledger.gcp_urls import parse_pubsub_url
+from ledger.model import StoredReceipt
+
+__all__ = ["PubSubBroadcast"]
+
+log = structlog.get_logger(__name__)
+
+publish_timeout_s: Final = 30.0
+admin_timeout_s: Final = 30.0
+
+
+class PubSubBroadcast:
+    """ReceiptBroadcast on Pub/Sub.
+
+    `PubSubBroadcast.open("pubsub://projects/P/topics/T", create_topic=False)`,
+    or wrap a `pubsub_v1.PublisherClient` built with message ordering enabled.
+    """
+
+    def __init__(
+        self,
+        publisher: Any,
+        topic_path: str,
+        *,
+        create_topic: bool = False,
+        publish_timeout_s: float = publish_timeout_s,
+    ) -> None:
+        self._publisher = publisher
+        self._topic = topic_path
+        self._timeout_s = publish_timeout_s
+        self._closed = False
+        # One caller's messages go out contiguously, so two concurrent calls
+        # cannot interleave one customer's receipts out of chain order.
+        self._lock = threading.Lock()
+        if create_topic:
+            self.ensure_topic()
+
+    @classmethod
+    def open(cls, url: str, *, create_topic: bool = False) -> PubSubBroadcast:
+        parsed = parse_pubsub_url(url)
+        publisher = PublisherClient(
+            publisher_options=PublisherOptions(
+                enable_message_ordering=True, timeout=publish_timeout_s
+            )
+        )
+        log.info("pubsub.opened", topic=parsed.topic_path)
+        return cls(publisher, parsed.topic_path, create_topic=create_topic)
+
+    def ensure_topic(self) -> bool:
+        """Create the topic unless it exists; True if this call created it."""
+        try:
+            self._publisher.create_topic(name=self._topic, timeout=admin_timeout_s)
+        except gexc.AlreadyExists:
+            return False
+        except (gexc.GoogleAPICallError, gexc.RetryError) as error:
+            raise StoreUnavailable(f"pubsub: cannot create {self._topic}: {error}") from error
+        log.info("pubsub.topic_created", topic=self._topic)
+        return True
+
+    def publish(self, receipts: Sequence[StoredReceipt]) -> None:
+        if self._closed:
+            raise StoreUnavailable("the Pub/Sub broadcast is closed")
+        if not receipts:
+            return
+        with self._lock:
+            futures = [
+                (
+                    receipt.customer_id,
+                    self._publisher.publish(
+                        self._topic,
+                        receipt.receipt_json,
+                        ordering_key=receipt.customer_id,
+                        **receipt_text_fields(receipt),
+                    ),
+                )
+                for receipt in receipts
+            ]
+        deadline = time.monotonic() + self._timeout_s
+        failed: dict[str, str] = {}
+        for customer_id, future in futures:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception as error:  # publish futures raise many kinds
+                failed.setdefault(customer_id, f"{type(error).__name__}: {error}")
+        if failed:
+            for customer_id in failed:
+                # A failed publish pauses its ordering key until resumed; the
+                # outbox will retry the whole message, in order.
+                self._publisher.resume_publish(self._topic, customer_id)
+            log.warning("pubsub.publish_failed", topic=self._topic, customers=sorted(failed))
+            raise StoreUnavailable(f"pubsub: publish failed for {sorted(failed)}: {failed}")
+        log.debug("pubsub.published", topic=self._topic, messages=len(futures))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._publisher.stop()  # flushes; every publish already waited
+            except Exception as error:  # a failed close loses nothing: all awaited
+                log.warning("pubsub.close_failed", error=str(error))
