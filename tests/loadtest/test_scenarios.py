@@ -72,6 +72,12 @@ def test_scenario_loses_and_doubles_nothing(
         assert outcome.report.statuses[409] > 0, "a reused key with a changed request got no 409"
 
 
+def test_hot_customer_never_exceeds_a_hard_quota(billing_service: Service, tmp_path: Path) -> None:
+    outcome = _run(billing_service, "hot", tmp_path, "--hot-quota", "20.00")
+    _assert_clean(outcome)  # includes the check's hard_quota_exceeded rule
+    assert outcome.report.statuses[402] > 0, "the quota was never reached"
+
+
 def test_overload_sheds_with_429_and_loses_nothing(
     small_admission_service: Service, tmp_path: Path
 ) -> None:
