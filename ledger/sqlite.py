@@ -101,6 +101,7 @@ class SqliteLedger(SqliteQueues):
             raise
         log.info("ledger.sqlite.opened", path=str(path), schema_version=version)
         return cls(path, lock, writer)
+
     # -- the charge path ---------------------------------------------------
     def commit_batch(
         self, writes: Sequence[ReceiptWrite], outbox: Sequence[OutboxMessage]

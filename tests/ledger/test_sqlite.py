@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.errors import StoreLocked, StoreUnavailable
+from ledger.errors import AlreadyExists, StoreLocked, StoreUnavailable
 from ledger.sqlite import SqliteLedger
 from tests.contract._chain import Chain, customer, entitlement, outbox_message
 
@@ -165,5 +165,16 @@ def test_check_writable_passes_on_an_open_store(tmp_path: Path) -> None:
     store = SqliteLedger.open(tmp_path / "ledger.sqlite3")
     try:
         store.check_writable()
+    finally:
+        store.close()
+
+
+def test_a_failed_write_leaves_the_store_usable(tmp_path: Path) -> None:
+    store, chain = _seeded(tmp_path / "ledger.sqlite3")
+    try:
+        with pytest.raises(AlreadyExists):
+            store.create_customer(customer("cus_a"))
+        store.commit_batch([chain.next()], [])
+        assert store.get_account_head("cus_a") == (1, chain.last_hash, 100)
     finally:
         store.close()
