@@ -30,6 +30,7 @@ from actors.accounts import AccountDirectory
 from actors.metrics import ActorMetrics
 from actors.outbox import OutboxMetrics, OutboxRelay
 from actors.pipeline import Pipeline
+from actors.reconciler import Reconciler, ReconcilerMetrics
 from actors.signer import SignerPool
 from actors.writer import LedgerWriter
 from crypto import KeyRing, SigningKey, load_or_create_dev_key, load_private_key_pem
@@ -190,6 +191,14 @@ def _start(
 
     stripe = wire_stripe(stripe_settings, store, registry, reload_account)
     outbox_metrics = OutboxMetrics(registry)
+    reconciler_metrics = ReconcilerMetrics(registry)
+
+    def on_integrity_failure(reason: str) -> None:
+        # Repeated each round while the damage is there: idempotent by design.
+        log.critical("billing.integrity_halt", reason=reason)
+        if readiness_box:
+            readiness_box[0].halted_reason = f"integrity failure: {reason}"
+
     outbox_wake = threading.Event()
     children = [
         ChildSpec(
@@ -247,6 +256,22 @@ def _start(
             shutdown_timeout_ms=15_000,
             type="worker",
         ),
+        ChildSpec(
+            id="reconciler",
+            start=lambda link: Reconciler.start(
+                link,
+                store=store,
+                read_model=adapters.read_model,
+                archive=adapters.archive,
+                jwks=key_ring.jwks,
+                interval_s=settings.reconcile_interval_s,
+                metrics=reconciler_metrics,
+                on_integrity_failure=on_integrity_failure,
+            ),
+            restart="permanent",
+            shutdown_timeout_ms=15_000,
+            type="worker",
+        ),
         *stripe.child_specs,
     ]
     root = Supervisor.start(
@@ -299,7 +324,7 @@ def _start(
         readiness=readiness,
         executor=executor,
         jwks_body=orjson.dumps(key_ring.jwks()),
-        extras={"tree": root.tree},
+        extras={"tree": root.tree, "reconciler": lambda: root.child("reconciler")},
     )
     return Runtime(
         settings=settings,

@@ -3,12 +3,14 @@ fault-injection hook used by chaos tests when it is enabled."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from typing import Any
 
 from aiohttp import web
 
+from actors.reconciler import FullPass
 from gateway.auth import require_token
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.services import SERVICES, Services
@@ -40,9 +42,7 @@ def _admin(request: web.Request) -> Services:
 
 def _check_id(value: str, param: str) -> str:
     if not _ID_RE.match(value):
-        raise bad_request(
-            "invalid_value", f"{param} may hold only letters, digits and _-.:", param
-        )
+        raise bad_request("invalid_value", f"{param} may hold only letters, digits and _-.:", param)
     return value
 
 
@@ -129,9 +129,7 @@ async def revoke_api_key(request: web.Request) -> web.Response:
     return json_response({"key_id": key_id, "revoked": True})
 
 
-def parse_entitlement(
-    body: dict[str, Any], customer: Customer, entitlement_id: str
-) -> Entitlement:
+def parse_entitlement(body: dict[str, Any], customer: Customer, entitlement_id: str) -> Entitlement:
     if "quota" not in body:
         raise bad_request("parameter_missing", "quota is required (null for unlimited)", "quota")
     quota = body["quota"]
@@ -140,7 +138,7 @@ def parse_entitlement(
         raise bad_request("out_of_range", "quota is too large", "quota")
     policy = body.get("policy", "hard")
     if policy not in ("hard", "soft"):
-        raise bad_request("invalid_value", "policy must be \"hard\" or \"soft\"", "policy")
+        raise bad_request("invalid_value", 'policy must be "hard" or "soft"', "policy")
     status = body.get("status", "active")
     if status not in ENTITLEMENT_STATUSES:
         raise bad_request(
@@ -203,3 +201,17 @@ async def supervision_tree(request: web.Request) -> web.Response:
     services = _admin(request)
     tree = services.extras.get("tree")
     return json_response(tree() if callable(tree) else {})
+
+
+@routes.post("/v1/admin/reconcile")
+async def reconcile_now(request: web.Request) -> web.Response:
+    """Audit every chain now and repair copies that only lag (an operator's
+    check after an incident); answers with what was found."""
+    services = _admin(request)
+    child = services.extras["reconciler"]()
+    if child is None:
+        raise ApiError(
+            503, "reconciler_unavailable", "the reconciler is restarting", retry_after_s=5
+        )
+    summary = await services.blocking(lambda: child.ask(FullPass(repair=True), timeout=600.0))
+    return json_response(dataclasses.asdict(summary))

@@ -38,6 +38,7 @@ class Settings:
     account_idle_s: float = limits.account_idle_s
     request_timeout_ms: int = limits.actor_ask_timeout_ms
     drain_timeout_s: float = 10.0
+    reconcile_interval_s: float = 60.0
     fault_injection: bool = False
     dev: bool = False
     log_level: str = "info"
@@ -60,6 +61,8 @@ class Settings:
             raise SettingsError("customer in-flight bound must be positive")
         if not 0 < self.commit_batch_receipts_max <= 10_000:
             raise SettingsError("commit batch size must be between 1 and 10000")
+        if not 0 < self.reconcile_interval_s <= 86_400:
+            raise SettingsError("BILLING_RECONCILE_INTERVAL_S must be in (0, 86400]")
         if self.request_timeout_ms <= 0:
             raise SettingsError("request timeout must be positive")
         return self
@@ -129,6 +132,9 @@ def from_environment(
             environ, "BILLING_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms
         ),
         drain_timeout_s=_float(environ, "BILLING_DRAIN_TIMEOUT_S", defaults.drain_timeout_s),
+        reconcile_interval_s=_float(
+            environ, "BILLING_RECONCILE_INTERVAL_S", defaults.reconcile_interval_s
+        ),
         fault_injection=_bool(environ, "BILLING_FAULT_INJECTION"),
         dev=dev or _bool(environ, "BILLING_DEV"),
         log_level=environ.get("BILLING_LOG_LEVEL", defaults.log_level).lower(),

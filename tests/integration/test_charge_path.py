@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from typing import Any
 
 import rfc8785
@@ -208,3 +209,44 @@ async def test_one_customer_flooding_gets_429_while_others_are_served(service: S
     assert rejected[0]["error"]["code"] == "customer_overloaded"
     assert rejected[1]["Retry-After"] == "1"
     assert (await service.balance(flooder))["seq"] == statuses.count(202)
+
+
+async def test_reconcile_audits_every_chain_and_reports_clean(service: Service) -> None:
+    customers = [await service.create_customer() for _ in range(3)]
+    for customer in customers:
+        for _ in range(4):
+            assert (await service.post_event(customer, service.event(customer)))[0] == 202
+    async with service.session.post("/v1/admin/reconcile", headers=service.admin) as response:
+        assert response.status == 200, await response.text()
+        summary = await response.json()
+    assert summary["customers"] == 3
+    assert summary["audits_ok"] == 3
+    assert summary["audits_failed"] == 0 and summary["divergent"] == 0
+    async with service.session.get("/readyz") as response:
+        assert response.status == 200
+
+
+async def test_a_tampered_ledger_halts_charges(service: Service) -> None:
+    customer = await service.create_customer()
+    for _ in range(3):
+        assert (await service.post_event(customer, service.event(customer)))[0] == 202
+    ledger_file = service.runtime.settings.data_dir / "ledger.sqlite3"
+    with sqlite3.connect(ledger_file) as db:  # someone edits an amount behind our back
+        row = db.execute(
+            "SELECT receipt_json FROM receipts WHERE customer_id = ? AND seq = 2",
+            (customer.customer_id,),
+        ).fetchone()
+        forged = bytes(row[0]).replace(b'"amount_minor":25', b'"amount_minor":1')
+        db.execute(
+            "UPDATE receipts SET receipt_json = ? WHERE customer_id = ? AND seq = 2",
+            (forged, customer.customer_id),
+        )
+    async with service.session.post("/v1/admin/reconcile", headers=service.admin) as response:
+        summary = await response.json()
+    assert summary["audits_failed"] == 1
+    async with service.session.get("/readyz") as response:
+        assert response.status == 503
+        assert "integrity" in (await response.json())["reason"]
+    status, body, headers = await service.post_event(customer, service.event(customer))
+    assert (status, body["error"]["code"]) == (503, "service_unavailable")
+    assert "Retry-After" in headers
