@@ -128,10 +128,18 @@ class LedgerStore(Protocol):
     # -- outbox ---------------------------------------------------------------
     def enqueue_outbox(self, messages: Sequence[OutboxMessage]) -> None: ...
     def pending_outbox(self, topic: str, now: str, limit: int) -> list[OutboxMessage]:
-        """Due messages of a topic, oldest first, in order per ordering key."""
+        """Due messages of a topic, oldest first, in order per ordering key.
+
+        Due = `next_attempt_at` (or `created_at`) <= `now`, compared as strings
+        in the `ledger.clock` format. A message postponed by
+        `outbox_retry_later` holds back the later messages of its ordering key
+        until it is due again, so no message overtakes an earlier one."""
         ...
 
-    def outbox_delivered(self, message_ids: Sequence[str]) -> None: ...
+    def outbox_delivered(self, message_ids: Sequence[str]) -> None:
+        """Remove from the backlog; unknown ids are ignored (at-least-once)."""
+        ...
+
     def outbox_retry_later(
         self, message_id: str, error: str, next_attempt_at: str
     ) -> None: ...
