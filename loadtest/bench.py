@@ -52,6 +52,8 @@ wrk_grace_s = 30.0
 # beyond it, sends are counted as dropped instead of piling up without bound.
 open_loop_inflight_max = 2_000
 open_loop_drain_s = 15.0
+# A request unanswered after this long counts as an error (no answer).
+open_loop_timeout_s = 10.0
 _RESULT_RE = re.compile(r"^WRK_RESULT (\{.*\})$", re.MULTILINE)
 
 
@@ -226,7 +228,7 @@ async def open_loop(
     inflight: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
     total = int(rate * duration_s)
-    timeout = aiohttp.ClientTimeout(total=10)
+    timeout = aiohttp.ClientTimeout(total=open_loop_timeout_s)
     connector = aiohttp.TCPConnector(limit=open_loop_inflight_max)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
@@ -436,18 +438,22 @@ def run_bench(args: argparse.Namespace) -> int:
             sustained = wrk_service("sustained", args.connections, args.duration)
             results.append(sustained)
             if args.rate > 0:
+                time.sleep(args.settle)
                 print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")
                 rate = asyncio.run(open_loop(service.url, customers, args.rate, args.rate_duration))
                 results.append(rate)
                 notes.append(f"rate: {rate.note}")
             if args.overload_factor > 0:
+                time.sleep(args.settle)
                 overload = run_overload(args, service.url, customers, customers_file, sustained)
                 results.append(overload)
                 notes.append(f"overload: {overload.note}")
                 if overload.others or overload.errors:
                     notes.append(
                         f"overload: NOT only 202/429 - other statuses "
-                        f"{_other_statuses(overload) or 'none'}, {overload.errors} transport errors"
+                        f"{_other_statuses(overload) or 'none'}, {overload.errors} requests"
+                        f" without an answer (transport error or none within"
+                        f" {open_loop_timeout_s:g} s)"
                     )
                 elif not overload.statuses[429]:
                     notes.append(
@@ -457,6 +463,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 else:
                     notes.append("overload: only 202 and 429 answers, no transport errors")
             if args.batch:
+                time.sleep(args.settle)
                 print(f"bench: batch of {args.batch_size}, {args.batch_connections} conns ...")
                 batch = run_wrk(
                     "batch",
@@ -529,6 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the service's admission bound (sizes the wrk overload fallback)",
     )
     parser.add_argument("--overload-duration", type=float, default=15.0)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds between service phases, so one phase's backlog drains before the next",
+    )
     parser.add_argument("--batch", action="store_true", help="add the batch phase")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--batch-connections", type=int, default=8)
