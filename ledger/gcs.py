@@ -1,6 +1,6 @@
 """Cloud Storage receipt archive (the ReceiptArchive port).
 
-One object per receipt, `PREFIX/CUSTOMER/SEQ-RECEIPT_ID.json` (seq zero-padded
+One object per receipt, `PREFIX/CUSTOMER/SEQ-RECEIPT_ID.json` (ids escaped) (seq zero-padded
 so name order is chain order), whose body is the signed receipt JSON exactly
 as served and whose custom metadata holds the index fields. Objects are
 written with `ifGenerationMatch=0` (create-only): appending a receipt again
@@ -16,6 +16,7 @@ deletes succeed. Both guarantees hold only on real Cloud Storage.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
@@ -47,6 +48,16 @@ _UNAVAILABLE: Final = (
     ConnectionError,
     TimeoutError,
 )
+
+
+_SAFE_RE: Final = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def _escape(identifier: str) -> str:
+    """Injective, "/"-free and "%"-free: a "/" in an id must not fold one
+    customer into another's folder, and "%" names trip up some tools (the
+    storage emulator's download links among them). Each other byte -> ~XX."""
+    return _SAFE_RE.sub(lambda m: "".join(f"~{b:02X}" for b in m.group().encode()), identifier)
 
 
 class GcsArchive:
@@ -119,12 +130,15 @@ class GcsArchive:
         return None if period is None else int(period)
 
     # -- the port ------------------------------------------------------------------
+    def _customer_prefix(self, customer_id: str) -> str:
+        return f"{self._prefix}{_escape(customer_id)}/"
+
     def object_name(self, receipt: StoredReceipt) -> str:
-        check_invariant("/" not in receipt.customer_id, "customer id with a slash")
         check_invariant(0 < receipt.seq < 10**seq_digits, "seq out of range")
+        receipt_id = _escape(receipt.receipt_id)
         return (
-            f"{self._prefix}{receipt.customer_id}/"
-            f"{receipt.seq:0{seq_digits}d}-{receipt.receipt_id}.json"
+            f"{self._customer_prefix(receipt.customer_id)}"
+            f"{receipt.seq:0{seq_digits}d}-{receipt_id}.json"
         )
 
     def append(self, receipts: Sequence[StoredReceipt]) -> None:
@@ -149,11 +163,12 @@ class GcsArchive:
 
     def read_customer(self, customer_id: str) -> list[StoredReceipt]:
         self._check_open()
-        check_invariant("/" not in customer_id, "customer id with a slash")
         try:
             blobs = sorted(
                 self._client.list_blobs(
-                    self._bucket, prefix=f"{self._prefix}{customer_id}/", timeout=request_timeout_s
+                    self._bucket,
+                    prefix=self._customer_prefix(customer_id),
+                    timeout=request_timeout_s,
                 ),
                 key=lambda blob: blob.name,
             )

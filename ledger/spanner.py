@@ -308,11 +308,11 @@ class SpannerLedger:
                     conflicts[cid] = "idempotency_key_exists"
                 elif head[0] != receipt.seq - 1:
                     conflicts[cid] = "stale_seq"
+                elif head[1] != receipt.previous_receipt_hash:
+                    # Same seq, other chain: a stale in-flight receipt of a
+                    # chain that failed must not land on its replacement.
+                    conflicts[cid] = "stale_previous_hash"
                 else:
-                    check_invariant(
-                        receipt.previous_receipt_hash == head[1],
-                        f"receipt {receipt.receipt_id} does not extend the stored chain of {cid}",
-                    )
                     heads[cid] = (receipt.seq, receipt.receipt_hash, receipt.balance_after_minor)
                     used_keys.add(key)
                     if (cid, receipt.entitlement_id) in usage:
@@ -388,6 +388,29 @@ class SpannerLedger:
             )
 
         return self._call(run)
+
+    def get_account_head(self, customer_id: str) -> tuple[int, str, int] | None:
+        def run() -> list[Any]:
+            with self._database.snapshot() as snapshot:
+                return list(
+                    snapshot.read(
+                        "Accounts",
+                        _ACCOUNT_COLS,
+                        KeySet(keys=[[customer_id]]),
+                        timeout=request_timeout_s,
+                    )
+                )
+
+        row = _one(self._call(run))
+        return None if row is None else (int(row[1]), str(row[2]), int(row[3]))
+
+    def stats_receipts_by_currency_day(self) -> list[tuple[str, str, int, int]]:
+        # recorded_at is the fixed RFC 3339 format: its first 10 chars are the UTC day.
+        rows = self._query(
+            "SELECT currency, SUBSTR(recorded_at, 1, 10) AS day, COUNT(*), SUM(amount_minor) "
+            "FROM Receipts GROUP BY currency, day ORDER BY day, currency"
+        )
+        return [(str(c), str(day), int(n), int(total)) for c, day, n, total in rows]
 
     def _receipt_query(
         self, where: str, params: dict[str, Any], suffix: str = ""
@@ -601,7 +624,8 @@ class SpannerLedger:
     def pending_webhook_events(self, now: str, limit: int) -> list[WebhookEvent]:
         rows = self._query(
             f"SELECT {', '.join(_WEBHOOK_COLS)} FROM WebhookEvents "
-            "WHERE processed_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= @now) "
+            "WHERE processed_at IS NULL AND received_at <= @now "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= @now) "
             "ORDER BY received_at, event_id LIMIT @n",
             {"now": now, "n": _page_limit(limit)},
             {"now": _STR, "n": _INT},
@@ -641,9 +665,11 @@ class SpannerLedger:
         rows = self._query(
             f"SELECT {', '.join('o.' + c for c in _OUTBOX_COLS)} "
             "FROM Outbox@{FORCE_INDEX=OutboxByTopic} o "
-            "WHERE o.topic = @topic AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= @now) "
+            "WHERE o.topic = @topic AND o.created_at <= @now "
+            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= @now) "
             "AND NOT EXISTS (SELECT 1 FROM Outbox p WHERE p.topic = @topic "
-            "  AND p.ordering_key = o.ordering_key AND p.next_attempt_at > @now "
+            "  AND p.ordering_key = o.ordering_key "
+            "  AND (p.created_at > @now OR p.next_attempt_at > @now) "
             "  AND (p.committed_at < o.committed_at "
             "       OR (p.committed_at = o.committed_at AND p.position < o.position))) "
             "ORDER BY o.committed_at, o.position LIMIT @n",

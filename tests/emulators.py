@@ -235,26 +235,44 @@ def start_storage(log_dir: Path | None = None) -> EmulatorProcess:
     return _start("storage", argv, port, _http_ready("/storage/v1/b"), log_dir)
 
 
+@dataclass
+class _Shared:
+    emulator: EmulatorProcess
+    previous_env: str | None
+    users: int = 0
+
+
+# Several conftests import these fixtures (tests/gcp, tests/contract); pytest
+# then sees one session fixture per conftest. They share one process each.
+_shared: dict[str, _Shared] = {}
+
+
 def _fixture(
     starter: Callable[[Path | None], EmulatorProcess],
     env_var: str,
     tmp_path_factory: pytest.TempPathFactory,
     scheme: str = "",
 ) -> Iterator[str]:
+    shared = _shared.get(env_var)
+    if shared is None:
+        try:
+            emulator = starter(tmp_path_factory.mktemp(env_var.lower()))
+        except EmulatorMissing as error:
+            pytest.fail(f"{env_var}: {error}", pytrace=False)
+        shared = _shared[env_var] = _Shared(emulator, os.environ.get(env_var))
+        os.environ[env_var] = scheme + emulator.host_port
+    shared.users += 1
     try:
-        emulator = starter(tmp_path_factory.mktemp(env_var.lower()))
-    except EmulatorMissing as error:
-        pytest.fail(f"{env_var}: {error}", pytrace=False)
-    previous = os.environ.get(env_var)
-    os.environ[env_var] = scheme + emulator.host_port
-    try:
-        yield emulator.host_port
+        yield shared.emulator.host_port
     finally:
-        if previous is None:
-            os.environ.pop(env_var, None)
-        else:
-            os.environ[env_var] = previous
-        emulator.stop()
+        shared.users -= 1
+        if shared.users == 0:
+            del _shared[env_var]
+            if shared.previous_env is None:
+                os.environ.pop(env_var, None)
+            else:
+                os.environ[env_var] = shared.previous_env
+            shared.emulator.stop()
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,13 @@ from ledger.local import FileArchive, InProcessBroadcast
 from ledger.model import StoredReceipt
 from ledger.ports import ReceiptBroadcast
 from ledger.sqlite import SqliteLedger
+from tests.emulators import (  # noqa: F401  (fixtures the Google Cloud factories ask for)
+    firestore_emulator,
+    pubsub_emulator,
+    spanner_emulator,
+    storage_emulator,
+)
+from tests.gcp import contract_factories as gcp
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,13 @@ def make_file_archive(request: pytest.FixtureRequest) -> Iterator[FileArchive]:
 
 
 # -- the registries: add Google Cloud adapters here --------------------------------
-LEDGER_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
-READ_MODEL_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
-BROADCAST_FACTORIES: dict[str, Factory] = {"in_process": make_in_process_broadcast}
-ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive}
+LEDGER_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
+READ_MODEL_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "firestore": gcp.make_firestore}
+BROADCAST_FACTORIES: dict[str, Factory] = {
+    "in_process": make_in_process_broadcast,
+    "pubsub": gcp.make_pubsub,
+}
+ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive, "gcs": gcp.make_gcs}
 
 
 # -- the fixtures the suites use: one test per registered adapter -----------------------

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import uuid
 
 from ledger import GENESIS_HASH, Customer, Entitlement, OutboxMessage, StoredReceipt
 from ledger.clock import utc_now_rfc3339
 
-_counter = itertools.count(1)
+PROJECT = "vexa-test"  # every emulator test uses this Google Cloud project id
 
 
 def unique(prefix: str) -> str:

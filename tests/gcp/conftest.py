@@ -16,9 +16,7 @@ from tests.emulators import (  # noqa: F401  (fixtures, found by name)
     spanner_emulator,
     storage_emulator,
 )
-from tests.gcp._data import unique
-
-PROJECT = "vexa-test"
+from tests.gcp._data import PROJECT, unique
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from ledger.firestore import FirestoreReadModel
 from ledger.gcs import RECEIPT_RETENTION_S, GcsArchive
 from ledger.pubsub import PubSubBroadcast
 from tests.gcp import _data as d
-from tests.gcp.conftest import PROJECT
+from tests.gcp._data import PROJECT
 
 pytestmark = pytest.mark.emulator
 
