@@ -33,6 +33,9 @@ __all__ = [
 # a path separator or a query string from sneaking into one.
 _PROJECT_RE: Final = re.compile(r"^[a-z][a-z0-9\-.:]{3,62}[a-z0-9]$")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,62}$")
+# Spanner's own rules: instance 2-64, database 2-30 characters.
+_SPANNER_INSTANCE_RE: Final = re.compile(r"^[a-z][a-z0-9\-]{0,62}[a-z0-9]$")
+_SPANNER_DATABASE_RE: Final = re.compile(r"^[a-z][a-z0-9_\-]{0,28}[a-z0-9]$")
 _FIRESTORE_DB_RE: Final = re.compile(r"^(\(default\)|[a-z][a-z0-9\-]{2,62})$")
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_\-.]{1,220}[a-z0-9]$")
 
@@ -123,8 +126,8 @@ def parse_spanner_url(url: str) -> SpannerUrl:
     project, instance, database = _pairs(url, segments, ("projects", "instances", "databases"))
     return SpannerUrl(
         _check(project, _PROJECT_RE, "project", url),
-        _check(instance, _ID_RE, "instance", url),
-        _check(database, _ID_RE, "database", url),
+        _check(instance, _SPANNER_INSTANCE_RE, "instance", url),
+        _check(database, _SPANNER_DATABASE_RE, "database", url),
     )
 
 
