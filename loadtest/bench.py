@@ -133,7 +133,7 @@ async def create_customers(
                 created = await call(
                     "POST",
                     "/v1/customers",
-                    {"customer_id": wanted, "email": f"{wanted}@example.com", "currency": "USD"},
+                    {"customer_id": wanted, "email": f"{wanted}@127.0.0.1", "currency": "USD"},
                 )
                 cid = str(created.get("customer_id") or wanted)
                 key = await call("POST", f"/v1/customers/{cid}/api-keys", {})

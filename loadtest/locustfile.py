@@ -246,7 +246,7 @@ class BillingUser(FastHttpUser):
         created = self._admin(
             "POST",
             "/v1/customers",
-            {"customer_id": wanted, "email": f"{wanted}@example.com", "currency": CURRENCY},
+            {"customer_id": wanted, "email": f"{wanted}@127.0.0.1", "currency": CURRENCY},
             "admin: POST /v1/customers",
         )
         customer_id = str(created.get("customer_id") or wanted)

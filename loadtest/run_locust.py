@@ -3,7 +3,7 @@ check that nothing was lost or doubled, print where the reports are, stop.
 
     python -m loadtest.run_locust                          # steady, local service
     python -m loadtest.run_locust --scenario retry_storm -u 20 -t 30s
-    python -m loadtest.run_locust --host https://billing.example --scenario steady
+    python -m loadtest.run_locust --host "$BILLING_URL" --scenario steady
 
 With `--host` nothing is started: the scenario runs against that deployment
 with the admin token from `--admin-token` or env `BILLING_ADMIN_TOKEN`.
