@@ -665,11 +665,10 @@ class SpannerLedger:
         rows = self._query(
             f"SELECT {', '.join('o.' + c for c in _OUTBOX_COLS)} "
             "FROM Outbox@{FORCE_INDEX=OutboxByTopic} o "
-            "WHERE o.topic = @topic AND o.created_at <= @now "
-            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= @now) "
+            "WHERE o.topic = @topic AND COALESCE(o.next_attempt_at, o.created_at) <= @now "
             "AND NOT EXISTS (SELECT 1 FROM Outbox p WHERE p.topic = @topic "
             "  AND p.ordering_key = o.ordering_key "
-            "  AND (p.created_at > @now OR p.next_attempt_at > @now) "
+            "  AND COALESCE(p.next_attempt_at, p.created_at) > @now "
             "  AND (p.committed_at < o.committed_at "
             "       OR (p.committed_at = o.committed_at AND p.position < o.position))) "
             "ORDER BY o.committed_at, o.position LIMIT @n",
