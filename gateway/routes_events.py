@@ -153,15 +153,17 @@ async def list_receipts(request: web.Request) -> web.Response:
     after_seq = _query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
     limit = _query_int(request, "limit", 100, 1, limits.receipts_page_max)
     # The ledger of record answers: it is never behind, unlike a read model.
-    receipts = await services.blocking(
-        services.store.list_receipts, customer_id, after_seq, limit + 1
+    page = await services.blocking(services.store.list_receipts, customer_id, after_seq, limit)
+    # Adapters cap a page at receipts_page_max, so `limit + 1` cannot tell
+    # whether more follow; a one-row look past a full page can.
+    has_more = len(page) == limit and bool(
+        await services.blocking(services.store.list_receipts, customer_id, page[-1].seq, 1)
     )
-    page = receipts[:limit]
     return json_response(
         {
             "object": "list",
             "data": [receipt_document(r) for r in page],
-            "has_more": len(receipts) > limit,
+            "has_more": has_more,
             "next_after_seq": page[-1].seq if page else after_seq,
         }
     )

@@ -73,3 +73,19 @@ async def test_full_batch_of_one_hundred_is_durable(service: Service) -> None:
     assert status == 200
     assert {r["status"] for r in body["results"]} == {202}
     assert (await service.balance(customer))["balance"] == "1.00"
+
+
+async def test_a_full_page_of_receipts_says_more_follow(service: Service) -> None:
+    customer = await service.create_customer()
+    for _ in range(11):  # 1,100 receipts, in batches of 100
+        events = [service.event(customer, amount="0.01") for _ in range(100)]
+        status, _ = await _post_batch(service, customer, events)
+        assert status == 200
+    async with service.session.get(
+        "/v1/receipts", params={"limit": 1000}, headers=customer.auth
+    ) as response:
+        page = await response.json()
+    assert len(page["data"]) == 1000
+    assert page["has_more"] is True
+    assert page["next_after_seq"] == 1000
+    assert len(await service.receipts(customer)) == 1100
