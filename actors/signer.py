@@ -43,8 +43,10 @@ class _SignerStage:
         self._pipeline = pipeline
         self._metrics = metrics
         self._on_fatal = on_fatal
-        per_worker = max(1, queue_max // workers)
-        self._queues: list[queue.Queue[Any]] = [queue.Queue(per_worker) for _ in range(workers)]
+        # Each partition may hold the whole bound: customers do not hash evenly,
+        # and admission in front already bounds the total. A smaller share let
+        # one hot partition fill and answer 503 where admission promised 429.
+        self._queues: list[queue.Queue[Any]] = [queue.Queue(queue_max) for _ in range(workers)]
         self._threads = [
             threading.Thread(target=self._run, args=(q,), name=f"signer-{i}", daemon=True)
             for i, q in enumerate(self._queues)
