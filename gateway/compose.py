@@ -15,7 +15,7 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,20 @@ class Runtime:
         app = build_app(self.services)
         for hook in self.app_hooks:
             hook(app)
+        app.cleanup_ctx.append(self._background_tasks)
         return app
+
+    async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
+        """Periodic work tied to the app's life: readiness probe, passivation."""
+        tasks = [
+            asyncio.create_task(_refresh_readiness_forever(self.services)),
+            asyncio.create_task(_passivate_forever(self.services)),
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def stop(self) -> None:
         stopped = self.root.stop(timeout_ms=int(self.settings.drain_timeout_s * 1000) + 20_000)
@@ -299,6 +312,7 @@ def _start(
         return True
 
     readiness = Readiness(tree_up=lambda: root.is_running, store_writable=store_writable)
+    readiness.refresh()
     readiness_box.append(readiness)
     http_metrics = HttpMetrics(registry)
     admission = Admission(
@@ -357,7 +371,6 @@ async def run_server(
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    passivator = asyncio.create_task(_passivate_forever(services))
     on_ready(f"http://{settings.host}:{_bound_port(site, settings.port)}")
     log.info("billing.serving", host=settings.host, port=settings.port)
     try:
@@ -365,9 +378,6 @@ async def run_server(
     finally:
         log.info("billing.draining")
         services.readiness.draining = True
-        passivator.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await passivator
         await runner.cleanup()  # stop accepting, let in-flight requests finish
         await loop.run_in_executor(None, runtime.stop)
         log.info("billing.stopped")
@@ -379,6 +389,15 @@ def _bound_port(site: web.TCPSite, default: int) -> int:
     for sock in sockets:
         return int(sock.getsockname()[1])
     return default
+
+
+async def _refresh_readiness_forever(services: Services, interval_s: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await services.blocking(services.readiness.refresh)
+        except Exception:
+            log.exception("readiness.refresh_failed")
 
 
 async def _passivate_forever(services: Services) -> None:

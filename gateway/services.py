@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,23 +32,25 @@ T = TypeVar("T")
 @dataclass
 class Readiness:
     """Whether charges are accepted: the tree is up, the store writable, and no
-    integrity halt or drain is in progress."""
+    integrity halt or drain is in progress.
+
+    `ready()` is on the hot path and only reads flags; `refresh()` does the
+    real checks and runs off the event loop (a store check waits behind the
+    ledger writer's lock, which must never stall the loop or fail a charge).
+    """
 
     tree_up: Callable[[], bool]
     store_writable: Callable[[], bool]
     halted_reason: str | None = None
     draining: bool = False
-    _cached_at: float = 0.0
-    _cached: bool = False
+    _healthy: bool = False
+
+    def refresh(self) -> bool:
+        self._healthy = self.tree_up() and self.store_writable()
+        return self._healthy
 
     def ready(self) -> bool:
-        if self.halted_reason is not None or self.draining:
-            return False
-        now = time.monotonic()
-        if now - self._cached_at > 1.0:
-            self._cached = self.tree_up() and self.store_writable()
-            self._cached_at = now
-        return self._cached
+        return self._healthy and self.halted_reason is None and not self.draining
 
 
 @dataclass
