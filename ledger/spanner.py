@@ -14,7 +14,9 @@ Every RPC carries a timeout; a transaction retries on ABORTED until
 from __future__ import annotations
 
 import base64
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
@@ -59,6 +61,9 @@ request_timeout_s: Final = 30.0
 # Total time a transaction may spend retrying ABORTED before giving up.
 transaction_timeout_s: Final = 60.0
 outbox_messages_max: Final = commit_batch_receipts_max * 4
+# The emulator's way of aborting an overlapping transaction (see `_call`).
+_disguised_abort_retries_max: Final = 20
+_DISGUISED_ABORTS: Final = ("Transaction not found", "Invalid transaction ID")
 
 _CUSTOMER_COLS: Final = ("customer_id", "email", "currency", "created_at", "stripe_customer_id")
 _ACCOUNT_COLS: Final = ("customer_id", "seq", "last_receipt_hash", "balance_minor")
@@ -104,6 +109,10 @@ _RECEIPT_SELECT: Final = ", ".join(RECEIPT_FIELDS)
 KeySet: Final[Callable[..., Any]] = _UntypedKeySet
 _STR: Final = param_types.STRING
 _INT: Final = param_types.INT64
+
+
+def _is_disguised_abort(error: Exception) -> bool:
+    return any(text in str(error) for text in _DISGUISED_ABORTS)
 
 
 def _customer(row: Sequence[Any]) -> Customer:
@@ -195,8 +204,27 @@ class SpannerLedger:
             raise StoreUnavailable("the Spanner ledger is closed")
 
     def _call(self, action: Callable[[], T]) -> T:
-        """Run one store operation, mapping transport failures to StoreUnavailable."""
+        """Run one store operation, mapping transport failures to StoreUnavailable.
+
+        The emulator aborts a transaction that overlaps another one (another
+        process's, or a snapshot's) but reports it as NOT_FOUND "Transaction
+        not found" or FAILED_PRECONDITION "Invalid transaction ID" instead of
+        ABORTED, which the client would retry: those run the whole operation
+        again (a transaction re-reads under its locks, so it is safe), boundedly.
+        """
         self._check_open()
+        for attempt in range(1, _disguised_abort_retries_max + 1):
+            try:
+                return self._call_once(action)
+            except (gexc.NotFound, gexc.FailedPrecondition) as error:
+                if not _is_disguised_abort(error):
+                    raise
+                if attempt == _disguised_abort_retries_max:
+                    raise StoreUnavailable(f"spanner: {error}") from error
+                time.sleep(random.uniform(0.0, 0.005 * attempt))
+        raise AssertionError("unreachable")
+
+    def _call_once(self, action: Callable[[], T]) -> T:
         try:
             return action()
         except (gexc.Aborted, gexc.ServiceUnavailable, gexc.DeadlineExceeded) as error:
