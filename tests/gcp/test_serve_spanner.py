@@ -89,9 +89,8 @@ def migrate(store_url: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def provision(
-    spanner: str, firestore: str, pubsub: str, storage: str
-) -> GcpStack:  # the emulator fixtures set the *_EMULATOR_HOST variables
+def provision() -> GcpStack:
+    """Fresh resources on the emulators named by the *_EMULATOR_HOST variables."""
     from google.cloud import pubsub_v1
     from google.cloud import storage as gcs
 
@@ -132,7 +131,7 @@ def provision(
 def stack(
     spanner_emulator: str, firestore_emulator: str, pubsub_emulator: str, storage_emulator: str
 ) -> GcpStack:
-    return provision(spanner_emulator, firestore_emulator, pubsub_emulator, storage_emulator)
+    return provision()
 
 
 @pytest.fixture
