@@ -63,7 +63,11 @@ transaction_timeout_s: Final = 60.0
 outbox_messages_max: Final = commit_batch_receipts_max * 4
 # The emulator's way of aborting an overlapping transaction (see `_call`).
 _disguised_abort_retries_max: Final = 20
-_DISGUISED_ABORTS: Final = ("Transaction not found", "Invalid transaction ID")
+_DISGUISED_ABORTS: Final = (
+    "Transaction not found",
+    "Invalid transaction ID",
+    "after it has been committed or rolledback",
+)
 
 _CUSTOMER_COLS: Final = ("customer_id", "email", "currency", "created_at", "stripe_customer_id")
 _ACCOUNT_COLS: Final = ("customer_id", "seq", "last_receipt_hash", "balance_minor")
