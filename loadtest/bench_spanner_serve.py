@@ -84,35 +84,20 @@ def main(argv: list[str] | None = None) -> int:
             emulator.stop()
 
 
-def _key_file(directory: Path) -> Path:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = directory / "signing.pem"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return path
-
-
 @contextlib.contextmanager
 def _server(workdir: Path) -> Iterator[tuple[Any, Any]]:
     from tests.gcp.test_serve_spanner import provision
     from tests.integration._proc import running_server
+    from tests.integration.conftest import ADMIN_TOKEN
 
     stack = provision()
+    # No key file: the server makes a development signing key in its data dir.
+    env = {**stack.env(), "BILLING_LOG_LEVEL": "warning", "BILLING_ADMIN_TOKEN": ADMIN_TOKEN}
     with running_server(
         workdir,
-        _key_file(workdir),
+        None,
         args=("--store", stack.store),
-        env={**stack.env(), "BILLING_LOG_LEVEL": "warning"},
+        env=env,
         name="serve",
     ) as server:
         yield server, stack

@@ -23,11 +23,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from actors.outbox import OutboxMetrics, OutboxRelay
-from gateway.storage import TOPIC_ARCHIVE, TOPIC_READ_MODEL
+from gateway.storage import TOPIC_ARCHIVE, TOPIC_READ_MODEL, Adapters
 from ledger import OutboxMessage, ReceiptWrite, StoredReceipt
 from ledger.firestore import FirestoreReadModel
 from ledger.gcs import GcsArchive
-from ledger.receipt_codec import encode_stored_receipt
 from ledger.spanner import SpannerLedger
 from supervisor import Link
 from tests.gcp import _data as d
@@ -90,17 +89,10 @@ class CountingSinks:
 
 
 def outbox_for(receipt: StoredReceipt) -> list[OutboxMessage]:
-    """As the composition root writes them (gateway.storage.Adapters.outbox_for)."""
-    return [
-        OutboxMessage(
-            message_id=f"{receipt.receipt_id}:{topic}",
-            topic=topic,
-            ordering_key=receipt.customer_id,
-            payload=encode_stored_receipt(receipt),
-            created_at=receipt.recorded_at,
-        )
-        for topic in (TOPIC_READ_MODEL, TOPIC_ARCHIVE)
-    ]
+    """As the composition root writes them: one message per sink topic."""
+    topics = dict.fromkeys((TOPIC_READ_MODEL, TOPIC_ARCHIVE), lambda receipts: None)
+    adapters = Adapters(store=None, read_model=None, broadcast=None, archive=None, sinks=topics)  # type: ignore[arg-type]
+    return adapters.outbox_for(receipt)
 
 
 @pytest.fixture

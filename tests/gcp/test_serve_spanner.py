@@ -227,6 +227,9 @@ def test_the_emulators_disguised_aborts_rerun_the_operation() -> None:
     errors = [
         gexc.NotFound("Transaction not found: 90"),
         gexc.FailedPrecondition("Invalid transaction ID. Transaction ID must be >= 503"),
+        gexc.FailedPrecondition(
+            "Cannot read or query using a transaction after it has been committed or rolledback."
+        ),
     ]
 
     def flaky() -> str:
