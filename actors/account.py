@@ -9,7 +9,6 @@ barrier has let every receipt already in flight settle.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import structlog
 
 from actors import charges
 from actors.charges import ChargeCommand, ChargeOutcome, Reply, refused
+from actors.ids import IdMinter
 from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
@@ -30,6 +30,8 @@ from ledger import AccountState, Entitlement, LedgerStore, limits
 from supervisor import Link, SupervisedActor
 
 log = structlog.get_logger(__name__)
+
+_receipt_ids = IdMinter("rcpt_")
 
 
 class Reload(NamedTuple):
@@ -179,7 +181,7 @@ class AccountActor(SupervisedActor):
         seq = self._seq + 1
         balance_after = self._balance_minor + command.amount_minor
         recorded_at = self._deps.now_rfc3339()
-        receipt_id = "rcpt_" + os.urandom(12).hex()
+        receipt_id = _receipt_ids()
         core: dict[str, Any] = {
             "receipt_id": receipt_id,
             "customer_id": self.customer_id,

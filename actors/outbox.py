@@ -69,13 +69,15 @@ class OutboxRelay(SupervisedActor):
         metrics: OutboxMetrics,
         wake: threading.Event,
         poll_interval_s: float = 0.25,
-        batch_max: int = 256,
+        pass_interval_s: float = 0.2,
+        batch_max: int = 2_000,
     ) -> None:
         super().__init__(link)
         self._store = store
         self._sinks = dict(sinks)
         self._metrics = metrics
         self._poll_interval_s = poll_interval_s
+        self._pass_interval_s = pass_interval_s
         self._batch_max = batch_max
         self._stopping = threading.Event()
         self._wake = wake  # set by the ledger writer after each commit
@@ -108,11 +110,17 @@ class OutboxRelay(SupervisedActor):
                 if time.monotonic() - backlog_measured_at >= 1.0:
                     self._measure_backlog()
                     backlog_measured_at = time.monotonic()
+                started = time.monotonic()
                 moved = sum(self.relay_once(topic) for topic in self._sinks)
                 if not moved:
                     self._wake.wait(self._poll_interval_s)
                     self._wake.clear()
-                    time.sleep(0.002)  # let a burst of commits gather into one batch
+                # Amortize: each pass costs a read and, for the archive, an
+                # fsync per touched file, so passes are spaced and batches grow
+                # with load instead of relaying a few receipts at a time.
+                rest_s = self._pass_interval_s - (time.monotonic() - started)
+                if rest_s > 0 and not self._stopping.is_set():
+                    self._stopping.wait(rest_s)
         except Exception as error:
             log.exception("outbox.relay_crashed")
             self.actor_ref.tell(_Crash(repr(error)))

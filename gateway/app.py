@@ -3,18 +3,20 @@ and request metrics; routes from the routes_* modules."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
+from actors.ids import IdMinter
 from gateway import routes_admin, routes_events, routes_public
 from gateway.errors import ApiError
 from gateway.services import SERVICES, Services
 from ledger import limits
 
 log = structlog.get_logger(__name__)
+
+_request_ids = IdMinter("req_")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,7 +34,7 @@ def _route_name(request: web.Request) -> str:
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id") or secrets.token_hex(8)
+    request_id = request.headers.get("X-Request-Id") or _request_ids()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)

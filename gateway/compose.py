@@ -15,7 +15,7 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from gateway.storage import Adapters, open_adapters
 from gateway.stripe_settings import StripeSettings
 from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
-from ledger import LedgerError, SigningKeyRecord
+from ledger import LedgerError, SigningKeyRecord, StoredReceipt
 from ledger.clock import utc_now_rfc3339
 from supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
 
@@ -204,6 +204,16 @@ def _start(
 
     stripe = wire_stripe(stripe_settings, store, registry, reload_account)
     outbox_metrics = OutboxMetrics(registry)
+    outbox_wake = threading.Event()
+
+    def after_commit(receipts: Sequence[StoredReceipt]) -> None:
+        for publish in adapters.after_commit:
+            try:
+                publish(receipts)
+            except Exception:  # an in-process subscriber must not stop the writer
+                log.exception("billing.after_commit_failed")
+        outbox_wake.set()
+
     reconciler_metrics = ReconcilerMetrics(registry)
 
     def on_integrity_failure(reason: str) -> None:
@@ -212,7 +222,6 @@ def _start(
         if readiness_box:
             readiness_box[0].halted_reason = f"integrity failure: {reason}"
 
-    outbox_wake = threading.Event()
     children = [
         ChildSpec(
             id="store",
@@ -225,7 +234,7 @@ def _start(
                 batch_max=settings.commit_batch_receipts_max,
                 queue_max=settings.admission_queue_max * 2,
                 linger_ms=settings.commit_linger_ms,
-                on_committed=lambda receipts: outbox_wake.set(),
+                on_committed=after_commit,
             ),
             restart="permanent",
             shutdown_timeout_ms=10_000,

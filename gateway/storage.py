@@ -45,6 +45,9 @@ class Adapters:
     # per customer. The embedded read model is the store itself: no topic.
     sinks: dict[str, Callable[[Sequence[StoredReceipt]], None]] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # Called by the ledger writer right after each durable commit: for sinks
+    # whose consumers live in this process, a durable outbox copy buys nothing.
+    after_commit: list[Callable[[Sequence[StoredReceipt]], None]] = field(default_factory=list)
 
     def outbox_for(self, receipt: StoredReceipt) -> list[OutboxMessage]:
         return [
@@ -91,6 +94,7 @@ def open_adapters(settings: Settings) -> Adapters:
         raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
 
     broadcast: ReceiptBroadcast = InProcessBroadcast()
+    in_process_broadcast = not settings.broadcast_url
     if settings.broadcast_url:
         broadcast = _open_broadcast(settings.broadcast_url)
     closers.append(broadcast.close)
@@ -106,7 +110,10 @@ def open_adapters(settings: Settings) -> Adapters:
         archive=archive,
         closers=closers,
     )
-    adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
+    if in_process_broadcast:
+        adapters.after_commit.append(broadcast.publish)
+    else:
+        adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
     adapters.sinks[TOPIC_ARCHIVE] = archive.append
     if separate_read_model:
         adapters.sinks[TOPIC_READ_MODEL] = read_model.upsert_receipts
