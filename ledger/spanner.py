@@ -62,7 +62,7 @@ request_timeout_s: Final = 30.0
 transaction_timeout_s: Final = 60.0
 outbox_messages_max: Final = commit_batch_receipts_max * 4
 # The emulator's way of aborting an overlapping transaction (see `_call`).
-_disguised_abort_retries_max: Final = 20
+_disguised_abort_retries_max: Final = 30
 _DISGUISED_ABORTS: Final = (
     "Transaction not found",
     "Invalid transaction ID",
@@ -225,7 +225,8 @@ class SpannerLedger:
                     raise
                 if attempt == _disguised_abort_retries_max:
                     raise StoreUnavailable(f"spanner: {error}") from error
-                time.sleep(random.uniform(0.0, 0.005 * attempt))
+                # Full jitter: overlapping writers must stop colliding.
+                time.sleep(random.uniform(0.0, min(0.25, 0.005 * 2**attempt)))
         raise AssertionError("unreachable")
 
     def _call_once(self, action: Callable[[], T]) -> T:
