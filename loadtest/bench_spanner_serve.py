@@ -34,7 +34,7 @@ from typing import Any
 
 metrics_poll_s = 0.5
 drain_timeout_s = 120.0
-setup_concurrency_max = 16
+setup_concurrency_max = 4
 
 
 @dataclass
