@@ -4,7 +4,6 @@ real SQLite file, served by aiohttp on a loopback port."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -15,30 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.compose import Runtime, build_runtime
 from gateway.settings import Settings
 
 ADMIN_TOKEN = "adm_integration_test_token"
-
-
-@pytest.fixture(scope="session")
-def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One RSA key for the whole session: generating one per test is slow."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path_factory.mktemp("keys") / "signing.pem"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return path
 
 
 def now_rfc3339() -> str:
