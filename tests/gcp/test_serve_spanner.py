@@ -38,11 +38,7 @@ from tests.integration._proc import (
     running_server,
     server_env,
 )
-from tests.integration.conftest import (  # noqa: F401  (fixture, found by name)
-    Customer,
-    Service,
-    signing_key_file,
-)
+from tests.integration.conftest import Customer, Service
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(240)]
 
@@ -137,7 +133,7 @@ def stack(
 @pytest.fixture
 def two_servers(
     tmp_path: Path,
-    signing_key_file: Path,  # noqa: F811  (the fixture imported above)
+    signing_key_file: Path,
     stack: GcpStack,
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     args = ("--store", stack.store)
