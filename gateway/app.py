@@ -12,7 +12,7 @@ from actors.ids import IdMinter
 from gateway import routes_admin, routes_events, routes_public
 from gateway.errors import ApiError
 from gateway.services import SERVICES, Services
-from ledger import limits
+from ledger import StoreUnavailable, limits
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 method=request.method,
             )
         response = error.response()
+    except StoreUnavailable as error:
+        # The store (not the request) failed: retry-safe, never a 500.
+        log.warning("http.store_unavailable", path=request.path, reason=str(error))
+        response = ApiError(
+            503, "store_unavailable", "the ledger is unavailable; retry", retry_after_s=1
+        ).response()
     except web.HTTPException as error:
         code, message = _HTTP_CODES.get(error.status, ("http_error", error.reason))
         response = ApiError(error.status, code, message).response()

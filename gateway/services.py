@@ -25,6 +25,7 @@ from gateway.http_metrics import HttpMetrics
 from gateway.settings import Settings
 from gateway.validation import EventRequest
 from ledger import LedgerStore, ReceiptReadModel
+from supervisor import SupervisorError
 
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ class Services:
             return ref
         try:
             return await self.blocking(self.directory.ensure, customer_id)
-        except Unavailable:
+        except (Unavailable, SupervisorError):  # the tree is restarting or stopped
             return None
 
     def submit(

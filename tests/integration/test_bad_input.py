@@ -159,3 +159,17 @@ async def test_admin_routes_validate_too(service: Service) -> None:
         headers=service.admin,
     ) as response:
         assert (response.status, (await response.json())["error"]["param"]) == (400, "quota")
+
+
+async def test_an_unavailable_store_is_a_retry_safe_503_not_a_500(service: Service) -> None:
+    customer = await service.create_customer()
+    service.runtime.adapters.store.close()  # the disk went away, say
+    async with service.session.post(
+        "/v1/customers", json={"email": "x@example.com", "currency": "USD"}, headers=service.admin
+    ) as response:
+        body = await response.json()
+        assert response.status == 503, body
+        assert body["error"]["code"] == "store_unavailable"
+        assert response.headers["Retry-After"]
+    async with service.session.get("/v1/balance", headers=customer.auth) as response:
+        assert response.status == 503
