@@ -19,9 +19,10 @@ from actors.charges import INTERNAL, STORE_UNAVAILABLE, refused
 from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
+from actors.stage_owner import StageOwner
 from crypto import SigningKey
 from ledger import StoredReceipt
-from supervisor import Link, SupervisedActor
+from supervisor import Link
 
 log = structlog.get_logger(__name__)
 
@@ -133,15 +134,10 @@ def _fail_all(q: queue.Queue[Any], message: str) -> None:
         _fail(item, STORE_UNAVAILABLE, message)
 
 
-class _Crash:
-    """Told to the pool by a worker thread that hit an unexpected error."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class SignerPool(SupervisedActor):
+class SignerPool(StageOwner):
     """Supervised owner of the signing threads (a permanent child)."""
+
+    name = "signer"
 
     def __init__(
         self,
@@ -154,34 +150,16 @@ class SignerPool(SupervisedActor):
         metrics: ActorMetrics,
         stop_timeout_s: float = 5.0,
     ) -> None:
-        super().__init__(link)
+        super().__init__(link, stop_timeout_s)
         self._pipeline = pipeline
-        self._stop_timeout_s = stop_timeout_s
-        self._stage = _SignerStage(key, pipeline, workers, queue_max, metrics, self._report_crash)
+        self._stage = _SignerStage(key, pipeline, workers, queue_max, metrics, self.report_crash)
         metrics.signer_queue_depth.set_function(self._stage.depth)
 
-    def _report_crash(self, reason: str) -> None:
-        with contextlib.suppress(Exception):  # already stopping
-            self.actor_ref.tell(_Crash(reason))
+    def stage(self) -> _SignerStage:
+        return self._stage
 
-    def on_start(self) -> None:
-        super().on_start()
-        self._stage.start()
+    def attach(self) -> None:
         self._pipeline.attach_signer(self._stage)
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Crash):
-            raise RuntimeError(f"signer worker failed: {message.reason}")
-        return super().on_receive(message)
-
-    def _shutdown(self) -> None:
+    def detach(self) -> None:
         self._pipeline.detach_signer(self._stage)
-        self._stage.stop(self._stop_timeout_s)
-
-    def on_stop(self) -> None:
-        self._shutdown()
-        super().on_stop()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._shutdown()
-        super().on_failure(*exc_info)

@@ -22,8 +22,9 @@ from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, refused
 from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
+from actors.stage_owner import StageOwner
 from ledger import ChainConflict, LedgerStore, OutboxMessage, ReceiptWrite, StoredReceipt
-from supervisor import Link, SupervisedActor
+from supervisor import Link
 
 log = structlog.get_logger(__name__)
 
@@ -186,13 +187,10 @@ class _WriterStage:
                 self._pipeline.on_chain_failed(customer_id)
 
 
-class _Crash:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class LedgerWriter(SupervisedActor):
+class LedgerWriter(StageOwner):
     """Supervised owner of the writer thread (the `store` child, permanent)."""
+
+    name = "ledger writer"
 
     def __init__(
         self,
@@ -208,10 +206,9 @@ class LedgerWriter(SupervisedActor):
         on_committed: Callable[[Sequence[StoredReceipt]], None] = lambda receipts: None,
         stop_timeout_s: float = 5.0,
     ) -> None:
-        super().__init__(link)
+        super().__init__(link, stop_timeout_s)
         self._store = store
         self._pipeline = pipeline
-        self._stop_timeout_s = stop_timeout_s
         self._stage = _WriterStage(
             store,
             pipeline,
@@ -220,34 +217,20 @@ class LedgerWriter(SupervisedActor):
             batch_max,
             queue_max,
             linger_ms,
-            self._report_crash,
+            self.report_crash,
             on_committed,
         )
         metrics.writer_queue_depth.set_function(self._stage.depth)
 
-    def _report_crash(self, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            self.actor_ref.tell(_Crash(reason))
+    def stage(self) -> _WriterStage:
+        return self._stage
 
     def on_start(self) -> None:
+        self._store.check_writable()  # a store that cannot be written is a failed start
         super().on_start()
-        self._store.check_writable()
-        self._stage.start()
+
+    def attach(self) -> None:
         self._pipeline.attach_writer(self._stage)
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Crash):
-            raise RuntimeError(f"ledger writer failed: {message.reason}")
-        return super().on_receive(message)
-
-    def _shutdown(self) -> None:
+    def detach(self) -> None:
         self._pipeline.detach_writer(self._stage)
-        self._stage.stop(self._stop_timeout_s)
-
-    def on_stop(self) -> None:
-        self._shutdown()
-        super().on_stop()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._shutdown()
-        super().on_failure(*exc_info)
