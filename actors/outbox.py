@@ -14,15 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from actors.stage_owner import LoopThread, StageOwner
 from ledger import LedgerStore, OutboxMessage, StoredReceipt
 from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
 from ledger.receipt_codec import decode_stored_receipt
-from supervisor import Link, SupervisedActor
+from supervisor import Link
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +59,9 @@ def backoff_s(attempts: int) -> float:
     return float(min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
 
 
-class OutboxRelay(SupervisedActor):
+class OutboxRelay(StageOwner):
+    name = "outbox relay"
+
     def __init__(
         self,
         link: Link,
@@ -72,58 +74,36 @@ class OutboxRelay(SupervisedActor):
         pass_interval_s: float = 0.2,
         batch_max: int = 2_000,
     ) -> None:
-        super().__init__(link)
+        super().__init__(link, stop_timeout_s=10.0)
         self._store = store
         self._sinks = dict(sinks)
         self._metrics = metrics
         self._poll_interval_s = poll_interval_s
         self._pass_interval_s = pass_interval_s
         self._batch_max = batch_max
-        self._stopping = threading.Event()
         self._wake = wake  # set by the ledger writer after each commit
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._loop = LoopThread("outbox-relay", self._run, self.report_crash, wake.set)
 
-    def on_start(self) -> None:
-        super().on_start()
-        self._thread.start()
+    def stage(self) -> LoopThread:
+        return self._loop
 
-    def on_stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(10.0)
-        super().on_stop()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._stopping.set()
-        self._wake.set()
-        super().on_failure(*exc_info)
-
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Crash):
-            raise RuntimeError(f"outbox relay failed: {message.reason}")
-        return super().on_receive(message)
-
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         backlog_measured_at = 0.0
-        try:
-            while not self._stopping.is_set():
-                if time.monotonic() - backlog_measured_at >= 1.0:
-                    self._measure_backlog()
-                    backlog_measured_at = time.monotonic()
-                started = time.monotonic()
-                moved = sum(self.relay_once(topic) for topic in self._sinks)
-                if not moved:
-                    self._wake.wait(self._poll_interval_s)
-                    self._wake.clear()
-                # Amortize: each pass costs a read and, for the archive, an
-                # fsync per touched file, so passes are spaced and batches grow
-                # with load instead of relaying a few receipts at a time.
-                rest_s = self._pass_interval_s - (time.monotonic() - started)
-                if rest_s > 0 and not self._stopping.is_set():
-                    self._stopping.wait(rest_s)
-        except Exception as error:
-            log.exception("outbox.relay_crashed")
-            self.actor_ref.tell(_Crash(repr(error)))
+        while not stopping.is_set():
+            if time.monotonic() - backlog_measured_at >= 1.0:
+                self._measure_backlog()
+                backlog_measured_at = time.monotonic()
+            started = time.monotonic()
+            moved = sum(self.relay_once(topic) for topic in self._sinks)
+            if not moved:
+                self._wake.wait(self._poll_interval_s)
+                self._wake.clear()
+            # Amortize: each pass costs a read and, for the archive, an fsync
+            # per touched file, so passes are spaced and batches grow with
+            # load instead of relaying a few receipts at a time.
+            rest_s = self._pass_interval_s - (time.monotonic() - started)
+            if rest_s > 0:
+                stopping.wait(rest_s)
 
     def _measure_backlog(self) -> None:
         """Every topic's backlog, including ones other relays deliver (Admin API)."""
@@ -160,8 +140,3 @@ class OutboxRelay(SupervisedActor):
         for message in messages:
             due = now + timedelta(seconds=backoff_s(message.attempts + 1))
             self._store.outbox_retry_later(message.message_id, error[:500], format_rfc3339(due))
-
-
-class _Crash:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason

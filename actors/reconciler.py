@@ -27,10 +27,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from actors._reconcile_audit import CustomerAudit, audit_customer
 from actors._reconcile_copies import CopyReport, compare_copies
+from actors.stage_owner import LoopThread, StageOwner
 from crypto import JWKSError, TrustedKeys
 from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel
 from ledger.errors import InvariantViolation
-from supervisor import Link, SupervisedActor
+from supervisor import Link
 
 __all__ = [
     "CopyReport",
@@ -152,9 +153,11 @@ class PassSummary:
             self.error_details.append(detail)
 
 
-class Reconciler(SupervisedActor):
+class Reconciler(StageOwner):
     """Supervised worker owning one audit thread; `FullPass` (or
     `proxy().full_pass()`) audits everyone synchronously."""
+
+    name = "reconciler"
 
     def __init__(
         self,
@@ -169,7 +172,7 @@ class Reconciler(SupervisedActor):
         on_integrity_failure: IntegrityFailure,
         customers_per_round_max: int = 100,
     ) -> None:
-        super().__init__(link)
+        super().__init__(link, stop_timeout_s=thread_join_timeout_s)
         if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)) or not (
             0 < interval_s <= interval_s_max
         ):
@@ -192,35 +195,17 @@ class Reconciler(SupervisedActor):
         self._per_round = customers_per_round_max
         self._cursor: str | None = None  # last customer audited in the current pass
         self._work_lock = threading.Lock()  # one round or full pass at a time
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self._loop = LoopThread("reconciler", self._run, self.report_crash)
+        self._stopping = self._loop.stopping
 
     # -- actor lifecycle ---------------------------------------------------
-    def on_start(self) -> None:
-        super().on_start()
-        self._thread.start()
-
-    def on_stop(self) -> None:
-        self._stopping.set()
-        self._join()
-        super().on_stop()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._stopping.set()
-        super().on_failure(*exc_info)
+    def stage(self) -> LoopThread:
+        return self._loop
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, FullPass):
             return self.full_pass(repair=message.repair)
-        if isinstance(message, _Crash):
-            raise RuntimeError(f"reconciler failed: {message.reason}")
         return super().on_receive(message)
-
-    def _join(self) -> None:
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(thread_join_timeout_s)
-            if self._thread.is_alive():
-                log.error("reconciler.thread_stop_timeout", timeout_s=thread_join_timeout_s)
 
     # -- the work ----------------------------------------------------------
     def full_pass(self, repair: bool = True) -> PassSummary:
@@ -236,13 +221,9 @@ class Reconciler(SupervisedActor):
         finally:
             self._work_lock.release()
 
-    def _run(self) -> None:
-        try:
-            while not self._stopping.wait(self._interval_s):
-                self._round()
-        except Exception as error:
-            log.exception("reconciler.crashed")
-            self.actor_ref.tell(_Crash(repr(error)))
+    def _run(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self._interval_s):
+            self._round()
 
     def _round(self) -> None:
         # A full pass in progress covers this round's customers too.
@@ -370,8 +351,3 @@ def _summary_fields(summary: PassSummary) -> dict[str, object]:
     fields = {k: v for k, v in dataclasses.asdict(summary).items() if not isinstance(v, list)}
     fields["duration_s"] = round(summary.duration_s, 3)
     return fields
-
-
-class _Crash:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason

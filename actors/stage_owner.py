@@ -9,14 +9,56 @@ becomes a crash the supervisor sees and restarts from.
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
+import structlog
+
 from supervisor import Link, SupervisedActor
+
+log = structlog.get_logger(__name__)
 
 
 class Stage(Protocol):
     def start(self) -> None: ...
     def stop(self, timeout_s: float) -> None: ...
+
+
+class LoopThread:
+    """A stage of one thread running `body(stopping)` until `stopping` is set.
+    An exception escaping the body is reported through `on_crash`."""
+
+    def __init__(
+        self,
+        name: str,
+        body: Callable[[threading.Event], None],
+        on_crash: Callable[[str], None],
+        on_stop_requested: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.stopping = threading.Event()
+        self._body = body
+        self._on_crash = on_crash
+        self._on_stop_requested = on_stop_requested
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float) -> None:
+        self.stopping.set()
+        self._on_stop_requested()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("stage.thread_stop_timeout", thread=self._thread.name)
+
+    def _run(self) -> None:
+        try:
+            self._body(self.stopping)
+        except Exception as error:
+            log.exception("stage.thread_crashed", thread=self._thread.name)
+            self._on_crash(repr(error))
 
 
 class StageCrashed(NamedTuple):
@@ -28,7 +70,7 @@ class StageCrashed(NamedTuple):
 class StageOwner(SupervisedActor):
     name = "stage"
 
-    def __init__(self, link: Link, stop_timeout_s: float) -> None:
+    def __init__(self, link: Link | None, stop_timeout_s: float) -> None:
         super().__init__(link)
         self._stop_timeout_s = stop_timeout_s
 
