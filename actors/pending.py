@@ -7,11 +7,12 @@ duplicates of the same idempotency key wait on the same `PendingReceipt`.
 
 from __future__ import annotations
 
+import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.charges import ChargeOutcome, Reply
+from actors.charges import ChargeOutcome, Reply, refused
 from ledger import StoredReceipt
 
 
@@ -76,3 +77,22 @@ class Barrier:
 
     customer_id: str
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def settle_failed(item: object, code: str, message: str) -> None:
+    """Answer a pipeline item that will not commit: a receipt is refused, a
+    barrier released (everything queued before it is settled too)."""
+    if isinstance(item, PendingReceipt):
+        item.complete(refused(code, message))
+    elif isinstance(item, Barrier):
+        item.done.set()
+
+
+def settle_queue(q: queue.Queue[Any], code: str, message: str) -> None:
+    """Settle whatever is left in a stopped stage's queue: never drop it."""
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return
+        settle_failed(item, code, message)

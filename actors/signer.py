@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import structlog
 
-from actors.charges import INTERNAL, STORE_UNAVAILABLE, refused
+from actors.charges import INTERNAL, STORE_UNAVAILABLE
 from actors.metrics import ActorMetrics
-from actors.pending import Barrier, PendingReceipt
+from actors.pending import Barrier, PendingReceipt, settle_failed, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
 from crypto import SigningKey
@@ -74,7 +74,7 @@ class _SignerStage:
         for thread in self._threads:
             thread.join(timeout_s)
         for q in self._queues:  # whatever was left is answered, never dropped
-            _fail_all(q, "signer stopped")
+            settle_queue(q, STORE_UNAVAILABLE, "signer stopped")
 
     def _run(self, q: queue.Queue[Any]) -> None:
         while True:
@@ -86,12 +86,12 @@ class _SignerStage:
                     self._sign(item)
                 self._pipeline.commit(item)
             except Unavailable as error:
-                _fail(item, STORE_UNAVAILABLE, str(error))
+                settle_failed(item, STORE_UNAVAILABLE, str(error))
                 if isinstance(item, PendingReceipt):
                     self._pipeline.on_chain_failed(item.customer_id)
             except Exception as error:
                 log.exception("signer.failed", customer_id=item.customer_id)
-                _fail(item, INTERNAL, "signing failed")
+                settle_failed(item, INTERNAL, "signing failed")
                 if isinstance(item, PendingReceipt):
                     self._pipeline.on_chain_failed(item.customer_id)
                 self._on_fatal(repr(error))
@@ -116,22 +116,6 @@ class _SignerStage:
             recorded_at=item.recorded_at,
             receipt_json=orjson.dumps(document),
         )
-
-
-def _fail(item: Any, code: str, message: str) -> None:
-    if isinstance(item, PendingReceipt):
-        item.complete(refused(code, message))
-    elif isinstance(item, Barrier):
-        item.done.set()
-
-
-def _fail_all(q: queue.Queue[Any], message: str) -> None:
-    while True:
-        try:
-            item = q.get_nowait()
-        except queue.Empty:
-            return
-        _fail(item, STORE_UNAVAILABLE, message)
 
 
 class SignerPool(StageOwner):

@@ -18,9 +18,9 @@ from typing import Any
 
 import structlog
 
-from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, refused
+from actors.charges import STORE_UNAVAILABLE, ChargeOutcome
 from actors.metrics import ActorMetrics
-from actors.pending import Barrier, PendingReceipt
+from actors.pending import Barrier, PendingReceipt, settle_failed, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
 from ledger import ChainConflict, LedgerStore, OutboxMessage, ReceiptWrite, StoredReceipt
@@ -80,18 +80,7 @@ class _WriterStage:
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=timeout_s)
         self._thread.join(timeout_s)
-        self._fail_leftovers("ledger writer stopped")
-
-    def _fail_leftovers(self, message: str) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, PendingReceipt):
-                item.complete(refused(STORE_UNAVAILABLE, message))
-            elif isinstance(item, Barrier):
-                item.done.set()
+        settle_queue(self._queue, STORE_UNAVAILABLE, "ledger writer stopped")
 
     def _next_batch(self) -> tuple[list[Any], bool]:
         first = self._queue.get()
@@ -133,15 +122,15 @@ class _WriterStage:
                     self._commit(batch)
                 except Exception as error:
                     log.exception("ledger_writer.failed")
-                    self._fail(batch, STORE_UNAVAILABLE, "the ledger could not be written")
+                    self._fail(batch, "the ledger could not be written")
                     self._on_fatal(repr(error))
             if stop:
                 return
 
     def _commit(self, batch: list[Any]) -> None:
+        # A receipt whose predecessor failed is still tried: the store's
+        # compare-and-set on the previous hash refuses it as a conflict.
         pending = [item for item in batch if isinstance(item, PendingReceipt) and not item.failed]
-        # A receipt whose predecessor in this batch failed cannot commit: its
-        # previous hash points at a receipt that will never exist.
         while pending:
             try:
                 self._commit_once(pending)
@@ -151,9 +140,7 @@ class _WriterStage:
                 log.warning("ledger_writer.chain_conflict", customers=sorted(conflict.customer_ids))
                 losers = [p for p in pending if p.customer_id in conflict.customer_ids]
                 pending = [p for p in pending if p.customer_id not in conflict.customer_ids]
-                self._fail(losers, STORE_UNAVAILABLE, "the account changed concurrently; retry")
-                for customer_id in conflict.customer_ids:
-                    self._pipeline.on_chain_failed(customer_id)
+                self._fail(losers, "the account changed concurrently; retry")
         for item in batch:
             if isinstance(item, Barrier):
                 item.done.set()
@@ -174,17 +161,13 @@ class _WriterStage:
             item.complete(ChargeOutcome(kind="committed", receipt=receipt))
         self._on_committed(receipts)
 
-    def _fail(self, items: Sequence[Any], code: str, message: str) -> None:
-        customers: set[str] = set()
+    def _fail(self, items: Sequence[Any], message: str) -> None:
+        """Answer retry-safe; the customers' actors are ahead of the store now
+        and must reload their chain head."""
         for item in items:
-            if isinstance(item, PendingReceipt):
-                item.complete(refused(code, message))
-                customers.add(item.customer_id)
-            elif isinstance(item, Barrier):
-                item.done.set()
-        if code == STORE_UNAVAILABLE:
-            for customer_id in customers:
-                self._pipeline.on_chain_failed(customer_id)
+            settle_failed(item, STORE_UNAVAILABLE, message)
+        for customer_id in {item.customer_id for item in items if isinstance(item, PendingReceipt)}:
+            self._pipeline.on_chain_failed(customer_id)
 
 
 class LedgerWriter(StageOwner):
