@@ -19,24 +19,18 @@ class Admission:
         self,
         inflight_max: int,
         customer_inflight_max: int,
-        on_reject: Callable[[], None] | None = None,
+        on_reject: Callable[[], None] = lambda: None,
     ) -> None:
         self.inflight_max = inflight_max
         self.customer_inflight_max = customer_inflight_max
         self.inflight = 0
         self._per_customer: dict[str, int] = {}
-        self.rejected = 0
-        self._on_reject = on_reject
-
-    def _reject(self) -> None:
-        self.rejected += 1
-        if self._on_reject is not None:
-            self._on_reject()
+        self._on_reject = on_reject  # counts rejections (a Prometheus counter)
 
     def enter(self, customer_id: str, count: int = 1) -> None:
         """Take `count` slots for this customer or raise a 429 ApiError."""
         if self.inflight + count > self.inflight_max:
-            self._reject()
+            self._on_reject()
             raise ApiError(
                 429,
                 "overloaded",
@@ -45,7 +39,7 @@ class Admission:
             )
         mine = self._per_customer.get(customer_id, 0)
         if mine + count > self.customer_inflight_max:
-            self._reject()
+            self._on_reject()
             raise ApiError(
                 429,
                 "customer_overloaded",

@@ -8,9 +8,9 @@ process drops it from the cache at once (other processes within `ttl_s`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import time
-from collections.abc import Callable
 
 from aiohttp import web
 
@@ -39,11 +39,11 @@ class ApiKeyCache:
     def __init__(
         self,
         store: LedgerStore,
-        run_blocking: Callable[..., asyncio.Future[ApiKey | None]],
+        executor: concurrent.futures.Executor,
         ttl_s: float = 5.0,
     ) -> None:
         self._store = store
-        self._run_blocking = run_blocking
+        self._executor = executor
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
 
@@ -55,7 +55,9 @@ class ApiKeyCache:
         if cached is not None and cached[0] > now:
             record = cached[1]
         else:
-            record = await self._run_blocking(self._store.resolve_api_key, key_hash)
+            record = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._store.resolve_api_key, key_hash
+            )
             if len(self._entries) >= _CACHE_MAX:
                 self._entries.clear()
             self._entries[key_hash] = (now + self._ttl_s, record)

@@ -16,9 +16,8 @@ import secrets
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 import structlog
@@ -113,7 +112,6 @@ class Runtime:
     admin_token: str
     admin_token_generated: bool
     app_hooks: list[Callable[[web.Application], None]] = field(default_factory=list)
-    stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
 
     def make_app(self) -> web.Application:
         app = build_app(self.services)
@@ -138,9 +136,6 @@ class Runtime:
         stopped = self.root.stop(timeout_ms=int(self.settings.drain_timeout_s * 1000) + 20_000)
         if not stopped:
             log.error("runtime.tree_stop_timeout")
-        for callback in reversed(self.stop_callbacks):
-            with contextlib.suppress(Exception):
-                callback()
         self.services.executor.shutdown(wait=True, cancel_futures=True)
         self.adapters.close()
 
@@ -153,7 +148,7 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
     stripe_settings = load_stripe_settings(settings.secrets_dir, environ or {})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     admin_token, generated = resolve_admin_token(settings)
-    settings_with_token = _with_admin_token(settings, admin_token)
+    settings_with_token = replace(settings, admin_token=admin_token)
     adapters = open_adapters(settings)
     try:
         key = load_signing_key(settings)
@@ -162,12 +157,6 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
     except BaseException:
         adapters.close()
         raise
-
-
-def _with_admin_token(settings: Settings, token: str) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, admin_token=token)
 
 
 def _start(
@@ -331,9 +320,6 @@ def _start(
     )
     http_metrics.admission_inflight.set_function(lambda: admission.inflight)
 
-    async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
     services = Services(
         settings=settings,
         store=store,
@@ -343,7 +329,7 @@ def _start(
         registry=registry,
         metrics=http_metrics,
         admission=admission,
-        api_keys=ApiKeyCache(store, run_blocking),  # type: ignore[arg-type]
+        api_keys=ApiKeyCache(store, executor),
         readiness=readiness,
         executor=executor,
         jwks_body=orjson.dumps(key_ring.jwks()),

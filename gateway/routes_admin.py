@@ -56,20 +56,6 @@ def customer_body(customer: Customer) -> dict[str, Any]:
     }
 
 
-def create_customer_record(
-    services: Services, customer_id: str | None, email: str, currency: str
-) -> Customer:
-    """Blocking: create a customer (used by the route and the CLI)."""
-    customer = Customer(
-        customer_id=customer_id or "cus_" + secrets.token_hex(8),
-        email=email,
-        currency=currency,
-        created_at=utc_now_rfc3339(),
-    )
-    services.store.create_customer(customer)
-    return customer
-
-
 @routes.post("/v1/customers")
 async def create_customer(request: web.Request) -> web.Response:
     services = _admin(request)
@@ -81,10 +67,14 @@ async def create_customer(request: web.Request) -> web.Response:
     if not _EMAIL_RE.match(email):
         raise bad_request("invalid_email", "email is not an email address", "email")
     currency = require_currency(body)
+    customer = Customer(
+        customer_id=customer_id or "cus_" + secrets.token_hex(8),
+        email=email,
+        currency=currency,
+        created_at=utc_now_rfc3339(),
+    )
     try:
-        customer = await services.blocking(
-            create_customer_record, services, customer_id, email, currency
-        )
+        await services.blocking(services.store.create_customer, customer)
     except AlreadyExists:
         raise ApiError(
             409, "customer_exists", f"customer {customer_id!r} already exists", param="customer_id"
