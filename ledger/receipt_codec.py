@@ -1,19 +1,20 @@
 """A StoredReceipt as bytes for the outbox: every index field plus the signed
-receipt JSON, so a relay can rebuild the record without reading the ledger."""
+receipt JSON, so a relay can rebuild the record without reading the ledger.
+Field mapping and type checks are the shared ones of `_gcp_receipts`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import orjson
 
-from ledger.errors import LedgerError
+from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
+from ledger.errors import InvariantViolation, LedgerError
 from ledger.model import StoredReceipt
 
 
 def encode_stored_receipt(receipt: StoredReceipt) -> bytes:
-    fields: dict[str, Any] = asdict(receipt)
+    fields: dict[str, Any] = dict(zip(RECEIPT_FIELDS, receipt_row(receipt), strict=True))
     fields["receipt_json"] = receipt.receipt_json.decode("utf-8")
     return orjson.dumps(fields)
 
@@ -22,6 +23,6 @@ def decode_stored_receipt(payload: bytes) -> StoredReceipt:
     try:
         fields: dict[str, Any] = orjson.loads(payload)
         fields["receipt_json"] = str(fields["receipt_json"]).encode("utf-8")
-        return StoredReceipt(**fields)
-    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        return receipt_from_row([fields[name] for name in RECEIPT_FIELDS])
+    except (orjson.JSONDecodeError, KeyError, TypeError, InvariantViolation) as error:
         raise LedgerError(f"outbox payload is not a stored receipt: {error}") from error
