@@ -10,6 +10,7 @@ from ledger._sqlite_rows import (
     OUTBOX_COLUMNS,
     SIGNING_KEY_COLUMNS,
     WEBHOOK_COLUMNS,
+    execute_values,
     outbox_from_row,
     outbox_params,
     placeholders,
@@ -20,9 +21,7 @@ from ledger._sqlite_rows import (
 )
 from ledger.model import OutboxMessage, SigningKeyRecord, WebhookEvent
 
-INSERT_OUTBOX: Final = (
-    f"INSERT INTO outbox ({OUTBOX_COLUMNS}, due_at) VALUES ({placeholders(OUTBOX_COLUMNS, 1)})"
-)
+INSERT_OUTBOX: Final = f"INSERT INTO outbox ({OUTBOX_COLUMNS}, due_at)"  # + VALUES
 # Due messages of a topic in commit order, except those behind a not-yet-due
 # message of the same ordering key (a retry postponed) so each key stays in order.
 _PENDING_OUTBOX: Final = f"""
@@ -92,7 +91,7 @@ class SqliteQueues(SqliteBase):
         if not messages:
             return
         with self._writing() as conn, transaction(conn):
-            conn.executemany(INSERT_OUTBOX, [outbox_params(m) for m in messages])
+            execute_values(conn, INSERT_OUTBOX, [outbox_params(m) for m in messages])
 
     def pending_outbox(self, topic: str, now: str, limit: int) -> list[OutboxMessage]:
         rows = self._all(_PENDING_OUTBOX, (topic, now, topic, now, limit))
@@ -103,8 +102,11 @@ class SqliteQueues(SqliteBase):
         if not message_ids:
             return
         with self._writing() as conn, transaction(conn):
-            conn.executemany(
-                "DELETE FROM outbox WHERE message_id = ?", [(mid,) for mid in message_ids]
+            execute_values(
+                conn,
+                "DELETE FROM outbox WHERE message_id IN (SELECT column1 FROM (",
+                [(mid,) for mid in message_ids],
+                "))",
             )
 
     def outbox_retry_later(self, message_id: str, error: str, next_attempt_at: str) -> None:

@@ -6,6 +6,8 @@ record (`StoredReceipt(*row)`), which matters on the read path.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from typing import Any, Final
 
 from ledger.errors import check_invariant
@@ -134,3 +136,27 @@ def outbox_params(message: OutboxMessage) -> Row:
 
 def outbox_from_row(row: Row) -> OutboxMessage:
     return OutboxMessage(*row)
+
+
+def execute_values(
+    conn: sqlite3.Connection, head: str, rows: Sequence[Row], tail: str = ""
+) -> int:
+    """Run `head VALUES (?, ..), (?, ..) tail` over `rows` in as few statements
+    as SQLite's variable limit allows; returns the number of rows changed.
+
+    Why not `executemany`: it steps once per row, and each step gives up the
+    GIL and takes it back. Under load every take-back can wait a whole switch
+    interval behind the other threads, which made a 13-receipt commit take
+    ~20 ms instead of ~5 ms. One statement per chunk is one wait per chunk.
+    """
+    if not rows:
+        return 0
+    width = len(rows[0])
+    row_marks = "(" + ", ".join("?" * width) + ")"
+    per_statement = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    changed = 0
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        sql = f"{head} VALUES {', '.join([row_marks] * len(chunk))} {tail}"
+        changed += conn.execute(sql, [value for row in chunk for value in row]).rowcount
+    return changed

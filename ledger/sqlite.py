@@ -31,6 +31,7 @@ from ledger._sqlite_rows import (
     customer_from_row,
     entitlement_from_row,
     entitlement_params,
+    execute_values,
     outbox_params,
     placeholders,
     receipt_from_row,
@@ -62,13 +63,21 @@ log = structlog.get_logger(__name__)
 _INSERT_RECEIPT: Final = (
     f"INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES ({placeholders(RECEIPT_COLUMNS)})"
 )
+_INSERT_RECEIPTS: Final = f"INSERT INTO receipts ({RECEIPT_COLUMNS})"  # + VALUES
+# Multi-row updates through `UPDATE ... FROM (VALUES ...)`: one statement per
+# batch (see execute_values); SQLite names the VALUES columns column1, column2...
 _ACCOUNT_CAS: Final = (
-    "UPDATE accounts SET seq = ?, last_receipt_hash = ?, balance_minor = ? "
-    "WHERE customer_id = ? AND seq = ? AND last_receipt_hash = ? AND balance_minor = ?"
+    "UPDATE accounts SET seq = v.column1, last_receipt_hash = v.column2, "
+    "balance_minor = v.column3 FROM ("
 )
-_ADD_USAGE: Final = (
-    "UPDATE entitlements SET used_minor = used_minor + ? "
-    "WHERE customer_id = ? AND entitlement_id = ?"
+_ACCOUNT_CAS_TAIL: Final = (
+    ") AS v WHERE accounts.customer_id = v.column4 AND accounts.seq = v.column5 "
+    "AND accounts.last_receipt_hash = v.column6 AND accounts.balance_minor = v.column7"
+)
+_ADD_USAGE: Final = "UPDATE entitlements SET used_minor = used_minor + v.column1 FROM ("
+_ADD_USAGE_TAIL: Final = (
+    ") AS v WHERE entitlements.customer_id = v.column2 "
+    "AND entitlements.entitlement_id = v.column3"
 )
 _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
 
@@ -127,21 +136,21 @@ class SqliteLedger(SqliteQueues):
     @staticmethod
     def _apply_batch(conn: sqlite3.Connection, plan: BatchPlan, outbox_rows: list[Row]) -> None:
         if plan.account_cas:
-            updated = conn.executemany(_ACCOUNT_CAS, plan.account_cas).rowcount
+            updated = execute_values(conn, _ACCOUNT_CAS, plan.account_cas, _ACCOUNT_CAS_TAIL)
             if updated != len(plan.account_cas):
                 raise _Rollback
         try:
-            conn.executemany(_INSERT_RECEIPT, plan.receipts)
+            execute_values(conn, _INSERT_RECEIPTS, plan.receipts)
         except sqlite3.IntegrityError:
             raise _Rollback from None
         if plan.usage:
-            updated = conn.executemany(_ADD_USAGE, plan.usage).rowcount
+            updated = execute_values(conn, _ADD_USAGE, plan.usage, _ADD_USAGE_TAIL)
             if updated != len(plan.usage):
                 # A receipt for an entitlement the ledger does not know: the
                 # charge itself is valid, so commit it, but say so loudly.
                 log.error("ledger.usage_without_entitlement", usage=plan.usage)
         if outbox_rows:
-            conn.executemany(INSERT_OUTBOX, outbox_rows)
+            execute_values(conn, INSERT_OUTBOX, outbox_rows)
 
     def load_account(self, customer_id: str) -> AccountState | None:
         with self._reading() as conn, snapshot(conn):
