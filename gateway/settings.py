@@ -34,7 +34,7 @@ class Settings:
     customer_inflight_max: int = limits.customer_inflight_max
     signer_workers: int = 0  # 0: signer_workers_per_cpu x CPUs
     commit_batch_receipts_max: int = limits.commit_batch_receipts_max
-    commit_linger_ms: float = 0.0
+    commit_linger_ms: float = limits.commit_linger_ms  # DESIGN: 512 receipts or 2 ms
     account_idle_s: float = limits.account_idle_s
     request_timeout_ms: int = limits.actor_ask_timeout_ms
     drain_timeout_s: float = 10.0
