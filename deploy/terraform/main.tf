@@ -11,7 +11,7 @@ locals {
 
   # Seven years, leap days included: the same number as
   # ledger.gcs.RECEIPT_RETENTION_S (7 * 366 * 24 * 3600).
-  receipt_retention_s = 220924800
+  receipt_retention_s = 221356800
 
   # The URLs the service parses (ledger/gcp_urls.py).
   store_url      = "spanner://projects/${var.project_id}/instances/${google_spanner_instance.billing.name}/databases/${google_spanner_database.ledger.name}"
@@ -24,17 +24,19 @@ locals {
   signing_key_file = "signing-key.pem"
 
   # Secret Manager secret (name suffix) -> environment variable it feeds.
-  env_secrets = merge(
-    { "admin-token" = "BILLING_ADMIN_TOKEN" },
-    var.stripe_enabled ? {
-      "stripe-secret-key"     = "STRIPE_SECRET_KEY"
-      "stripe-webhook-secret" = "STRIPE_WEBHOOK_SECRET" # several, comma-separated, during a rotation
-    } : {},
-    { for name in var.optional_secrets : name => {
-      "service-token"   = "BILLING_SERVICE_TOKEN"
-      "admin-api-token" = "ADMIN_API_TOKEN"
-    }[name] },
+  secret_env = {
+    "admin-token"           = "BILLING_ADMIN_TOKEN"
+    "stripe-secret-key"     = "STRIPE_SECRET_KEY"
+    "stripe-webhook-secret" = "STRIPE_WEBHOOK_SECRET" # several, comma-separated, during a rotation
+    "service-token"         = "BILLING_SERVICE_TOKEN"
+    "admin-api-token"       = "ADMIN_API_TOKEN"
+  }
+  mounted_env_secrets = setunion(
+    ["admin-token"],
+    var.stripe_enabled ? ["stripe-secret-key", "stripe-webhook-secret"] : [],
+    var.optional_secrets,
   )
+  env_secrets = { for name in local.mounted_env_secrets : name => local.secret_env[name] }
   secret_names = toset(concat(["signing-key"], keys(local.env_secrets)))
 
   # Plain environment of the service. An empty value means "the service
