@@ -754,6 +754,10 @@ class SpannerLedger:
         rows = self._query("SELECT topic, COUNT(*) FROM Outbox GROUP BY topic")
         return {str(topic): int(count) for topic, count in rows}
 
+    def outbox_oldest(self) -> dict[str, str]:
+        rows = self._query("SELECT topic, MIN(created_at) FROM Outbox GROUP BY topic")
+        return {str(topic): str(created_at) for topic, created_at in rows}
+
 
 def _insert_outbox(txn: Any, messages: Sequence[OutboxMessage]) -> None:
     txn.insert(
