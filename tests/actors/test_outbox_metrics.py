@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from ledger.receipt_codec import encode_stored_receipt
 from ledger.sqlite import SqliteLedger
 from supervisor import Link
 from tests.contract._chain import Chain
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,15 +34,6 @@ def store(tmp_path: Path) -> Iterator[SqliteLedger]:
     ledger = SqliteLedger.open(tmp_path / "ledger.sqlite3")
     yield ledger
     ledger.close()
-
-
-def wait_for(predicate: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_backlog_and_lag_rise_while_a_sink_is_down_and_fall_to_zero_once_delivered(
@@ -83,7 +75,7 @@ def test_backlog_and_lag_rise_while_a_sink_is_down_and_fall_to_zero_once_deliver
         poll_interval_s=0.05,
     )
     try:
-        assert wait_for(lambda: sample("billing_outbox_backlog") == 3)
+        assert wait_for(lambda: sample("billing_outbox_backlog") == 3, WAIT_S)
         # The messages' age, not the time since the relay noticed them.
         lag_s = sample("billing_outbox_oldest_age_seconds")
         assert lag_s is not None and AGE_S <= lag_s < AGE_S + WAIT_S
@@ -91,10 +83,10 @@ def test_backlog_and_lag_rise_while_a_sink_is_down_and_fall_to_zero_once_deliver
         assert sample("billing_outbox_oldest_age_seconds") > lag_s  # type: ignore[operator]
 
         sink_up.set()
-        assert wait_for(lambda: sample("billing_outbox_backlog") == 0), sample(
+        assert wait_for(lambda: sample("billing_outbox_backlog") == 0, WAIT_S), sample(
             "billing_outbox_backlog"
         )
-        assert wait_for(lambda: sample("billing_outbox_oldest_age_seconds") == 0.0)
+        assert wait_for(lambda: sample("billing_outbox_oldest_age_seconds") == 0.0, WAIT_S)
     finally:
         relay.stop()
     assert [r.seq for r in delivered] == [1, 2, 3]
