@@ -53,6 +53,21 @@ class OutboxMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
+        self.oldest_age_s = Gauge(
+            "billing_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered outbox message (0 when none): delivery lag.",
+            ["topic"],
+            registry=registry,
+        )
+
+    def oldest_pending(self, topic: str, created_at: str | None) -> None:
+        """Record the oldest undelivered message of a topic (None: no backlog).
+        Its age is taken at scrape time, so it keeps growing while the relay
+        is stuck and cannot measure again."""
+        created_s = None if created_at is None else parse_rfc3339(created_at).timestamp()
+        self.oldest_age_s.labels(topic=topic).set_function(
+            lambda: 0.0 if created_s is None else max(0.0, time.time() - created_s)
+        )
 
 
 def backoff_s(attempts: int) -> float:
@@ -108,8 +123,10 @@ class OutboxRelay(StageOwner):
     def _measure_backlog(self) -> None:
         """Every topic's backlog, including ones other relays deliver (Admin API)."""
         backlog = self._store.outbox_backlog()
-        for topic in set(backlog) | set(self._sinks):
+        oldest = self._store.outbox_oldest()
+        for topic in set(backlog) | set(oldest) | set(self._sinks):
             self._metrics.backlog.labels(topic=topic).set(backlog.get(topic, 0))
+            self._metrics.oldest_pending(topic, oldest.get(topic))
 
     def relay_once(self, topic: str) -> int:
         """Deliver one batch of due messages of a topic; returns how many."""

@@ -122,3 +122,7 @@ class SqliteQueues(SqliteBase):
     def outbox_backlog(self) -> dict[str, int]:
         rows = self._all("SELECT topic, COUNT(*) FROM outbox GROUP BY topic", ())
         return {row[0]: row[1] for row in rows}
+
+    def outbox_oldest(self) -> dict[str, str]:
+        rows = self._all("SELECT topic, MIN(created_at) FROM outbox GROUP BY topic", ())
+        return {row[0]: row[1] for row in rows}

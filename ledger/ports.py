@@ -147,6 +147,11 @@ class LedgerStore(Protocol):
         """Undelivered message count per topic."""
         ...
 
+    def outbox_oldest(self) -> dict[str, str]:
+        """`created_at` of the oldest undelivered message per topic (topics
+        with no backlog are absent): how far delivery lags behind commits."""
+        ...
+
 
 class ReceiptReadModel(Protocol):
     """Customer-facing copy of receipts: same SQLite embedded; Firestore in

@@ -9,9 +9,13 @@ the bucket, starts one `billing serve --store spanner://...` with
 BILLING_READ_MODEL / BILLING_BROADCAST / BILLING_ARCHIVE on 127.0.0.1, creates
 the customers, then `--clients` concurrent clients charge round-robin over
 them for `--seconds`. Prints charges/s, p50/p99 latency, the answers that
-were not 202, and the outbox under load: `billing_outbox_backlog` polled from
-/metrics every half second, the `billing_outbox_lag_seconds` histogram (commit
-to delivery, per sink), and how long the backlog took to drain afterwards.
+were not 202, and the outbox per topic, polled from /metrics every half second
+under the load and after it until the backlog is drained: the backlog
+(`billing_outbox_backlog`) and the lag, the age of the oldest undelivered
+message (`billing_outbox_oldest_age_seconds`); then how long each topic's
+backlog took to reach zero after the load stopped (the relay measures its
+backlog once a second: that is the resolution), and the
+`billing_outbox_lag_seconds` histogram (commit to delivery, per sink).
 
 The Spanner emulator runs one read-write transaction at a time and is far
 slower than Spanner: the numbers describe this setup, not production.
@@ -37,11 +41,21 @@ drain_timeout_s = 120.0
 setup_concurrency_max = 4
 
 
+@dataclass(frozen=True)
+class OutboxSample:
+    """One poll of /metrics, `at_s` seconds after the load started."""
+
+    at_s: float
+    backlog: dict[str, float]
+    lag_s: dict[str, float]
+
+
 @dataclass
 class Load:
     latencies_s: list[float] = field(default_factory=list)  # of the 202s
     statuses: Counter[str] = field(default_factory=Counter)
-    backlog: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    during: list[OutboxSample] = field(default_factory=list)
+    after: list[OutboxSample] = field(default_factory=list)  # until drained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,37 +155,41 @@ async def _bench(workdir: Path, seconds: float, clients: int, customer_count: in
                     if status == 202:
                         load.latencies_s.append(time.perf_counter() - sent)
 
+            started = time.perf_counter()
+
             async def watch() -> None:
-                t0 = time.perf_counter()
                 while not stop.is_set():
-                    families = await _metrics(session)
-                    load.backlog.append(
-                        (time.perf_counter() - t0, _by_topic(families, "billing_outbox_backlog"))
-                    )
+                    load.during.append(await _outbox_sample(session, started))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), metrics_poll_s)
 
             print(f"  {clients} clients over {customer_count} customers for {seconds:.0f}s ...")
             tasks = [asyncio.create_task(client(i)) for i in range(clients)]
             watcher = asyncio.create_task(watch())
-            started = time.perf_counter()
             await asyncio.sleep(seconds)
             stop.set()
+            stopped = time.perf_counter()
             await asyncio.gather(*tasks, watcher)
-            elapsed = time.perf_counter() - started
+            elapsed = stopped - started
 
-            drain_started = time.perf_counter()
-            drained = False
-            while time.perf_counter() - drain_started < drain_timeout_s:
-                backlog = _by_topic(await _metrics(session), "billing_outbox_backlog")
-                if backlog and not any(backlog.values()):
-                    drained = True
+            while time.perf_counter() - stopped < drain_timeout_s:
+                sample = await _outbox_sample(session, started)
+                load.after.append(sample)
+                if sample.backlog and not any(sample.backlog.values()):
                     break
                 await asyncio.sleep(metrics_poll_s)
-            drain_s = time.perf_counter() - drain_started
             families = await _metrics(session)
-        _report(load, elapsed, families, drained, drain_s)
+        _report(load, elapsed, families)
     return 0
+
+
+async def _outbox_sample(session: Any, started: float) -> OutboxSample:
+    families = await _metrics(session)
+    return OutboxSample(
+        time.perf_counter() - started,
+        _by_topic(families, "billing_outbox_backlog"),
+        _by_topic(families, "billing_outbox_oldest_age_seconds"),
+    )
 
 
 async def _metrics(session: Any) -> dict[str, Any]:
@@ -206,9 +224,7 @@ def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> str:
     return "-"
 
 
-def _report(
-    load: Load, elapsed: float, families: dict[str, Any], drained: bool, drain_s: float
-) -> None:
+def _report(load: Load, elapsed: float, families: dict[str, Any]) -> None:
     latencies = sorted(load.latencies_s)
     ok = load.statuses.get("202", 0)
     total = sum(load.statuses.values())
@@ -223,20 +239,7 @@ def _report(
     errors = {k: v for k, v in sorted(load.statuses.items()) if k != "202"}
     print(f"errors       {sum(errors.values())} {errors or ''}".rstrip())
 
-    topics = sorted({t for _, sample in load.backlog for t in sample})
-    print("outbox backlog under load (billing_outbox_backlog, polled every 0.5s):")
-    for topic in topics:
-        values = [sample.get(topic, 0.0) for _, sample in load.backlog]
-        mean = sum(values) / len(values) if values else 0.0
-        print(
-            f"  {topic:<20} max {max(values, default=0):>6.0f}  mean {mean:>8.1f}  "
-            f"last {values[-1] if values else 0:>6.0f}"
-        )
-    print(
-        f"  drained to 0 after the load in {drain_s:.1f}s"
-        if drained
-        else f"  NOT drained within {drain_timeout_s:.0f}s"
-    )
+    _report_outbox(load, elapsed)
 
     lag = families.get("billing_outbox_lag_seconds")
     print("outbox lag, commit to delivery (billing_outbox_lag_seconds):")
@@ -260,6 +263,41 @@ def _report(
             f"  {topic:<20} n {count:>6.0f}  mean {mean:.3f}s  "
             f"p50 {_histogram_quantile(buckets, 0.5)}  p99 {_histogram_quantile(buckets, 0.99)}"
         )
+
+
+def _report_outbox(load: Load, elapsed: float) -> None:
+    samples = load.during + load.after
+    topics = sorted({t for sample in samples for t in (*sample.backlog, *sample.lag_s)})
+    print(
+        f"outbox, polled every {metrics_poll_s:g}s: backlog = undelivered messages, "
+        "lag = age of the oldest one"
+    )
+    for title, phase in (("under load", load.during), ("after the load", load.after)):
+        print(f"  {title} ({len(phase)} polls)")
+        for topic in topics:
+            backlog = [sample.backlog.get(topic, 0.0) for sample in phase]
+            lag_s = [sample.lag_s.get(topic, 0.0) for sample in phase]
+            print(f"    {topic:<20} backlog  {_series(backlog, '.0f')}")
+            print(f"    {'':<20} lag (s)  {_series(lag_s, '.1f')}")
+    print(f"  backlog drained to 0 after the load stopped (at {elapsed:.1f}s):")
+    for topic in topics:
+        drained_at = next((s.at_s for s in load.after if s.backlog.get(topic, 1.0) == 0), None)
+        print(
+            f"    {topic:<20} NOT within {drain_timeout_s:.0f}s"
+            if drained_at is None
+            else f"    {topic:<20} in {max(0.0, drained_at - elapsed):.1f}s"
+        )
+
+
+def _series(values: list[float], spec: str) -> str:
+    """first / max / mean / last of a polled series."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    return (
+        f"first {values[0]:>6{spec}} max {max(values):>6{spec}} "
+        f"mean {mean:>8.1f} last {values[-1]:>6{spec}}"
+    )
 
 
 if __name__ == "__main__":

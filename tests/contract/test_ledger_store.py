@@ -352,6 +352,26 @@ def test_outbox_delivered_leaves_the_backlog(ledger_store: LedgerStore) -> None:
     assert ledger_store.outbox_backlog().get("receipts", 0) == 0
 
 
+def test_outbox_oldest_is_the_oldest_undelivered_message_per_topic(
+    ledger_store: LedgerStore,
+) -> None:
+    assert ledger_store.outbox_oldest() == {}
+    ledger_store.enqueue_outbox(
+        [
+            outbox_message("m1", "cus_a", created_at=ts(5)),
+            # Committed after m1 but created earlier (another writer's clock).
+            outbox_message("m2", "cus_b", created_at=ts(2)),
+            outbox_message("m3", "cus_a", created_at=ts(9)),
+            outbox_message("e1", "cus_a", topic="entitlements", created_at=ts(7)),
+        ]
+    )
+    # A postponed message is still undelivered: it still counts.
+    ledger_store.outbox_retry_later("m2", "sink down", next_attempt_at=ts(60))
+    assert ledger_store.outbox_oldest() == {"receipts": ts(2), "entitlements": ts(7)}
+    ledger_store.outbox_delivered(["m2", "e1"])
+    assert ledger_store.outbox_oldest() == {"receipts": ts(5)}
+
+
 def test_outbox_retry_later_postpones_and_keeps_key_order(ledger_store: LedgerStore) -> None:
     ledger_store.enqueue_outbox(
         [

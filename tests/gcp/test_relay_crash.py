@@ -14,7 +14,6 @@ once, none missing.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from ledger.spanner import SpannerLedger
 from supervisor import Link
 from tests.gcp import _data as d
 from tests.gcp._data import PROJECT
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
@@ -112,15 +112,6 @@ def start_relay(store: Any, sinks: CountingSinks, exits: list[Any]) -> Any:
         poll_interval_s=0.05,
         batch_max=BATCH_MAX,
     )
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_relay_killed_between_delivery_and_ack_redelivers_without_duplicates_or_loss(
