@@ -20,7 +20,7 @@ import pykka
 import structlog
 
 from actors import charges
-from actors.charges import ChargeCommand, ChargeOutcome, Reply, refused
+from actors.charges import ChargeBatch, ChargeCommand, ChargeOutcome, Reply, refused
 from actors.ids import IdMinter
 from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt
@@ -57,16 +57,16 @@ class AccountDeps:
 
 class _ReplyFuture(pykka.ThreadingFuture[Any]):
     """The future pykka attaches to an `ask`: if the message fails in the actor
-    or the actor dies with it still queued, the request is answered with a
-    retry-safe error instead of being dropped."""
+    or the actor dies with it still queued, every charge of it not yet answered
+    is answered with a retry-safe error instead of being dropped."""
 
     def __init__(self) -> None:
         super().__init__()
         self._reply: Reply | None = None
         self._failed = False
 
-    def bind(self, reply: Reply) -> None:
-        self._reply = reply
+    def bind(self, on_failure: Reply) -> None:
+        self._reply = on_failure
         if self._failed:
             self._fail()
 
@@ -82,11 +82,13 @@ class _ReplyFuture(pykka.ThreadingFuture[Any]):
             reply(refused(charges.ACCOUNT_UNAVAILABLE, "the account is restarting; retry"))
 
 
-def ask_charge(ref: pykka.ActorRef[Any], command: ChargeCommand) -> None:
-    """Queue a charge on an account actor; the answer arrives via command.reply."""
-    future = ref.ask(command, block=False)
+def ask_charges(ref: pykka.ActorRef[Any], batch: ChargeBatch, on_failure: Reply) -> None:
+    """Queue charges on an account actor; each answer arrives via its command's
+    reply, and `on_failure` is called if the actor fails or dies first (it
+    must leave already answered commands alone)."""
+    future = ref.ask(batch, block=False)
     if isinstance(future, _ReplyFuture):
-        future.bind(command.reply)
+        future.bind(on_failure)
 
 
 class AccountActor(SupervisedActor):
@@ -151,8 +153,9 @@ class AccountActor(SupervisedActor):
     # -- messages --------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
         self._deps.activity[self.customer_id] = time.monotonic()
-        if isinstance(message, ChargeCommand):
-            self._charge(message)
+        if isinstance(message, ChargeBatch):
+            for command in message.commands:
+                self._charge(command)
             return None
         if isinstance(message, Reload):
             self._reload()

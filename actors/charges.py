@@ -1,15 +1,16 @@
 """What a charge asks for and how it ends: plain data passed between threads.
 
-The gateway builds a `ChargeCommand` from a validated request; the account
-actor answers through the command's `reply` exactly once with a
-`ChargeOutcome`. Outcomes carry domain codes, not HTTP statuses: the gateway
-maps them.
+The gateway builds a `ChargeCommand` from each validated request and sends
+them to the account actor as a `ChargeBatch` (of one, for a single event); the
+actor answers each command through its `reply` with a `ChargeOutcome`.
+Outcomes carry domain codes, not HTTP statuses: the gateway maps them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -78,6 +79,45 @@ class ChargeCommand:
             )
         )
         return "sha256:" + hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeBatch:
+    """One customer's charges, handled in order as one actor message: a
+    batch of 100 events costs one hop into the actor, not 100."""
+
+    commands: tuple[ChargeCommand, ...]
+
+
+class BatchReplies:
+    """Collects one outcome per command of a batch and hands all of them over
+    in one call once the last is in: one thread hop back to the event loop per
+    batch. The first answer for a command wins; later ones are ignored."""
+
+    def __init__(self, count: int, on_all: Callable[[Sequence[ChargeOutcome]], object]) -> None:
+        self._outcomes: list[ChargeOutcome | None] = [None] * count
+        self._remaining = count
+        self._lock = threading.Lock()
+        self._on_all = on_all
+
+    def reply_for(self, index: int) -> Reply:
+        return lambda outcome: self._answer(index, outcome)
+
+    def fail_unanswered(self, outcome: ChargeOutcome) -> None:
+        """Answer every command still waiting (actor died, timeout)."""
+        for index in range(len(self._outcomes)):
+            self._answer(index, outcome)
+
+    def _answer(self, index: int, outcome: ChargeOutcome) -> None:
+        with self._lock:
+            if self._outcomes[index] is not None:
+                return
+            self._outcomes[index] = outcome
+            self._remaining -= 1
+            if self._remaining:
+                return
+            outcomes = [o for o in self._outcomes if o is not None]
+        self._on_all(outcomes)
 
 
 def refused(code: str, message: str, param: str | None = None) -> ChargeOutcome:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -14,9 +14,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from actors import charges
-from actors.account import ask_charge
+from actors.account import ask_charges
 from actors.accounts import AccountDirectory
-from actors.charges import ChargeCommand, ChargeOutcome, refused
+from actors.charges import BatchReplies, ChargeBatch, ChargeCommand, ChargeOutcome, refused
 from actors.pipeline import Unavailable
 from crypto import KeyRing
 from gateway.admission import Admission
@@ -87,49 +87,58 @@ class Services:
             return None
 
     def submit(
-        self, event: EventRequest, ref: pykka.ActorRef[Any] | None
-    ) -> asyncio.Future[ChargeOutcome]:
-        """Queue one charge on the actor; the future resolves when it is durable
-        (or refused). Synchronous, so several submits keep their order."""
+        self, events: Sequence[EventRequest], ref: pykka.ActorRef[Any] | None
+    ) -> asyncio.Future[list[ChargeOutcome]]:
+        """Queue one customer's charges on its actor as one message; the future
+        resolves once every one is durable (or refused), with one outcome per
+        event in order. One hop into the actor and one back per call."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[ChargeOutcome] = loop.create_future()
+        future: asyncio.Future[list[ChargeOutcome]] = loop.create_future()
 
-        def resolve(outcome: ChargeOutcome) -> None:
+        def resolve(outcomes: Sequence[ChargeOutcome]) -> None:
             if not future.done():
-                future.set_result(outcome)
+                future.set_result(list(outcomes))
                 timer.cancel()
 
-        def reply(outcome: ChargeOutcome) -> None:  # called from actor/writer threads
-            loop.call_soon_threadsafe(resolve, outcome)
-
+        replies = BatchReplies(
+            len(events), lambda outcomes: loop.call_soon_threadsafe(resolve, outcomes)
+        )
         timer = loop.call_later(
             self.settings.request_timeout_ms / 1000.0,
-            resolve,
+            replies.fail_unanswered,
             refused(
                 charges.STORE_UNAVAILABLE,
                 "the charge did not complete in time; retry with the same idempotency key",
             ),
         )
         if ref is None:
-            resolve(refused(charges.ACCOUNT_UNAVAILABLE, "the account is restarting; retry"))
+            replies.fail_unanswered(
+                refused(charges.ACCOUNT_UNAVAILABLE, "the account is restarting; retry")
+            )
             return future
-        command = ChargeCommand(
-            customer_id=event.customer_id,
-            idempotency_key=event.idempotency_key,
-            entitlement_id=event.entitlement_id,
-            amount_minor=event.amount_minor,
-            currency=event.currency,
-            usage_description=event.usage_description,
-            event_timestamp=event.event_timestamp,
-            reply=reply,
+        batch = ChargeBatch(
+            tuple(
+                ChargeCommand(
+                    customer_id=event.customer_id,
+                    idempotency_key=event.idempotency_key,
+                    entitlement_id=event.entitlement_id,
+                    amount_minor=event.amount_minor,
+                    currency=event.currency,
+                    usage_description=event.usage_description,
+                    event_timestamp=event.event_timestamp,
+                    reply=replies.reply_for(index),
+                )
+                for index, event in enumerate(events)
+            )
         )
-        ask_charge(ref, command)
+        ask_charges(ref, batch, replies.fail_unanswered)
         return future
 
     async def charge(self, event: EventRequest) -> ChargeOutcome:
         """Send one charge to its account actor and wait for the durable answer."""
         ref = await self.account_ref(event.customer_id)
-        return await self.submit(event, ref)
+        (outcome,) = await self.submit([event], ref)
+        return outcome
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
