@@ -27,6 +27,14 @@ _HTTP_CODES = {
 }
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
@@ -58,9 +66,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as error:
         code, message = _HTTP_CODES.get(error.status, ("http_error", error.reason))
         response = ApiError(error.status, code, message).response()
-    except Exception:
-        log.exception("http.unhandled_error", path=request.path, method=request.method)
-        response = ApiError(500, "internal_error", "an internal error occurred").response()
+    except Exception as error:
+        if isinstance(error, ConnectionResetError) and _client_gone(request):
+            # The client hung up mid-request: nobody to answer, not our fault.
+            # Counted apart (499, as proxies do) so 5xx stays a server signal.
+            log.info("http.client_disconnected", path=request.path, method=request.method)
+            response = web.Response(status=CLIENT_CLOSED_REQUEST)
+        else:
+            log.exception("http.unhandled_error", path=request.path, method=request.method)
+            response = ApiError(500, "internal_error", "an internal error occurred").response()
     response.headers["X-Request-Id"] = request_id
     metrics = request.app[SERVICES].metrics
     metrics.requests.labels(_route_name(request), str(response.status)).inc()

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp import web
 
 from gateway.compose import Runtime, build_runtime
 from gateway.settings import Settings
@@ -151,14 +151,18 @@ async def service(
     settings = base_settings(tmp_path / "data", signing_key_file, **settings_overrides)
     loop = asyncio.get_running_loop()
     runtime = await loop.run_in_executor(None, build_runtime, settings)
-    server = TestServer(runtime.make_app(), host="127.0.0.1", port=0)
-    await server.start_server()
-    url = str(server.make_url("")).rstrip("/")
+    # Served as `billing serve` serves it (AppRunner, no handler cancellation
+    # on disconnect), not with the test server's different defaults.
+    runner = web.AppRunner(runtime.make_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    url = f"http://{host}:{port}"
     connector = aiohttp.TCPConnector(limit=200)
     session = aiohttp.ClientSession(base_url=url, connector=connector)
     try:
         yield Service(url=url, session=session, runtime=runtime)
     finally:
         await session.close()
-        await server.close()
+        await runner.cleanup()
         await loop.run_in_executor(None, runtime.stop)

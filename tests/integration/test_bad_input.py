@@ -3,6 +3,7 @@ never a 500, and the service stays healthy afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -173,3 +174,33 @@ async def test_an_unavailable_store_is_a_retry_safe_503_not_a_500(service: Servi
         assert response.headers["Retry-After"]
     async with service.session.get("/v1/balance", headers=customer.auth) as response:
         assert response.status == 503
+
+
+async def test_a_client_hanging_up_mid_body_is_not_a_server_error(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Load generators stop mid-request; that must not show up as a 500."""
+    customer = await service.create_customer()
+    host, port = service.url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            "POST /v1/events/batch HTTP/1.1\r\n"
+            f"Host: {host}\r\nAuthorization: Bearer {customer.api_key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+            '{"events": ['
+        ).encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.3)
+
+    async with service.session.get("/metrics") as response:
+        metrics = await response.text()
+    batch_lines = [line for line in metrics.splitlines() if "/v1/events/batch" in line]
+    assert any('status="499"' in line for line in batch_lines), batch_lines
+    assert not any('status="500"' in line for line in batch_lines), batch_lines
+    async with service.session.get("/healthz") as response:
+        assert response.status == 200
