@@ -1,17 +1,24 @@
 """Admission control: a bounded number of charges in flight, globally and per
-customer. Past the bound the gateway answers 429 with Retry-After at once
-instead of queueing without limit (shed load, never collapse).
+customer, and none while the event loop itself is saturated. Past a bound the
+gateway answers 429 with Retry-After at once instead of queueing without
+limit (shed load, never collapse).
 
 Used only from the event loop thread, so plain integers suffice.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from gateway.errors import ApiError
+from ledger import limits
 
 RETRY_AFTER_S = 1
+LOOP_LAG_INTERVAL_S = 0.01
+# Smoothing of the lag samples (one per interval): a single slow callback or
+# GC pause moves the average by a tenth; sustained saturation crosses it.
+LOOP_LAG_WEIGHT = 0.1
 
 
 class Admission:
@@ -20,15 +27,32 @@ class Admission:
         inflight_max: int,
         customer_inflight_max: int,
         on_reject: Callable[[], None] = lambda: None,
+        loop_lag_max_s: float = float("inf"),
+        lagging_inflight_max: int = limits.lagging_inflight_max,
     ) -> None:
         self.inflight_max = inflight_max
         self.customer_inflight_max = customer_inflight_max
+        self.loop_lag_max_s = loop_lag_max_s
+        self.lagging_inflight_max = lagging_inflight_max
+        self.loop_lag_s = 0.0  # smoothed, see watch_loop_lag
         self.inflight = 0
         self._per_customer: dict[str, int] = {}
         self._on_reject = on_reject  # counts rejections (a Prometheus counter)
 
-    def enter(self, customer_id: str, count: int = 1) -> None:
-        """Take `count` slots for this customer or raise a 429 ApiError."""
+    def refuse_if_saturated(self, count: int = 1) -> None:
+        """Raise the 429 that `enter(count)` would for the global bounds,
+        without taking a slot: lets a handler refuse before reading a body."""
+        if (
+            self.loop_lag_s > self.loop_lag_max_s
+            and self.inflight + count > self.lagging_inflight_max
+        ):
+            self._on_reject()
+            raise ApiError(
+                429,
+                "overloaded",
+                "the service is saturated; retry after the delay",
+                retry_after_s=RETRY_AFTER_S,
+            )
         if self.inflight + count > self.inflight_max:
             self._on_reject()
             raise ApiError(
@@ -37,6 +61,10 @@ class Admission:
                 "too many charges in flight; retry after the delay",
                 retry_after_s=RETRY_AFTER_S,
             )
+
+    def enter(self, customer_id: str, count: int = 1) -> None:
+        """Take `count` slots for this customer or raise a 429 ApiError."""
+        self.refuse_if_saturated(count)
         mine = self._per_customer.get(customer_id, 0)
         if mine + count > self.customer_inflight_max:
             self._on_reject()
@@ -56,3 +84,16 @@ class Admission:
             self._per_customer[customer_id] = mine
         else:
             del self._per_customer[customer_id]
+
+    def observe_loop_lag(self, lag_s: float) -> None:
+        self.loop_lag_s += LOOP_LAG_WEIGHT * (max(0.0, lag_s) - self.loop_lag_s)
+
+
+async def watch_loop_lag(admission: Admission, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
+    """Measure how late the event loop runs a timer, forever: the cheapest
+    signal that it has more ready work than it can do (toobusy-style)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        admission.observe_loop_lag(loop.time() - due)

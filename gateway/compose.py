@@ -33,7 +33,7 @@ from actors.reconciler import Reconciler, ReconcilerMetrics
 from actors.signer import SignerPool
 from actors.writer import LedgerWriter
 from crypto import KeyRing, SigningKey, load_or_create_dev_key, load_private_key_pem
-from gateway.admission import Admission
+from gateway.admission import Admission, watch_loop_lag
 from gateway.app import build_app
 from gateway.auth import ApiKeyCache
 from gateway.http_metrics import HttpMetrics
@@ -121,10 +121,12 @@ class Runtime:
         return app
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
-        """Periodic work tied to the app's life: readiness probe, passivation."""
+        """Periodic work tied to the app's life: readiness probe, passivation,
+        event loop lag for admission."""
         tasks = [
             asyncio.create_task(_refresh_readiness_forever(self.services)),
             asyncio.create_task(_passivate_forever(self.services)),
+            asyncio.create_task(watch_loop_lag(self.services.admission)),
         ]
         yield
         for task in tasks:
@@ -317,8 +319,10 @@ def _start(
         settings.admission_queue_max,
         settings.customer_inflight_max,
         on_reject=http_metrics.rejected_overload.inc,
+        loop_lag_max_s=settings.loop_lag_max_ms / 1000.0,
     )
     http_metrics.admission_inflight.set_function(lambda: admission.inflight)
+    http_metrics.loop_lag_s.set_function(lambda: admission.loop_lag_s)
 
     services = Services(
         settings=settings,

@@ -27,7 +27,12 @@ class HttpMetrics:
         )
         self.rejected_overload = Counter(
             "billing_admission_rejected_total",
-            "Charges answered 429 because the admission bound was reached.",
+            "Charges answered 429 because an admission bound was reached.",
+            registry=registry,
+        )
+        self.loop_lag_s = Gauge(
+            "billing_event_loop_lag_seconds",
+            "How late the event loop runs timers (smoothed); admission sheds above its bound.",
             registry=registry,
         )
         self.ready = Gauge(

@@ -43,13 +43,15 @@ def _check_owner(event: EventRequest, customer_id: str, param: str = "customer_i
 async def post_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
-    body = await read_json_body(request)
-    event = parse_event(body, datetime.now(UTC))
-    _check_owner(event, customer_id)
     _ensure_ready(services)
+    # Admission before the body is read and parsed: under overload a 429
+    # must cost the saturated event loop as little as possible.
     services.admission.enter(customer_id)
     started = time.perf_counter()
     try:
+        body = await read_json_body(request)
+        event = parse_event(body, datetime.now(UTC))
+        _check_owner(event, customer_id)
         outcome = await services.charge(event)
     finally:
         services.admission.leave(customer_id)
@@ -63,6 +65,8 @@ async def post_event_batch(request: web.Request) -> web.Response:
     order per customer; the response comes once every item is durable."""
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
+    _ensure_ready(services)
+    services.admission.refuse_if_saturated()  # cheap 429 before reading the body
     body = await read_json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise bad_request("invalid_type", "send {\"events\": [...]}", "events")
@@ -76,7 +80,6 @@ async def post_event_batch(request: web.Request) -> web.Response:
             f"at most {limits.batch_events_max} events per batch, got {len(items)}",
             param="events",
         )
-    _ensure_ready(services)
     now = datetime.now(UTC)
     parsed: list[EventRequest | ApiError] = []
     for index, item in enumerate(items):

@@ -32,6 +32,7 @@ class Settings:
     signing_alg: str = "RS256"
     admission_queue_max: int = limits.admission_queue_max
     customer_inflight_max: int = limits.customer_inflight_max
+    loop_lag_max_ms: float = limits.loop_lag_max_ms
     signer_workers: int = 0  # 0: signer_workers_per_cpu x CPUs
     commit_batch_receipts_max: int = limits.commit_batch_receipts_max
     commit_linger_ms: float = limits.commit_linger_ms  # DESIGN: 512 receipts or 2 ms
@@ -59,6 +60,8 @@ class Settings:
             raise SettingsError("BILLING_ADMISSION_QUEUE_MAX must be between 1 and 100000")
         if not self.customer_inflight_max > 0:
             raise SettingsError("customer in-flight bound must be positive")
+        if not self.loop_lag_max_ms > 0:
+            raise SettingsError("BILLING_LOOP_LAG_MAX_MS must be positive")
         if not 0 < self.commit_batch_receipts_max <= 10_000:
             raise SettingsError("commit batch size must be between 1 and 10000")
         if not 0 < self.reconcile_interval_s <= 86_400:
@@ -122,6 +125,7 @@ def from_environment(
         customer_inflight_max=_int(
             environ, "BILLING_CUSTOMER_INFLIGHT_MAX", defaults.customer_inflight_max
         ),
+        loop_lag_max_ms=_float(environ, "BILLING_LOOP_LAG_MAX_MS", defaults.loop_lag_max_ms),
         signer_workers=_int(environ, "BILLING_SIGNER_WORKERS", defaults.signer_workers),
         commit_batch_receipts_max=_int(
             environ, "BILLING_COMMIT_BATCH_MAX", defaults.commit_batch_receipts_max
