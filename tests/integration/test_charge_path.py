@@ -62,6 +62,28 @@ async def test_same_key_twice_replays_the_original_receipt(service: Service) -> 
     assert balance["balance"] == "0.25" and balance["seq"] == 1
 
 
+async def test_an_account_keeps_only_receipts_in_flight_yet_replays_every_old_key(
+    service: Service,
+) -> None:
+    """Memory per live customer stays bounded by what is in flight, and a
+    key committed long ago still replays (from the store), never charges."""
+    customer = await service.create_customer()
+    events = [service.event(customer) for _ in range(40)]
+    firsts = [await service.post_event(customer, event) for event in events]
+    ref = service.runtime.services.directory.lookup(customer.customer_id)
+    assert ref is not None
+    actor = ref._actor_weakref()  # pykka keeps the actor behind a weak reference
+    assert len(actor._recent) <= 1  # the memory a user pays for
+
+    replays = [await service.post_event(customer, event) for event in events]
+    assert [body["receipt_id"] for _, body, _ in replays] == [
+        body["receipt_id"] for _, body, _ in firsts
+    ]
+    assert all(headers.get("Idempotent-Replayed") == "true" for _, _, headers in replays)
+    balance = await service.balance(customer)
+    assert balance["seq"] == 40 and balance["balance"] == "10.00"
+
+
 async def test_fifty_concurrent_duplicates_charge_once(service: Service) -> None:
     customer = await service.create_customer()
     event = service.event(customer, amount="1.00")
