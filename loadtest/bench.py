@@ -225,6 +225,7 @@ async def open_loop(
     statuses: Counter[int] = Counter()
     latencies_ms: list[float] = []
     errors = dropped = 0
+    error_kinds: Counter[str] = Counter()  # which failures, so a reader can tell whose
     inflight: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
     total = int(rate * duration_s)
@@ -252,8 +253,9 @@ async def open_loop(
                     await resp.read()
                     statuses[resp.status] += 1
                     latencies_ms.append((loop.time() - intended) * 1000)
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError) as error:
                 errors += 1
+                error_kinds[type(error).__name__] += 1
 
         start = loop.time()
         for index in range(total):
@@ -286,6 +288,10 @@ async def open_loop(
         )
     if unfinished:
         note += f", {unfinished} unanswered after a {open_loop_drain_s:g} s drain"
+    if error_kinds:
+        note += "; failed requests: " + ", ".join(
+            f"{count} {kind}" for kind, count in error_kinds.most_common()
+        )
     return PhaseResult(
         name=name,
         load=f"{rate:.0f}/s open",
