@@ -43,7 +43,7 @@ from gateway.storage import Adapters, open_adapters
 from gateway.stripe_settings import StripeSettings
 from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
-from ledger import LedgerError, SigningKeyRecord, StoredReceipt
+from ledger import LedgerError, SigningKeyRecord, StoredReceipt, limits
 from ledger.clock import utc_now_rfc3339
 from supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
 
@@ -363,7 +363,9 @@ async def run_server(
         app, access_log=None, shutdown_timeout=settings.drain_timeout_s, handle_signals=False
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, backlog=limits.listen_backlog_max, reuse_address=True
+    )
     await site.start()
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()

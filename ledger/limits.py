@@ -35,6 +35,10 @@ batch_events_max: Final = 100
 admission_queue_max: Final = 1_000
 # Above one full batch, so a whole batch request fits an idle customer's bound.
 customer_inflight_max: Final = 128
+# Pending TCP connections the kernel holds for us (capped by somaxconn): at
+# 1,024 a burst of new clients overflowed it and their SYNs were retried after
+# 1, 3, 7 s, i.e. timeouts instead of a fast 429.
+listen_backlog_max: Final = 4_096
 # Shed load (429) while the event loop runs this late on average: past it the
 # loop, not the pipeline, is the bottleneck, requests queue in the kernel where
 # the in-flight bound never sees them, and clients would time out instead.
