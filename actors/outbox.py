@@ -10,6 +10,7 @@ customer's later messages wait behind its failed one (order per customer).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from actors.stage_owner import LoopThread, StageOwner
+from actors.stage_owner import LoopThread, LoopThreads, StageOwner
 from ledger import LedgerStore, OutboxMessage, StoredReceipt
 from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
 from ledger.receipt_codec import decode_stored_receipt
@@ -97,22 +98,45 @@ class OutboxRelay(StageOwner):
         self._pass_interval_s = pass_interval_s
         self._batch_max = batch_max
         self._wake = wake  # set by the ledger writer after each commit
-        self._loop = LoopThread("outbox-relay", self._run, self.report_crash, wake.set)
+        # One thread per topic: a slow sink (the archive, one object per
+        # receipt) must not hold back the others; it once delayed the
+        # broadcast by 13 s. A coordinator fans the writer's wake-ups out to
+        # them and measures the backlog.
+        self._topic_wakes = {topic: threading.Event() for topic in self._sinks}
+        loops = [LoopThread("outbox-relay", self._coordinate, self.report_crash, wake.set)]
+        loops += [
+            LoopThread(
+                f"outbox-{topic}",
+                functools.partial(self._relay_forever, topic),
+                self.report_crash,
+                self._topic_wakes[topic].set,
+            )
+            for topic in self._sinks
+        ]
+        self._loops = LoopThreads(loops)
 
-    def stage(self) -> LoopThread:
-        return self._loop
+    def stage(self) -> LoopThreads:
+        return self._loops
 
-    def _run(self, stopping: threading.Event) -> None:
-        backlog_measured_at = 0.0
+    def _coordinate(self, stopping: threading.Event) -> None:
+        measure_every_s = 1.0
+        measured_at = 0.0
         while not stopping.is_set():
-            if time.monotonic() - backlog_measured_at >= 1.0:
+            if time.monotonic() - measured_at >= measure_every_s:
                 self._measure_backlog()
-                backlog_measured_at = time.monotonic()
-            started = time.monotonic()
-            moved = sum(self.relay_once(topic) for topic in self._sinks)
-            if not moved:
-                self._wake.wait(self._poll_interval_s)
+                measured_at = time.monotonic()
+            if self._wake.wait(max(0.0, measured_at + measure_every_s - time.monotonic())):
                 self._wake.clear()
+                for topic_wake in self._topic_wakes.values():
+                    topic_wake.set()
+
+    def _relay_forever(self, topic: str, stopping: threading.Event) -> None:
+        wake = self._topic_wakes[topic]
+        while not stopping.is_set():
+            started = time.monotonic()
+            if not self.relay_once(topic):
+                wake.wait(self._poll_interval_s)
+                wake.clear()
             # Amortize: each pass costs a read and, for the archive, an fsync
             # per touched file, so passes are spaced and batches grow with
             # load instead of relaying a few receipts at a time.

@@ -91,3 +91,47 @@ def test_backlog_and_lag_rise_while_a_sink_is_down_and_fall_to_zero_once_deliver
         relay.stop()
     assert [r.seq for r in delivered] == [1, 2, 3]
     assert not [e for e in exits if "normal" not in repr(e)], exits
+
+
+def test_a_slow_sink_does_not_hold_back_the_other_topics(store: SqliteLedger) -> None:
+    """Each topic is relayed on its own: the archive taking seconds per pass
+    must not delay the broadcast."""
+    created = format_rfc3339(datetime.now(UTC))
+    chain = Chain("cus_a")
+    receipts = [chain.next().receipt for _ in range(3)]
+    store.enqueue_outbox(
+        [
+            OutboxMessage(f"{r.receipt_id}:{topic}", topic, "cus_a", payload, created)
+            for r in receipts
+            for topic, payload in (
+                ("slow", encode_stored_receipt(r)),
+                ("fast", encode_stored_receipt(r)),
+            )
+        ]
+    )
+    release_slow = threading.Event()
+    slow_calls: list[int] = []
+    fast: list[StoredReceipt] = []
+
+    def slow_sink(batch: Sequence[StoredReceipt]) -> None:
+        slow_calls.append(len(batch))
+        release_slow.wait(WAIT_S)  # stuck until the test has seen the fast topic
+
+    exits: list[Any] = []
+    relay = OutboxRelay.start(
+        Link("outbox", exits.append),
+        store=store,
+        sinks={"slow": slow_sink, "fast": fast.extend},
+        metrics=OutboxMetrics(CollectorRegistry()),
+        wake=threading.Event(),
+        poll_interval_s=0.05,
+    )
+    try:
+        assert wait_for(lambda: bool(slow_calls), WAIT_S)  # the slow sink is busy...
+        assert wait_for(lambda: len(fast) == 3, WAIT_S / 2)  # ...and the fast one delivered
+        assert not release_slow.is_set()
+    finally:
+        release_slow.set()
+        relay.stop()
+    assert [r.seq for r in fast] == [1, 2, 3]
+    assert not [e for e in exits if "normal" not in repr(e)], exits
