@@ -66,7 +66,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
     _ensure_ready(services)
-    services.admission.refuse_if_saturated()  # cheap 429 before reading the body
+    services.admission.refuse_if_saturated(customer_id)  # cheap 429 before reading the body
     body = await read_json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise bad_request("invalid_type", "send {\"events\": [...]}", "events")
