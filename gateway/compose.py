@@ -206,6 +206,8 @@ def _start(
         outbox_wake.set()
 
     reconciler_metrics = ReconcilerMetrics(registry)
+    # Signer and writer queues are sized from admission, as limits.writer_queue_max.
+    stage_queue_max = settings.admission_queue_max * 2
 
     def on_integrity_failure(reason: str) -> None:
         # Repeated each round while the damage is there: idempotent by design.
@@ -223,7 +225,7 @@ def _start(
                 metrics=actor_metrics,
                 outbox_for=adapters.outbox_for,
                 batch_max=settings.commit_batch_receipts_max,
-                queue_max=settings.admission_queue_max * 2,
+                queue_max=stage_queue_max,
                 linger_ms=settings.commit_linger_ms,
                 on_committed=after_commit,
             ),
@@ -238,7 +240,7 @@ def _start(
                 key=key,
                 pipeline=pipeline,
                 workers=settings.effective_signer_workers,
-                queue_max=settings.admission_queue_max * 2,
+                queue_max=stage_queue_max,
                 metrics=actor_metrics,
             ),
             restart="permanent",

@@ -48,7 +48,6 @@ loop_lag_max_ms: Final = 40
 # starve the pipeline (measured: 513 -> 110 charges/s at 3,000 connections).
 lagging_inflight_max: Final = 64
 signer_workers_per_cpu: Final = 2
-signer_queue_max: Final = admission_queue_max
 
 # Group commit: one transaction per batch, at most this many receipts or this
 # long a wait for company.
@@ -58,7 +57,6 @@ writer_queue_max: Final = admission_queue_max * 2
 
 # Account actors: idle ones are passivated so live threads stay bounded.
 account_idle_s: Final = 60.0
-accounts_live_max: Final = 2_000
 actor_ask_timeout_ms: Final = 10_000
 
 # Reading receipts back.
