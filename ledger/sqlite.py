@@ -60,9 +60,6 @@ __all__ = ["SqliteLedger"]
 
 log = structlog.get_logger(__name__)
 
-_INSERT_RECEIPT: Final = (
-    f"INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES ({placeholders(RECEIPT_COLUMNS)})"
-)
 _INSERT_RECEIPTS: Final = f"INSERT INTO receipts ({RECEIPT_COLUMNS})"  # + VALUES
 # Multi-row updates through `UPDATE ... FROM (VALUES ...)`: one statement per
 # batch (see execute_values); SQLite names the VALUES columns column1, column2...
@@ -237,9 +234,11 @@ class SqliteLedger(SqliteQueues):
         if not receipts:
             return
         with self._writing() as conn, transaction(conn):
-            conn.executemany(
-                f"{_INSERT_RECEIPT} ON CONFLICT DO NOTHING",
+            execute_values(
+                conn,
+                _INSERT_RECEIPTS,
                 [receipt_params(receipt) for receipt in receipts],
+                "ON CONFLICT DO NOTHING",
             )
             for receipt in receipts:
                 rows = conn.execute(
