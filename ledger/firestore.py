@@ -12,15 +12,14 @@ the collection (the emulator needs none).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
 import structlog
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from ledger._gcp_client import TRANSIENT_ERRORS, Lifecycle
 from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row
 from ledger.errors import StoreUnavailable, check_invariant
 from ledger.gcp_urls import parse_firestore_url
@@ -35,15 +34,7 @@ request_timeout_s: Final = 30.0
 # Firestore refuses more than 500 writes in one batch.
 batch_writes_max: Final = 500
 
-_UNAVAILABLE: Final = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.RetryError,
-    gexc.InternalServerError,
-    gexc.Unknown,
-    gexc.TooManyRequests,
-    gexc.Aborted,
-)
+_UNAVAILABLE: Final = TRANSIENT_ERRORS
 
 
 def _document(receipt: StoredReceipt) -> dict[str, Any]:
@@ -68,8 +59,7 @@ class FirestoreReadModel:
     def __init__(self, client: Any, *, collection: str = "receipts") -> None:
         self._client = client
         self._collection = client.collection(collection)
-        self._closed = False
-        self._lock = threading.Lock()
+        self._life = Lifecycle("Firestore read model")
 
     @classmethod
     def open(cls, url: str) -> FirestoreReadModel:
@@ -78,12 +68,8 @@ class FirestoreReadModel:
         log.info("firestore.opened", project=parsed.project, collection=parsed.collection)
         return cls(client, collection=parsed.collection)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailable("the Firestore read model is closed")
-
     def upsert_receipts(self, receipts: Sequence[StoredReceipt]) -> None:
-        self._check_open()
+        self._life.check_open()
         # One document per receipt_id: the last copy in the batch wins, and
         # all copies are the same immutable receipt anyway.
         unique = {r.receipt_id: r for r in receipts}
@@ -99,7 +85,7 @@ class FirestoreReadModel:
         log.debug("firestore.upserted", receipts=len(items))
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
-        self._check_open()
+        self._life.check_open()
         try:
             snapshot = self._collection.document(receipt_id).get(timeout=request_timeout_s)
         except _UNAVAILABLE as error:
@@ -111,7 +97,7 @@ class FirestoreReadModel:
         return receipt
 
     def list_receipts(self, customer_id: str, after_seq: int, limit: int) -> list[StoredReceipt]:
-        self._check_open()
+        self._life.check_open()
         page = max(0, min(int(limit), receipts_page_max))
         if page == 0:
             return []
@@ -128,11 +114,4 @@ class FirestoreReadModel:
         return [_receipt(snapshot.to_dict()) for snapshot in snapshots]
 
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        try:
-            self._client.close()
-        except Exception as error:  # a failed close leaks a channel, nothing more
-            log.warning("firestore.close_failed", error=str(error))
+        self._life.close(self._client.close, "firestore.close_failed")

@@ -17,7 +17,6 @@ deletes succeed. Both guarantees hold only on real Cloud Storage.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -25,6 +24,7 @@ import structlog
 from google.api_core import exceptions as gexc
 from google.cloud.storage import Client as StorageClient
 
+from ledger._gcp_client import Lifecycle
 from ledger._gcp_receipts import receipt_from_text_fields, receipt_text_fields
 from ledger.errors import StoreUnavailable, check_invariant
 from ledger.gcp_urls import parse_gcs_url
@@ -79,8 +79,7 @@ class GcsArchive:
         check_invariant(prefix == "" or prefix.endswith("/"), "prefix must end with /")
         self._client = client
         self._prefix = prefix
-        self._closed = False
-        self._lock = threading.Lock()
+        self._life = Lifecycle("Cloud Storage archive")
         try:
             found = client.lookup_bucket(bucket, timeout=request_timeout_s)
             if found is None:
@@ -112,7 +111,7 @@ class GcsArchive:
         """Set the bucket's retention period (unlocked: locking is an operator's
         irreversible decision, made outside the service)."""
         check_invariant(0 < period_s <= 100 * 366 * 24 * 3600, "retention period out of range")
-        self._check_open()
+        self._life.check_open()
         self._bucket.retention_period = int(period_s)
         try:
             self._bucket.patch(timeout=request_timeout_s)
@@ -121,7 +120,7 @@ class GcsArchive:
         log.info("gcs.retention_set", bucket=self._bucket.name, period_s=period_s)
 
     def retention_period_s(self) -> int | None:
-        self._check_open()
+        self._life.check_open()
         try:
             self._bucket.reload(timeout=request_timeout_s)
         except _UNAVAILABLE as error:
@@ -142,7 +141,7 @@ class GcsArchive:
         )
 
     def append(self, receipts: Sequence[StoredReceipt]) -> None:
-        self._check_open()
+        self._life.check_open()
         written = 0
         for receipt in receipts:
             blob = self._bucket.blob(self.object_name(receipt))
@@ -162,7 +161,7 @@ class GcsArchive:
         log.debug("gcs.appended", receipts=len(receipts), written=written)
 
     def read_customer(self, customer_id: str) -> list[StoredReceipt]:
-        self._check_open()
+        self._life.check_open()
         try:
             blobs = sorted(
                 self._client.list_blobs(
@@ -184,16 +183,5 @@ class GcsArchive:
             check_invariant(receipt.customer_id == customer_id, "archived under the wrong customer")
         return receipts
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailable("the Cloud Storage archive is closed")
-
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        try:
-            self._client.close()
-        except Exception as error:  # a failed close leaks a connection pool, nothing more
-            log.warning("gcs.close_failed", error=str(error))
+        self._life.close(self._client.close, "gcs.close_failed")

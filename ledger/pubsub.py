@@ -20,6 +20,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import PublisherClient
 from google.cloud.pubsub_v1.types import PublisherOptions
 
+from ledger._gcp_client import Lifecycle
 from ledger._gcp_receipts import receipt_text_fields
 from ledger.errors import StoreUnavailable
 from ledger.gcp_urls import parse_pubsub_url
@@ -51,7 +52,7 @@ class PubSubBroadcast:
         self._publisher = publisher
         self._topic = topic_path
         self._timeout_s = publish_timeout_s
-        self._closed = False
+        self._life = Lifecycle("Pub/Sub broadcast")
         # One caller's messages go out contiguously, so two concurrent calls
         # cannot interleave one customer's receipts out of chain order.
         self._lock = threading.Lock()
@@ -81,8 +82,7 @@ class PubSubBroadcast:
         return True
 
     def publish(self, receipts: Sequence[StoredReceipt]) -> None:
-        if self._closed:
-            raise StoreUnavailable("the Pub/Sub broadcast is closed")
+        self._life.check_open()
         if not receipts:
             return
         with self._lock:
@@ -115,11 +115,7 @@ class PubSubBroadcast:
         log.debug("pubsub.published", topic=self._topic, messages=len(futures))
 
     def close(self) -> None:
+        # Under the publish lock: no publish runs while the client stops. It
+        # flushes, and a failed stop loses nothing: every publish waited.
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._publisher.stop()  # flushes; every publish already waited
-            except Exception as error:  # a failed close loses nothing: all awaited
-                log.warning("pubsub.close_failed", error=str(error))
+            self._life.close(self._publisher.stop, "pubsub.close_failed")

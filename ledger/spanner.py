@@ -27,6 +27,7 @@ from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, param_types
 from google.cloud.spanner_v1.keyset import KeySet as _UntypedKeySet
 
 from crypto.receipt import GENESIS_HASH
+from ledger._gcp_client import TRANSIENT_ERRORS, Lifecycle, release_quietly
 from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
 from ledger.errors import (
     AlreadyExists,
@@ -192,8 +193,7 @@ class SpannerLedger:
     def __init__(self, database: Any, *, client: Any | None = None) -> None:
         self._database = database
         self._client = client
-        self._closed = False
-        self._lock = threading.Lock()
+        self._life = Lifecycle("Spanner ledger")
 
     @classmethod
     def open(cls, url: str, *, create: bool = False, migrate: bool = False) -> SpannerLedger:
@@ -218,10 +218,6 @@ class SpannerLedger:
         return cls(database, client=client)
 
     # -- plumbing -------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailable("the Spanner ledger is closed")
-
     def _call(self, action: Callable[[], T]) -> T:
         """Run one store operation, mapping transport failures to StoreUnavailable.
 
@@ -231,7 +227,7 @@ class SpannerLedger:
         ABORTED, which the client would retry: those run the whole operation
         again (a transaction re-reads under its locks, so it is safe), boundedly.
         """
-        self._check_open()
+        self._life.check_open()
         for attempt in range(1, _disguised_abort_retries_max + 1):
             try:
                 return self._call_once(action)
@@ -247,11 +243,7 @@ class SpannerLedger:
     def _call_once(self, action: Callable[[], T]) -> T:
         try:
             return action()
-        except (gexc.Aborted, gexc.ServiceUnavailable, gexc.DeadlineExceeded) as error:
-            raise StoreUnavailable(f"spanner: {error}") from error
-        except gexc.RetryError as error:
-            raise StoreUnavailable(f"spanner: {error}") from error
-        except (gexc.InternalServerError, gexc.Unknown, gexc.TooManyRequests) as error:
+        except TRANSIENT_ERRORS as error:
             raise StoreUnavailable(f"spanner: {error}") from error
 
     def _transact(self, work: Callable[[Any], T]) -> T:
@@ -277,22 +269,19 @@ class SpannerLedger:
 
     # -- lifecycle --------------------------------------------------------------
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if self._life.close(self._release_in_background, "spanner.close_failed"):
+            log.info("spanner.closed")
+
+    def _release_in_background(self) -> None:
         # Database.close() joins the client's session-maintenance thread with
         # no timeout, and that thread sleeps 10 minutes between polls: waiting
         # is pointless, so a daemon thread finishes the close on its own.
-        closer = threading.Thread(target=self._close_database, name="spanner-close", daemon=True)
-        closer.start()
-        log.info("spanner.closed")
-
-    def _close_database(self) -> None:
-        try:
-            self._database.close()
-        except Exception as error:  # a failed close leaks a session, nothing more
-            log.warning("spanner.close_failed", error=str(error))
+        threading.Thread(
+            target=release_quietly,
+            args=(self._database.close, "spanner.close_failed"),
+            name="spanner-close",
+            daemon=True,
+        ).start()
 
     def check_writable(self) -> None:
         rows = self._query("SELECT COUNT(*) FROM Accounts WHERE customer_id = ''")
