@@ -41,8 +41,9 @@ class Admission:
         self.loop_lag_s = 0.0  # smoothed, see watch_loop_lag
         self.inflight = 0
         self._per_customer: dict[str, int] = {}
+        # How many customers have each in-flight count: the heaviest customer
+        # is its largest key, read only while the loop lags.
         self._customers_at: collections.Counter[int] = collections.Counter()
-        self._heaviest = 0
         self._on_reject = on_reject  # counts rejections (a Prometheus counter)
 
     def refuse_if_saturated(self, customer_id: str, count: int = 1) -> None:
@@ -59,7 +60,7 @@ class Admission:
         if (
             self.loop_lag_s > self.loop_lag_max_s
             and self.inflight + count > self.lagging_inflight_max
-            and (self._heaviest <= LIGHT_INFLIGHT_MAX or mine + count > self._heaviest // 2)
+            and self._sheds(mine + count)
         ):
             # Shed the heaviest customers first: while one customer has many
             # charges in flight, a customer with fewer than half as many is
@@ -89,9 +90,11 @@ class Admission:
         else:
             del self._per_customer[customer_id]
 
+    def _sheds(self, mine_after: int) -> bool:
+        heaviest = max(self._customers_at, default=0)
+        return heaviest <= LIGHT_INFLIGHT_MAX or mine_after > heaviest // 2
+
     def _move(self, before: int, after: int) -> None:
-        """Keep `_heaviest` (the most charges any customer has in flight)
-        without scanning every customer: count customers per in-flight level."""
         levels = self._customers_at
         if before:
             levels[before] -= 1
@@ -99,9 +102,6 @@ class Admission:
                 del levels[before]
         if after:
             levels[after] += 1
-        self._heaviest = max(self._heaviest, after)
-        while self._heaviest and self._heaviest not in levels:
-            self._heaviest -= 1
 
     def _reject(self, code: str, message: str) -> None:
         self._on_reject()
