@@ -1,7 +1,7 @@
 """Connections, locking and lifecycle shared by the SQLite adapter's parts.
 
-`SqliteBase` owns the one write connection (behind a lock) and one read
-connection per calling thread; the adapter's methods live in subclasses
+`SqliteBase` owns the one write connection (behind a lock) and a pool of
+read connections; the adapter's methods live in subclasses
 (`_sqlite_queues.SqliteQueues`, `sqlite.SqliteLedger`).
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Self
 import structlog
 
 from ledger._locks import locked
-from ledger._sqlite_conn import FileLock, Reader, connect
+from ledger._sqlite_conn import FileLock, ReaderPool
 from ledger._sqlite_rows import Row
 from ledger.errors import NotFound, StoreUnavailable
 
@@ -33,9 +33,7 @@ class SqliteBase:
         self._lock = lock
         self._writer: sqlite3.Connection | None = writer
         self._write_lock = threading.Lock()
-        self._readers_lock = threading.Lock()
-        self._readers: dict[int, Reader] = {}
-        self._local = threading.local()
+        self._readers = ReaderPool(path)
         self._closed = False
 
     @property
@@ -58,11 +56,7 @@ class SqliteBase:
             writer, self._writer = self._writer, None
             if writer is not None:
                 writer.close()
-        with locked(self._readers_lock, "ledger readers"):
-            readers = list(self._readers.values())
-            self._readers.clear()
-        for reader in readers:
-            reader.close()
+        self._readers.close()
         self._lock.release()
         log.info("ledger.sqlite.closed", path=str(self._path))
 
@@ -86,34 +80,12 @@ class SqliteBase:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        """This thread's read connection."""
-        reader: Reader | None = getattr(self._local, "reader", None)
-        if reader is None:
-            reader = self._new_reader()
-        with locked(reader.lock, "ledger reader"):
-            if self._closed:
-                raise StoreUnavailable(f"ledger store {self._path} is closed")
+        """A read connection, this caller's alone until the block ends."""
+        with self._readers.connection() as conn:
             try:
-                yield reader.conn
+                yield conn
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"ledger read failed: {exc}") from exc
-
-    def _new_reader(self) -> Reader:
-        thread = threading.current_thread()
-        with locked(self._readers_lock, "ledger readers"):
-            if self._closed:
-                raise StoreUnavailable(f"ledger store {self._path} is closed")
-            # Threads come and go (passivated actors): drop the connections of
-            # dead ones so open connections stay bounded by live threads.
-            dead = [ident for ident, r in self._readers.items() if not r.thread.is_alive()]
-            stale = [self._readers.pop(ident) for ident in dead]
-            previous = self._readers.pop(threading.get_ident(), None)
-            reader = Reader(connect(self._path, writer=False), thread)
-            self._readers[threading.get_ident()] = reader
-        for old in stale + ([previous] if previous is not None else []):
-            old.close()
-        self._local.reader = reader
-        return reader
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> Row | None:
         rows = self._all(sql, params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -159,6 +160,53 @@ def test_readers_on_many_threads_while_one_thread_commits(tmp_path: Path) -> Non
         assert store.get_account_head("cus_a") == (100, chain.last_hash, 10_000)
     finally:
         store.close()
+
+
+def _open_files_under(directory: Path) -> int:
+    """File descriptors of this process open on files in `directory`."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if Path(os.readlink(fd)).parent == directory:
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_many_live_reader_threads_share_a_few_connections(tmp_path: Path) -> None:
+    """A thousand live account actors each read now and then; each holding its
+    own connection (two files: database and WAL) ran into the open-files limit
+    and made every new thread's first read slower than the last."""
+    store, chain = _seeded(tmp_path / "ledger.sqlite3")
+    store.commit_batch([chain.next()], [])
+    threads_n = 200
+    all_read = threading.Barrier(threads_n + 1)
+    release = threading.Event()
+    one_at_a_time = threading.Lock()
+    heads: list[tuple[int, str, int] | None] = []
+
+    def account_thread() -> None:
+        with one_at_a_time:
+            heads.append(store.get_account_head("cus_a"))
+        all_read.wait(timeout=30)
+        release.wait(timeout=30)  # stays alive, like an idle account actor
+
+    threads = [threading.Thread(target=account_thread) for _ in range(threads_n)]
+    try:
+        baseline = _open_files_under(tmp_path)
+        for thread in threads:
+            thread.start()
+        all_read.wait(timeout=30)
+        assert heads == [(1, chain.last_hash, 100)] * threads_n
+        assert _open_files_under(tmp_path) <= baseline + 4
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        store.close()
+    assert _open_files_under(tmp_path) == 0
 
 
 def test_check_writable_passes_on_an_open_store(tmp_path: Path) -> None:
