@@ -29,12 +29,14 @@ from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
 from crypto.receipt import core_bytes, hash_of_core_bytes
-from ledger import AccountState, Entitlement, LedgerStore, limits
+from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
 from supervisor import Link, SupervisedActor
 
 log = structlog.get_logger(__name__)
 
 _receipt_ids = IdMinter("rcpt_")
+# A batch's stored receipts by idempotency key; None: known to have none.
+_StoredByKey = dict[str, StoredReceipt | None]
 
 
 class Reload(NamedTuple):
@@ -79,6 +81,8 @@ class _ReplyFuture(pykka.Future[Any]):
         self._ready.acquire()
 
     def get(self, *, timeout: float | None = None) -> Any:
+        if self._get_hook is not None:  # a derived future, e.g. ActorRef.stop()'s
+            return super().get(timeout=timeout)
         if not self._ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             raise pykka.Timeout(f"{timeout} seconds")
         self._ready.release()
@@ -191,8 +195,9 @@ class AccountActor(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         self._deps.activity[self.customer_id] = time.monotonic()
         if isinstance(message, ChargeBatch):
+            stored = self._stored_receipts(message.commands)
             for command in message.commands:
-                self._charge(command)
+                self._charge(command, stored)
             return None
         if isinstance(message, Reload):
             self._reload()
@@ -201,13 +206,31 @@ class AccountActor(SupervisedActor):
             raise RuntimeError(f"injected fault: {message.reason}")
         return super().on_receive(message)
 
-    def _charge(self, command: ChargeCommand) -> None:
+    def _stored_receipts(self, commands: tuple[ChargeCommand, ...]) -> _StoredByKey:
+        """The stored receipts of a batch's keys, read once for the batch.
+
+        Only keys with no receipt in flight are looked up: for those the answer
+        holds until this actor charges one of them (it is the customer's only
+        writer), and `_charge` drops a key from the map when it does."""
+        if self._account is None or self._seq == 0:
+            return {}
+        keys = [c.idempotency_key for c in commands if not self._in_flight(c.idempotency_key)]
+        if not keys:
+            return {}
+        found = self._deps.store.find_receipts_by_keys(self.customer_id, keys)
+        return {key: found.get(key) for key in keys}
+
+    def _in_flight(self, key: str) -> bool:
+        entry = self._recent.get(key)
+        return entry is not None and not entry.failed
+
+    def _charge(self, command: ChargeCommand, stored: _StoredByKey) -> None:
         account = self._account
         if account is None:
             command.reply(refused(charges.CUSTOMER_NOT_FOUND, "no such customer", "customer_id"))
             return
         fingerprint = command.fingerprint
-        if self._answered_from_history(command, fingerprint):
+        if self._answered_from_history(command, fingerprint, stored):
             return
         refusal = self._check(command, account)
         if refusal is not None:
@@ -266,8 +289,11 @@ class AccountActor(SupervisedActor):
         self._balance_minor = balance_after
         self._used_minor[command.entitlement_id] = used_after
         self._remember(command.idempotency_key, pending)
+        stored.pop(command.idempotency_key, None)  # no longer known from the read
 
-    def _answered_from_history(self, command: ChargeCommand, fingerprint: str) -> bool:
+    def _answered_from_history(
+        self, command: ChargeCommand, fingerprint: str, stored_by_key: _StoredByKey
+    ) -> bool:
         key = command.idempotency_key
         entry = self._recent.get(key)
         if entry is not None and entry.failed:
@@ -282,7 +308,10 @@ class AccountActor(SupervisedActor):
             return True
         if self._seq == 0:
             return False
-        stored = self._deps.store.find_receipt_by_key(self.customer_id, key)
+        if key in stored_by_key:
+            stored = stored_by_key[key]
+        else:  # in flight when the batch was read, settled since
+            stored = self._deps.store.find_receipt_by_key(self.customer_id, key)
         if stored is None:
             return False
         if stored.request_fingerprint != fingerprint:
@@ -353,4 +382,3 @@ def _key_reuse() -> ChargeOutcome:
         "this idempotency key was already used with a different request",
         "idempotent_key",
     )
-

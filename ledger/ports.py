@@ -72,6 +72,13 @@ class LedgerStore(Protocol):
     def find_receipt_by_key(
         self, customer_id: str, idempotency_key: str
     ) -> StoredReceipt | None: ...
+    def find_receipts_by_keys(
+        self, customer_id: str, idempotency_keys: Sequence[str]
+    ) -> dict[str, StoredReceipt]:
+        """The customer's receipts for any of these keys, by key: one read for a
+        whole batch of events instead of one per event."""
+        ...
+
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None: ...
     def list_receipts(
         self, customer_id: str, after_seq: int, limit: int

@@ -118,6 +118,7 @@ KeySet: Final[Callable[..., Any]] = _UntypedKeySet
 _STR: Final = param_types.STRING
 _INT: Final = param_types.INT64
 _TIMESTAMP: Final = param_types.TIMESTAMP
+_STR_ARRAY: Final = param_types.Array(_STR)  # type: ignore[no-untyped-call]
 # Commit order, with the primary key last so that the order is total and a
 # page can start strictly after the previous one's last row.
 _OUTBOX_PAGE_SELECT: Final = (
@@ -457,13 +458,22 @@ class SpannerLedger:
         return [receipt_from_row(_decode_bytes(row)) for row in rows]
 
     def find_receipt_by_key(self, customer_id: str, idempotency_key: str) -> StoredReceipt | None:
-        return _one(
-            self._receipt_query(
-                "Receipts@{FORCE_INDEX=ReceiptsByKey} WHERE customer_id = @c "
-                "AND idempotency_key = @k",
-                {"c": customer_id, "k": idempotency_key},
-            )
+        return self.find_receipts_by_keys(customer_id, [idempotency_key]).get(idempotency_key)
+
+    def find_receipts_by_keys(
+        self, customer_id: str, idempotency_keys: Sequence[str]
+    ) -> dict[str, StoredReceipt]:
+        keys = list(dict.fromkeys(idempotency_keys))
+        if not keys:
+            return {}
+        rows = self._query(
+            f"SELECT {_RECEIPT_SELECT} FROM Receipts@{{FORCE_INDEX=ReceiptsByKey}} "
+            "WHERE customer_id = @c AND idempotency_key IN UNNEST(@keys)",
+            {"c": customer_id, "keys": keys},
+            {"c": _STR, "keys": _STR_ARRAY},
         )
+        receipts = (receipt_from_row(_decode_bytes(row)) for row in rows)
+        return {receipt.idempotency_key: receipt for receipt in receipts}
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
         return _one(

@@ -77,6 +77,9 @@ _ADD_USAGE_TAIL: Final = (
     "AND entitlements.entitlement_id = v.column3"
 )
 _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
+# Below SQLite's default limit of 999 host parameters per statement (one is
+# the customer id).
+_KEYS_PER_QUERY_MAX: Final = 500
 
 
 class SqliteLedger(SqliteQueues):
@@ -185,11 +188,25 @@ class SqliteLedger(SqliteQueues):
     def find_receipt_by_key(
         self, customer_id: str, idempotency_key: str
     ) -> StoredReceipt | None:
-        row = self._one(
-            f"{_SELECT_RECEIPTS} WHERE customer_id = ? AND idempotency_key = ?",
-            (customer_id, idempotency_key),
-        )
-        return None if row is None else receipt_from_row(row)
+        return self.find_receipts_by_keys(customer_id, [idempotency_key]).get(idempotency_key)
+
+    def find_receipts_by_keys(
+        self, customer_id: str, idempotency_keys: Sequence[str]
+    ) -> dict[str, StoredReceipt]:
+        keys = list(dict.fromkeys(idempotency_keys))
+        found: dict[str, StoredReceipt] = {}
+        # Chunked: SQLite caps the number of parameters in one statement.
+        for start in range(0, len(keys), _KEYS_PER_QUERY_MAX):
+            chunk = keys[start : start + _KEYS_PER_QUERY_MAX]
+            marks = ",".join("?" * len(chunk))
+            rows = self._all(
+                f"{_SELECT_RECEIPTS} WHERE customer_id = ? AND idempotency_key IN ({marks})",
+                (customer_id, *chunk),
+            )
+            for row in rows:
+                receipt = receipt_from_row(row)
+                found[receipt.idempotency_key] = receipt
+        return found
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
         row = self._one(f"{_SELECT_RECEIPTS} WHERE receipt_id = ?", (receipt_id,))

@@ -43,3 +43,10 @@ def test_a_failure_before_bind_is_answered_at_bind() -> None:
     answers: list[ChargeOutcome] = []
     future.bind(answers.append)
     assert [a.code for a in answers] == [ACCOUNT_UNAVAILABLE]
+
+
+def test_a_derived_future_answers_through_its_get_hook() -> None:
+    """ActorRef.stop(block=True) waits on such a future: it used to hang."""
+    future = _ReplyFuture()
+    future.set_get_hook(lambda timeout: f"stopped within {timeout}")
+    assert future.get(timeout=1) == "stopped within 1"

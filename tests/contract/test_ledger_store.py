@@ -157,6 +157,26 @@ def test_idempotency_key_is_unique_per_customer_only(ledger_store: LedgerStore) 
     assert receipt_b is not None and receipt_b.customer_id == "cus_b"
 
 
+def test_receipts_are_found_by_many_keys_in_one_read(ledger_store: LedgerStore) -> None:
+    a = _open_account(ledger_store, "cus_a")
+    b = _open_account(ledger_store, "cus_b")
+    # More keys than SQLite takes parameters in one statement.
+    writes = [a.next(amount_minor=1, key=f"order-{i}") for i in range(1_200)]
+    for start in range(0, len(writes), 400):
+        ledger_store.commit_batch(writes[start : start + 400], [])
+    ledger_store.commit_batch([b.next(key="order-7")], [])
+
+    wanted = [f"order-{i}" for i in range(0, 1_200, 3)] + ["order-7", "unknown", "order-3"]
+    found = ledger_store.find_receipts_by_keys("cus_a", wanted)
+    assert sorted(found) == sorted(set(wanted) - {"unknown"})
+    by_key = {receipt.idempotency_key: receipt for receipt in a.made}
+    assert all(found[key] == by_key[key] for key in found)
+    assert ledger_store.find_receipts_by_keys("cus_b", ["order-7", "order-8"]) == {
+        "order-7": b.made[0]
+    }
+    assert ledger_store.find_receipts_by_keys("cus_a", []) == {}
+
+
 def test_a_key_repeated_inside_one_batch_conflicts(ledger_store: LedgerStore) -> None:
     a = _open_account(ledger_store, "cus_a")
     with pytest.raises(ChainConflict) as raised:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 from crypto import verify_chain
@@ -89,3 +91,45 @@ async def test_a_full_page_of_receipts_says_more_follow(service: Service) -> Non
     assert page["has_more"] is True
     assert page["next_after_seq"] == 1000
     assert len(await service.receipts(customer)) == 1100
+
+
+async def test_keys_repeated_within_and_across_concurrent_batches_charge_once(
+    service: Service,
+) -> None:
+    """A batch reads its keys' stored receipts once; keys charged, or settled,
+    while it runs must still be answered as replays, never charged again."""
+    customer = await service.create_customer()
+    keys = [service.event(customer, amount="0.01") for _ in range(12)]
+    rng = random.Random(7)
+    # 120 events: within the per-customer in-flight bound, so none gets a 429.
+    batches = [[rng.choice(keys) for _ in range(10)] for _ in range(12)]
+    answers = await asyncio.gather(*(_post_batch(service, customer, b) for b in batches))
+    receipt_by_key: dict[str, set[str]] = {}
+    for (status, body), batch in zip(answers, batches, strict=True):
+        assert status == 200
+        for event, result in zip(batch, body["results"], strict=True):
+            assert result["status"] == 202, result
+            receipt_by_key.setdefault(event["idempotent_key"], set()).add(
+                result["receipt"]["receipt_id"]
+            )
+    assert all(len(ids) == 1 for ids in receipt_by_key.values()), receipt_by_key
+    chain = await service.receipts(customer)
+    assert sorted(r["idempotency_key"] for r in chain) == sorted(receipt_by_key)
+    assert (await service.balance(customer))["balance"] == f"0.{len(receipt_by_key):02d}"
+
+
+async def test_a_key_repeated_at_both_ends_of_a_full_batch_charges_once(
+    service: Service,
+) -> None:
+    """By the batch's last event its first has been committed and forgotten
+    by the actor: the key must still be found, not charged again."""
+    customer = await service.create_customer()
+    first = service.event(customer, amount="0.01")
+    middle = [service.event(customer, amount="0.01") for _ in range(98)]
+    status, body = await _post_batch(service, customer, [first, *middle, first])
+    assert status == 200
+    results = body["results"]
+    assert [r["status"] for r in results] == [202] * 100
+    assert results[-1]["replayed"] is True
+    assert results[-1]["receipt"]["receipt_id"] == results[0]["receipt"]["receipt_id"]
+    assert (await service.balance(customer))["balance"] == "0.99"
