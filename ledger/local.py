@@ -7,13 +7,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import json
 import os
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import structlog
 
@@ -97,6 +99,11 @@ class FileArchive:
         self._closed = False
 
     def append(self, receipts: Sequence[StoredReceipt]) -> None:
+        """Durable on return: every touched file is written, then synced once.
+
+        A pass touches one file per customer in it (hundreds under load); an
+        fsync per file cost ~0.4 ms each and gave up the GIL hundreds of times
+        a second, so where Linux offers syncfs(2) one call syncs them all."""
         by_customer: dict[str, list[StoredReceipt]] = {}
         for receipt in receipts:
             by_customer.setdefault(receipt.customer_id, []).append(receipt)
@@ -104,10 +111,28 @@ class FileArchive:
             if self._closed:
                 raise StoreUnavailable("archive is closed")
             self._root.mkdir(parents=True, exist_ok=True)
-            for customer_id, batch in by_customer.items():
-                self._append_customer(customer_id, batch)
+            touched: list[str] = []
+            try:
+                with contextlib.ExitStack() as files:
+                    handles = []
+                    for customer_id, batch in by_customer.items():
+                        touched.append(customer_id)
+                        handle = self._append_customer(customer_id, batch, files)
+                        if handle is not None:
+                            handles.append(handle)
+                    if handles:
+                        _sync(self._root, [handle.fileno() for handle in handles])
+            except OSError as exc:
+                # Forget what we think is there: the next append re-reads the files.
+                for customer_id in touched:
+                    self._known_ids.pop(customer_id, None)
+                raise StoreUnavailable(f"archive write failed: {exc}") from exc
 
-    def _append_customer(self, customer_id: str, batch: list[StoredReceipt]) -> None:
+    def _append_customer(
+        self, customer_id: str, batch: list[StoredReceipt], files: contextlib.ExitStack
+    ) -> BinaryIO | None:
+        """Write the receipts not yet in the customer's file; the open handle,
+        not yet synced, or None if there was nothing to write."""
         path = self._file(customer_id)
         known = self._known_ids.get(customer_id)
         if known is None:
@@ -119,19 +144,11 @@ class FileArchive:
                 known.add(receipt.receipt_id)
                 lines.append(_encode(receipt))
         if not lines:
-            return
-        created = not path.exists()
-        try:
-            with path.open("ab") as handle:
-                handle.write(b"".join(lines))
-                handle.flush()
-                os.fsync(handle.fileno())
-            if created:
-                _fsync_dir(self._root)
-        except OSError as exc:
-            # Forget what we think is there: the next append re-reads the file.
-            self._known_ids.pop(customer_id, None)
-            raise StoreUnavailable(f"archive write failed for {customer_id}: {exc}") from exc
+            return None
+        handle = files.enter_context(path.open("ab"))
+        handle.write(b"".join(lines))
+        handle.flush()
+        return handle
 
     def read_customer(self, customer_id: str) -> list[StoredReceipt]:
         """The customer's archived receipts in seq order, one per receipt_id."""
@@ -183,6 +200,30 @@ def _read_file(path: Path, *, repair: bool) -> list[StoredReceipt]:
                 handle.truncate(len(complete) + 1 if complete else 0)
                 os.fsync(handle.fileno())
     return [_decode(line) for line in complete.split(b"\n") if line]
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):  # not Linux, or a libc without syncfs
+        return None
+    return syncfs
+
+
+_syncfs = _load_syncfs()
+
+
+def _sync(root: Path, fds: list[int]) -> None:
+    """Make the written files, and the directory entries of new ones, durable."""
+    if _syncfs is not None:
+        if _syncfs(fds[0]) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"syncfs: {os.strerror(error)}")
+        return
+    for fd in fds:
+        os.fsync(fd)
+    _fsync_dir(root)
 
 
 def _fsync_dir(path: Path) -> None:

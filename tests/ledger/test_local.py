@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from ledger import local
 from ledger.errors import StoreUnavailable
 from ledger.local import FileArchive, InProcessBroadcast
 from ledger.model import StoredReceipt
@@ -64,3 +66,53 @@ def test_archive_drops_a_torn_last_line_before_appending(tmp_path: Path) -> None
     assert fresh.read_customer("cus_a") == receipts[:1]
     fresh.append(receipts)
     assert fresh.read_customer("cus_a") == receipts
+
+
+def _receipts_of_many_customers(count: int) -> list[StoredReceipt]:
+    return [Chain(f"cus_{i}").next().receipt for i in range(count)]
+
+
+@pytest.mark.parametrize("syncfs", ["linux", "absent"])
+def test_archive_append_over_many_customers_is_synced_and_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: str
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+    if syncfs == "absent":
+        monkeypatch.setattr(local, "_syncfs", None)
+    else:
+        assert local._syncfs is not None, "Linux libc has syncfs"
+        real_syncfs = local._syncfs
+        monkeypatch.setattr(local, "_syncfs", lambda fd: synced.append("fs") or real_syncfs(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append("file") or real_fsync(fd))
+
+    receipts = _receipts_of_many_customers(40)
+    FileArchive(tmp_path).append(receipts)
+
+    # One call for the whole pass where syncfs exists, else one per file and
+    # one for the directory.
+    assert synced == (["fs"] if syncfs == "linux" else ["file"] * 41)
+    fresh = FileArchive(tmp_path)
+    assert [fresh.read_customer(r.customer_id) for r in receipts] == [[r] for r in receipts]
+
+
+def test_a_failed_sync_is_reported_and_the_next_append_writes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receipts = _receipts_of_many_customers(3)
+    archive = FileArchive(tmp_path)
+
+    def failing_sync(root: Path, fds: list[int]) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(local, "_sync", failing_sync)
+    with pytest.raises(StoreUnavailable):
+        archive.append(receipts)
+    monkeypatch.undo()
+    # The files may hold the lines or not; what the archive says it has must
+    # come from the disk, and each receipt ends up there exactly once.
+    archive.append(receipts)
+    for receipt in receipts:
+        assert FileArchive(tmp_path).read_customer(receipt.customer_id) == [receipt]
+        lines = (tmp_path / f"{receipt.customer_id}.jsonl").read_bytes().splitlines()
+        assert len(lines) == 1
