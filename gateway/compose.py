@@ -242,6 +242,7 @@ def _start(
                 workers=settings.effective_signer_workers,
                 queue_max=stage_queue_max,
                 metrics=actor_metrics,
+                processes=settings.signer_processes,
             ),
             restart="permanent",
             shutdown_timeout_ms=10_000,

@@ -34,6 +34,7 @@ class Settings:
     customer_inflight_max: int = limits.customer_inflight_max
     loop_lag_max_ms: float = limits.loop_lag_max_ms
     signer_workers: int = 0  # 0: signer_workers_per_cpu x CPUs
+    signer_processes: bool = True  # each signer thread signs in a child process
     commit_batch_receipts_max: int = limits.commit_batch_receipts_max
     commit_linger_ms: float = limits.commit_linger_ms  # DESIGN: 512 receipts or 2 ms
     account_idle_s: float = limits.account_idle_s
@@ -91,8 +92,11 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _bool(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _bool(environ: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
 
 
 def from_environment(
@@ -127,6 +131,9 @@ def from_environment(
         ),
         loop_lag_max_ms=_float(environ, "BILLING_LOOP_LAG_MAX_MS", defaults.loop_lag_max_ms),
         signer_workers=_int(environ, "BILLING_SIGNER_WORKERS", defaults.signer_workers),
+        signer_processes=_bool(
+            environ, "BILLING_SIGNER_PROCESSES", default=defaults.signer_processes
+        ),
         commit_batch_receipts_max=_int(
             environ, "BILLING_COMMIT_BATCH_MAX", defaults.commit_batch_receipts_max
         ),

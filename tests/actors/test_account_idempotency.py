@@ -3,19 +3,23 @@ commits each receipt the moment it is handed over (no timing involved)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from actors.account import AccountActor, AccountDeps
-from actors.charges import BatchReplies, ChargeBatch, ChargeCommand, ChargeOutcome
+from actors.charges import INTERNAL, BatchReplies, ChargeBatch, ChargeCommand, ChargeOutcome
 from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt
 from actors.pipeline import Pipeline
 from actors.signer import _SignerStage
-from crypto import SigningKey
+from crypto import SigningKey, verify_receipt
 from ledger import ReceiptWrite
 from ledger.clock import utc_now_rfc3339
 from ledger.sqlite import SqliteLedger
@@ -28,15 +32,15 @@ class CommitAtOnce:
 
     def __init__(self, store: SqliteLedger, metrics: ActorMetrics) -> None:
         self._store = store
-        self._signer = _SignerStage(
-            SigningKey.generate(), Pipeline(), 1, 1, metrics, on_fatal=lambda _: None
-        )
+        self._key = SigningKey.generate()
+        self._signer = _SignerStage(self._key, Pipeline(), 1, 1, metrics, on_fatal=lambda _: None)
 
     def submit(self, item: PendingReceipt | Barrier) -> None:
         if isinstance(item, Barrier):
             item.done.set()
             return
-        self._signer._sign(item)
+        if item.receipt is None:  # not signed by a real signer stage on the way
+            self._signer._seal(item, self._key.sign_detached(item.canonical_core))
         assert item.receipt is not None
         self._store.commit_batch([ReceiptWrite(item.receipt)], [])
         item.complete(ChargeOutcome(kind="committed", receipt=item.receipt))
@@ -51,17 +55,27 @@ def store(tmp_path: Path) -> Iterator[SqliteLedger]:
     ledger.close()
 
 
-def _charge_batch(store: SqliteLedger, keys: list[str]) -> list[ChargeOutcome]:
+def _charge_batch(
+    store: SqliteLedger,
+    keys: list[str],
+    make_signer: Callable[[Pipeline, ActorMetrics], _SignerStage] | None = None,
+) -> list[ChargeOutcome]:
     metrics = ActorMetrics(CollectorRegistry())
     pipeline = Pipeline()
     stage = CommitAtOnce(store, metrics)
-    pipeline.attach_signer(stage)
+    pipeline.attach_signer(stage if make_signer is None else make_signer(pipeline, metrics))
     pipeline.attach_writer(stage)
     deps = AccountDeps(
         store=store, pipeline=pipeline, metrics=metrics, now_rfc3339=utc_now_rfc3339, activity={}
     )
     answers: list[list[ChargeOutcome]] = []
-    replies = BatchReplies(len(keys), lambda outcomes: answers.append(list(outcomes)))
+    answered = threading.Event()
+
+    def on_all(outcomes: Sequence[ChargeOutcome]) -> None:
+        answers.append(list(outcomes))
+        answered.set()
+
+    replies = BatchReplies(len(keys), on_all)
     commands = tuple(
         ChargeCommand(
             customer_id="cus_a",
@@ -78,6 +92,7 @@ def _charge_batch(store: SqliteLedger, keys: list[str]) -> list[ChargeOutcome]:
     ref = AccountActor.start(None, "cus_a", deps)
     try:
         ref.ask(ChargeBatch(commands), timeout=10)
+        assert answered.wait(10), "every charge is answered"
     finally:
         ref.stop()
     assert len(answers) == 1
@@ -107,3 +122,51 @@ def test_keys_stored_before_the_batch_are_replayed(store: SqliteLedger) -> None:
     assert [o.kind for o in again] == ["replayed", "committed", "replayed"]
     assert again[0].receipt == first[1].receipt and again[2].receipt == first[0].receipt
     assert store.get_account_head("cus_a")[0] == 3  # type: ignore[index]
+
+
+def test_receipts_signed_in_a_signing_process_verify(store: SqliteLedger) -> None:
+    key = SigningKey.generate()
+    stages: list[_SignerStage] = []
+
+    def signer(pipeline: Pipeline, metrics: ActorMetrics) -> _SignerStage:
+        stage = _SignerStage(key, pipeline, 2, 16, metrics, lambda _: None, processes=True)
+        stage.start()
+        stages.append(stage)
+        return stage
+
+    try:
+        outcomes = _charge_batch(store, [f"k{i}" for i in range(5)], signer)
+    finally:
+        stages[0].stop(5.0)
+    assert [o.kind for o in outcomes] == ["committed"] * 5
+    for outcome in outcomes:
+        assert outcome.receipt is not None
+        document = json.loads(outcome.receipt.receipt_json)
+        result = verify_receipt(document, {"keys": [key.public_jwk()]})
+        assert result.ok, result
+
+
+def test_a_dead_signing_process_answers_retry_safe_and_reports(store: SqliteLedger) -> None:
+    key = SigningKey.generate()
+    fatal: list[str] = []
+    stages: list[_SignerStage] = []
+
+    def signer(pipeline: Pipeline, metrics: ActorMetrics) -> _SignerStage:
+        if not stages:
+            stage = _SignerStage(key, pipeline, 1, 16, metrics, fatal.append, processes=True)
+            stage.start()
+            stages.append(stage)
+        return stages[0]
+
+    try:
+        (first,) = _charge_batch(store, ["k0"], signer)
+        for process in stages[0]._processes:
+            os.kill(process._process.pid, signal.SIGKILL)
+            process._process.wait(timeout=10)
+        (second,) = _charge_batch(store, ["k1"], signer)
+    finally:
+        stages[0].stop(5.0)
+    assert first.kind == "committed"
+    assert (second.kind, second.code) == ("refused", INTERNAL)
+    assert fatal, "the signer pool reports itself failed, so its supervisor restarts it"
+    assert [r.idempotency_key for r in store.list_receipts("cus_a", 0, 10)] == ["k0"]

@@ -1,0 +1,47 @@
+"""Signing in a child process: same signatures as in-process, clear failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from crypto import SigningKey, SigningProcess, SigningProcessError
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey.generate("RS256")
+
+
+@pytest.fixture
+def process(key: SigningKey) -> Iterator[SigningProcess]:
+    signer = SigningProcess(key)
+    signer.wait_ready()
+    yield signer
+    signer.close()
+
+
+def test_a_batch_is_signed_in_order_exactly_as_in_process(
+    key: SigningKey, process: SigningProcess
+) -> None:
+    payloads = [f'{{"seq":{i}}}'.encode() for i in range(150)] + [b"", "é\n".encode()]
+    # RS256 (PKCS#1 v1.5) is deterministic: the same key signs the same bytes alike.
+    assert process.sign_detached_many(payloads) == [key.sign_detached(p) for p in payloads]
+    assert process.sign_detached_many([]) == []
+
+
+def test_a_dead_signing_process_is_an_error_not_a_hang(process: SigningProcess) -> None:
+    os.kill(process._process.pid, signal.SIGKILL)
+    process._process.wait(timeout=10)
+    with pytest.raises(SigningProcessError):
+        process.sign_detached_many([b"payload"])
+
+
+def test_close_ends_the_child(key: SigningKey) -> None:
+    signer = SigningProcess(key)
+    signer.wait_ready()
+    signer.close()
+    assert signer._process.returncode == 0
