@@ -120,8 +120,15 @@ class _SignerStage:
                 signatures = sign_many([item.canonical_core for item in receipts])
             except Exception as error:
                 log.exception("signer.failed", receipts=len(receipts))
+                # A lost signing process is transient (the pool restarts) and
+                # nothing was charged: retry-safe. Anything else is a bug.
+                code, message = (
+                    (STORE_UNAVAILABLE, "signing is restarting; retry with the same key")
+                    if isinstance(error, SigningProcessError)
+                    else (INTERNAL, "signing failed")
+                )
                 for item in receipts:
-                    settle_failed(item, INTERNAL, "signing failed")
+                    settle_failed(item, code, message)
                     self._pipeline.on_chain_failed(item.customer_id)
                 self._on_fatal(repr(error))
                 signatures = []
