@@ -2,7 +2,7 @@
 
 A customer always hashes to the same thread, so one customer's receipts leave
 the pool in chain order while different customers sign in parallel. Each
-thread takes whatever its queue holds (up to `sign_batch_max`) and signs it in
+thread takes whatever its queue holds (up to `sign_batch_receipts_max`) and signs it in
 one call: by default in a signing process of its own, so the batch costs one
 wait to retake the GIL instead of one per signature (see
 `crypto._sign_process`). Signed receipts go on to the ledger writer.
@@ -25,17 +25,13 @@ from actors.pending import Barrier, PendingReceipt, settle_failed, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
 from crypto import SigningKey, SigningProcess, SigningProcessError
-from ledger import StoredReceipt
+from ledger import StoredReceipt, limits
 from supervisor import Link
 
 log = structlog.get_logger(__name__)
 
 _STOP = object()
 _PUT_TIMEOUT_S = 0.05
-# Receipts signed per round trip to a signing process: a full batch request
-# (100 events) goes in two.
-sign_batch_max = 64
-
 SignMany = Callable[[Sequence[bytes]], list[str]]
 
 
@@ -181,15 +177,15 @@ def _ready() -> None:
 
 
 def _take_batch(q: queue.Queue[Any]) -> tuple[list[Any], bool]:
-    """What the queue holds, in order, up to sign_batch_max receipts (waiting
-    for the first), and whether a stop came after them."""
+    """What the queue holds, in order, up to limits.sign_batch_receipts_max
+    items (waiting for the first), and whether a stop came after them."""
     items: list[Any] = []
     item = q.get()
     while True:
         if item is _STOP:
             return items, True
         items.append(item)
-        if len(items) >= sign_batch_max:
+        if len(items) >= limits.sign_batch_receipts_max:
             return items, False
         try:
             item = q.get_nowait()

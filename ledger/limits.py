@@ -48,6 +48,9 @@ loop_lag_max_ms: Final = 40
 # starve the pipeline (measured: 513 -> 110 charges/s at 3,000 connections).
 lagging_inflight_max: Final = 64
 signer_workers_per_cpu: Final = 2
+# Receipts one signer thread sends its signing process per round trip: a full
+# batch request (100 events) goes in two.
+sign_batch_receipts_max: Final = 64
 
 # Group commit: one transaction per batch, at most this many receipts or this
 # long a wait for company.
@@ -74,6 +77,7 @@ _check(quota_minor_max <= json_safe_integer_max, "quotas must stay JSON-exact")
 _check(customer_inflight_max <= admission_queue_max, "a customer bound above the global one")
 _check(lagging_inflight_max <= admission_queue_max, "a lagging bound above the global one")
 _check(commit_batch_receipts_max <= writer_queue_max, "a batch larger than its queue")
+_check(sign_batch_receipts_max <= commit_batch_receipts_max, "signed batches above a commit")
 _check(batch_events_max <= admission_queue_max, "a batch request larger than admission")
 _check(batch_events_max <= customer_inflight_max, "a full batch could never be admitted")
 _check(batch_events_max * 2048 <= body_bytes_max * 4, "batch count out of line with body size")
