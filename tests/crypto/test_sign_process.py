@@ -45,3 +45,15 @@ def test_close_ends_the_child(key: SigningKey) -> None:
     signer.wait_ready()
     signer.close()
     assert signer._process.returncode == 0
+
+
+def test_a_stop_signal_to_the_process_group_does_not_stop_signing(
+    key: SigningKey, process: SigningProcess
+) -> None:
+    """Ctrl-C in a terminal reaches the signing processes too; they must keep
+    signing while the service drains, and end only when it closes them."""
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        os.kill(process._process.pid, signal_number)
+    assert process.sign_detached_many([b"after the signals"]) == [
+        key.sign_detached(b"after the signals")
+    ]
