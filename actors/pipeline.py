@@ -8,10 +8,10 @@ always reach the current one (or learn that none is up, a retry-safe error).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from actors.pending import Barrier, PendingReceipt
+from actors.pending import Barrier, PendingReceipt, settle_failed
 
 
 class Unavailable(Exception):
@@ -60,6 +60,14 @@ class Pipeline:
         if writer is None:
             raise Unavailable("ledger writer is restarting")
         writer.submit(item)
+
+    def give_up(self, items: Sequence[PendingReceipt | Barrier], code: str, message: str) -> None:
+        """Answer items that will not commit, and have the actors of their
+        customers reload: each actor is ahead of the store now."""
+        for item in items:
+            settle_failed(item, code, message)
+        for customer_id in {item.customer_id for item in items if isinstance(item, PendingReceipt)}:
+            self.on_chain_failed(customer_id)
 
     def barrier(self, customer_id: str, timeout_s: float) -> bool:
         """Wait until everything queued for this customer so far is settled."""

@@ -21,7 +21,7 @@ import structlog
 
 from actors.charges import INTERNAL, STORE_UNAVAILABLE
 from actors.metrics import ActorMetrics
-from actors.pending import Barrier, PendingReceipt, settle_failed, settle_queue
+from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
 from crypto import SigningKey, SigningProcess, SigningProcessError
@@ -123,9 +123,7 @@ class _SignerStage:
                     if isinstance(error, SigningProcessError)
                     else (INTERNAL, "signing failed")
                 )
-                for item in receipts:
-                    settle_failed(item, code, message)
-                    self._pipeline.on_chain_failed(item.customer_id)
+                self._pipeline.give_up(receipts, code, message)
                 self._on_fatal(repr(error))
                 signatures = []
             for item, signature in zip(receipts, signatures, strict=False):
@@ -141,14 +139,10 @@ class _SignerStage:
         try:
             self._pipeline.commit(item)
         except Unavailable as error:
-            settle_failed(item, STORE_UNAVAILABLE, str(error))
-            if isinstance(item, PendingReceipt):
-                self._pipeline.on_chain_failed(item.customer_id)
+            self._pipeline.give_up([item], STORE_UNAVAILABLE, str(error))
         except Exception as error:
             log.exception("signer.hand_over_failed", customer_id=item.customer_id)
-            settle_failed(item, INTERNAL, "signing failed")
-            if isinstance(item, PendingReceipt):
-                self._pipeline.on_chain_failed(item.customer_id)
+            self._pipeline.give_up([item], INTERNAL, "signing failed")
             self._on_fatal(repr(error))
 
     def _seal(self, item: PendingReceipt, signature: str) -> None:

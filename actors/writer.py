@@ -20,7 +20,7 @@ import structlog
 
 from actors.charges import STORE_UNAVAILABLE, ChargeOutcome
 from actors.metrics import ActorMetrics
-from actors.pending import Barrier, PendingReceipt, settle_failed, settle_queue
+from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
 from ledger import ChainConflict, LedgerStore, OutboxMessage, ReceiptWrite, StoredReceipt
@@ -162,12 +162,8 @@ class _WriterStage:
         self._on_committed(receipts)
 
     def _fail(self, items: Sequence[Any], message: str) -> None:
-        """Answer retry-safe; the customers' actors are ahead of the store now
-        and must reload their chain head."""
-        for item in items:
-            settle_failed(item, STORE_UNAVAILABLE, message)
-        for customer_id in {item.customer_id for item in items if isinstance(item, PendingReceipt)}:
-            self._pipeline.on_chain_failed(customer_id)
+        """Answer retry-safe: nothing of these was committed."""
+        self._pipeline.give_up(items, STORE_UNAVAILABLE, message)
 
 
 class LedgerWriter(StageOwner):
