@@ -60,22 +60,18 @@ class _SignerStage:
 
     def start(self) -> None:
         """Returns at once: a signing process takes a Python start-up (~0.2 s),
-        which its thread waits for while receipts queue up behind it; the
-        supervisor starts the accounts as soon as this returns."""
+        which its first signing waits for while receipts queue up behind it;
+        the supervisor starts the accounts as soon as this returns."""
+        signers: list[SignMany] = [self._key.sign_detached_many] * len(self._queues)
         if self._use_processes:
             self._processes = [SigningProcess(self._key) for _ in self._queues]
-            workers = [(p.wait_ready, p.sign_detached_many) for p in self._processes]
-        else:
-            workers = [(_ready, self._sign_here)] * len(self._queues)
+            signers = [process.sign_detached_many for process in self._processes]
         self._threads = [
-            threading.Thread(target=self._run, args=(q, *worker), name=f"signer-{i}", daemon=True)
-            for i, (q, worker) in enumerate(zip(self._queues, workers, strict=True))
+            threading.Thread(target=self._run, args=(q, sign), name=f"signer-{i}", daemon=True)
+            for i, (q, sign) in enumerate(zip(self._queues, signers, strict=True))
         ]
         for thread in self._threads:
             thread.start()
-
-    def _sign_here(self, payloads: Sequence[bytes]) -> list[str]:
-        return [self._key.sign_detached(payload) for payload in payloads]
 
     def _close_processes(self) -> None:
         for process in self._processes:
@@ -102,13 +98,7 @@ class _SignerStage:
         for q in self._queues:  # whatever was left is answered, never dropped
             settle_queue(q, STORE_UNAVAILABLE, "signer stopped")
 
-    def _run(self, q: queue.Queue[Any], ready: Callable[[], None], sign_many: SignMany) -> None:
-        try:
-            ready()
-        except SigningProcessError as error:
-            log.error("signer.process_failed", error=str(error))
-            self._on_fatal(repr(error))  # the owner stops, answering what is queued
-            return
+    def _run(self, q: queue.Queue[Any], sign_many: SignMany) -> None:
         while True:
             items, stop = _take_batch(q)
             receipts = [item for item in items if isinstance(item, PendingReceipt)]
@@ -125,9 +115,9 @@ class _SignerStage:
                 )
                 self._pipeline.give_up(receipts, code, message)
                 self._on_fatal(repr(error))
-                signatures = []
-            for item, signature in zip(receipts, signatures, strict=False):
-                self._seal(item, signature)
+            else:
+                for item, signature in zip(receipts, signatures, strict=True):
+                    self._seal(item, signature)
             for item in items:
                 if isinstance(item, PendingReceipt) and item.receipt is None:
                     continue  # failed above, already answered
@@ -164,10 +154,6 @@ class _SignerStage:
             recorded_at=item.recorded_at,
             receipt_json=orjson.dumps(document),
         )
-
-
-def _ready() -> None:
-    """Signing in the thread itself needs no start-up."""
 
 
 def _take_batch(q: queue.Queue[Any]) -> tuple[list[Any], bool]:

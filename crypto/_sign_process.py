@@ -69,9 +69,10 @@ class SigningProcess:
     """One child process that signs with `key`; used by one thread at a time."""
 
     def __init__(self, key: SigningKey) -> None:
-        """Starts the child and sends it the key; `wait_ready` before use (so
-        several can start side by side)."""
+        """Starts the child and sends it the key without waiting for it, so
+        several start side by side; the first signing waits (`wait_ready`)."""
         self.kid = key.kid
+        self._ready = False
         self._process = subprocess.Popen(
             [sys.executable, "-m", _WORKER_MODULE],
             stdin=subprocess.PIPE,
@@ -88,6 +89,8 @@ class SigningProcess:
 
     def wait_ready(self) -> None:
         """Wait for the child's key id: it loaded the same key."""
+        if self._ready:
+            return
         try:
             answer = _read_frame(self._from_child)
         except OSError as error:
@@ -95,11 +98,13 @@ class SigningProcess:
         if answer != self.kid.encode("ascii"):
             self.close()
             raise SigningProcessError(f"signing process answered {answer!r}, not the key id")
+        self._ready = True
 
     def sign_detached_many(self, payloads: Sequence[bytes]) -> list[str]:
         """The compact detached JWS of each payload, in order."""
         if not payloads:
             return []
+        self.wait_ready()
         try:
             _write_frame(self._to_child, _pack_payloads(payloads))
             answer = _read_frame(self._from_child)
@@ -138,7 +143,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
         return 1
     _write_frame(stdout, key.kid.encode("ascii"))
     while (request := _read_frame(stdin)) is not None:
-        signatures = [key.sign_detached(p) for p in _unpack_payloads(request)]
+        signatures = key.sign_detached_many(_unpack_payloads(request))
         _write_frame(stdout, "\n".join(signatures).encode("ascii"))
     return 0
 

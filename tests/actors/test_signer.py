@@ -11,6 +11,7 @@ from actors.metrics import ActorMetrics
 from actors.pending import Barrier
 from actors.pipeline import Pipeline
 from actors.signer import _SignerStage
+from crypto import SigningKey
 
 
 class _BlockedWriter:
@@ -31,7 +32,7 @@ def test_one_hot_partition_takes_everything_admission_lets_in() -> None:
     writer = _BlockedWriter()
     pipeline.attach_writer(writer)
     stage = _SignerStage(
-        key=None,  # type: ignore[arg-type]  # barriers are never signed
+        key=SigningKey.generate("EdDSA"),  # barriers are never signed
         pipeline=pipeline,
         workers=4,
         queue_max=admission_max,
