@@ -74,7 +74,6 @@ class _ReplyFuture(pykka.Future[Any]):
     def __init__(self) -> None:
         super().__init__()
         self._reply: Reply | None = None
-        self._failed = False
         self._value: Any = None
         self._exc_info: Any = None
         self._ready = threading.Lock()
@@ -97,7 +96,7 @@ class _ReplyFuture(pykka.Future[Any]):
 
     def bind(self, on_failure: Reply) -> None:
         self._reply = on_failure
-        if self._failed:
+        if self._exc_info is not None:
             self._fail()
 
     def set_exception(self, exc_info: Any = None) -> None:
@@ -105,7 +104,6 @@ class _ReplyFuture(pykka.Future[Any]):
         if value is None and exc_type is not None:
             value = exc_type()
         self._exc_info = (exc_type, value, traceback)
-        self._failed = True
         self._ready.release()
         if self._reply is not None:
             self._fail()
