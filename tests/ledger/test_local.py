@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,3 +117,23 @@ def test_a_failed_sync_is_reported_and_the_next_append_writes_again(
         assert FileArchive(tmp_path).read_customer(receipt.customer_id) == [receipt]
         lines = (tmp_path / f"{receipt.customer_id}.jsonl").read_bytes().splitlines()
         assert len(lines) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_pass_over_more_customers_than_open_files_allowed_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay pass may hold up to 2,000 receipts of as many customers; with
+    every file open until one sync, a pass overran the usual 1,024 open files."""
+    monkeypatch.setattr(local, "_FILES_PER_SYNC_MAX", 16, raising=False)
+    receipts = _receipts_of_many_customers(120)
+    archive = FileArchive(tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_now = len(list(Path("/proc/self/fd").iterdir()))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 40, hard))
+    try:
+        archive.append(receipts)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for receipt in receipts:
+        assert archive.read_customer(receipt.customer_id) == [receipt]
