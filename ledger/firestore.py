@@ -34,8 +34,6 @@ request_timeout_s: Final = 30.0
 # Firestore refuses more than 500 writes in one batch.
 batch_writes_max: Final = 500
 
-_UNAVAILABLE: Final = TRANSIENT_ERRORS
-
 
 def _document(receipt: StoredReceipt) -> dict[str, Any]:
     return {name: getattr(receipt, name) for name in RECEIPT_FIELDS}
@@ -80,7 +78,7 @@ class FirestoreReadModel:
                 for receipt in items[start : start + batch_writes_max]:
                     batch.set(self._collection.document(receipt.receipt_id), _document(receipt))
                 batch.commit(timeout=request_timeout_s)
-        except _UNAVAILABLE as error:
+        except TRANSIENT_ERRORS as error:
             raise StoreUnavailable(f"firestore: {error}") from error
         log.debug("firestore.upserted", receipts=len(items))
 
@@ -88,7 +86,7 @@ class FirestoreReadModel:
         self._life.check_open()
         try:
             snapshot = self._collection.document(receipt_id).get(timeout=request_timeout_s)
-        except _UNAVAILABLE as error:
+        except TRANSIENT_ERRORS as error:
             raise StoreUnavailable(f"firestore: {error}") from error
         if not snapshot.exists:
             return None
@@ -109,7 +107,7 @@ class FirestoreReadModel:
         )
         try:
             snapshots = query.get(timeout=request_timeout_s)
-        except _UNAVAILABLE as error:
+        except TRANSIENT_ERRORS as error:
             raise StoreUnavailable(f"firestore: {error}") from error
         return [_receipt(snapshot.to_dict()) for snapshot in snapshots]
 
