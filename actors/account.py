@@ -210,11 +210,13 @@ class AccountActor(SupervisedActor):
         Only keys with no receipt in flight are looked up: for those the answer
         holds until this actor charges one of them (it is the customer's only
         writer), and `_charge` drops a key from the map when it does."""
-        if self._account is None or self._seq == 0:
+        if self._account is None:
             return {}
         keys = [c.idempotency_key for c in commands if not self._in_flight(c.idempotency_key)]
         if not keys:
             return {}
+        if self._seq == 0:  # nothing stored yet: no key needs a read
+            return dict.fromkeys(keys)
         found = self._deps.store.find_receipts_by_keys(self.customer_id, keys)
         return {key: found.get(key) for key in keys}
 

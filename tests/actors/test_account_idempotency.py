@@ -20,7 +20,7 @@ from actors.pending import Barrier, PendingReceipt
 from actors.pipeline import Pipeline
 from actors.signer import _SignerStage
 from crypto import SigningKey, verify_receipt
-from ledger import ReceiptWrite
+from ledger import ReceiptWrite, StoredReceipt
 from ledger.clock import utc_now_rfc3339
 from ledger.sqlite import SqliteLedger
 from tests.contract._chain import customer, entitlement
@@ -53,6 +53,18 @@ def store(tmp_path: Path) -> Iterator[SqliteLedger]:
     ledger.put_entitlement(entitlement("cus_a", quota_minor=None))
     yield ledger
     ledger.close()
+
+
+class CountingLedger(SqliteLedger):
+    """Counts the idempotency-key reads the actor makes."""
+
+    key_reads = 0  # find_receipt_by_key reads through this one too
+
+    def find_receipts_by_keys(
+        self, customer_id: str, idempotency_keys: Sequence[str]
+    ) -> dict[str, StoredReceipt]:
+        self.key_reads += 1
+        return super().find_receipts_by_keys(customer_id, idempotency_keys)
 
 
 def _charge_batch(
@@ -170,3 +182,20 @@ def test_a_dead_signing_process_answers_retry_safe_and_reports(store: SqliteLedg
     assert (second.kind, second.retry_safe) == ("refused", True)
     assert fatal, "the signer pool reports itself failed, so its supervisor restarts it"
     assert [r.idempotency_key for r in store.list_receipts("cus_a", 0, 10)] == ["k0"]
+
+
+def test_a_new_customers_first_batch_reads_no_keys(tmp_path: Path) -> None:
+    # Before the fix every event after the first read the store for its key
+    # (99 reads, each giving up the GIL, for a first batch of 100).
+    ledger = CountingLedger.open(tmp_path / "ledger.sqlite3")
+    try:
+        ledger.create_customer(customer("cus_a"))
+        ledger.put_entitlement(entitlement("cus_a", quota_minor=None))
+        outcomes = _charge_batch(ledger, ["k1", "k2", "k3"])
+        assert [o.kind for o in outcomes] == ["committed"] * 3
+        assert ledger.key_reads == 0
+        again = _charge_batch(ledger, ["k4", "k2", "k5"])
+        assert [o.kind for o in again] == ["committed", "replayed", "committed"]
+        assert ledger.key_reads == 1  # one read for the whole second batch
+    finally:
+        ledger.close()
