@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from actors.account import AccountDeps
 from actors.accounts import AccountDirectory
+from actors.archive_feed import ArchiveFeed
 from actors.metrics import ActorMetrics
 from actors.outbox import OutboxMetrics, OutboxRelay
 from actors.pipeline import Pipeline
@@ -196,6 +197,7 @@ def _start(
     stripe = wire_stripe(stripe_settings, store, registry, reload_account)
     outbox_metrics = OutboxMetrics(registry)
     outbox_wake = threading.Event()
+    archive_wake = threading.Event()
 
     def after_commit(receipts: Sequence[StoredReceipt]) -> None:
         for publish in adapters.after_commit:
@@ -204,6 +206,7 @@ def _start(
             except Exception:  # an in-process subscriber must not stop the writer
                 log.exception("billing.after_commit_failed")
         outbox_wake.set()
+        archive_wake.set()
 
     reconciler_metrics = ReconcilerMetrics(registry)
     # Signer and writer queues are sized from admission, as limits.writer_queue_max.
@@ -272,6 +275,7 @@ def _start(
             shutdown_timeout_ms=15_000,
             type="worker",
         ),
+        *_archive_feed_specs(adapters, outbox_metrics, archive_wake),
         ChildSpec(
             id="reconciler",
             start=lambda link: Reconciler.start(
@@ -351,6 +355,31 @@ def _start(
         admin_token_generated=admin_token_generated,
         app_hooks=[stripe.add_routes],
     )
+
+
+def _archive_feed_specs(
+    adapters: Adapters, metrics: OutboxMetrics, wake: threading.Event
+) -> list[ChildSpec]:
+    """The archive's follower of the ledger, when the archive takes it (embedded)."""
+    if adapters.archive_feed is None:
+        return []
+    feed, cursor = adapters.archive_feed
+    return [
+        ChildSpec(
+            id="archive",
+            start=lambda link: ArchiveFeed.start(
+                link,
+                feed=feed,
+                archive=adapters.archive,
+                cursor=cursor,
+                metrics=metrics,
+                wake=wake,
+            ),
+            restart="permanent",
+            shutdown_timeout_ms=15_000,
+            type="worker",
+        )
+    ]
 
 
 async def run_server(

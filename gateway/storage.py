@@ -12,8 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from gateway.settings import Settings
 from ledger import (
+    CommitFeed,
     LedgerStore,
     OutboxMessage,
     ReceiptArchive,
@@ -21,10 +24,15 @@ from ledger import (
     ReceiptReadModel,
     StoredReceipt,
 )
+from ledger.feed_cursor import FeedCursor
 from ledger.receipt_codec import encode_stored_receipt
+
+log = structlog.get_logger(__name__)
 
 LEDGER_FILE = "ledger.sqlite3"
 ARCHIVE_DIR = "archive"
+# Beside the archive files it describes (they end in .jsonl).
+ARCHIVE_CURSOR_FILE = ".ledger-cursor.json"
 
 TOPIC_READ_MODEL = "receipt.read_model"
 TOPIC_BROADCAST = "receipt.broadcast"
@@ -48,6 +56,9 @@ class Adapters:
     # Called by the ledger writer right after each durable commit: for sinks
     # whose consumers live in this process, a durable outbox copy buys nothing.
     after_commit: list[Callable[[Sequence[StoredReceipt]], None]] = field(default_factory=list)
+    # Embedded default: the archive follows the ledger's commit order itself
+    # (actors.archive_feed) instead of going through the outbox.
+    archive_feed: tuple[CommitFeed, FeedCursor] | None = None
 
     def outbox_for(self, receipt: StoredReceipt) -> list[OutboxMessage]:
         return [
@@ -76,6 +87,7 @@ def open_adapters(settings: Settings) -> Adapters:
     read_model: ReceiptReadModel
     url = settings.store_url
     separate_read_model = False
+    sqlite: SqliteLedger | None = None
     if url is None or url.startswith("sqlite:"):
         path = settings.data_dir / LEDGER_FILE if url is None else _sqlite_path(url)
         sqlite = SqliteLedger.open(path)
@@ -114,10 +126,26 @@ def open_adapters(settings: Settings) -> Adapters:
         adapters.after_commit.append(broadcast.publish)
     else:
         adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
-    adapters.sinks[TOPIC_ARCHIVE] = archive.append
+    if sqlite is not None and isinstance(archive, FileArchive):
+        adapters.archive_feed = (sqlite, FeedCursor(archive.root / ARCHIVE_CURSOR_FILE))
+        _drop_outbox_topic(sqlite, TOPIC_ARCHIVE)
+    else:
+        adapters.sinks[TOPIC_ARCHIVE] = archive.append
     if separate_read_model:
         adapters.sinks[TOPIC_READ_MODEL] = read_model.upsert_receipts
     return adapters
+
+
+def _drop_outbox_topic(store: LedgerStore, topic: str) -> None:
+    """Forget a topic's undelivered messages that an earlier version queued
+    (the archive's, now that it follows the ledger: whatever they carry is
+    past the feed's cursor, so it is delivered anyway)."""
+    dropped = 0
+    while messages := store.pending_outbox(topic, "9999-12-31T23:59:59Z", 2_000):
+        store.outbox_delivered([message.message_id for message in messages])
+        dropped += len(messages)
+    if dropped:
+        log.info("billing.outbox_topic_dropped", topic=topic, messages=dropped)
 
 
 def _sqlite_path(url: str) -> Path:

@@ -20,6 +20,7 @@ from ledger.model import (
     WebhookEvent,
 )
 from ledger.ports import (
+    CommitFeed,
     LedgerStore,
     ReceiptArchive,
     ReceiptBroadcast,
@@ -33,6 +34,7 @@ __all__ = [
     "AlreadyExists",
     "ApiKey",
     "ChainConflict",
+    "CommitFeed",
     "Customer",
     "Entitlement",
     "LedgerError",

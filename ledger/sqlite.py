@@ -208,6 +208,28 @@ class SqliteLedger(SqliteQueues):
                 found[receipt.idempotency_key] = receipt
         return found
 
+    # -- commit feed (CommitFeed): the rowid is the commit order ---------------
+    # Receipts are only ever inserted, by one writer, so rowids grow in commit
+    # order and a read snapshot holds a prefix of them.
+    def receipts_after(self, position: int, limit: int) -> list[tuple[int, StoredReceipt]]:
+        rows = self._all(
+            f"SELECT rowid, {RECEIPT_COLUMNS} FROM receipts WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (position, limit),
+        )
+        return [(row[0], receipt_from_row(row[1:])) for row in rows]
+
+    def receipt_id_at(self, position: int) -> str | None:
+        row = self._one("SELECT receipt_id FROM receipts WHERE rowid = ?", (position,))
+        return None if row is None else str(row[0])
+
+    def feed_backlog(self, position: int) -> tuple[int, str | None]:
+        row = self._one(
+            "SELECT COUNT(*), (SELECT recorded_at FROM receipts WHERE rowid > ?1 "
+            "ORDER BY rowid LIMIT 1) FROM receipts WHERE rowid > ?1",
+            (position,),
+        )
+        return (0, None) if row is None else (int(row[0]), row[1])
+
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
         row = self._one(f"{_SELECT_RECEIPTS} WHERE receipt_id = ?", (receipt_id,))
         return None if row is None else receipt_from_row(row)

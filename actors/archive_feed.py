@@ -1,0 +1,117 @@
+"""ArchiveFeed: copies committed receipts to the archive by following the
+ledger itself (embedded default: SQLite ledger, file archive).
+
+The outbox gives a remote sink delivery at least once, but it costs a second
+copy of every receipt written in the commit, read back, decoded and deleted
+in another fsync'd transaction that competes with the charge path for the
+write lock: with the archive as the only embedded sink, that was ~30% of
+batch throughput (3,426 vs 2,467 events/s with no archive at all). Here the
+ledger's commit order is the queue and a cursor file is the acknowledgement:
+the same at-least-once, in-order delivery (the archive keeps one copy per
+receipt id), and nothing on the commit path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from actors.outbox import OutboxMetrics, backoff_s
+from actors.stage_owner import LoopThread, StageOwner
+from ledger import CommitFeed, ReceiptArchive
+from ledger.clock import parse_rfc3339
+from ledger.feed_cursor import FeedCursor
+from supervisor import Link
+
+log = structlog.get_logger(__name__)
+
+# The label the archive's delivery metrics carry, as when it was an outbox topic.
+ARCHIVE_TOPIC = "receipt.archive"
+
+
+class ArchiveFeed(StageOwner):
+    name = "archive feed"
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        feed: CommitFeed,
+        archive: ReceiptArchive,
+        cursor: FeedCursor,
+        metrics: OutboxMetrics,
+        wake: threading.Event,
+        poll_interval_s: float = 0.25,
+        pass_interval_s: float = 0.2,
+        batch_max: int = 2_000,
+        measure_every_s: float = 1.0,
+    ) -> None:
+        super().__init__(link, stop_timeout_s=10.0)
+        self._feed = feed
+        self._archive = archive
+        self._cursor = cursor
+        self._metrics = metrics
+        self._wake = wake
+        self._poll_interval_s = poll_interval_s
+        self._pass_interval_s = pass_interval_s
+        self._batch_max = batch_max
+        self._measure_every_s = measure_every_s
+        self._position = 0
+        self._failures = 0
+        self._loop = LoopThread("archive-feed", self._run, self.report_crash, wake.set)
+
+    def stage(self) -> LoopThread:
+        return self._loop
+
+    def _run(self, stopping: threading.Event) -> None:
+        self._position = self._cursor.start(self._feed)
+        log.info("archive_feed.started", position=self._position)
+        measured_at = 0.0
+        while not stopping.is_set():
+            started = time.monotonic()
+            if started - measured_at >= self._measure_every_s:
+                self._measure_backlog()
+                measured_at = started
+            delivered = self.feed_once()
+            if self._failures:
+                stopping.wait(backoff_s(self._failures))
+                continue
+            if not delivered:
+                self._wake.wait(self._poll_interval_s)
+                self._wake.clear()
+            # Spaced passes: each one syncs the archive, so batches grow with
+            # load instead of syncing a few receipts at a time.
+            rest_s = self._pass_interval_s - (time.monotonic() - started)
+            if rest_s > 0:
+                stopping.wait(rest_s)
+
+    def feed_once(self) -> int:
+        """Archive the next committed receipts; returns how many."""
+        rows = self._feed.receipts_after(self._position, self._batch_max)
+        if not rows:
+            return 0
+        receipts = [receipt for _, receipt in rows]
+        try:
+            self._archive.append(receipts)
+        except Exception as error:
+            self._failures += 1
+            self._metrics.failures.labels(topic=ARCHIVE_TOPIC).inc()
+            log.warning("archive_feed.append_failed", attempts=self._failures, error=repr(error))
+            return 0
+        self._failures = 0
+        last_position, last = rows[-1]
+        self._cursor.save(last_position, last.receipt_id)
+        self._position = last_position
+        self._metrics.delivered.labels(topic=ARCHIVE_TOPIC).inc(len(receipts))
+        now = time.time()
+        lag = self._metrics.lag_s.labels(topic=ARCHIVE_TOPIC)
+        for receipt in receipts:
+            lag.observe(max(0.0, now - parse_rfc3339(receipt.recorded_at).timestamp()))
+        return len(receipts)
+
+    def _measure_backlog(self) -> None:
+        count, oldest = self._feed.feed_backlog(self._position)
+        self._metrics.backlog.labels(topic=ARCHIVE_TOPIC).set(count)
+        self._metrics.oldest_pending(ARCHIVE_TOPIC, oldest)
