@@ -5,6 +5,19 @@ idempotency and quota in memory, and hands the receipt to the signer pool and
 ledger writer; the reply happens when the receipt is durable. Its state is
 loaded from the store on start and again whenever a commit failed, after a
 barrier has let every receipt already in flight settle.
+
+Idempotency without a read per charge: a key the actor remembers (in flight
+or recently settled) is answered from memory; any other key is charged
+without asking the store, whose unique key index refuses a repeat at commit,
+and the ledger writer answers that repeat from the store (replay, or 409).
+A store read per charge cost ~25% of single-event throughput. Keys of the
+last `settled_keys_max` settled charges are kept (keys only), and a repeat of
+one of those (the usual retry, soon after) is read first. A repeat of an
+older key fails the customer's other receipts in the same commit (retry-safe)
+and makes the actor reload; for `key_reads_after_reload_s` afterwards it
+reads every batch's keys first, so a storm of such retries costs one failure,
+not one per retry. A quota or balance refusal is only given after counting
+again from the store if memory may count such a repeat.
 """
 
 from __future__ import annotations
@@ -23,7 +36,14 @@ import pykka
 import structlog
 
 from actors import charges
-from actors.charges import ChargeBatch, ChargeCommand, ChargeOutcome, Reply, refused
+from actors.charges import (
+    ChargeBatch,
+    ChargeCommand,
+    ChargeOutcome,
+    Reply,
+    key_reuse_refused,
+    refused,
+)
 from actors.ids import IdMinter
 from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt
@@ -35,8 +55,10 @@ from supervisor import Link, SupervisedActor
 log = structlog.get_logger(__name__)
 
 _receipt_ids = IdMinter("rcpt_")
-# A batch's stored receipts by idempotency key; None: known to have none.
+# A batch's stored receipts by idempotency key; None: known (or taken) to have none.
 _StoredByKey = dict[str, StoredReceipt | None]
+# Refusals that depend on the usage and balance counted in memory.
+_COUNTED_REFUSALS = frozenset({charges.QUOTA_EXCEEDED, charges.BALANCE_LIMIT})
 
 
 class Reload(NamedTuple):
@@ -58,6 +80,8 @@ class AccountDeps:
     activity: dict[str, float]
     recent_keys_max: int = 4_096
     barrier_timeout_s: float = 10.0
+    key_reads_after_reload_s: float = 60.0
+    settled_keys_max: int = 128
 
 
 class _ReplyFuture(pykka.Future[Any]):
@@ -138,6 +162,12 @@ class AccountActor(SupervisedActor):
         self._entitlements: dict[str, Entitlement] = {}
         self._used_minor: dict[str, int] = {}
         self._recent: OrderedDict[str, PendingReceipt] = OrderedDict()
+        self._read_keys_until_s = 0.0  # monotonic; see the module docstring
+        self._unread_keys: set[str] = set()  # of the batch in hand: charged without a read
+        self._settled_keys: OrderedDict[str, None] = OrderedDict()  # see _note_settled
+        # Charged since the last load without a read of their key: the usage
+        # and balance in memory may count a repeat that will not commit.
+        self._unchecked_since_load = 0
 
     @classmethod
     def _create_future(cls) -> pykka.Future[Any]:
@@ -178,6 +208,7 @@ class AccountActor(SupervisedActor):
             raise RuntimeError("in-flight receipts did not settle before reload")
         account = self._deps.store.load_account(self.customer_id)
         self._account = account
+        self._unchecked_since_load = 0
         self._recent = OrderedDict(
             (key, entry) for key, entry in self._recent.items() if not entry.failed
         )
@@ -199,26 +230,39 @@ class AccountActor(SupervisedActor):
             return None
         if isinstance(message, Reload):
             self._reload()
+            self._read_keys_until_s = time.monotonic() + self._deps.key_reads_after_reload_s
             return None
         if isinstance(message, InjectFault):
             raise RuntimeError(f"injected fault: {message.reason}")
         return super().on_receive(message)
 
     def _stored_receipts(self, commands: tuple[ChargeCommand, ...]) -> _StoredByKey:
-        """The stored receipts of a batch's keys, read once for the batch.
+        """The stored receipts of a batch's keys, read once for the batch, or
+        taken as none without a read (see the module docstring): read are the
+        keys this actor saw settle recently, or all of them for a while after
+        a reload.
 
         Only keys with no receipt in flight are looked up: for those the answer
         holds until this actor charges one of them (it is the customer's only
         writer), and `_charge` drops a key from the map when it does."""
+        self._unread_keys = set()
         if self._account is None:
             return {}
         keys = [c.idempotency_key for c in commands if not self._in_flight(c.idempotency_key)]
         if not keys:
             return {}
-        if self._seq == 0:  # nothing stored yet: no key needs a read
+        if self._seq == 0:  # nothing stored yet: known absent
             return dict.fromkeys(keys)
-        found = self._deps.store.find_receipts_by_keys(self.customer_id, keys)
-        return {key: found.get(key) for key in keys}
+        if time.monotonic() < self._read_keys_until_s:
+            to_read = keys
+        else:
+            to_read = [key for key in keys if key in self._settled_keys]
+            self._unread_keys = {key for key in keys if key not in self._settled_keys}
+        stored: _StoredByKey = dict.fromkeys(self._unread_keys)
+        if to_read:
+            found = self._deps.store.find_receipts_by_keys(self.customer_id, to_read)
+            stored.update((key, found.get(key)) for key in to_read)
+        return stored
 
     def _in_flight(self, key: str) -> bool:
         entry = self._recent.get(key)
@@ -233,6 +277,14 @@ class AccountActor(SupervisedActor):
         if self._answered_from_history(command, fingerprint, stored):
             return
         refusal = self._check(command, account)
+        if refusal is not None and refusal.code in _COUNTED_REFUSALS and self._unchecked_since_load:
+            # Count again from the store before refusing: what memory counted
+            # may include a repeat of a stored key, which will not commit.
+            self._reload()
+            if self._account is None:
+                command.reply(refused(charges.CUSTOMER_NOT_FOUND, "no such customer"))
+                return
+            refusal = self._check(command, self._account)
         if refusal is not None:
             command.reply(refusal)
             return
@@ -290,6 +342,8 @@ class AccountActor(SupervisedActor):
         self._used_minor[command.entitlement_id] = used_after
         self._remember(command.idempotency_key, pending)
         stored.pop(command.idempotency_key, None)  # no longer known from the read
+        if command.idempotency_key in self._unread_keys:
+            self._unchecked_since_load += 1
 
     def _answered_from_history(
         self, command: ChargeCommand, fingerprint: str, stored_by_key: _StoredByKey
@@ -301,7 +355,7 @@ class AccountActor(SupervisedActor):
             entry = None
         if entry is not None:
             if entry.fingerprint != fingerprint:
-                command.reply(_key_reuse())
+                command.reply(key_reuse_refused())
             else:
                 self._deps.metrics.replays.inc()
                 entry.add_waiter(command.reply)
@@ -315,7 +369,7 @@ class AccountActor(SupervisedActor):
         if stored is None:
             return False
         if stored.request_fingerprint != fingerprint:
-            command.reply(_key_reuse())
+            command.reply(key_reuse_refused())
         else:
             self._deps.metrics.replays.inc()
             command.reply(ChargeOutcome(kind="replayed", receipt=stored))
@@ -370,15 +424,19 @@ class AccountActor(SupervisedActor):
             oldest = next(iter(recent.values()))
             if oldest.outcome is None:
                 break
-            recent.popitem(last=False)
+            settled_key, _ = recent.popitem(last=False)
+            self._note_settled(settled_key)
         recent[key] = pending
         if len(recent) > self._deps.recent_keys_max:
-            recent.popitem(last=False)
+            dropped_key, _ = recent.popitem(last=False)
+            self._note_settled(dropped_key)
 
-
-def _key_reuse() -> ChargeOutcome:
-    return refused(
-        charges.IDEMPOTENCY_KEY_REUSE,
-        "this idempotency key was already used with a different request",
-        "idempotent_key",
-    )
+    def _note_settled(self, key: str) -> None:
+        """Keep the key (not the receipt) of a settled charge for a while: a
+        client's retry usually comes soon, and a key known to be used is read
+        from the store before charging, not caught at commit."""
+        settled = self._settled_keys
+        settled[key] = None
+        settled.move_to_end(key)
+        if len(settled) > self._deps.settled_keys_max:
+            settled.popitem(last=False)

@@ -122,3 +122,12 @@ class BatchReplies:
 
 def refused(code: str, message: str, param: str | None = None) -> ChargeOutcome:
     return ChargeOutcome(kind="refused", code=code, message=message, param=param)
+
+
+def key_reuse_refused() -> ChargeOutcome:
+    """The answer to a known idempotency key sent with a different request."""
+    return refused(
+        IDEMPOTENCY_KEY_REUSE,
+        "this idempotency key was already used with a different request",
+        "idempotent_key",
+    )
