@@ -64,6 +64,7 @@ class PhaseResult:
     duration_s: float
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0  # connect/read/write/timeout: no HTTP answer at all
+    error_kinds: Counter[str] = field(default_factory=Counter)  # wrk's split of `errors`
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     p99_ms: float = 0.0
@@ -195,6 +196,9 @@ def run_wrk(
         duration_s=data["duration_us"] / 1e6,
         statuses=Counter({int(k): int(v) for k, v in data["statuses"].items()}),
         errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
+        error_kinds=Counter(
+            {kind: int(errors[kind]) for kind in ("connect", "read", "write", "timeout")}
+        ),
         p50_ms=latency["p50"] / 1000,
         p95_ms=latency["p95"] / 1000,
         p99_ms=latency["p99"] / 1000,
@@ -320,6 +324,14 @@ def format_table(results: Sequence[PhaseResult]) -> str:
             f"{r.statuses[429]:>7} {r.others:>6} {r.errors:>6}"
         )
     return "\n".join(lines)
+
+
+def _error_kinds(result: PhaseResult) -> str:
+    """wrk's split of the transport errors, e.g. " (12 timeout, 20 read)": a
+    timeout is a request the service left unanswered, a read error mostly a
+    connection wrk closed at the end of the phase."""
+    kinds = [f"{count} {kind}" for kind, count in result.error_kinds.most_common() if count]
+    return f" ({', '.join(kinds)})" if kinds else ""
 
 
 def _other_statuses(result: PhaseResult) -> str:
@@ -459,7 +471,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         f"overload: NOT only 202/429 - other statuses "
                         f"{_other_statuses(overload) or 'none'}, {overload.errors} requests"
                         f" without an answer (transport error or none within"
-                        f" {open_loop_timeout_s:g} s)"
+                        f" {open_loop_timeout_s:g} s){_error_kinds(overload)}"
                     )
                 elif not overload.statuses[429]:
                     notes.append(
@@ -507,7 +519,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if result.name != "overload" and (result.others or result.errors):
             notes.append(
                 f"{result.name}: unexpected answers {_other_statuses(result) or 'none'},"
-                f" {result.errors} transport errors"
+                f" {result.errors} transport errors{_error_kinds(result)}"
             )
     for note in notes:
         print(f"  {note}")
