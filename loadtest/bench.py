@@ -65,6 +65,7 @@ class PhaseResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0  # connect/read/write/timeout: no HTTP answer at all
     error_kinds: Counter[str] = field(default_factory=Counter)  # wrk's split of `errors`
+    connections: int = 0  # wrk phases: the closed-loop concurrency
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     p99_ms: float = 0.0
@@ -193,6 +194,7 @@ def run_wrk(
     result = PhaseResult(
         name=name,
         load=load or f"{connections} conns",
+        connections=connections,
         duration_s=data["duration_us"] / 1e6,
         statuses=Counter({int(k): int(v) for k, v in data["statuses"].items()}),
         errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
@@ -380,6 +382,27 @@ def run_overload(
     return result
 
 
+def run_trivial(
+    tmp_dir: Path, name: str, connections: int, duration_s: float, threads: int
+) -> PhaseResult:
+    """The same wrk load against the trivial handler: this machine's ceiling."""
+    trivial, trivial_url = start_trivial_server(tmp_dir)
+    script_input = tmp_dir / "trivial-customers.txt"
+    # The trivial server ignores auth; the file only feeds the script.
+    script_input.write_text("cus_trivial sk_test_trivial\n")
+    try:
+        return run_wrk(
+            name,
+            trivial_url,
+            script_input,
+            connections=connections,
+            duration_s=duration_s,
+            threads=threads,
+        )
+    finally:
+        stop_process(trivial)
+
+
 def start_trivial_server(log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log_file = (log_dir / f"trivial-{port}.log").open("wb")
@@ -402,6 +425,7 @@ def run_bench(args: argparse.Namespace) -> int:
     require_wrk()
     results: list[PhaseResult] = []
     notes: list[str] = []
+    overload_baseline: PhaseResult | None = None  # a wrk overload, to repeat on the trivial handler
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         tmp_dir = Path(tmp)
         load_1m, _, _ = os.getloadavg()
@@ -410,24 +434,11 @@ def run_bench(args: argparse.Namespace) -> int:
             f" wrk -t{args.threads}; service and load generators share this machine"
         )
 
-        trivial, trivial_url = start_trivial_server(tmp_dir)
+        print(f"bench: trivial handler, {args.connections} conns, {args.duration:g} s ...")
+        results.append(
+            run_trivial(tmp_dir, "trivial", args.connections, args.duration, args.threads)
+        )
         customers_file = tmp_dir / "customers.txt"
-        # The trivial server ignores auth; the file only feeds the script.
-        customers_file.write_text("cus_trivial sk_test_trivial\n")
-        try:
-            print(f"bench: trivial handler, {args.connections} conns, {args.duration:g} s ...")
-            results.append(
-                run_wrk(
-                    "trivial",
-                    trivial_url,
-                    customers_file,
-                    connections=args.connections,
-                    duration_s=args.duration,
-                    threads=args.threads,
-                )
-            )
-        finally:
-            stop_process(trivial)
 
         with local_service(log_dir=tmp_dir) as service:
             started = time.monotonic()
@@ -466,6 +477,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 overload = run_overload(args, service.url, customers, customers_file, sustained)
                 results.append(overload)
                 notes.append(f"overload: {overload.note}")
+                if overload.connections:  # wrk, not the open loop
+                    overload_baseline = overload
                 if overload.others or overload.errors:
                     notes.append(
                         f"overload: NOT only 202/429 - other statuses "
@@ -504,6 +517,20 @@ def run_bench(args: argparse.Namespace) -> int:
                         "batch: every batch got 429 - a batch takes one admission slot per event;"
                         " lower --batch-size below BILLING_CUSTOMER_INFLIGHT_MAX"
                     )
+    if overload_baseline is not None:
+        connections = overload_baseline.connections
+        print(f"bench: trivial handler under the same overload, {connections} conns ...")
+        with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
+            baseline = run_trivial(
+                Path(tmp), "triv-ovl", connections, args.overload_duration, args.threads
+            )
+        results.append(baseline)
+        notes.append(
+            f"overload: the trivial handler under the same {connections} connections:"
+            f" {baseline.errors} requests without an answer{_error_kinds(baseline)},"
+            f" p99 {baseline.p99_ms:.0f} ms (what one event loop on this machine gives"
+            " that many connections)"
+        )
     print()
     print(format_table(results))
     print()
