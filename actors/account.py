@@ -41,6 +41,7 @@ from actors.charges import (
     ChargeCommand,
     ChargeOutcome,
     Reply,
+    answer_from_stored,
     key_reuse_refused,
     refused,
 )
@@ -163,11 +164,10 @@ class AccountActor(SupervisedActor):
         self._used_minor: dict[str, int] = {}
         self._recent: OrderedDict[str, PendingReceipt] = OrderedDict()
         self._read_keys_until_s = 0.0  # monotonic; see the module docstring
-        self._unread_keys: set[str] = set()  # of the batch in hand: charged without a read
         self._settled_keys: OrderedDict[str, None] = OrderedDict()  # see _note_settled
-        # Charged since the last load without a read of their key: the usage
-        # and balance in memory may count a repeat that will not commit.
-        self._unchecked_since_load = 0
+        # Something was charged since the last load without a read of its key:
+        # the usage and balance in memory may count a repeat that will not commit.
+        self._may_count_repeats = False
 
     @classmethod
     def _create_future(cls) -> pykka.Future[Any]:
@@ -208,7 +208,7 @@ class AccountActor(SupervisedActor):
             raise RuntimeError("in-flight receipts did not settle before reload")
         account = self._deps.store.load_account(self.customer_id)
         self._account = account
-        self._unchecked_since_load = 0
+        self._may_count_repeats = False
         self._recent = OrderedDict(
             (key, entry) for key, entry in self._recent.items() if not entry.failed
         )
@@ -224,9 +224,9 @@ class AccountActor(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         self._deps.activity[self.customer_id] = time.monotonic()
         if isinstance(message, ChargeBatch):
-            stored = self._stored_receipts(message.commands)
+            stored, unread = self._stored_receipts(message.commands)
             for command in message.commands:
-                self._charge(command, stored)
+                self._charge(command, stored, unread)
             return None
         if isinstance(message, Reload):
             self._reload()
@@ -236,39 +236,42 @@ class AccountActor(SupervisedActor):
             raise RuntimeError(f"injected fault: {message.reason}")
         return super().on_receive(message)
 
-    def _stored_receipts(self, commands: tuple[ChargeCommand, ...]) -> _StoredByKey:
-        """The stored receipts of a batch's keys, read once for the batch, or
-        taken as none without a read (see the module docstring): read are the
-        keys this actor saw settle recently, or all of them for a while after
-        a reload.
+    def _stored_receipts(
+        self, commands: tuple[ChargeCommand, ...]
+    ) -> tuple[_StoredByKey, set[str]]:
+        """The stored receipts of a batch's keys, read once for the batch, and
+        the keys taken as absent without a read (see the module docstring):
+        read are the keys this actor saw settle recently, or all of them for a
+        while after a reload.
 
         Only keys with no receipt in flight are looked up: for those the answer
         holds until this actor charges one of them (it is the customer's only
         writer), and `_charge` drops a key from the map when it does."""
-        self._unread_keys = set()
         if self._account is None:
-            return {}
+            return {}, set()
         keys = [c.idempotency_key for c in commands if not self._in_flight(c.idempotency_key)]
-        if not keys:
-            return {}
         if self._seq == 0:  # nothing stored yet: known absent
-            return dict.fromkeys(keys)
-        if time.monotonic() < self._read_keys_until_s:
-            to_read = keys
-        else:
-            to_read = [key for key in keys if key in self._settled_keys]
-            self._unread_keys = {key for key in keys if key not in self._settled_keys}
-        stored: _StoredByKey = dict.fromkeys(self._unread_keys)
+            return dict.fromkeys(keys), set()
+        unread: set[str] = set()
+        to_read = keys
+        if time.monotonic() >= self._read_keys_until_s:
+            to_read = []
+            for key in keys:
+                if key in self._settled_keys:
+                    to_read.append(key)
+                else:
+                    unread.add(key)
+        stored: _StoredByKey = dict.fromkeys(unread)
         if to_read:
             found = self._deps.store.find_receipts_by_keys(self.customer_id, to_read)
             stored.update((key, found.get(key)) for key in to_read)
-        return stored
+        return stored, unread
 
     def _in_flight(self, key: str) -> bool:
         entry = self._recent.get(key)
         return entry is not None and not entry.failed
 
-    def _charge(self, command: ChargeCommand, stored: _StoredByKey) -> None:
+    def _charge(self, command: ChargeCommand, stored: _StoredByKey, unread: set[str]) -> None:
         account = self._account
         if account is None:
             command.reply(refused(charges.CUSTOMER_NOT_FOUND, "no such customer", "customer_id"))
@@ -277,7 +280,7 @@ class AccountActor(SupervisedActor):
         if self._answered_from_history(command, fingerprint, stored):
             return
         refusal = self._check(command, account)
-        if refusal is not None and refusal.code in _COUNTED_REFUSALS and self._unchecked_since_load:
+        if refusal is not None and refusal.code in _COUNTED_REFUSALS and self._may_count_repeats:
             # Count again from the store before refusing: what memory counted
             # may include a repeat of a stored key, which will not commit.
             self._reload()
@@ -342,8 +345,8 @@ class AccountActor(SupervisedActor):
         self._used_minor[command.entitlement_id] = used_after
         self._remember(command.idempotency_key, pending)
         stored.pop(command.idempotency_key, None)  # no longer known from the read
-        if command.idempotency_key in self._unread_keys:
-            self._unchecked_since_load += 1
+        if command.idempotency_key in unread:
+            self._may_count_repeats = True
 
     def _answered_from_history(
         self, command: ChargeCommand, fingerprint: str, stored_by_key: _StoredByKey
@@ -368,11 +371,10 @@ class AccountActor(SupervisedActor):
             stored = self._deps.store.find_receipt_by_key(self.customer_id, key)
         if stored is None:
             return False
-        if stored.request_fingerprint != fingerprint:
-            command.reply(key_reuse_refused())
-        else:
+        outcome = answer_from_stored(stored, fingerprint)
+        if outcome.kind == "replayed":
             self._deps.metrics.replays.inc()
-            command.reply(ChargeOutcome(kind="replayed", receipt=stored))
+        command.reply(outcome)
         return True
 
     def _check(self, command: ChargeCommand, account: AccountState) -> ChargeOutcome | None:

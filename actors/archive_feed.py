@@ -18,10 +18,9 @@ import time
 
 import structlog
 
-from actors.outbox import OutboxMetrics, backoff_s
+from actors.outbox import OutboxMetrics, backoff_s, run_passes
 from actors.stage_owner import LoopThread, StageOwner
 from ledger import CommitFeed, ReceiptArchive
-from ledger.clock import parse_rfc3339
 from ledger.feed_cursor import FeedCursor
 from supervisor import Link
 
@@ -69,23 +68,24 @@ class ArchiveFeed(StageOwner):
         self._position = self._cursor.start(self._feed)
         log.info("archive_feed.started", position=self._position)
         measured_at = 0.0
-        while not stopping.is_set():
-            started = time.monotonic()
-            if started - measured_at >= self._measure_every_s:
+
+        def one_pass() -> int:
+            nonlocal measured_at
+            if time.monotonic() - measured_at >= self._measure_every_s:
                 self._measure_backlog()
-                measured_at = started
+                measured_at = time.monotonic()
             delivered = self.feed_once()
             if self._failures:
                 stopping.wait(backoff_s(self._failures))
-                continue
-            if not delivered:
-                self._wake.wait(self._poll_interval_s)
-                self._wake.clear()
-            # Spaced passes: each one syncs the archive, so batches grow with
-            # load instead of syncing a few receipts at a time.
-            rest_s = self._pass_interval_s - (time.monotonic() - started)
-            if rest_s > 0:
-                stopping.wait(rest_s)
+            return delivered
+
+        run_passes(
+            stopping,
+            self._wake,
+            one_pass,
+            poll_interval_s=self._poll_interval_s,
+            pass_interval_s=self._pass_interval_s,
+        )
 
     def feed_once(self) -> int:
         """Archive the next committed receipts; returns how many."""
@@ -104,11 +104,7 @@ class ArchiveFeed(StageOwner):
         last_position, last = rows[-1]
         self._cursor.save(last_position, last.receipt_id)
         self._position = last_position
-        self._metrics.delivered.labels(topic=ARCHIVE_TOPIC).inc(len(receipts))
-        now = time.time()
-        lag = self._metrics.lag_s.labels(topic=ARCHIVE_TOPIC)
-        for receipt in receipts:
-            lag.observe(max(0.0, now - parse_rfc3339(receipt.recorded_at).timestamp()))
+        self._metrics.record_delivered(ARCHIVE_TOPIC, [r.recorded_at for r in receipts])
         return len(receipts)
 
     def _measure_backlog(self) -> None:

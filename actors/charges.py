@@ -131,3 +131,11 @@ def key_reuse_refused() -> ChargeOutcome:
         "this idempotency key was already used with a different request",
         "idempotent_key",
     )
+
+
+def answer_from_stored(receipt: StoredReceipt, fingerprint: str) -> ChargeOutcome:
+    """The answer to a key the store already holds: a replay of its receipt,
+    or a refusal when the request under the key differs."""
+    if receipt.request_fingerprint != fingerprint:
+        return key_reuse_refused()
+    return ChargeOutcome(kind="replayed", receipt=receipt)

@@ -36,15 +36,21 @@ _BACKOFF_MAX_S = 300.0
 class OutboxMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.delivered = Counter(
-            "billing_outbox_delivered_total", "Outbox messages delivered.", ["topic"],
+            "billing_outbox_delivered_total",
+            "Outbox messages delivered.",
+            ["topic"],
             registry=registry,
         )
         self.failures = Counter(
-            "billing_outbox_failures_total", "Failed outbox deliveries.", ["topic"],
+            "billing_outbox_failures_total",
+            "Failed outbox deliveries.",
+            ["topic"],
             registry=registry,
         )
         self.backlog = Gauge(
-            "billing_outbox_backlog", "Undelivered outbox messages.", ["topic"],
+            "billing_outbox_backlog",
+            "Undelivered outbox messages.",
+            ["topic"],
             registry=registry,
         )
         self.lag_s = Histogram(
@@ -69,6 +75,38 @@ class OutboxMetrics:
         self.oldest_age_s.labels(topic=topic).set_function(
             lambda: 0.0 if created_s is None else max(0.0, time.time() - created_s)
         )
+
+    def record_delivered(self, topic: str, committed_at: Sequence[str]) -> None:
+        """Count delivered receipts and their commit-to-delivery lag."""
+        self.delivered.labels(topic=topic).inc(len(committed_at))
+        now = time.time()
+        lag = self.lag_s.labels(topic=topic)
+        for created_at in committed_at:
+            lag.observe(max(0.0, now - parse_rfc3339(created_at).timestamp()))
+
+
+def run_passes(
+    stopping: threading.Event,
+    wake: threading.Event,
+    one_pass: Callable[[], int],
+    *,
+    poll_interval_s: float,
+    pass_interval_s: float,
+) -> None:
+    """Call `one_pass` (it returns how much it delivered) until `stopping`.
+
+    An empty pass waits for `wake` (set after each commit) or the poll
+    interval. Passes are spaced: each costs a read and, for the archive, a
+    sync of the files it touched, so batches grow with load instead of
+    delivering a few receipts at a time."""
+    while not stopping.is_set():
+        started = time.monotonic()
+        if not one_pass():
+            wake.wait(poll_interval_s)
+            wake.clear()
+        rest_s = pass_interval_s - (time.monotonic() - started)
+        if rest_s > 0:
+            stopping.wait(rest_s)
 
 
 def backoff_s(attempts: int) -> float:
@@ -131,18 +169,13 @@ class OutboxRelay(StageOwner):
                     topic_wake.set()
 
     def _relay_forever(self, topic: str, stopping: threading.Event) -> None:
-        wake = self._topic_wakes[topic]
-        while not stopping.is_set():
-            started = time.monotonic()
-            if not self.relay_once(topic):
-                wake.wait(self._poll_interval_s)
-                wake.clear()
-            # Amortize: each pass costs a read and, for the archive, an fsync
-            # per touched file, so passes are spaced and batches grow with
-            # load instead of relaying a few receipts at a time.
-            rest_s = self._pass_interval_s - (time.monotonic() - started)
-            if rest_s > 0:
-                stopping.wait(rest_s)
+        run_passes(
+            stopping,
+            self._topic_wakes[topic],
+            functools.partial(self.relay_once, topic),
+            poll_interval_s=self._poll_interval_s,
+            pass_interval_s=self._pass_interval_s,
+        )
 
     def _measure_backlog(self) -> None:
         """Every topic's backlog, including ones other relays deliver (Admin API)."""
@@ -169,11 +202,7 @@ class OutboxRelay(StageOwner):
             self._retry_later(ready, repr(error))
             return 0
         self._store.outbox_delivered([m.message_id for m in ready])
-        self._metrics.delivered.labels(topic=topic).inc(len(ready))
-        now = time.time()
-        for message in ready:
-            committed = parse_rfc3339(message.created_at).timestamp()
-            self._metrics.lag_s.labels(topic=topic).observe(max(0.0, now - committed))
+        self._metrics.record_delivered(topic, [m.created_at for m in ready])
         return len(ready)
 
     def _retry_later(self, messages: Sequence[OutboxMessage], error: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, key_reuse_refused
+from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, answer_from_stored
 from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
@@ -198,11 +198,11 @@ class _WriterStage:
                 receipt = stored.get(item.idempotency_key)
                 if receipt is None:
                     others.append(item)
-                elif receipt.request_fingerprint == item.fingerprint:
+                    continue
+                outcome = answer_from_stored(receipt, item.fingerprint)
+                if outcome.kind == "replayed":
                     self._metrics.replays.inc()
-                    item.complete(ChargeOutcome(kind="replayed", receipt=receipt))
-                else:
-                    item.complete(key_reuse_refused())
+                item.complete(outcome)
         return others
 
     def _fail(self, items: Sequence[Any], message: str) -> None:
