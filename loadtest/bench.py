@@ -54,6 +54,8 @@ open_loop_inflight_max = 2_000
 open_loop_drain_s = 15.0
 # A request unanswered after this long counts as an error (no answer).
 open_loop_timeout_s = 10.0
+# The phase repeating a wrk overload on the trivial handler (a baseline).
+TRIVIAL_OVERLOAD = "triv-ovl"
 _RESULT_RE = re.compile(r"^WRK_RESULT (\{.*\})$", re.MULTILINE)
 
 
@@ -189,7 +191,9 @@ def run_wrk(
             f"{(completed.stderr or completed.stdout)[-500:]}"
         )
     data = orjson.loads(match.group(1))
-    errors = data["errors"]
+    error_kinds = Counter(
+        {kind: int(data["errors"][kind]) for kind in ("connect", "read", "write", "timeout")}
+    )
     latency = data["latency_us"]
     result = PhaseResult(
         name=name,
@@ -197,10 +201,8 @@ def run_wrk(
         connections=connections,
         duration_s=data["duration_us"] / 1e6,
         statuses=Counter({int(k): int(v) for k, v in data["statuses"].items()}),
-        errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
-        error_kinds=Counter(
-            {kind: int(errors[kind]) for kind in ("connect", "read", "write", "timeout")}
-        ),
+        errors=sum(error_kinds.values()),
+        error_kinds=error_kinds,
         p50_ms=latency["p50"] / 1000,
         p95_ms=latency["p95"] / 1000,
         p99_ms=latency["p99"] / 1000,
@@ -425,7 +427,7 @@ def run_bench(args: argparse.Namespace) -> int:
     require_wrk()
     results: list[PhaseResult] = []
     notes: list[str] = []
-    overload_baseline: PhaseResult | None = None  # a wrk overload, to repeat on the trivial handler
+    overload_connections = 0  # of a wrk overload, repeated on the trivial handler
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         tmp_dir = Path(tmp)
         load_1m, _, _ = os.getloadavg()
@@ -477,8 +479,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 overload = run_overload(args, service.url, customers, customers_file, sustained)
                 results.append(overload)
                 notes.append(f"overload: {overload.note}")
-                if overload.connections:  # wrk, not the open loop
-                    overload_baseline = overload
+                overload_connections = overload.connections  # 0: the open loop
                 if overload.others or overload.errors:
                     notes.append(
                         f"overload: NOT only 202/429 - other statuses "
@@ -517,20 +518,19 @@ def run_bench(args: argparse.Namespace) -> int:
                         "batch: every batch got 429 - a batch takes one admission slot per event;"
                         " lower --batch-size below BILLING_CUSTOMER_INFLIGHT_MAX"
                     )
-    if overload_baseline is not None:
-        connections = overload_baseline.connections
-        print(f"bench: trivial handler under the same overload, {connections} conns ...")
-        with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
+        if overload_connections:  # after the service stopped
+            connections = overload_connections
+            print(f"bench: trivial handler under the same overload, {connections} conns ...")
             baseline = run_trivial(
-                Path(tmp), "triv-ovl", connections, args.overload_duration, args.threads
+                tmp_dir, TRIVIAL_OVERLOAD, connections, args.overload_duration, args.threads
             )
-        results.append(baseline)
-        notes.append(
-            f"overload: the trivial handler under the same {connections} connections:"
-            f" {baseline.errors} requests without an answer{_error_kinds(baseline)},"
-            f" p99 {baseline.p99_ms:.0f} ms (what one event loop on this machine gives"
-            " that many connections)"
-        )
+            results.append(baseline)
+            notes.append(
+                f"overload: the trivial handler under the same {connections} connections:"
+                f" {baseline.errors} requests without an answer{_error_kinds(baseline)},"
+                f" p99 {baseline.p99_ms:.0f} ms (what one event loop on this machine gives"
+                " that many connections)"
+            )
     print()
     print(format_table(results))
     print()
@@ -543,7 +543,7 @@ def run_bench(args: argparse.Namespace) -> int:
             f"{sustained.requests_per_s / trivial_result.requests_per_s:.2f}",
         )
     for result in results:
-        if result.name not in ("overload", "triv-ovl") and (result.others or result.errors):
+        if result.name not in ("overload", TRIVIAL_OVERLOAD) and (result.others or result.errors):
             notes.append(
                 f"{result.name}: unexpected answers {_other_statuses(result) or 'none'},"
                 f" {result.errors} transport errors{_error_kinds(result)}"
