@@ -22,13 +22,13 @@ again from the store if memory may count such a repeat.
 
 from __future__ import annotations
 
-import queue
+import os
 import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -51,7 +51,7 @@ from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
 from crypto.receipt import core_bytes, hash_of_core_bytes
 from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
-from supervisor import Link, SupervisedActor
+from supervisor import ActorScheduler, Link, ScheduledActor
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +83,13 @@ class AccountDeps:
     barrier_timeout_s: float = 10.0
     key_reads_after_reload_s: float = 60.0
     settled_keys_max: int = 128
+    # Shared by every account actor of this service (see supervisor._scheduled).
+    scheduler: ActorScheduler = field(default_factory=lambda: account_scheduler())
+
+
+def account_scheduler() -> ActorScheduler:
+    threads = limits.account_scheduler_threads_per_cpu * (os.cpu_count() or 1)
+    return ActorScheduler(threads, "accounts")
 
 
 class _ReplyFuture(pykka.Future[Any]):
@@ -148,12 +155,9 @@ def ask_charges(ref: pykka.ActorRef[Any], batch: ChargeBatch, on_failure: Reply)
         future.bind(on_failure)
 
 
-class AccountActor(SupervisedActor):
-    # Every fact lives in the store, so a stuck actor must not hold up exit.
-    use_daemon_thread = True
-
+class AccountActor(ScheduledActor):
     def __init__(self, link: Link, customer_id: str, deps: AccountDeps) -> None:
-        super().__init__(link)
+        super().__init__(link, deps.scheduler)
         self.customer_id = customer_id
         self._deps = deps
         self._account: AccountState | None = None
@@ -172,13 +176,6 @@ class AccountActor(SupervisedActor):
     @classmethod
     def _create_future(cls) -> pykka.Future[Any]:
         return _ReplyFuture()
-
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        # SimpleQueue is implemented in C: a put from the event loop costs a
-        # fraction of queue.Queue's (a Python Condition); pykka only needs
-        # put, get and empty.
-        return queue.SimpleQueue()
 
     # -- lifecycle -----------------------------------------------------------
     def on_start(self) -> None:

@@ -1,6 +1,7 @@
 """The account directory: finds or starts a customer's actor under the
 `accounts` dynamic supervisor, and passivates actors that sat idle so the
-number of live threads stays bounded."""
+memory held for customers stays bounded (the actors share a few scheduler
+threads: see `supervisor._scheduled`)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
 from ledger import LedgerError, SigningKeyRecord, StoredReceipt, limits
 from ledger.clock import utc_now_rfc3339
-from supervisor import ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
+from supervisor import ActorScheduler, ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +112,7 @@ class Runtime:
     services: Services
     admin_token: str
     admin_token_generated: bool
+    account_scheduler: ActorScheduler
     app_hooks: list[Callable[[web.Application], None]] = field(default_factory=list)
 
     def make_app(self) -> web.Application:
@@ -139,6 +140,7 @@ class Runtime:
         stopped = self.root.stop(timeout_ms=int(self.settings.drain_timeout_s * 1000) + 20_000)
         if not stopped:
             log.error("runtime.tree_stop_timeout")
+        self.account_scheduler.stop()
         self.services.executor.shutdown(wait=True, cancel_futures=True)
         self.adapters.close()
 
@@ -353,6 +355,7 @@ def _start(
         services=services,
         admin_token=settings.admin_token or "",
         admin_token_generated=admin_token_generated,
+        account_scheduler=deps.scheduler,
         app_hooks=[stripe.add_routes],
     )
 

@@ -6,16 +6,19 @@ from supervisor._dynamic import DynamicSupervisor
 from supervisor._errors import ChildStartError, SupervisorError, SupervisorSpecError
 from supervisor._handle import SupervisorHandle
 from supervisor._link import ChildExited, Link
+from supervisor._scheduled import ActorScheduler, ScheduledActor
 from supervisor._spec import ChildInfo, ChildSpec, SupervisorFlags
 from supervisor._static import Supervisor
 
 __all__ = [
+    "ActorScheduler",
     "ChildExited",
     "ChildInfo",
     "ChildSpec",
     "ChildStartError",
     "DynamicSupervisor",
     "Link",
+    "ScheduledActor",
     "SupervisedActor",
     "Supervisor",
     "SupervisorError",

@@ -11,7 +11,7 @@ import pykka
 import pytest
 from prometheus_client import CollectorRegistry
 
-from supervisor import ChildSpec, Link, SupervisedActor, SupervisorHandle
+from supervisor import ChildSpec, DynamicSupervisor, Link, SupervisedActor, SupervisorHandle
 
 WAIT_S = 5.0
 
@@ -189,3 +189,17 @@ def cleanup() -> Iterator[list[SupervisorHandle]]:
     yield handles
     for handle in reversed(handles):
         handle.stop(timeout_ms=5000)
+
+
+@pytest.fixture
+def accounts(registry: CollectorRegistry, cleanup: list[SupervisorHandle]) -> DynamicSupervisor:
+    dyn = DynamicSupervisor.start(
+        name="accounts",
+        child_restart="transient",
+        child_shutdown_timeout_ms=1000,
+        intensity=10,
+        period_s=5.0,
+        registry=registry,
+    )
+    cleanup.append(dyn)
+    return dyn

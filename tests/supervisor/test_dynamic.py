@@ -17,20 +17,6 @@ def factory(name: str, journal: Journal) -> Callable[[Link], Any]:
     return lambda link: Worker.start(link, name, journal)
 
 
-@pytest.fixture
-def accounts(registry: CollectorRegistry, cleanup: list[SupervisorHandle]) -> DynamicSupervisor:
-    dyn = DynamicSupervisor.start(
-        name="accounts",
-        child_restart="transient",
-        child_shutdown_timeout_ms=1000,
-        intensity=10,
-        period_s=5.0,
-        registry=registry,
-    )
-    cleanup.append(dyn)
-    return dyn
-
-
 def test_start_child_lookup_and_start_again_returns_the_running_one(
     accounts: DynamicSupervisor, journal: Journal
 ) -> None:
