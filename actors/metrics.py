@@ -41,7 +41,12 @@ class ActorMetrics:
         )
         self.passivations = Counter(
             "billing_account_passivations_total",
-            "Idle account actors stopped to free their thread.",
+            "Idle account actors stopped to free their memory.",
+            registry=registry,
+        )
+        self.runnable_accounts = Gauge(
+            "billing_account_actors_runnable",
+            "Account actors with messages, waiting for one of the scheduler's threads.",
             registry=registry,
         )
         self.signer_queue_depth = Gauge(

@@ -182,6 +182,7 @@ def _start(
         now_rfc3339=utc_now_rfc3339,
         activity={},
     )
+    actor_metrics.runnable_accounts.set_function(deps.scheduler.runnable)
     readiness_box: list[Readiness] = []
 
     def on_escalation(reason: str) -> None:

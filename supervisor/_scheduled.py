@@ -52,6 +52,10 @@ class ActorScheduler:
             self._start_threads()
         self._runnable.put(actor)
 
+    def runnable(self) -> int:
+        """Actors waiting for a thread: grows when every thread is busy or blocked."""
+        return self._runnable.qsize()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Let the threads end once the actors queued before this have run (a
         later `schedule` starts new ones): called after the actors stopped."""

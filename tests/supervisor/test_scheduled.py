@@ -204,3 +204,25 @@ def test_stopped_scheduler_threads_end_and_come_back_on_demand(journal: Journal)
     ref.stop()
     scheduler.stop()
     assert not new_threads(before)
+
+
+def test_runnable_counts_actors_waiting_for_a_thread(journal: Journal) -> None:
+    scheduler = ActorScheduler(1, "one-thread")
+    stuck = Counter.start(None, scheduler, "stuck", journal)
+    waiting = [Counter.start(None, scheduler, f"w{i}", journal) for i in range(3)]
+    entered, release = threading.Event(), threading.Event()
+    try:
+        stuck.tell(("block", entered, release))
+        assert entered.wait(WAIT_S)
+        for ref in waiting:
+            ref.tell("hello")
+        assert scheduler.runnable() == 3  # the only thread is held by `stuck`
+        release.set()
+        for ref in waiting:
+            assert ref.ask("seen", timeout=WAIT_S) == ["hello"]
+        assert scheduler.runnable() == 0
+    finally:
+        release.set()
+        for ref in [stuck, *waiting]:
+            ref.stop()
+        scheduler.stop()
