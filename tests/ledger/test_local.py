@@ -120,6 +120,51 @@ def test_a_failed_sync_is_reported_and_the_next_append_writes_again(
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_failed_append_leaves_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that keeps failing must not leak a descriptor per file per pass."""
+    archive = FileArchive(tmp_path)
+
+    def failing_sync(root: Path, fds: list[int]) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(local, "_sync", failing_sync)
+    open_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            archive.append(_receipts_of_many_customers(20))
+    assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_after_a_failed_sync_the_retry_syncs_the_files_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed pass left its lines in the files, maybe only in memory: the
+    retry finds nothing new to write but must not report them durable unsynced."""
+    receipts = _receipts_of_many_customers(3)
+    archive = FileArchive(tmp_path)
+    real_sync = local._sync
+    synced: list[int] = []
+
+    def failing_sync(root: Path, fds: list[int]) -> None:
+        raise OSError(5, "Input/output error")
+
+    def recording_sync(root: Path, fds: list[int]) -> None:
+        synced.append(len(fds))
+        real_sync(root, fds)
+
+    monkeypatch.setattr(local, "_sync", failing_sync)
+    with pytest.raises(StoreUnavailable):
+        archive.append(receipts)
+    monkeypatch.setattr(local, "_sync", recording_sync)
+    archive.append(receipts)
+    assert synced == [3]
+    archive.append(receipts)  # synced now: a repeat writes and syncs nothing
+    assert synced == [3]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 def test_a_pass_over_more_customers_than_open_files_allowed_succeeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
