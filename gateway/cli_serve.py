@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     from gateway.compose import build_runtime, run_server
     from gateway.devmode import print_banner, seed_demo
+    from gateway.gc_tuning import tune_gc_for_serving
     from ledger import LedgerError
 
     try:
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.Runner()
+    tune_gc_for_serving()
     with runner:
         runner.run(run_server(runtime, on_ready))
     return 0

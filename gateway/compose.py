@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 
 from actors.account import AccountDeps
 from actors.accounts import AccountDirectory
@@ -173,6 +173,10 @@ def _start(
     stripe_settings: StripeSettings,
 ) -> Runtime:
     registry = CollectorRegistry()
+    # Collector runs and the process's memory, CPU and open files, for SREs
+    # (python_gc_*, process_*): see gateway.gc_tuning for why GC matters here.
+    GCCollector(registry=registry)
+    ProcessCollector(registry=registry)
     actor_metrics = ActorMetrics(registry)
     pipeline = Pipeline()
     deps = AccountDeps(

@@ -62,6 +62,8 @@ def exported(registry: CollectorRegistry) -> dict[str, frozenset[str]]:
             sample = family.name + suffix
             collector = by_name.get(sample)
             labels = frozenset(getattr(collector, "_labelnames", ()))
+            # Custom collectors (python_gc_*) name their labels only in samples.
+            labels |= {label for s in family.samples if s.name == sample for label in s.labels}
             bucket = {"le"} if suffix == "_bucket" else set()
             names[sample] = labels | bucket | _TARGET_LABELS
     return names
@@ -91,6 +93,8 @@ def test_the_runtime_exports_the_metrics_operators_rely_on(
         "billing_outbox_backlog",
         "supervisor_child_restarts_total",
         "billing_reconciler_integrity_failures_total",
+        "python_gc_collections_total",
+        "process_resident_memory_bytes",
     ):
         assert name in exported
     assert exported["billing_http_requests_total"] == {"route", "status"} | _TARGET_LABELS
