@@ -51,7 +51,7 @@ locals {
     BILLING_ADMISSION_QUEUE_MAX   = tostring(var.admission_queue_max)
     BILLING_CUSTOMER_INFLIGHT_MAX = var.customer_inflight_max > 0 ? tostring(var.customer_inflight_max) : ""
     # os.cpu_count() sees the host's CPUs, not the instance's share: say it.
-    BILLING_SIGNER_WORKERS       = tostring(2 * var.cpu)
+    BILLING_SIGNER_WORKERS       = tostring(var.cpu)
     BILLING_DRAIN_TIMEOUT_S      = tostring(var.drain_timeout_s)
     BILLING_RECONCILE_INTERVAL_S = tostring(var.reconcile_interval_s)
     BILLING_LOG_LEVEL            = var.log_level
