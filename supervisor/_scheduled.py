@@ -83,7 +83,13 @@ class ActorScheduler:
             actor = self._runnable.get()
             if actor is None:
                 return
-            actor._run_slice()
+            try:
+                actor._run_slice()
+            except BaseException as error:  # e.g. SystemExit in on_start
+                # pykka lets these end an actor's own thread; here they would
+                # end a thread every actor shares. End just the actor.
+                logger.exception("%s stopped by %r outside a handler", actor, error)
+                actor._abandon(error)
 
 
 class _Inbox:
@@ -165,6 +171,14 @@ class ScheduledActor(SupervisedActor):
                 self._report_exit()
             return
         self._scheduler.schedule(self)  # more queued: to the back of the line
+
+    def _abandon(self, error: BaseException) -> None:
+        """End this actor as its own thread would have ended, reporting `error`."""
+        self._handle_failure(type(error), error, error.__traceback__)
+        try:
+            self._actor_loop_teardown()
+        finally:
+            self._report_exit()
 
     def _handle_envelope(self, envelope: Any) -> None:
         """One message, as pykka's ThreadingActor loop handles it."""

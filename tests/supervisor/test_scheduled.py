@@ -67,6 +67,11 @@ class FailsToStart(ScheduledActor):
         raise RuntimeError("no state to load")
 
 
+class ExitsInStart(ScheduledActor):
+    def on_start(self) -> None:
+        raise SystemExit("exit in on_start")
+
+
 @pytest.fixture
 def scheduler() -> Iterator[ActorScheduler]:
     scheduler = ActorScheduler(2, "test-actors")
@@ -225,4 +230,27 @@ def test_runnable_counts_actors_waiting_for_a_thread(journal: Journal) -> None:
         release.set()
         for ref in [stuck, *waiting]:
             ref.stop()
+        scheduler.stop()
+
+
+def test_a_system_exit_in_on_start_ends_that_actor_not_a_shared_thread(
+    accounts: DynamicSupervisor, journal: Journal
+) -> None:
+    scheduler = ActorScheduler(1, "one-thread")
+    links: list[Link] = []
+
+    def start(link: Link) -> Any:
+        links.append(link)
+        return ExitsInStart.start(link, scheduler)
+
+    try:
+        accounts.start_child("exits", start)
+        assert links[0].exited.wait(WAIT_S)
+        report = links[0].exit_report
+        assert report is not None and "exit in on_start" in report.reason
+        # The only thread survived: another actor is still served.
+        other = Counter.start(None, scheduler, "other", journal)
+        assert other.ask("ping", timeout=WAIT_S) == 1
+        other.stop()
+    finally:
         scheduler.stop()
