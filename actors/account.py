@@ -72,6 +72,12 @@ class InjectFault(NamedTuple):
     reason: str
 
 
+def account_scheduler() -> ActorScheduler:
+    """The threads account actors run on: a few per CPU, not one per customer."""
+    threads = limits.account_scheduler_threads_per_cpu * (os.cpu_count() or 1)
+    return ActorScheduler(threads, "accounts")
+
+
 @dataclass(frozen=True, slots=True)
 class AccountDeps:
     store: LedgerStore
@@ -84,12 +90,7 @@ class AccountDeps:
     key_reads_after_reload_s: float = 60.0
     settled_keys_max: int = 128
     # Shared by every account actor of this service (see supervisor._scheduled).
-    scheduler: ActorScheduler = field(default_factory=lambda: account_scheduler())
-
-
-def account_scheduler() -> ActorScheduler:
-    threads = limits.account_scheduler_threads_per_cpu * (os.cpu_count() or 1)
-    return ActorScheduler(threads, "accounts")
+    scheduler: ActorScheduler = field(default_factory=account_scheduler)
 
 
 class _ReplyFuture(pykka.Future[Any]):
