@@ -185,6 +185,7 @@ def _start(
         metrics=actor_metrics,
         now_rfc3339=utc_now_rfc3339,
         activity={},
+        scheduler=ActorScheduler(settings.effective_account_threads, "accounts"),
     )
     actor_metrics.runnable_accounts.set_function(deps.scheduler.runnable)
     readiness_box: list[Readiness] = []

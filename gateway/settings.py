@@ -38,6 +38,7 @@ class Settings:
     commit_batch_receipts_max: int = limits.commit_batch_receipts_max
     commit_linger_ms: float = limits.commit_linger_ms  # DESIGN: 512 receipts or 2 ms
     account_idle_s: float = limits.account_idle_s
+    account_threads: int = 0  # 0: per CPU, more when the store is remote
     request_timeout_ms: int = limits.actor_ask_timeout_ms
     drain_timeout_s: float = 10.0
     reconcile_interval_s: float = 60.0
@@ -51,6 +52,21 @@ class Settings:
         if self.signer_workers > 0:
             return self.signer_workers
         return limits.signer_workers_per_cpu * (os.cpu_count() or 1)
+
+    @property
+    def effective_account_threads(self) -> int:
+        """Threads the account actors share. An actor waiting on a store read
+        holds one: a remote store (Spanner) waits milliseconds per read, so it
+        gets more of them than the embedded SQLite file."""
+        if self.account_threads > 0:
+            return self.account_threads
+        embedded = self.store_url is None or self.store_url.startswith("sqlite:")
+        per_cpu = (
+            limits.account_scheduler_threads_per_cpu
+            if embedded
+            else limits.account_scheduler_threads_remote_per_cpu
+        )
+        return per_cpu * (os.cpu_count() or 1)
 
     def validate(self) -> Settings:
         if not 0 <= self.port < 65536:  # 0: the OS picks a free port
@@ -69,6 +85,8 @@ class Settings:
             raise SettingsError("BILLING_RECONCILE_INTERVAL_S must be in (0, 86400]")
         if self.request_timeout_ms <= 0:
             raise SettingsError("request timeout must be positive")
+        if not 0 <= self.account_threads <= 10_000:
+            raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
         return self
 
 
@@ -139,6 +157,7 @@ def from_environment(
         ),
         commit_linger_ms=_float(environ, "BILLING_COMMIT_LINGER_MS", defaults.commit_linger_ms),
         account_idle_s=_float(environ, "BILLING_ACCOUNT_IDLE_S", defaults.account_idle_s),
+        account_threads=_int(environ, "BILLING_ACCOUNT_THREADS", defaults.account_threads),
         request_timeout_ms=_int(
             environ, "BILLING_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms
         ),

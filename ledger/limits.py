@@ -71,6 +71,10 @@ writer_queue_max: Final = admission_queue_max * 2
 # leaves room for blocking reads.
 account_idle_s: Final = 60.0
 account_scheduler_threads_per_cpu: Final = 2
+# With a remote ledger (Spanner) an actor's store read (start, reload, keys
+# after a reload) waits a network round trip with its thread held: more
+# threads, still far fewer than one per customer.
+account_scheduler_threads_remote_per_cpu: Final = 16
 actor_ask_timeout_ms: Final = 10_000
 
 # Reading receipts back.
