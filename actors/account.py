@@ -22,13 +22,12 @@ again from the store if memory may count such a repeat.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -72,15 +71,12 @@ class InjectFault(NamedTuple):
     reason: str
 
 
-def account_scheduler() -> ActorScheduler:
-    """The threads account actors run on: a few per CPU, not one per customer."""
-    threads = limits.account_scheduler_threads_per_cpu * (os.cpu_count() or 1)
-    return ActorScheduler(threads, "accounts")
-
-
 @dataclass(frozen=True, slots=True)
 class AccountDeps:
     store: LedgerStore
+    # The threads every account actor of this service shares (see
+    # supervisor._scheduled); their number is a setting.
+    scheduler: ActorScheduler
     pipeline: Pipeline
     metrics: ActorMetrics
     now_rfc3339: Callable[[], str]
@@ -89,8 +85,6 @@ class AccountDeps:
     barrier_timeout_s: float = 10.0
     key_reads_after_reload_s: float = 60.0
     settled_keys_max: int = 128
-    # Shared by every account actor of this service (see supervisor._scheduled).
-    scheduler: ActorScheduler = field(default_factory=account_scheduler)
 
 
 class _ReplyFuture(pykka.Future[Any]):

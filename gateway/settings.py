@@ -51,7 +51,7 @@ class Settings:
     def effective_signer_workers(self) -> int:
         if self.signer_workers > 0:
             return self.signer_workers
-        return limits.signer_workers_per_cpu * (os.cpu_count() or 1)
+        return _per_cpu(limits.signer_workers_per_cpu)
 
     @property
     def effective_account_threads(self) -> int:
@@ -60,13 +60,9 @@ class Settings:
         gets more of them than the embedded SQLite file."""
         if self.account_threads > 0:
             return self.account_threads
-        embedded = self.store_url is None or self.store_url.startswith("sqlite:")
-        per_cpu = (
-            limits.account_scheduler_threads_per_cpu
-            if embedded
-            else limits.account_scheduler_threads_remote_per_cpu
-        )
-        return per_cpu * (os.cpu_count() or 1)
+        if self.store_url is None or self.store_url.startswith("sqlite:"):  # embedded
+            return _per_cpu(limits.account_scheduler_threads_per_cpu)
+        return _per_cpu(limits.account_scheduler_threads_remote_per_cpu)
 
     def validate(self) -> Settings:
         if not 0 <= self.port < 65536:  # 0: the OS picks a free port
@@ -88,6 +84,10 @@ class Settings:
         if not 0 <= self.account_threads <= 10_000:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
         return self
+
+
+def _per_cpu(count: int) -> int:
+    return count * (os.cpu_count() or 1)
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:

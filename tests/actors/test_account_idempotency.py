@@ -29,6 +29,7 @@ from crypto import SigningKey, verify_receipt
 from ledger import StoredReceipt
 from ledger.clock import utc_now_rfc3339
 from ledger.sqlite import SqliteLedger
+from supervisor import ActorScheduler
 from tests.contract._chain import customer, entitlement
 
 pytestmark = pytest.mark.timeout(60)
@@ -88,8 +89,10 @@ class Account:
         self.pipeline.attach_signer(self.signer)
         self.pipeline.attach_writer(self.writer)
         self.pipeline.on_chain_failed = lambda customer_id: self.ref.tell(Reload())
+        self.scheduler = ActorScheduler(2, "test-accounts")
         deps = AccountDeps(
             store=store,
+            scheduler=self.scheduler,
             pipeline=self.pipeline,
             metrics=metrics,
             now_rfc3339=utc_now_rfc3339,
@@ -128,6 +131,7 @@ class Account:
 
     def stop(self) -> None:
         self.ref.stop()
+        self.scheduler.stop()
         self.writer.stop(5.0)
         if self._own_signer:
             self.signer.stop(5.0)
