@@ -7,11 +7,12 @@ Phases (each a short fixed run; all durations are options):
                loadtest/trivial_server.py (aiohttp + uvloop): the ceiling.
 2. sustained - the same wrk load against the service, POST /v1/events spread
                over `--customers` (1,000) customers, every key unique.
-3. rate      - an open-loop generator (Python, aiohttp) offering `--rate`
+3. rate      - an open-loop generator (loadtest/open_loop.py) offering `--rate`
                (1,000) req/s; latency counts from the intended send time, so a
                slow server cannot hide behind a slow client.
-4. overload  - wrk with 3x the admission bound in connections
-               (`--overload-connections`, 3,000): only 202s and 429s are fine.
+4. overload  - `--overload-factor` (3) x the sustained rate, open loop; above
+               `--open-loop-max`, wrk with that many times the admission bound
+               in connections instead. Only 202s and 429s are fine.
 5. batch     - (`--batch`) POST /v1/events/batch: events/s against single events/s.
 
 wrk must be on the PATH (`apt-get install wrk`). Targets 127.0.0.1 only.
@@ -30,14 +31,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import uvloop
 
+from loadtest.open_loop import offer_open_loop
 from loadtest.run_locust import free_port, local_service, stop_process, wait_ready
 
 LOADTEST_DIR = Path(__file__).resolve().parent
@@ -48,14 +52,22 @@ setup_concurrency_max = 32
 setup_timeout_s = 120.0
 # wrk gets its duration plus this long before it is killed.
 wrk_grace_s = 30.0
-# The open-loop generator never has more than this many requests outstanding;
-# beyond it, sends are counted as dropped instead of piling up without bound.
+# The open-loop generator never has more than this many requests outstanding
+# (sent or waiting for a connection); beyond it, sends are counted as dropped
+# instead of piling up without bound.
 open_loop_inflight_max = 2_000
+# Kept-alive connections of the open-loop generator, like wrk2's -c: a fleet
+# of clients with connection pools. Opening a new connection whenever all were
+# busy made the overload a connect storm (~1,700 in the first 0.4 s) that sat
+# in the accept queue for seconds, measuring the kernel's backlog instead of
+# the service's answers.
+open_loop_connections_max = 256
 open_loop_drain_s = 15.0
 # A request unanswered after this long counts as an error (no answer).
 open_loop_timeout_s = 10.0
 # The phase repeating a wrk overload on the trivial handler (a baseline).
 TRIVIAL_OVERLOAD = "triv-ovl"
+T = TypeVar("T")
 _RESULT_RE = re.compile(r"^WRK_RESULT (\{.*\})$", re.MULTILINE)
 
 
@@ -74,6 +86,9 @@ class PhaseResult:
     events_per_request: int = 1
     items_accepted: int | None = None
     dropped: int = 0  # open loop only: sends skipped at the client's in-flight bound
+    # Open loop only: of the 2xx answers alone (the overload target is on these).
+    accepted_p50_ms: float | None = None
+    accepted_p99_ms: float | None = None
     note: str = ""
 
     @property
@@ -219,99 +234,103 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
+def event_requests(
+    url: str, customers: Sequence[tuple[str, str]], run_id: str
+) -> Callable[[int], bytes]:
+    """Request `i` as bytes: POST /v1/events for customer `i mod n`, a unique key each."""
+    from datetime import UTC, datetime
+
+    host = urlsplit(url).netloc
+    heads = [
+        (
+            cid,
+            f"POST /v1/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ",
+        )
+        for cid, key in customers
+    ]
+
+    def build(index: int) -> bytes:
+        cid, head = heads[index % len(heads)]
+        body = orjson.dumps(
+            {
+                "idempotent_key": f"rate-{run_id}-{index}",
+                "customer_id": cid,
+                "entitlement_id": ENTITLEMENT_ID,
+                "amount": "0.25",
+                "currency": "USD",
+                "usage_description": "bench rate",
+                "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+        return f"{head}{len(body)}\r\n\r\n".encode() + body
+
+    return build
+
+
 async def open_loop(
     url: str,
     customers: Sequence[tuple[str, str]],
     rate: float,
     duration_s: float,
     name: str = "rate",
+    connections: int = open_loop_connections_max,
+    prewarm: bool = False,
 ) -> PhaseResult:
-    """Offer `rate` req/s for `duration_s`, whatever the answers do (open loop)."""
-    from datetime import UTC, datetime
-
-    run_id = secrets.token_hex(4)
-    statuses: Counter[int] = Counter()
-    latencies_ms: list[float] = []
-    errors = dropped = 0
-    error_kinds: Counter[str] = Counter()  # which failures, so a reader can tell whose
-    inflight: set[asyncio.Task[None]] = set()
-    loop = asyncio.get_running_loop()
-    total = int(rate * duration_s)
-    timeout = aiohttp.ClientTimeout(total=open_loop_timeout_s)
-    connector = aiohttp.TCPConnector(limit=open_loop_inflight_max)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-
-        async def send(index: int, intended: float) -> None:
-            nonlocal errors
-            cid, key = customers[index % len(customers)]
-            body = orjson.dumps(
-                {
-                    "idempotent_key": f"rate-{run_id}-{index}",
-                    "customer_id": cid,
-                    "entitlement_id": ENTITLEMENT_ID,
-                    "amount": "0.25",
-                    "currency": "USD",
-                    "usage_description": "bench rate",
-                    "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-            )
-            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-            try:
-                async with session.post(url + "/v1/events", data=body, headers=headers) as resp:
-                    await resp.read()
-                    statuses[resp.status] += 1
-                    latencies_ms.append((loop.time() - intended) * 1000)
-            except (aiohttp.ClientError, TimeoutError) as error:
-                errors += 1
-                error_kinds[type(error).__name__] += 1
-
-        start = loop.time()
-        for index in range(total):
-            intended = start + index / rate
-            delay = intended - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(inflight) >= open_loop_inflight_max:
-                dropped += 1
-                continue
-            task = asyncio.create_task(send(index, intended))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
-        sent_for_s = loop.time() - start
-        if inflight:
-            await asyncio.wait(set(inflight), timeout=open_loop_drain_s)
-        # Rates count until the last answer: answers drained after the sending
-        # window must not inflate req/s.
-        elapsed_s = loop.time() - start
-        unfinished = len(inflight)
-        for task in list(inflight):
-            task.cancel()
-    latencies_ms.sort()
-    achieved = (total - dropped) / sent_for_s if sent_for_s else 0.0
+    """Offer `rate` req/s for `duration_s` over at most `connections`
+    connections (all open beforehand with `prewarm`), whatever the answers do."""
+    split = urlsplit(url)
+    if split.hostname is None or split.port is None:
+        raise BenchError(f"the open loop needs a URL with a host and a port, not {url!r}")
+    counts = await offer_open_loop(
+        split.hostname,
+        split.port,
+        event_requests(url, customers, secrets.token_hex(4)),
+        rate,
+        duration_s,
+        connections_max=connections,
+        inflight_max=open_loop_inflight_max,
+        timeout_s=open_loop_timeout_s,
+        drain_s=open_loop_drain_s,
+        prewarm=prewarm,
+    )
+    sent = int(rate * duration_s) - counts.dropped
+    achieved = sent / counts.sent_for_s if counts.sent_for_s else 0.0
     note = f"generator sent {achieved:.0f}/s"
-    if dropped:
+    if counts.dropped:
         note += (
-            f", {dropped} not sent: {open_loop_inflight_max} requests were already waiting"
-            " (the service fell behind the offered rate)"
+            f", {counts.dropped} not sent: {open_loop_inflight_max} requests were already"
+            " waiting (the service fell behind the offered rate)"
         )
-    if unfinished:
-        note += f", {unfinished} unanswered after a {open_loop_drain_s:g} s drain"
-    if error_kinds:
+    if counts.unfinished:
+        note += f", {counts.unfinished} unanswered after a {open_loop_drain_s:g} s drain"
+    if counts.error_kinds:
         note += "; failed requests: " + ", ".join(
-            f"{count} {kind}" for kind, count in error_kinds.most_common()
+            f"{count} {kind}" for kind, count in counts.error_kinds.most_common()
         )
+    latencies_ms = counts.latencies_ms
     return PhaseResult(
         name=name,
         load=f"{rate:.0f}/s open",
-        duration_s=elapsed_s,
-        statuses=statuses,
-        errors=errors + unfinished,
-        dropped=dropped,
+        duration_s=counts.elapsed_s,
+        connections=connections,
+        statuses=counts.statuses,
+        errors=counts.errors + counts.unfinished,
+        error_kinds=counts.error_kinds,
+        dropped=counts.dropped,
         p50_ms=_percentile(latencies_ms, 0.50),
         p95_ms=_percentile(latencies_ms, 0.95),
         p99_ms=_percentile(latencies_ms, 0.99),
+        accepted_p50_ms=_percentile(counts.accepted_latencies_ms, 0.50),
+        accepted_p99_ms=_percentile(counts.accepted_latencies_ms, 0.99),
         note=note,
     )
+
+
+def on_uvloop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on its own uvloop event loop, as the service runs."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def format_table(results: Sequence[PhaseResult]) -> str:
@@ -350,23 +369,28 @@ def run_overload(
     customers_file: Path,
     sustained: PhaseResult,
 ) -> PhaseResult:
-    """Offer `overload_factor` x the sustained rate. Open loop when one Python
-    process can offer that much; past it, wrk with that many times the
-    admission bound in connections (closed loop, so the factor is in flight)."""
+    """Offer `overload_factor` x the sustained rate, open loop, over that many
+    times the admission bound in connections, all open beforehand: enough
+    concurrency to pass the bound, without a connect storm. Past
+    `open_loop_max`, wrk with that many connections (closed loop)."""
     offered = args.overload_factor * sustained.requests_per_s
+    connections = int(args.overload_factor * args.admission_queue_max)
     if 0 < offered <= args.open_loop_max:
         print(
-            f"bench: overload, open loop at {offered:.0f} req/s, {args.overload_duration:g} s ..."
+            f"bench: overload, open loop at {offered:.0f} req/s over {connections} connections,"
+            f" {args.overload_duration:g} s ..."
         )
-        result = asyncio.run(
-            open_loop(url, customers, offered, args.overload_duration, name="overload")
+        result = on_uvloop(
+            open_loop(
+                url, customers, offered, args.overload_duration, "overload", connections, True
+            )
         )
         result.note = (
-            f"offered {args.overload_factor:g}x the sustained rate ({offered:.0f} req/s);"
-            f" {result.note}"
+            f"offered {args.overload_factor:g}x the sustained rate ({offered:.0f} req/s) over"
+            f" {connections} open connections; accepted p50 {result.accepted_p50_ms or 0:.0f} ms,"
+            f" p99 {result.accepted_p99_ms or 0:.0f} ms; {result.note}"
         )
         return result
-    connections = int(args.overload_factor * args.admission_queue_max)
     print(f"bench: overload, wrk {connections} conns, {args.overload_duration:g} s ...")
     result = run_wrk(
         "overload",
@@ -382,6 +406,34 @@ def run_overload(
         f" answered {factor:.1f}x the sustained request rate"
     )
     return result
+
+
+def run_trivial_overload(
+    tmp_dir: Path, args: argparse.Namespace, overload: PhaseResult
+) -> PhaseResult:
+    """The overload phase's load, repeated on the trivial handler: the baseline."""
+    if overload.load.endswith("/s open"):
+        trivial, trivial_url = start_trivial_server(tmp_dir)
+        try:
+            offered = overload.load.removesuffix("/s open")
+            print(f"bench: trivial handler under the same overload, {offered} req/s open ...")
+            return on_uvloop(
+                open_loop(
+                    trivial_url,
+                    [("cus_trivial", "sk_test_trivial")],
+                    float(offered),
+                    args.overload_duration,
+                    TRIVIAL_OVERLOAD,
+                    overload.connections,
+                    True,
+                )
+            )
+        finally:
+            stop_process(trivial)
+    print(f"bench: trivial handler under the same overload, {overload.connections} conns ...")
+    return run_trivial(
+        tmp_dir, TRIVIAL_OVERLOAD, overload.connections, args.overload_duration, args.threads
+    )
 
 
 def run_trivial(
@@ -427,7 +479,7 @@ def run_bench(args: argparse.Namespace) -> int:
     require_wrk()
     results: list[PhaseResult] = []
     notes: list[str] = []
-    overload_connections = 0  # of a wrk overload, repeated on the trivial handler
+    overload: PhaseResult | None = None  # repeated on the trivial handler
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         tmp_dir = Path(tmp)
         load_1m, _, _ = os.getloadavg()
@@ -471,7 +523,7 @@ def run_bench(args: argparse.Namespace) -> int:
             if args.rate > 0:
                 time.sleep(args.settle)
                 print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")
-                rate = asyncio.run(open_loop(service.url, customers, args.rate, args.rate_duration))
+                rate = on_uvloop(open_loop(service.url, customers, args.rate, args.rate_duration))
                 results.append(rate)
                 notes.append(f"rate: {rate.note}")
             if args.overload_factor > 0:
@@ -479,7 +531,6 @@ def run_bench(args: argparse.Namespace) -> int:
                 overload = run_overload(args, service.url, customers, customers_file, sustained)
                 results.append(overload)
                 notes.append(f"overload: {overload.note}")
-                overload_connections = overload.connections  # 0: the open loop
                 if overload.others or overload.errors:
                     notes.append(
                         f"overload: NOT only 202/429 - other statuses "
@@ -518,18 +569,14 @@ def run_bench(args: argparse.Namespace) -> int:
                         "batch: every batch got 429 - a batch takes one admission slot per event;"
                         " lower --batch-size below BILLING_CUSTOMER_INFLIGHT_MAX"
                     )
-        if overload_connections:  # after the service stopped
-            connections = overload_connections
-            print(f"bench: trivial handler under the same overload, {connections} conns ...")
-            baseline = run_trivial(
-                tmp_dir, TRIVIAL_OVERLOAD, connections, args.overload_duration, args.threads
-            )
+        if overload is not None:  # after the service stopped
+            baseline = run_trivial_overload(tmp_dir, args, overload)
             results.append(baseline)
             notes.append(
-                f"overload: the trivial handler under the same {connections} connections:"
+                f"overload: the trivial handler under the same load:"
                 f" {baseline.errors} requests without an answer{_error_kinds(baseline)},"
                 f" p99 {baseline.p99_ms:.0f} ms (what one event loop on this machine gives"
-                " that many connections)"
+                " that load)"
             )
     print()
     print(format_table(results))
