@@ -335,8 +335,10 @@ def _start(
         settings.customer_inflight_max,
         on_reject=http_metrics.rejected_overload.inc,
         loop_lag_max_s=settings.loop_lag_max_ms / 1000.0,
+        latency_target_s=settings.admission_latency_target_ms / 1000.0,
     )
     http_metrics.admission_inflight.set_function(lambda: admission.inflight)
+    http_metrics.admission_bound.set_function(admission.saturation_bound)
     http_metrics.loop_lag_s.set_function(lambda: admission.loop_lag_s)
 
     services = Services(

@@ -22,7 +22,14 @@ class HttpMetrics:
             registry=registry,
         )
         self.admission_inflight = Gauge(
-            "billing_admission_inflight", "Charges admitted and not yet answered.",
+            "billing_admission_inflight",
+            "Charges admitted and not yet answered.",
+            registry=registry,
+        )
+        self.admission_bound = Gauge(
+            "billing_admission_bound",
+            "In flight past which charges are shed now: the latency bound, lower while"
+            " the event loop lags.",
             registry=registry,
         )
         self.rejected_overload = Counter(

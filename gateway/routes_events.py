@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,16 +45,15 @@ async def post_event(request: web.Request) -> web.Response:
     _ensure_ready(services)
     # Admission before the body is read and parsed: under overload a 429
     # must cost the saturated event loop as little as possible.
-    services.admission.enter(customer_id)
-    started = time.perf_counter()
+    started_s = services.admission.enter_timed(customer_id)
     try:
         body = await read_json_body(request)
         event = parse_event(body, datetime.now(UTC))
         _check_owner(event, customer_id)
         outcome = await services.charge(event)
     finally:
-        services.admission.leave(customer_id)
-        services.metrics.receipt_latency_s.observe(time.perf_counter() - started)
+        latency_s = services.admission.leave_timed(customer_id, started_s)
+        services.metrics.receipt_latency_s.observe(latency_s)
     return outcome_response(outcome, _origin(request))
 
 

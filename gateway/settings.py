@@ -33,6 +33,7 @@ class Settings:
     admission_queue_max: int = limits.admission_queue_max
     customer_inflight_max: int = limits.customer_inflight_max
     loop_lag_max_ms: float = limits.loop_lag_max_ms
+    admission_latency_target_ms: float = limits.admission_latency_target_ms
     signer_workers: int = 0  # 0: signer_workers_per_cpu x CPUs
     signer_processes: bool = True  # each signer thread signs in a child process
     commit_batch_receipts_max: int = limits.commit_batch_receipts_max
@@ -75,6 +76,8 @@ class Settings:
             raise SettingsError("customer in-flight bound must be positive")
         if not self.loop_lag_max_ms > 0:
             raise SettingsError("BILLING_LOOP_LAG_MAX_MS must be positive")
+        if not self.admission_latency_target_ms > 0:
+            raise SettingsError("BILLING_ADMISSION_LATENCY_TARGET_MS must be positive")
         if not 0 < self.commit_batch_receipts_max <= 10_000:
             raise SettingsError("commit batch size must be between 1 and 10000")
         if not 0 < self.reconcile_interval_s <= 86_400:
@@ -148,6 +151,9 @@ def from_environment(
             environ, "BILLING_CUSTOMER_INFLIGHT_MAX", defaults.customer_inflight_max
         ),
         loop_lag_max_ms=_float(environ, "BILLING_LOOP_LAG_MAX_MS", defaults.loop_lag_max_ms),
+        admission_latency_target_ms=_float(
+            environ, "BILLING_ADMISSION_LATENCY_TARGET_MS", defaults.admission_latency_target_ms
+        ),
         signer_workers=_int(environ, "BILLING_SIGNER_WORKERS", defaults.signer_workers),
         signer_processes=_bool(
             environ, "BILLING_SIGNER_PROCESSES", default=defaults.signer_processes

@@ -50,6 +50,10 @@ loop_lag_max_ms: Final = 40
 # that flood, 64 kept 160-220 charges/s (of ~950 unloaded), 256 keeps 420-
 # 505 (accepted p50 ~0.35 s), 512 keeps ~560 at twice the latency.
 lagging_inflight_max: Final = 256
+# Latency of admitted single charges past which admission lowers its
+# in-flight bound (gateway.admission.LatencyLimit): under a 3x open-loop
+# overload the full 1,000 bound made accepted charges wait 0.7-1.1 s here.
+admission_latency_target_ms: Final = 50
 # One signing thread (and process) per CPU: the processes are CPU-bound, and
 # on 2 CPUs 2 gave 1,441, 1,347, 1,317 single charges/s against 1,239,
 # 1,337, 1,204 with 4 (interleaved), batches alike (3,109 vs 3,069 events/s).
