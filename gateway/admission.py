@@ -25,10 +25,11 @@ LOOP_LAG_WEIGHT = 0.1
 # In flight per customer up to which nobody counts as heavy (see refuse_if_saturated).
 LIGHT_INFLIGHT_MAX = 4
 # The latency limit never goes below this many in flight, so ordinary
-# concurrency is never shed by it: a floor of 64 shed a 64-connection load
-# whose latency sat near the target, and 16 spiralled (wrk's instant retry of
+# concurrency is not shed by it: a floor of 64 shed a 64-connection load
+# whose latency sat near the target, 16 spiralled (wrk's instant retry of
 # each 429 slowed the loop, which shrank the bound further: 1,438 -> 212
-# charges/s). The customer bound: one customer's full share always fits.
+# charges/s), and 256 no longer helped under overload. The customer bound:
+# one customer's full share always fits.
 LATENCY_INFLIGHT_MIN = limits.customer_inflight_max
 # The latency limit adapts once per window of completed charges.
 LATENCY_WINDOW_S = 0.1
