@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.compose import build_runtime, run_server
     from gateway.devmode import print_banner, seed_demo
     from gateway.gc_tuning import tune_gc_for_serving
+    from gateway.open_files import raise_for_serving
     from ledger import LedgerError
 
     try:
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.Runner()
+    raise_for_serving()
     tune_gc_for_serving()
     with runner:
         runner.run(run_server(runtime, on_ready))

@@ -41,6 +41,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from gateway.open_files import raise_open_files_limit
 from loadtest.open_loop import offer_open_loop
 from loadtest.run_locust import free_port, local_service, stop_process, wait_ready
 
@@ -62,6 +63,8 @@ open_loop_inflight_max = 2_000
 # in the accept queue for seconds, measuring the kernel's backlog instead of
 # the service's answers.
 open_loop_connections_max = 256
+# Files a process of the bench needs besides the overload's connections.
+open_files_margin = 1_024
 open_loop_drain_s = 15.0
 # A request unanswered after this long counts as an error (no answer).
 open_loop_timeout_s = 10.0
@@ -479,6 +482,14 @@ def run_bench(args: argparse.Namespace) -> int:
     require_wrk()
     results: list[PhaseResult] = []
     notes: list[str] = []
+    # Every overload connection is a file in this process (and in the service,
+    # which raises its own limit), plus the files each needs anyway.
+    warning = raise_open_files_limit(
+        int(args.overload_factor * args.admission_queue_max) + open_files_margin
+    )
+    if warning:
+        print(f"bench: {warning}")
+        notes.append(f"overload: {warning}")
     overload: PhaseResult | None = None  # repeated on the trivial handler
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         tmp_dir = Path(tmp)

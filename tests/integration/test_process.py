@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import shlex
 import signal
 import time
@@ -15,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from crypto import verify_chain
+from gateway.open_files import SERVE_OPEN_FILES_WANTED
 from tests.integration._proc import (
     ServerProcess,
     client_session,
     remote_service,
     running_server,
+    server_env,
     wait_until,
 )
 from tests.integration.conftest import Customer, Service
@@ -130,9 +134,10 @@ async def test_kill_9_under_load_loses_nothing_acknowledged_and_retries_charge_o
 
             async def fetch(key: str, receipt_id: str) -> None:
                 customer, _ = record.sent[key]
-                async with gate, session.get(
-                    f"/v1/receipts/{receipt_id}", headers=customer.auth
-                ) as response:
+                async with (
+                    gate,
+                    session.get(f"/v1/receipts/{receipt_id}", headers=customer.auth) as response,
+                ):
                     assert response.status == 200, (key, await response.text())
 
             await asyncio.gather(*(fetch(k, r) for k, r in record.acked.items()))
@@ -176,9 +181,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(
         async with client_session(server.url, force_close=True) as session:
             service = remote_service(server.url, session)
             bodies = [(c, service.event(c)) for c in customers for _ in range(4)]
-            in_flight = [
-                asyncio.create_task(service.post_event(c, body)) for c, body in bodies
-            ]
+            in_flight = [asyncio.create_task(service.post_event(c, body)) for c, body in bodies]
 
             async def all_admitted() -> bool:
                 return await _admitted(session) == len(bodies)
@@ -273,9 +276,7 @@ async def test_dev_mode_banner_curl_line_charges(tmp_path: Path) -> None:
         argv = shlex.split(re.sub(r"\$\(date [^)]*\)", now, curl))
         assert argv[:4] == ["curl", "-s", "-X", "POST"]
         target = argv[4]
-        headers = dict(
-            argv[i + 1].split(": ", 1) for i, arg in enumerate(argv) if arg == "-H"
-        )
+        headers = dict(argv[i + 1].split(": ", 1) for i, arg in enumerate(argv) if arg == "-H")
         data = argv[argv.index("-d") + 1]
         assert target == f"{url}/v1/events"
         assert headers["Authorization"] == f"Bearer {api_key}"
@@ -291,3 +292,35 @@ async def test_dev_mode_banner_curl_line_charges(tmp_path: Path) -> None:
         token_file = server.data_dir / "admin-token"
         assert token_file.read_text().strip() == admin_token
         assert os.stat(token_file).st_mode & 0o077 == 0
+
+
+def _soft_open_files(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-files line in /proc/PID/limits")
+
+
+async def test_serve_raises_a_low_open_files_limit(tmp_path: Path, signing_key_file: Path) -> None:
+    # Started with a soft limit of 512, as a shell with a low `ulimit -n` would.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip("the hard open-files limit leaves nothing to raise")
+    server = ServerProcess(
+        data_dir=tmp_path / "data", env=server_env(signing_key_file), log_dir=tmp_path
+    )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        server.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert server.proc is not None
+        wanted = (
+            SERVE_OPEN_FILES_WANTED
+            if hard == resource.RLIM_INFINITY
+            else min(SERVE_OPEN_FILES_WANTED, hard)
+        )
+        assert _soft_open_files(server.proc.pid) == wanted
+    finally:
+        server.kill()
