@@ -24,13 +24,6 @@ LOOP_LAG_INTERVAL_S = 0.01
 LOOP_LAG_WEIGHT = 0.1
 # In flight per customer up to which nobody counts as heavy (see refuse_if_saturated).
 LIGHT_INFLIGHT_MAX = 4
-# The latency limit never goes below this many in flight, so ordinary
-# concurrency is not shed by it: a floor of 64 shed a 64-connection load
-# whose latency sat near the target, 16 spiralled (wrk's instant retry of
-# each 429 slowed the loop, which shrank the bound further: 1,438 -> 212
-# charges/s), and 256 no longer helped under overload. The customer bound:
-# one customer's full share always fits.
-LATENCY_INFLIGHT_MIN = limits.customer_inflight_max
 # The latency limit adapts once per window of completed charges.
 LATENCY_WINDOW_S = 0.1
 # Per window, the limit shrinks at most to this share, and grows by this factor.
@@ -122,7 +115,7 @@ class Admission:
         loop_lag_max_s: float = float("inf"),
         lagging_inflight_max: int = limits.lagging_inflight_max,
         latency_target_s: float = float("inf"),
-        latency_inflight_min: int = LATENCY_INFLIGHT_MIN,
+        latency_inflight_min: int | None = None,
     ) -> None:
         self.inflight_max = inflight_max
         self.customer_inflight_max = customer_inflight_max
@@ -135,7 +128,14 @@ class Admission:
         # is its largest key, read only while the loop lags.
         self._customers_at: collections.Counter[int] = collections.Counter()
         self._on_reject = on_reject  # counts rejections (a Prometheus counter)
-        self.latency_limit = LatencyLimit(latency_target_s, latency_inflight_min, inflight_max)
+        # The latency limit never goes below the customer bound (one customer's
+        # full share always fits), so ordinary concurrency is not shed by it:
+        # a floor of 64 shed a 64-connection load whose latency sat near the
+        # target, 16 spiralled (wrk's instant retry of each 429 slowed the
+        # loop, which shrank the bound further: 1,438 -> 212 charges/s), and
+        # 256 no longer helped under overload.
+        floor = customer_inflight_max if latency_inflight_min is None else latency_inflight_min
+        self.latency_limit = LatencyLimit(latency_target_s, floor, inflight_max)
 
     def refuse_if_saturated(self, customer_id: str, count: int = 1) -> None:
         """Raise the 429 that `enter` would, without taking a slot: lets a

@@ -68,7 +68,7 @@ open_files_margin = 1_024
 open_loop_drain_s = 15.0
 # A request unanswered after this long counts as an error (no answer).
 open_loop_timeout_s = 10.0
-# The phase repeating a wrk overload on the trivial handler (a baseline).
+# The phase repeating the overload's load on the trivial handler (a baseline).
 TRIVIAL_OVERLOAD = "triv-ovl"
 T = TypeVar("T")
 _RESULT_RE = re.compile(r"^WRK_RESULT (\{.*\})$", re.MULTILINE)
@@ -89,6 +89,7 @@ class PhaseResult:
     events_per_request: int = 1
     items_accepted: int | None = None
     dropped: int = 0  # open loop only: sends skipped at the client's in-flight bound
+    offered_per_s: float = 0.0  # open loop only: the rate offered
     # Open loop only: of the 2xx answers alone (the overload target is on these).
     accepted_p50_ms: float | None = None
     accepted_p99_ms: float | None = None
@@ -317,6 +318,7 @@ async def open_loop(
         load=f"{rate:.0f}/s open",
         duration_s=counts.elapsed_s,
         connections=connections,
+        offered_per_s=rate,
         statuses=counts.statuses,
         errors=counts.errors + counts.unfinished,
         error_kinds=counts.error_kinds,
@@ -415,16 +417,18 @@ def run_trivial_overload(
     tmp_dir: Path, args: argparse.Namespace, overload: PhaseResult
 ) -> PhaseResult:
     """The overload phase's load, repeated on the trivial handler: the baseline."""
-    if overload.load.endswith("/s open"):
+    if overload.offered_per_s:
         trivial, trivial_url = start_trivial_server(tmp_dir)
         try:
-            offered = overload.load.removesuffix("/s open")
-            print(f"bench: trivial handler under the same overload, {offered} req/s open ...")
+            print(
+                f"bench: trivial handler under the same overload,"
+                f" {overload.offered_per_s:.0f} req/s open ..."
+            )
             return on_uvloop(
                 open_loop(
                     trivial_url,
                     [("cus_trivial", "sk_test_trivial")],
-                    float(offered),
+                    overload.offered_per_s,
                     args.overload_duration,
                     TRIVIAL_OVERLOAD,
                     overload.connections,

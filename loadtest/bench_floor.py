@@ -34,7 +34,7 @@ from crypto import GENESIS_HASH, SigningKey, receipt_hash
 from crypto.receipt import core_bytes
 from ledger.model import Customer, Entitlement
 from ledger.sqlite import SqliteLedger
-from loadtest.bench import require_wrk, run_wrk, start_trivial_server
+from loadtest.bench import on_uvloop, require_wrk, run_wrk, start_trivial_server
 from loadtest.bench_crypto import _core
 from loadtest.bench_ledger import T0, Chains
 from loadtest.run_locust import stop_process
@@ -102,8 +102,6 @@ def ledger_floor(tmp_dir: Path, batches: int) -> float:
 def handoff_floor(round_trips: int) -> float:
     """Process CPU µs per loop -> worker thread -> loop round trip, with
     `_HANDOFFS_IN_FLIGHT` in flight: how the gateway reaches an actor and back."""
-    import uvloop
-
     inbox: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]] | None]
     inbox = queue.SimpleQueue()
 
@@ -119,19 +117,19 @@ def handoff_floor(round_trips: int) -> float:
             inbox.put((loop, future))
             await future
 
+    per_client = max(1, round_trips // _HANDOFFS_IN_FLIGHT)
+
     async def run() -> None:
-        per_client = round_trips // _HANDOFFS_IN_FLIGHT
         await asyncio.gather(*(client(per_client) for _ in range(_HANDOFFS_IN_FLIGHT)))
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     started_cpu = time.process_time()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run())
+    on_uvloop(run())
     used_s = time.process_time() - started_cpu
     inbox.put(None)
     thread.join()
-    return used_s * 1e6 / round_trips
+    return used_s * 1e6 / (per_client * _HANDOFFS_IN_FLIGHT)
 
 
 def main() -> None:

@@ -154,10 +154,12 @@ class _Generator:
     def inflight(self) -> int:
         return len(self._busy) + len(self._waiting)
 
+    @property
+    def full(self) -> bool:
+        """`inflight_max` requests outstanding: the next one is dropped."""
+        return self.inflight >= self._inflight_max
+
     def offer(self, request: _Request) -> None:
-        if self.inflight >= self._inflight_max:
-            self.counts.dropped += 1
-            return
         self._waiting.append(request)
         self._dispatch()
 
@@ -176,13 +178,14 @@ class _Generator:
             self._busy.add(connection)
             connection.send(self._waiting.popleft())
 
-    async def prewarm(self, connections: int, settle_s: float) -> None:
-        """Open `connections` kept-alive connections before the clock starts, as
-        long-running clients have them, then give the server `settle_s` to accept."""
+    async def prewarm(self, settle_s: float) -> None:
+        """Open every connection before the clock starts, as long-running
+        clients have them, then give the server `settle_s` to accept them."""
         chunk = 100
-        for start in range(len(self._open), connections, chunk):
-            self._connecting += min(chunk, connections - start)
-            await asyncio.gather(*(self._connect() for _ in range(min(chunk, connections - start))))
+        for start in range(len(self._open), self._connections_max, chunk):
+            count = min(chunk, self._connections_max - start)
+            self._connecting += count
+            await asyncio.gather(*(self._connect() for _ in range(count)))
         await asyncio.sleep(settle_s)
 
     async def _connect(self) -> None:
@@ -265,17 +268,20 @@ async def offer_open_loop(
     up to `drain_s` for the answers still outstanding. With `prewarm`, all
     `connections_max` connections are open before the first request."""
     generator = _Generator(host, port, connections_max, inflight_max, timeout_s)
-    if prewarm:
-        await generator.prewarm(connections_max, _PREWARM_SETTLE_S)
     total = int(rate * duration_s)
-    start = next_sweep = time.perf_counter()
     index = 0
     try:
+        if prewarm:
+            await generator.prewarm(_PREWARM_SETTLE_S)
+        start = next_sweep = time.perf_counter()
         while index < total:
             now = time.perf_counter()
             due = min(total, int((now - start) * rate) + 1)
             while index < due:
-                generator.offer(_Request(build_request(index), start + index / rate))
+                if generator.full:  # dropped: not even built
+                    generator.counts.dropped += 1
+                else:
+                    generator.offer(_Request(build_request(index), start + index / rate))
                 index += 1
             if now >= next_sweep:
                 generator.sweep()

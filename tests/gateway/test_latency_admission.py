@@ -120,3 +120,13 @@ def test_the_target_is_a_setting_and_must_be_positive() -> None:
     assert settings.admission_latency_target_ms == 80
     with pytest.raises(SettingsError, match="BILLING_ADMISSION_LATENCY_TARGET_MS"):
         from_environment({"BILLING_ADMISSION_LATENCY_TARGET_MS": "0"})
+
+
+def test_the_floor_is_the_configured_customer_bound() -> None:
+    # BILLING_CUSTOMER_INFLIGHT_MAX=32: one customer's full share still fits.
+    admission = Admission(1_000, 32, latency_target_s=0.05)
+    clock = Clock()
+    admission.latency_limit = LatencyLimit(0.05, admission.latency_limit.floor, 1_000, clock=clock)
+    for _ in range(10):
+        complete(admission.latency_limit, clock, 20, latency_s=0.5)
+    assert admission.saturation_bound() == 32

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.admission import LATENCY_INFLIGHT_MIN, LATENCY_WINDOW_S
+from gateway.admission import LATENCY_WINDOW_S
 from ledger import limits
 from tests.integration._proc import wait_until
 from tests.integration.conftest import Service
@@ -33,14 +33,15 @@ async def test_slow_charges_lower_the_bound_and_an_idle_service_restores_it(
 ) -> None:
     customer = await service.create_customer()
     assert await _bound(service) == limits.admission_queue_max
+    floor = limits.customer_inflight_max  # the latency bound's floor: the customer bound
     lowest = float(limits.admission_queue_max)
     for _ in range(200):  # every window sees charges complete
         status, _, _ = await service.post_event(customer, service.event(customer))
         assert status == 202
         lowest = min(lowest, await _bound(service))
-        if lowest == LATENCY_INFLIGHT_MIN:
+        if lowest == floor:
             break
-    assert lowest == LATENCY_INFLIGHT_MIN
+    assert lowest == floor
 
     async def restored() -> bool:  # after a window with nothing in flight
         return await _bound(service) == limits.admission_queue_max
