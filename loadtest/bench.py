@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -418,12 +419,11 @@ def run_trivial_overload(
 ) -> PhaseResult:
     """The overload phase's load, repeated on the trivial handler: the baseline."""
     if overload.offered_per_s:
-        trivial, trivial_url = start_trivial_server(tmp_dir)
-        try:
-            print(
-                f"bench: trivial handler under the same overload,"
-                f" {overload.offered_per_s:.0f} req/s open ..."
-            )
+        print(
+            f"bench: trivial handler under the same overload,"
+            f" {overload.offered_per_s:.0f} req/s open ..."
+        )
+        with trivial_target(tmp_dir) as (_, trivial_url, _):
             return on_uvloop(
                 open_loop(
                     trivial_url,
@@ -435,23 +435,31 @@ def run_trivial_overload(
                     True,
                 )
             )
-        finally:
-            stop_process(trivial)
     print(f"bench: trivial handler under the same overload, {overload.connections} conns ...")
     return run_trivial(
         tmp_dir, TRIVIAL_OVERLOAD, overload.connections, args.overload_duration, args.threads
     )
 
 
-def run_trivial(
-    tmp_dir: Path, name: str, connections: int, duration_s: float, threads: int
-) -> PhaseResult:
-    """The same wrk load against the trivial handler: this machine's ceiling."""
+@contextlib.contextmanager
+def trivial_target(tmp_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """The trivial server, its URL and a customers file for the wrk script;
+    the server is stopped on exit."""
     trivial, trivial_url = start_trivial_server(tmp_dir)
     script_input = tmp_dir / "trivial-customers.txt"
     # The trivial server ignores auth; the file only feeds the script.
     script_input.write_text("cus_trivial sk_test_trivial\n")
     try:
+        yield trivial, trivial_url, script_input
+    finally:
+        stop_process(trivial)
+
+
+def run_trivial(
+    tmp_dir: Path, name: str, connections: int, duration_s: float, threads: int
+) -> PhaseResult:
+    """The same wrk load against the trivial handler: this machine's ceiling."""
+    with trivial_target(tmp_dir) as (_, trivial_url, script_input):
         return run_wrk(
             name,
             trivial_url,
@@ -460,8 +468,6 @@ def run_trivial(
             duration_s=duration_s,
             threads=threads,
         )
-    finally:
-        stop_process(trivial)
 
 
 def start_trivial_server(log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -34,10 +34,9 @@ from crypto import GENESIS_HASH, SigningKey, receipt_hash
 from crypto.receipt import core_bytes
 from ledger.model import Customer, Entitlement
 from ledger.sqlite import SqliteLedger
-from loadtest.bench import on_uvloop, require_wrk, run_wrk, start_trivial_server
+from loadtest.bench import on_uvloop, require_wrk, run_wrk, trivial_target
 from loadtest.bench_crypto import _core
 from loadtest.bench_ledger import T0, Chains
-from loadtest.run_locust import stop_process
 
 _CLOCK_TICKS_S = os.sysconf("SC_CLK_TCK")
 _LEDGER_BATCH = 64  # receipts per group commit, as the writer sees them at ~1,000/s
@@ -66,18 +65,13 @@ def _children_cpu_s() -> float:
 
 def http_floor(tmp_dir: Path, seconds: float, connections: int) -> tuple[float, float]:
     """CPU µs per request of the trivial aiohttp server and of wrk sending it."""
-    server, url = start_trivial_server(tmp_dir)
-    customers = tmp_dir / "customers.txt"
-    customers.write_text("cus_floor sk_test_floor\n")
-    try:
+    with trivial_target(tmp_dir) as (server, url, customers):
         server_before, wrk_before = _process_cpu_s(server.pid), _children_cpu_s()
         result = run_wrk(
             "floor", url, customers, connections=connections, duration_s=seconds, threads=2
         )
         server_s = _process_cpu_s(server.pid) - server_before
         wrk_s = _children_cpu_s() - wrk_before
-    finally:
-        stop_process(server)
     requests = sum(result.statuses.values())
     return server_s * 1e6 / requests, wrk_s * 1e6 / requests
 
