@@ -44,6 +44,7 @@ from gateway.storage import Adapters, open_adapters
 from gateway.stripe_settings import StripeSettings
 from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
+from gateway.thread_cpu import ThreadCpuCollector
 from ledger import LedgerError, SigningKeyRecord, StoredReceipt, limits
 from ledger.clock import utc_now_rfc3339
 from supervisor import ActorScheduler, ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
@@ -177,6 +178,8 @@ def _start(
     # (python_gc_*, process_*): see gateway.gc_tuning for why GC matters here.
     GCCollector(registry=registry)
     ProcessCollector(registry=registry)
+    # ... and the CPU of each stage's threads and of the signing processes.
+    registry.register(ThreadCpuCollector())
     actor_metrics = ActorMetrics(registry)
     pipeline = Pipeline()
     deps = AccountDeps(

@@ -43,6 +43,7 @@ import orjson
 import uvloop
 
 from gateway.open_files import raise_open_files_limit
+from loadtest import cpu_budget
 from loadtest.open_loop import offer_open_loop
 from loadtest.run_locust import free_port, local_service, stop_process, wait_ready
 
@@ -501,6 +502,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"bench: {warning}")
         notes.append(f"overload: {warning}")
     overload: PhaseResult | None = None  # repeated on the trivial handler
+    budgets: list[cpu_budget.CpuBudget | None] = []
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         tmp_dir = Path(tmp)
         load_1m, _, _ = os.getloadavg()
@@ -539,12 +541,16 @@ def run_bench(args: argparse.Namespace) -> int:
             if args.warmup > 0:
                 wrk_service("warmup", args.connections, args.warmup)
             print(f"bench: sustained, {args.connections} conns, {args.duration:g} s ...")
+            before = cpu_budget.sample(service.url)
             sustained = wrk_service("sustained", args.connections, args.duration)
+            budgets.append(_budget(sustained, before, cpu_budget.sample(service.url)))
             results.append(sustained)
             if args.rate > 0:
                 time.sleep(args.settle)
                 print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")
+                before = cpu_budget.sample(service.url)
                 rate = on_uvloop(open_loop(service.url, customers, args.rate, args.rate_duration))
+                budgets.append(_budget(rate, before, cpu_budget.sample(service.url)))
                 results.append(rate)
                 notes.append(f"rate: {rate.note}")
             if args.overload_factor > 0:
@@ -569,6 +575,7 @@ def run_bench(args: argparse.Namespace) -> int:
             if args.batch:
                 time.sleep(args.settle)
                 print(f"bench: batch of {args.batch_size}, {args.batch_connections} conns ...")
+                before = cpu_budget.sample(service.url)
                 batch = run_wrk(
                     "batch",
                     service.url,
@@ -579,6 +586,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size,
                     load=f"{args.batch_connections}c x{args.batch_size}",
                 )
+                budgets.append(_budget(batch, before, cpu_budget.sample(service.url)))
                 results.append(batch)
                 if sustained.accepted_per_s:
                     notes.append(
@@ -618,7 +626,23 @@ def run_bench(args: argparse.Namespace) -> int:
             )
     for note in notes:
         print(f"  {note}")
+    measured = [b for b in budgets if b is not None]
+    if measured:
+        print()
+        print(cpu_budget.format_budgets(measured, os.cpu_count() or 1))
+        print(
+            "\n  CPU of the service's threads and signing processes (its"
+            " billing_*_cpu_seconds_total counters) and of this bench and wrk, divided by"
+            " the charges accepted in the phase"
+        )
     return 0
+
+
+def _budget(
+    result: PhaseResult, before: cpu_budget.CpuSample | None, after: cpu_budget.CpuSample | None
+) -> cpu_budget.CpuBudget | None:
+    charges = round(result.accepted_per_s * result.duration_s)
+    return cpu_budget.budget(result.name, before, after, charges)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
