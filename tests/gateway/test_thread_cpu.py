@@ -43,24 +43,24 @@ def test_stat_file_with_spaces_and_parentheses_in_the_name(tmp_path: Path) -> No
 
 @linux_only
 def test_a_busy_thread_shows_its_cpu_under_its_name() -> None:
-    spun = threading.Event()
     release = threading.Event()
+    spun = [threading.Event() for _ in range(2)]
 
-    def burn() -> None:
+    def burn(done: threading.Event) -> None:
         deadline = time.thread_time() + 0.3
         while time.thread_time() < deadline:
             pass
-        spun.set()
-        release.wait(10)
+        done.set()
+        release.wait(10)  # alive (and listed) until scraped
 
-    threads = [threading.Thread(target=burn, name=f"burner-{i}") for i in range(2)]
+    threads = [
+        threading.Thread(target=burn, args=(done,), name=f"burner-{i}")
+        for i, done in enumerate(spun)
+    ]
     for thread in threads:
         thread.start()
     try:
-        assert spun.wait(10)
-        while not all(t.native_id for t in threads):
-            time.sleep(0.01)
-        time.sleep(0.35)  # the second one finishes too
+        assert all(done.wait(30) for done in spun)
         seconds = _scrape()
     finally:
         release.set()
