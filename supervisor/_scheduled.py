@@ -164,17 +164,17 @@ class ScheduledActor(SupervisedActor):
                 return  # idle: the next put schedules it again
             self._handle_envelope(envelope)
         if self.actor_stopped.is_set():
-            # Still marked scheduled, so nothing schedules it again.
-            try:
-                self._actor_loop_teardown()
-            finally:
-                self._report_exit()
+            self._end()  # still marked scheduled, so nothing schedules it again
             return
         self._scheduler.schedule(self)  # more queued: to the back of the line
 
     def _abandon(self, error: BaseException) -> None:
         """End this actor as its own thread would have ended, reporting `error`."""
         self._handle_failure(type(error), error, error.__traceback__)
+        self._end()
+
+    def _end(self) -> None:
+        """What pykka's actor loop does last: tear down, then report the exit."""
         try:
             self._actor_loop_teardown()
         finally:
