@@ -32,13 +32,13 @@ import structlog
 
 from crypto import GENESIS_HASH, SigningKey, receipt_hash
 from crypto.receipt import core_bytes
+from gateway.thread_cpu import stat_cpu_seconds
 from ledger.model import Customer, Entitlement
 from ledger.sqlite import SqliteLedger
-from loadtest.bench import on_uvloop, require_wrk, run_wrk, trivial_target
+from loadtest.bench import BenchError, on_uvloop, require_wrk, run_wrk, trivial_target
 from loadtest.bench_crypto import _core
 from loadtest.bench_ledger import T0, Chains
 
-_CLOCK_TICKS_S = os.sysconf("SC_CLK_TCK")
 _LEDGER_BATCH = 64  # receipts per group commit, as the writer sees them at ~1,000/s
 _HANDOFFS_IN_FLIGHT = 64  # the bench's connection count
 
@@ -54,8 +54,10 @@ def _cpu_us_per_call(work: Callable[[], object], seconds: float) -> float:
 
 
 def _process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_S
+    seconds = stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+    if seconds is None:
+        raise BenchError(f"process {pid} is gone: no CPU time to read")
+    return seconds
 
 
 def _children_cpu_s() -> float:
