@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import resource
+import sys
 import tempfile
 import threading
 import time
@@ -128,12 +129,24 @@ def handoff_floor(round_trips: int) -> float:
     return used_s * 1e6 / (per_client * _HANDOFFS_IN_FLIGHT)
 
 
-def main() -> None:
+def main() -> int:
+    try:
+        run(_parse_args())
+    except BenchError as error:
+        print(f"bench_floor: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measured part")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--target", type=float, default=3_000, help="charges/s to compare with")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     require_wrk()
 
@@ -177,4 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
