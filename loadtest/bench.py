@@ -502,7 +502,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"bench: {warning}")
         notes.append(f"overload: {warning}")
     overload: PhaseResult | None = None  # repeated on the trivial handler
-    budgets: list[cpu_budget.CpuBudget | None] = []
+    budgets: list[cpu_budget.CpuBudget] = []
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         tmp_dir = Path(tmp)
         load_1m, _, _ = os.getloadavg()
@@ -538,20 +538,31 @@ def run_bench(args: argparse.Namespace) -> int:
                     threads=args.threads,
                 )
 
+            def measured(run_phase: Callable[[], PhaseResult]) -> PhaseResult:
+                """Run a service phase and keep its result and its CPU per charge."""
+                before = cpu_budget.sample(service.url)
+                result = run_phase()
+                charges = round(result.accepted_per_s * result.duration_s)
+                budget = cpu_budget.budget(
+                    result.name, before, cpu_budget.sample(service.url), charges
+                )
+                if budget is not None:
+                    budgets.append(budget)
+                results.append(result)
+                return result
+
             if args.warmup > 0:
                 wrk_service("warmup", args.connections, args.warmup)
             print(f"bench: sustained, {args.connections} conns, {args.duration:g} s ...")
-            before = cpu_budget.sample(service.url)
-            sustained = wrk_service("sustained", args.connections, args.duration)
-            budgets.append(_budget(sustained, before, cpu_budget.sample(service.url)))
-            results.append(sustained)
+            sustained = measured(lambda: wrk_service("sustained", args.connections, args.duration))
             if args.rate > 0:
                 time.sleep(args.settle)
                 print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")
-                before = cpu_budget.sample(service.url)
-                rate = on_uvloop(open_loop(service.url, customers, args.rate, args.rate_duration))
-                budgets.append(_budget(rate, before, cpu_budget.sample(service.url)))
-                results.append(rate)
+                rate = measured(
+                    lambda: on_uvloop(
+                        open_loop(service.url, customers, args.rate, args.rate_duration)
+                    )
+                )
                 notes.append(f"rate: {rate.note}")
             if args.overload_factor > 0:
                 time.sleep(args.settle)
@@ -575,19 +586,18 @@ def run_bench(args: argparse.Namespace) -> int:
             if args.batch:
                 time.sleep(args.settle)
                 print(f"bench: batch of {args.batch_size}, {args.batch_connections} conns ...")
-                before = cpu_budget.sample(service.url)
-                batch = run_wrk(
-                    "batch",
-                    service.url,
-                    customers_file,
-                    connections=args.batch_connections,
-                    duration_s=args.batch_duration,
-                    threads=args.threads,
-                    batch_size=args.batch_size,
-                    load=f"{args.batch_connections}c x{args.batch_size}",
+                batch = measured(
+                    lambda: run_wrk(
+                        "batch",
+                        service.url,
+                        customers_file,
+                        connections=args.batch_connections,
+                        duration_s=args.batch_duration,
+                        threads=args.threads,
+                        batch_size=args.batch_size,
+                        load=f"{args.batch_connections}c x{args.batch_size}",
+                    )
                 )
-                budgets.append(_budget(batch, before, cpu_budget.sample(service.url)))
-                results.append(batch)
                 if sustained.accepted_per_s:
                     notes.append(
                         f"batch: {batch.accepted_per_s:.0f} events/s = "
@@ -626,23 +636,15 @@ def run_bench(args: argparse.Namespace) -> int:
             )
     for note in notes:
         print(f"  {note}")
-    measured = [b for b in budgets if b is not None]
-    if measured:
+    if budgets:
         print()
-        print(cpu_budget.format_budgets(measured, os.cpu_count() or 1))
+        print(cpu_budget.format_budgets(budgets, os.cpu_count() or 1))
         print(
             "\n  CPU of the service's threads and signing processes (its"
             " billing_*_cpu_seconds_total counters) and of this bench and wrk, divided by"
             " the charges accepted in the phase"
         )
     return 0
-
-
-def _budget(
-    result: PhaseResult, before: cpu_budget.CpuSample | None, after: cpu_budget.CpuSample | None
-) -> cpu_budget.CpuBudget | None:
-    charges = round(result.accepted_per_s * result.duration_s)
-    return cpu_budget.budget(result.name, before, after, charges)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
