@@ -25,7 +25,7 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-_PROC_SELF = Path("/proc/self")
+_TASKS = Path("/proc/self/task")
 _NUMBERED = re.compile(r"[-_ ]\d+$")
 # Fields 14 and 15 of /proc/<pid>/stat (utime, stime), counted after the
 # command name, which is in parentheses and may itself hold spaces.
@@ -52,11 +52,11 @@ def stat_cpu_seconds(stat_path: Path) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def child_pids(proc_self: Path = _PROC_SELF) -> list[int]:
+def child_pids() -> list[int]:
     """This process's direct children (any of its threads may have started them)."""
     pids: list[int] = []
     try:
-        tasks = list((proc_self / "task").iterdir())
+        tasks = list(_TASKS.iterdir())
     except OSError:
         return pids
     for task in tasks:
@@ -83,39 +83,30 @@ class ThreadCpuCollector(Collector):
     """`billing_thread_cpu_seconds_total{thread}` and
     `billing_child_process_cpu_seconds_total{process}`."""
 
-    def __init__(self, proc_self: Path = _PROC_SELF) -> None:
-        self._proc_self = proc_self
-
     def collect(self) -> Iterator[CounterMetricFamily]:
-        threads = CounterMetricFamily(
+        yield _family(
             "billing_thread_cpu_seconds",
             "CPU seconds of this process's live threads, by thread name"
             " (the event loop runs on MainThread).",
-            labels=["thread"],
+            "thread",
+            self._threads(),
         )
-        for name, seconds in sorted(self._threads().items()):
-            threads.add_metric([name], seconds)
-        yield threads
-        children = CounterMetricFamily(
+        yield _family(
             "billing_child_process_cpu_seconds",
             "CPU seconds of this process's live child processes (the signing processes).",
-            labels=["process"],
+            "process",
+            self._children(),
         )
-        for name, seconds in sorted(self._children().items()):
-            children.add_metric([name], seconds)
-        yield children
 
     def _threads(self) -> dict[str, float]:
         return _summed(
-            (thread_group(thread.name), self._proc_self / "task" / str(thread.native_id) / "stat")
+            (thread_group(thread.name), _TASKS / str(thread.native_id) / "stat")
             for thread in threading.enumerate()
             if thread.native_id is not None
         )
 
     def _children(self) -> dict[str, float]:
-        return _summed(
-            (child_name(pid), Path(f"/proc/{pid}/stat")) for pid in child_pids(self._proc_self)
-        )
+        return _summed((child_name(pid), Path(f"/proc/{pid}/stat")) for pid in child_pids())
 
 
 def _summed(stats: Iterable[tuple[str, Path]]) -> dict[str, float]:
@@ -125,3 +116,12 @@ def _summed(stats: Iterable[tuple[str, Path]]) -> dict[str, float]:
         if value is not None:
             seconds[name] += value
     return dict(seconds)
+
+
+def _family(
+    name: str, help_text: str, label: str, seconds: dict[str, float]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for value_name, value in sorted(seconds.items()):
+        family.add_metric([value_name], value)
+    return family
