@@ -37,7 +37,7 @@ _KNOWN_ORDER = (
 
 @dataclass(frozen=True)
 class CpuSample:
-    wall_s: float
+    taken_at_s: float  # time.monotonic() when scraped
     seconds_by_part: dict[str, float]
 
 
@@ -103,7 +103,7 @@ def budget(
         spent_s = seconds - before.seconds_by_part.get(part, 0.0)
         if spent_s > 0:
             us[part] = spent_s * 1e6 / charges
-    return CpuBudget(phase, charges, after.wall_s - before.wall_s, us)
+    return CpuBudget(phase, charges, after.taken_at_s - before.taken_at_s, us)
 
 
 def format_budgets(budgets: Sequence[CpuBudget], cpus: int) -> str:
