@@ -34,6 +34,9 @@ class Settings:
     customer_inflight_max: int = limits.customer_inflight_max
     loop_lag_max_ms: float = limits.loop_lag_max_ms
     admission_latency_target_ms: float = limits.admission_latency_target_ms
+    # CPUs the per-CPU defaults count; 0: os.cpu_count(), which on Cloud Run
+    # sees the host's CPUs, not the instance's share (the Terraform sets it).
+    cpus: int = 0
     signer_workers: int = 0  # 0: signer_workers_per_cpu x CPUs
     signer_processes: bool = True  # each signer thread signs in a child process
     commit_batch_receipts_max: int = limits.commit_batch_receipts_max
@@ -49,10 +52,14 @@ class Settings:
     secrets_dir: Path | None = None
 
     @property
+    def effective_cpus(self) -> int:
+        return self.cpus if self.cpus > 0 else (os.cpu_count() or 1)
+
+    @property
     def effective_signer_workers(self) -> int:
         if self.signer_workers > 0:
             return self.signer_workers
-        return _per_cpu(limits.signer_workers_per_cpu)
+        return limits.signer_workers_per_cpu * self.effective_cpus
 
     @property
     def effective_account_threads(self) -> int:
@@ -62,8 +69,8 @@ class Settings:
         if self.account_threads > 0:
             return self.account_threads
         if self.store_url is None or self.store_url.startswith("sqlite:"):  # embedded
-            return _per_cpu(limits.account_scheduler_threads_per_cpu)
-        return _per_cpu(limits.account_scheduler_threads_remote_per_cpu)
+            return limits.account_scheduler_threads_per_cpu * self.effective_cpus
+        return limits.account_scheduler_threads_remote_per_cpu * self.effective_cpus
 
     def validate(self) -> Settings:
         if not 0 <= self.port < 65536:  # 0: the OS picks a free port
@@ -84,13 +91,11 @@ class Settings:
             raise SettingsError("BILLING_RECONCILE_INTERVAL_S must be in (0, 86400]")
         if self.request_timeout_ms <= 0:
             raise SettingsError("request timeout must be positive")
+        if not 0 <= self.cpus <= 4_096:
+            raise SettingsError("BILLING_CPUS must be between 0 (automatic) and 4096")
         if not 0 <= self.account_threads <= 10_000:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
         return self
-
-
-def _per_cpu(count: int) -> int:
-    return count * (os.cpu_count() or 1)
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -154,6 +159,7 @@ def from_environment(
         admission_latency_target_ms=_float(
             environ, "BILLING_ADMISSION_LATENCY_TARGET_MS", defaults.admission_latency_target_ms
         ),
+        cpus=_int(environ, "BILLING_CPUS", defaults.cpus),
         signer_workers=_int(environ, "BILLING_SIGNER_WORKERS", defaults.signer_workers),
         signer_processes=_bool(
             environ, "BILLING_SIGNER_PROCESSES", default=defaults.signer_processes
@@ -164,9 +170,7 @@ def from_environment(
         commit_linger_ms=_float(environ, "BILLING_COMMIT_LINGER_MS", defaults.commit_linger_ms),
         account_idle_s=_float(environ, "BILLING_ACCOUNT_IDLE_S", defaults.account_idle_s),
         account_threads=_int(environ, "BILLING_ACCOUNT_THREADS", defaults.account_threads),
-        request_timeout_ms=_int(
-            environ, "BILLING_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms
-        ),
+        request_timeout_ms=_int(environ, "BILLING_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms),
         drain_timeout_s=_float(environ, "BILLING_DRAIN_TIMEOUT_S", defaults.drain_timeout_s),
         reconcile_interval_s=_float(
             environ, "BILLING_RECONCILE_INTERVAL_S", defaults.reconcile_interval_s

@@ -50,8 +50,9 @@ locals {
     BILLING_SIGNING_ALG           = var.signing_alg
     BILLING_ADMISSION_QUEUE_MAX   = tostring(var.admission_queue_max)
     BILLING_CUSTOMER_INFLIGHT_MAX = var.customer_inflight_max > 0 ? tostring(var.customer_inflight_max) : ""
-    # os.cpu_count() sees the host's CPUs, not the instance's share: say it.
-    BILLING_SIGNER_WORKERS       = tostring(var.cpu)
+    # os.cpu_count() sees the host's CPUs, not the instance's share: say it
+    # (the signer pool and the account threads are sized per CPU).
+    BILLING_CPUS                 = tostring(var.cpu)
     BILLING_DRAIN_TIMEOUT_S      = tostring(var.drain_timeout_s)
     BILLING_RECONCILE_INTERVAL_S = tostring(var.reconcile_interval_s)
     BILLING_LOG_LEVEL            = var.log_level

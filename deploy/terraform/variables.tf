@@ -27,7 +27,7 @@ variable "image" {
 # --- Cloud Run ---------------------------------------------------------------
 
 variable "cpu" {
-  description = "vCPUs per instance. The signer pool gets 1 thread (and signing process) per vCPU (BILLING_SIGNER_WORKERS)."
+  description = "vCPUs per instance. Passed as BILLING_CPUS: the signer pool (1 thread and signing process per vCPU) and the account threads are sized by it."
   type        = number
   default     = 2
   validation {

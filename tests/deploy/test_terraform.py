@@ -12,6 +12,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from gateway.cli import build_parser
+from gateway.settings import from_environment
 from ledger import gcp_urls
 from ledger.firestore import FirestoreReadModel
 from ledger.gcs import RECEIPT_RETENTION_S
@@ -170,3 +171,12 @@ def test_runtime_service_account_cannot_change_the_schema() -> None:
     grants = resources("google_spanner_database_iam_member").values()
     runtime_roles = {g["role"] for g in grants if "service_account.runtime." in str(g["member"])}
     assert runtime_roles == {"roles/spanner.databaseUser"}
+
+
+def test_the_service_is_told_its_instance_cpus() -> None:
+    # os.cpu_count() on Cloud Run sees the host; every per-CPU default
+    # (signer pool, account threads) must count the instance's vCPUs.
+    env = terraform_locals()["service_env"]
+    assert resolve(env["BILLING_CPUS"]) == str(terraform_variables()["cpu"]["default"])
+    settings = from_environment({"BILLING_CPUS": resolve(env["BILLING_CPUS"])}).validate()
+    assert settings.effective_cpus == terraform_variables()["cpu"]["default"]
