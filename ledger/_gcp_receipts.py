@@ -24,7 +24,10 @@ __all__ = [
 ]
 
 # Column order of the Spanner Receipts table and of rows read from it.
-RECEIPT_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(StoredReceipt))
+# (The receipt log's `log_index` is not in the Google Cloud copies yet.)
+RECEIPT_FIELDS: Final[tuple[str, ...]] = tuple(
+    f.name for f in fields(StoredReceipt) if f.name != "log_index"
+)
 INT_FIELDS: Final = frozenset({"seq", "amount_minor", "balance_after_minor"})
 _TEXT_FIELDS: Final = tuple(n for n in RECEIPT_FIELDS if n != "receipt_json")
 

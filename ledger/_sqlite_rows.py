@@ -32,7 +32,7 @@ ENTITLEMENT_COLUMNS: Final = (
 RECEIPT_COLUMNS: Final = (
     "customer_id, seq, receipt_id, idempotency_key, request_fingerprint, entitlement_id, "
     "amount_minor, currency, receipt_hash, previous_receipt_hash, balance_after_minor, "
-    "recorded_at, receipt_json"
+    "recorded_at, receipt_json, log_index"
 )
 SIGNING_KEY_COLUMNS: Final = "kid, alg, public_jwk_json, created_at"
 WEBHOOK_COLUMNS: Final = (
@@ -69,6 +69,7 @@ def receipt_params(receipt: StoredReceipt) -> Row:
         _int(receipt.balance_after_minor, "balance_after_minor"),
         receipt.recorded_at,
         bytes(receipt.receipt_json),
+        receipt.log_index,
     )
 
 

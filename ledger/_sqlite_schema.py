@@ -116,6 +116,28 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX outbox_by_topic ON outbox (topic, position);
     CREATE INDEX outbox_by_due ON outbox (topic, due_at);
     """,
+    # 2: the receipt log (RFC 9162 Merkle tree over every receipt in commit
+    # order): each receipt's leaf index, the tree's nodes as C2SP tlog-tiles
+    # (a partial tile at the right edge is rewritten as it grows), and one
+    # signed checkpoint per commit; the newest checkpoint is the log head.
+    """
+    ALTER TABLE receipts ADD COLUMN log_index INTEGER;
+    CREATE UNIQUE INDEX receipts_by_log_index ON receipts (log_index);
+
+    CREATE TABLE log_tiles (
+        level      INTEGER NOT NULL,
+        tile_index INTEGER NOT NULL,
+        hashes     BLOB NOT NULL,
+        PRIMARY KEY (level, tile_index)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE log_checkpoints (
+        tree_size INTEGER PRIMARY KEY,
+        root_hash BLOB NOT NULL,
+        timestamp TEXT NOT NULL,
+        jws       TEXT NOT NULL
+    );
+    """,
 )
 
 

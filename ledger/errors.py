@@ -34,6 +34,17 @@ class ChainConflict(LedgerError):
         super().__init__(f"chain conflict for {sorted(self.customer_ids)}{detail}")
 
 
+class LogConflict(LedgerError):
+    """Another writer appended to the receipt log since this writer read its
+    head (compare-and-set on the log size failed). Nothing was written; the
+    writer reloads the log's right edge, rebuilds and re-signs the batch."""
+
+    def __init__(self, stored_size: int, expected_size: int) -> None:
+        self.stored_size = stored_size
+        self.expected_size = expected_size
+        super().__init__(f"the log has {stored_size} leaves, expected {expected_size}")
+
+
 class StoreLocked(LedgerError):
     """The embedded store is already open in another process."""
 

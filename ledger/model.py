@@ -6,6 +6,7 @@ receipts carry), never floats or epoch nanoseconds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -95,6 +96,37 @@ class StoredReceipt:
     balance_after_minor: int
     recorded_at: str
     receipt_json: bytes
+    # The receipt's leaf in the receipt log (commit order across customers);
+    # None only for a receipt not yet committed.
+    log_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogCheckpoint:
+    """A signed statement of the receipt log: its size and root at one commit.
+
+    `jws` is the compact JWS of the checkpoint (see crypto.sign_checkpoint);
+    the other fields index it and must agree with its payload."""
+
+    tree_size: int
+    root_hash: bytes
+    timestamp: str
+    jws: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppend:
+    """What one commit adds to the receipt log besides its receipts' rows.
+
+    The store writes it only if the stored log still has `old_size` leaves
+    (compare-and-set on the log head): the receipts of the batch become leaves
+    `old_size ...` in their order, `tiles` replace the stored tiles at their
+    keys (each may only grow: a stored tile must be a prefix of its new
+    contents), and `checkpoint` becomes the new head."""
+
+    old_size: int
+    tiles: Mapping[tuple[int, int], bytes]
+    checkpoint: LogCheckpoint
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ worker threads, never from the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,8 @@ from ledger.model import (
     ApiKey,
     Customer,
     Entitlement,
+    LogAppend,
+    LogCheckpoint,
     OutboxMessage,
     SigningKeyRecord,
     StoredReceipt,
@@ -51,13 +53,18 @@ class LedgerStore(Protocol):
 
     # -- the charge path ---------------------------------------------------
     def commit_batch(
-        self, writes: Sequence[ReceiptWrite], outbox: Sequence[OutboxMessage]
+        self,
+        writes: Sequence[ReceiptWrite],
+        outbox: Sequence[OutboxMessage],
+        log_append: LogAppend | None = None,
     ) -> None:
         """Atomically commit receipts (in the given order; one customer's are in
-        chain order), their account and usage updates, and outbox messages.
-        Durable when it returns. Raises ChainConflict naming every customer
-        whose compare-and-set (seq and previous hash) failed or whose
-        idempotency key exists; then nothing was written."""
+        chain order), their account and usage updates, outbox messages, and
+        the receipt log's append (tiles and the signed checkpoint; see
+        `ledger.log_rules`). Durable when it returns. Raises ChainConflict
+        naming every customer whose compare-and-set (seq and previous hash)
+        failed or whose idempotency key exists, or LogConflict when another
+        writer appended to the log first; then nothing was written."""
         ...
 
     def load_account(self, customer_id: str) -> AccountState | None:
@@ -157,6 +164,25 @@ class LedgerStore(Protocol):
     def outbox_oldest(self) -> dict[str, str]:
         """`created_at` of the oldest undelivered message per topic (topics
         with no backlog are absent): how far delivery lags behind commits."""
+        ...
+
+
+class LogReader(Protocol):
+    """The receipt log as stored with the ledger of record: checkpoints (the
+    newest is the head), C2SP tiles, and receipts by leaf index."""
+
+    def log_head(self) -> LogCheckpoint | None: ...
+    def log_checkpoint(self, tree_size: int) -> LogCheckpoint | None: ...
+    def log_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
+        """Checkpoints with tree_size > after_size, oldest first, at most `limit`."""
+        ...
+
+    def read_tiles(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
+        """Stored tiles by (level, index); absent keys are left out."""
+        ...
+
+    def receipts_by_log_index(self, start: int, limit: int) -> list[StoredReceipt]:
+        """Receipts with log_index >= start, in log order, at most `limit`."""
         ...
 
 

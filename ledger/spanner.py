@@ -44,6 +44,7 @@ from ledger.model import (
     ApiKey,
     Customer,
     Entitlement,
+    LogAppend,
     OutboxMessage,
     SigningKeyRecord,
     StoredReceipt,
@@ -289,7 +290,15 @@ class SpannerLedger:
         check_invariant(len(rows) == 1, "health query returned no row")
 
     # -- the charge path -----------------------------------------------------------
-    def commit_batch(self, writes: Sequence[ReceiptWrite], outbox: Sequence[OutboxMessage]) -> None:
+    def commit_batch(
+        self,
+        writes: Sequence[ReceiptWrite],
+        outbox: Sequence[OutboxMessage],
+        log_append: LogAppend | None = None,
+    ) -> None:
+        # The receipt log on Spanner is not written yet: refuse rather than
+        # commit receipts outside the log.
+        check_invariant(log_append is None, "the Spanner adapter does not write the log yet")
         if not writes and not outbox:
             return
         check_invariant(

@@ -20,6 +20,7 @@ from ledger import limits
 from ledger._sqlite_base import snapshot, transaction
 from ledger._sqlite_batch import BatchPlan, diagnose, plan_batch
 from ledger._sqlite_conn import FileLock, connect
+from ledger._sqlite_log import SqliteLog, apply_log_append
 from ledger._sqlite_queues import INSERT_OUTBOX, SqliteQueues
 from ledger._sqlite_rows import (
     API_KEY_COLUMNS,
@@ -51,6 +52,7 @@ from ledger.model import (
     ApiKey,
     Customer,
     Entitlement,
+    LogAppend,
     OutboxMessage,
     StoredReceipt,
 )
@@ -82,7 +84,7 @@ _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
 _KEYS_PER_QUERY_MAX: Final = 500
 
 
-class SqliteLedger(SqliteQueues):
+class SqliteLedger(SqliteQueues, SqliteLog):
     """LedgerStore + ReceiptReadModel on one SQLite file. Build with `open()`."""
 
     @classmethod
@@ -113,17 +115,22 @@ class SqliteLedger(SqliteQueues):
 
     # -- the charge path ---------------------------------------------------
     def commit_batch(
-        self, writes: Sequence[ReceiptWrite], outbox: Sequence[OutboxMessage]
+        self,
+        writes: Sequence[ReceiptWrite],
+        outbox: Sequence[OutboxMessage],
+        log_append: LogAppend | None = None,
     ) -> None:
         if not writes and not outbox:
             return
         plan = plan_batch(writes)
         outbox_rows = [outbox_params(message) for message in outbox]
+        receipts = [write.receipt for write in writes]
         with self._writing() as conn:
             if not plan.conflicts:
                 try:
                     with transaction(conn):
                         self._apply_batch(conn, plan, outbox_rows)
+                        apply_log_append(conn, receipts, log_append)
                     return
                 except _Rollback:
                     pass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger._sqlite_schema import MIGRATIONS
 from ledger.errors import AlreadyExists, StoreLocked, StoreUnavailable
 from ledger.sqlite import SqliteLedger
 from tests.contract._chain import Chain, customer, entitlement, outbox_message
@@ -122,8 +123,9 @@ def test_reopening_migrates_idempotently_and_stores_no_float(tmp_path: Path) -> 
         conn.close()
     assert {"customers", "api_keys", "accounts", "entitlements", "receipts"} <= set(tables)
     assert {"signing_keys", "webhook_events", "outbox"} <= set(tables)
+    assert {"log_tiles", "log_checkpoints"} <= set(tables)
     assert types <= {"TEXT", "INTEGER", "BLOB"}
-    assert version == 1
+    assert version == len(MIGRATIONS)
 
 
 def test_readers_on_many_threads_while_one_thread_commits(tmp_path: Path) -> None:
