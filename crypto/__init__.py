@@ -6,24 +6,46 @@ See README.md in this folder for the receipt format and how customers verify.
 from crypto._canonical import canonical_json
 from crypto._chain import ChainFailure, ChainReport, verify_chain
 from crypto._check import VerificationResult, verify_receipt
-from crypto._errors import CanonicalizationError, JWKSError, KeyLoadError, ReceiptFieldError
+from crypto._errors import (
+    CanonicalizationError,
+    JWKSError,
+    KeyLoadError,
+    LogError,
+    ProofError,
+    ReceiptFieldError,
+)
 from crypto._jsonl import verify_jsonl
 from crypto._keyring import KeyRing
 from crypto._keys import SigningKey, load_or_create_dev_key, load_private_key_pem
+from crypto._merkle import (
+    EMPTY_ROOT,
+    HashReader,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    tree_root,
+    verify_consistency,
+    verify_inclusion,
+)
 from crypto._seal import seal_receipt
 from crypto._sign_process import SigningProcess, SigningProcessError
 from crypto._trusted import TrustedKeys
 from crypto.receipt import GENESIS_HASH, RECEIPT_CORE_FIELDS, receipt_hash
 
 __all__ = [
+    "EMPTY_ROOT",
     "GENESIS_HASH",
     "RECEIPT_CORE_FIELDS",
     "CanonicalizationError",
     "ChainFailure",
     "ChainReport",
+    "HashReader",
     "JWKSError",
     "KeyLoadError",
     "KeyRing",
+    "LogError",
+    "ProofError",
     "ReceiptFieldError",
     "SigningKey",
     "SigningProcess",
@@ -31,11 +53,18 @@ __all__ = [
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
     "load_or_create_dev_key",
     "load_private_key_pem",
+    "node_hash",
     "receipt_hash",
     "seal_receipt",
+    "tree_root",
     "verify_chain",
+    "verify_consistency",
+    "verify_inclusion",
     "verify_jsonl",
     "verify_receipt",
 ]
