@@ -6,6 +6,7 @@ See README.md in this folder for the receipt format and how customers verify.
 from crypto._canonical import canonical_json
 from crypto._chain import ChainFailure, ChainReport, verify_chain
 from crypto._check import VerificationResult, verify_receipt
+from crypto._edge import Appended, RightEdge
 from crypto._errors import (
     CanonicalizationError,
     JWKSError,
@@ -30,6 +31,15 @@ from crypto._merkle import (
 )
 from crypto._seal import seal_receipt
 from crypto._sign_process import SigningProcess, SigningProcessError
+from crypto._tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH_MAX,
+    TileHashReader,
+    TileKey,
+    parse_tile_path,
+    tile_path,
+    tile_width,
+)
 from crypto._trusted import TrustedKeys
 from crypto.receipt import GENESIS_HASH, RECEIPT_CORE_FIELDS, receipt_hash
 
@@ -37,6 +47,9 @@ __all__ = [
     "EMPTY_ROOT",
     "GENESIS_HASH",
     "RECEIPT_CORE_FIELDS",
+    "TILE_HEIGHT",
+    "TILE_WIDTH_MAX",
+    "Appended",
     "CanonicalizationError",
     "ChainFailure",
     "ChainReport",
@@ -47,9 +60,12 @@ __all__ = [
     "LogError",
     "ProofError",
     "ReceiptFieldError",
+    "RightEdge",
     "SigningKey",
     "SigningProcess",
     "SigningProcessError",
+    "TileHashReader",
+    "TileKey",
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
@@ -59,8 +75,11 @@ __all__ = [
     "load_or_create_dev_key",
     "load_private_key_pem",
     "node_hash",
+    "parse_tile_path",
     "receipt_hash",
     "seal_receipt",
+    "tile_path",
+    "tile_width",
     "tree_root",
     "verify_chain",
     "verify_consistency",

@@ -107,34 +107,41 @@ def tree_root(size: int, reader: HashReader) -> bytes:
     return fold(read_checked(reader, range_nodes(0, size)))
 
 
-def inclusion_plan(index: int, size: int) -> Plan:
-    """PATH(index, D[0:size]) of RFC 9162 2.1.3.1 as nodes, leaf end first.
+def inclusion_plan(index: int, size: int) -> list[Node]:
+    """PATH(index, D[0:size]) of RFC 9162 2.1.3.1 as sibling nodes, leaf end first.
 
     Below level `inner` (where index and size - 1 part) the siblings are
-    perfect, except the topmost one, which is cut by the right edge when it
-    holds size - 1; from `inner` up, index and size - 1 agree and each set
-    bit contributes its perfect left sibling.
+    perfect, except the topmost one, which holds size - 1 and may be cut by
+    the right edge: `sibling_hash` then folds the perfect subtrees of what is
+    left of it. From `inner` up, index and size - 1 agree and each set bit
+    contributes its perfect left sibling.
     """
     last = size - 1
     inner = (index ^ last).bit_length()
-    plan: Plan = []
-    for level in range(inner):
-        sibling = (index >> level) ^ 1
-        if (sibling + 1) << level <= size:
-            plan.append(((level, sibling),))
-        else:
-            plan.append(tuple(range_nodes(sibling << level, size)))
-    for level in range(inner, last.bit_length()):
-        if (index >> level) & 1:
-            plan.append(((level, (index >> level) - 1),))
+    plan = [(level, (index >> level) ^ 1) for level in range(inner)]
+    plan += [
+        (level, (index >> level) - 1)
+        for level in range(inner, last.bit_length())
+        if (index >> level) & 1
+    ]
     return plan
+
+
+def is_cut(node: Node, size: int) -> bool:
+    """Whether the right edge of a tree of `size` cuts this node short."""
+    level, index = node
+    return (index + 1) << level > size
 
 
 def inclusion_proof(index: int, size: int, reader: HashReader) -> list[bytes]:
     """RFC 9162 PATH for leaf `index` in the tree of `size` leaves (one read)."""
     if not 0 <= index < size:
         raise ProofError("index_out_of_range", f"leaf {index} is not in a tree of size {size}")
-    return _read_plan(inclusion_plan(index, size), reader)
+    plan = [
+        tuple(range_nodes(node[1] << node[0], size)) if is_cut(node, size) else (node,)
+        for node in inclusion_plan(index, size)
+    ]
+    return _read_plan(plan, reader)
 
 
 def consistency_plan(old_size: int, new_size: int) -> Plan:
