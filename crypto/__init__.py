@@ -6,12 +6,21 @@ See README.md in this folder for the receipt format and how customers verify.
 from crypto._canonical import canonical_json
 from crypto._chain import ChainFailure, ChainReport, verify_chain
 from crypto._check import VerificationResult, verify_receipt
+from crypto._checkpoint import (
+    CHECKPOINT_TYP,
+    Checkpoint,
+    checkpoint_payload,
+    sign_checkpoint,
+    verify_checkpoint,
+)
 from crypto._edge import Appended, RightEdge
 from crypto._errors import (
     CanonicalizationError,
+    CheckpointError,
     JWKSError,
     KeyLoadError,
     LogError,
+    NoteError,
     ProofError,
     ReceiptFieldError,
 )
@@ -44,6 +53,7 @@ from crypto._trusted import TrustedKeys
 from crypto.receipt import GENESIS_HASH, RECEIPT_CORE_FIELDS, receipt_hash
 
 __all__ = [
+    "CHECKPOINT_TYP",
     "EMPTY_ROOT",
     "GENESIS_HASH",
     "RECEIPT_CORE_FIELDS",
@@ -53,11 +63,14 @@ __all__ = [
     "CanonicalizationError",
     "ChainFailure",
     "ChainReport",
+    "Checkpoint",
+    "CheckpointError",
     "HashReader",
     "JWKSError",
     "KeyLoadError",
     "KeyRing",
     "LogError",
+    "NoteError",
     "ProofError",
     "ReceiptFieldError",
     "RightEdge",
@@ -69,6 +82,7 @@ __all__ = [
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
+    "checkpoint_payload",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -78,10 +92,12 @@ __all__ = [
     "parse_tile_path",
     "receipt_hash",
     "seal_receipt",
+    "sign_checkpoint",
     "tile_path",
     "tile_width",
     "tree_root",
     "verify_chain",
+    "verify_checkpoint",
     "verify_consistency",
     "verify_inclusion",
     "verify_jsonl",

@@ -67,6 +67,15 @@ class SigningKey:
         signing_input = f"{self._header_b64}.{b64url_encode(payload)}".encode("ascii")
         return f"{self._header_b64}..{b64url_encode(self._sign(signing_input))}"
 
+    def sign_compact(self, payload: bytes, typ: str | None = None) -> str:
+        """An ordinary compact JWS with `payload` embedded; header {"alg","kid"[,"typ"]}."""
+        header_b64 = self._header_b64
+        if typ is not None:
+            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            header_b64 = b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
+        signing_input = f"{header_b64}.{b64url_encode(payload)}"
+        return f"{signing_input}.{b64url_encode(self._sign(signing_input.encode('ascii')))}"
+
     def sign_detached_many(self, payloads: Sequence[bytes]) -> list[str]:
         """`sign_detached` of each payload, in order (as `SigningProcess` offers)."""
         return [self.sign_detached(payload) for payload in payloads]
