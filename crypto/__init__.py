@@ -38,6 +38,14 @@ from crypto._merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from crypto._note import (
+    NoteKey,
+    checkpoint_note_text,
+    load_or_create_note_key,
+    open_note,
+    parse_checkpoint_note,
+    sign_note,
+)
 from crypto._seal import seal_receipt
 from crypto._sign_process import SigningProcess, SigningProcessError
 from crypto._tiles import (
@@ -71,6 +79,7 @@ __all__ = [
     "KeyRing",
     "LogError",
     "NoteError",
+    "NoteKey",
     "ProofError",
     "ReceiptFieldError",
     "RightEdge",
@@ -82,17 +91,22 @@ __all__ = [
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
+    "checkpoint_note_text",
     "checkpoint_payload",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
     "load_or_create_dev_key",
+    "load_or_create_note_key",
     "load_private_key_pem",
     "node_hash",
+    "open_note",
+    "parse_checkpoint_note",
     "parse_tile_path",
     "receipt_hash",
     "seal_receipt",
     "sign_checkpoint",
+    "sign_note",
     "tile_path",
     "tile_width",
     "tree_root",
