@@ -6,36 +6,114 @@ See README.md in this folder for the receipt format and how customers verify.
 from crypto._canonical import canonical_json
 from crypto._chain import ChainFailure, ChainReport, verify_chain
 from crypto._check import VerificationResult, verify_receipt
-from crypto._errors import CanonicalizationError, JWKSError, KeyLoadError, ReceiptFieldError
+from crypto._checkpoint import (
+    CHECKPOINT_TYP,
+    Checkpoint,
+    checkpoint_payload,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from crypto._edge import Appended, RightEdge
+from crypto._errors import (
+    CanonicalizationError,
+    CheckpointError,
+    JWKSError,
+    KeyLoadError,
+    LogError,
+    NoteError,
+    ProofError,
+    ReceiptFieldError,
+)
 from crypto._jsonl import verify_jsonl
 from crypto._keyring import KeyRing
 from crypto._keys import SigningKey, load_or_create_dev_key, load_private_key_pem
+from crypto._merkle import (
+    EMPTY_ROOT,
+    HashReader,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    tree_root,
+    verify_consistency,
+    verify_inclusion,
+)
+from crypto._note import (
+    NoteKey,
+    checkpoint_note_text,
+    load_or_create_note_key,
+    open_note,
+    parse_checkpoint_note,
+    sign_note,
+)
 from crypto._seal import seal_receipt
 from crypto._sign_process import SigningProcess, SigningProcessError
+from crypto._tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH_MAX,
+    TileHashReader,
+    TileKey,
+    parse_tile_path,
+    tile_path,
+    tile_width,
+)
 from crypto._trusted import TrustedKeys
 from crypto.receipt import GENESIS_HASH, RECEIPT_CORE_FIELDS, receipt_hash
 
 __all__ = [
+    "CHECKPOINT_TYP",
+    "EMPTY_ROOT",
     "GENESIS_HASH",
     "RECEIPT_CORE_FIELDS",
+    "TILE_HEIGHT",
+    "TILE_WIDTH_MAX",
+    "Appended",
     "CanonicalizationError",
     "ChainFailure",
     "ChainReport",
+    "Checkpoint",
+    "CheckpointError",
+    "HashReader",
     "JWKSError",
     "KeyLoadError",
     "KeyRing",
+    "LogError",
+    "NoteError",
+    "NoteKey",
+    "ProofError",
     "ReceiptFieldError",
+    "RightEdge",
     "SigningKey",
     "SigningProcess",
     "SigningProcessError",
+    "TileHashReader",
+    "TileKey",
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
+    "checkpoint_note_text",
+    "checkpoint_payload",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
     "load_or_create_dev_key",
+    "load_or_create_note_key",
     "load_private_key_pem",
+    "node_hash",
+    "open_note",
+    "parse_checkpoint_note",
+    "parse_tile_path",
     "receipt_hash",
     "seal_receipt",
+    "sign_checkpoint",
+    "sign_note",
+    "tile_path",
+    "tile_width",
+    "tree_root",
     "verify_chain",
+    "verify_checkpoint",
+    "verify_consistency",
+    "verify_inclusion",
     "verify_jsonl",
     "verify_receipt",
 ]

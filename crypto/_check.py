@@ -66,22 +66,28 @@ def check_receipt(receipt: object, keys: TrustedKeys) -> VerificationResult:
 
 
 @functools.lru_cache(maxsize=_header_cache_entries_max)
-def _protected_header(header_b64: str) -> tuple[str | None, str | None, str | None]:
-    """(alg, kid, problem) of a protected header; cached, every receipt repeats it."""
+def _protected_header(header_b64: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """(alg, kid, typ, problem) of a protected header; cached, every receipt repeats it."""
     try:
         header = json.loads(b64url_decode(header_b64))
     except ValueError:
-        return None, None, "protected header is not base64url JSON"
+        return None, None, None, "protected header is not base64url JSON"
     if not isinstance(header, dict):
-        return None, None, "protected header is not a JSON object"
+        return None, None, None, "protected header is not a JSON object"
     if "crit" in header or header.get("b64", True) is not True:
-        return None, None, "protected header asks for unsupported extensions (crit/b64)"
-    alg, kid = header.get("alg"), header.get("kid")
+        return None, None, None, "protected header asks for unsupported extensions (crit/b64)"
+    alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
     return (
         alg if isinstance(alg, str) else repr(alg),
         kid if isinstance(kid, str) else None,
+        typ if isinstance(typ, str) else None,
         None,
     )
+
+
+def header_typ(header_b64: str) -> str | None:
+    """The `typ` of a protected header (None if absent or unreadable)."""
+    return _protected_header(header_b64)[2]
 
 
 def _check_signature(signature: object, payload: bytes, keys: TrustedKeys) -> VerificationResult:
@@ -90,8 +96,14 @@ def _check_signature(signature: object, payload: bytes, keys: TrustedKeys) -> Ve
     parts = signature.split(".")
     if len(parts) != 3 or parts[1] != "":
         return _fail("malformed_signature", "signature is not compact JWS with a detached payload")
-    header_b64, _, signature_b64 = parts
-    alg, kid, problem = _protected_header(header_b64)
+    return check_compact(parts[0], b64url_encode(payload), parts[2], keys)
+
+
+def check_compact(
+    header_b64: str, payload_b64: str, signature_b64: str, keys: TrustedKeys
+) -> VerificationResult:
+    """The one JWS check (header, alg, kid, signature) for receipts and checkpoints alike."""
+    alg, kid, _, problem = _protected_header(header_b64)
     if problem is not None:
         return _fail("malformed_signature", problem)
     if alg not in SUPPORTED_ALGS:
@@ -107,9 +119,9 @@ def _check_signature(signature: object, payload: bytes, keys: TrustedKeys) -> Ve
         signature_bytes = b64url_decode(signature_b64)
     except ValueError:
         return _fail("malformed_signature", "signature value is not base64url")
-    signing_input = f"{header_b64}.{b64url_encode(payload)}".encode("ascii")
+    signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
     if not verifier.check(signature_bytes, signing_input):
-        return _fail("bad_signature", f"signature does not match the core fields (kid {kid!r})")
+        return _fail("bad_signature", f"signature does not match the payload (kid {kid!r})")
     return OK
 
 

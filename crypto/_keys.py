@@ -67,6 +67,15 @@ class SigningKey:
         signing_input = f"{self._header_b64}.{b64url_encode(payload)}".encode("ascii")
         return f"{self._header_b64}..{b64url_encode(self._sign(signing_input))}"
 
+    def sign_compact(self, payload: bytes, typ: str | None = None) -> str:
+        """An ordinary compact JWS with `payload` embedded; header {"alg","kid"[,"typ"]}."""
+        header_b64 = self._header_b64
+        if typ is not None:
+            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            header_b64 = b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
+        signing_input = f"{header_b64}.{b64url_encode(payload)}"
+        return f"{signing_input}.{b64url_encode(self._sign(signing_input.encode('ascii')))}"
+
     def sign_detached_many(self, payloads: Sequence[bytes]) -> list[str]:
         """`sign_detached` of each payload, in order (as `SigningProcess` offers)."""
         return [self.sign_detached(payload) for payload in payloads]
@@ -129,12 +138,8 @@ def dev_key_path(data_dir: pathlib.Path, alg: str) -> pathlib.Path:
 
 
 def load_or_create_dev_key(data_dir: pathlib.Path, alg: str = "RS256") -> SigningKey:
-    """Development signing key: loaded from `data_dir`, generated there on first use.
-
-    The file is written to a 0600 temporary file and hard-linked into place, so
-    it is never visible with other permissions or half-written, and when two
-    processes race the first link wins and both use that key.
-    """
+    """Development signing key: loaded from `data_dir`, generated there on first use
+    (see `write_secret_file`: when two processes race, both use the first key)."""
     path = dev_key_path(data_dir, alg)
     if path.exists():
         key = load_private_key_pem(path)
@@ -142,19 +147,31 @@ def load_or_create_dev_key(data_dir: pathlib.Path, alg: str = "RS256") -> Signin
             raise KeyLoadError(f"{path} holds an {key.alg} key, not {alg}")
         return key
     key = SigningKey.generate(alg)
-    data_dir.mkdir(mode=_DATA_DIR_MODE, parents=True, exist_ok=True)
-    temp_path = data_dir / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    if not write_secret_file(path, key.private_pem()):
+        return load_or_create_dev_key(data_dir, alg)  # another process won the race
+    return key
+
+
+def write_secret_file(path: pathlib.Path, data: bytes) -> bool:
+    """Create `path` (0600) holding `data`; False if it already exists.
+
+    The data goes to a 0600 temporary file that is hard-linked into place, so
+    the file is never visible with other permissions or half-written, and
+    when two processes race the first link wins.
+    """
+    path.parent.mkdir(mode=_DATA_DIR_MODE, parents=True, exist_ok=True)
+    temp_path = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _KEY_FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as temp_file:
-            temp_file.write(key.private_pem())
+            temp_file.write(data)
             temp_file.flush()
             os.fsync(temp_file.fileno())
         try:
             os.link(temp_path, path)
         except FileExistsError:
-            return load_or_create_dev_key(data_dir, alg)  # another process won the race
+            return False
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
-    return key
+    return True
