@@ -29,8 +29,9 @@ from ledger.money import format_amount
 
 routes = web.RouteTableDef()
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_\-.:]+$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Used with fullmatch: `$` would also accept a final "\n" ("cus_a\n").
+_ID_RE = re.compile(r"[A-Za-z0-9_\-.:]+", re.ASCII)
+_EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
 ENTITLEMENT_STATUSES = ("active", "trialing", "past_due", "canceled", "unpaid", "inactive")
 
 
@@ -41,7 +42,7 @@ def _admin(request: web.Request) -> Services:
 
 
 def _check_id(value: str, param: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise bad_request("invalid_value", f"{param} may hold only letters, digits and _-.:", param)
     return value
 
@@ -64,7 +65,7 @@ async def create_customer(request: web.Request) -> web.Response:
     if customer_id is not None:
         _check_id(customer_id, "customer_id")
     email = require_str(body, "email", max_chars=limits.email_chars_max)
-    if not _EMAIL_RE.match(email):
+    if not _EMAIL_RE.fullmatch(email):
         raise bad_request("invalid_email", "email is not an email address", "email")
     currency = require_currency(body)
     customer = Customer(
