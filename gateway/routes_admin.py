@@ -22,7 +22,7 @@ from gateway.validation import (
     require_object,
     require_str,
 )
-from ledger import AlreadyExists, Customer, Entitlement, limits
+from ledger import AlreadyExists, Customer, Entitlement, NotFound, limits
 from ledger.api_keys import issue_api_key
 from ledger.clock import utc_now_rfc3339
 from ledger.money import format_amount
@@ -113,9 +113,16 @@ async def create_api_key(request: web.Request) -> web.Response:
 @routes.delete("/v1/customers/{customer_id}/api-keys/{key_id}")
 async def revoke_api_key(request: web.Request) -> web.Response:
     services = _admin(request)
-    await _existing_customer(services, request.match_info["customer_id"])
+    customer = await _existing_customer(services, request.match_info["customer_id"])
     key_id = request.match_info["key_id"]
-    await services.blocking(services.store.revoke_api_key, key_id, utc_now_rfc3339())
+    try:
+        await services.blocking(
+            services.store.revoke_api_key, customer.customer_id, key_id, utc_now_rfc3339()
+        )
+    except NotFound:
+        raise ApiError(
+            404, "api_key_not_found", "this customer has no such API key", param="key_id"
+        ) from None
     services.api_keys.forget_key_id(key_id)
     return json_response({"key_id": key_id, "revoked": True})
 

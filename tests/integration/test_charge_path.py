@@ -205,6 +205,21 @@ async def test_revoked_and_missing_keys_are_401(service: Service) -> None:
     assert (status, body["error"]["code"]) == (401, "api_key_revoked")
 
 
+async def test_an_operator_cannot_revoke_a_key_through_another_customer(service: Service) -> None:
+    customer_a = await service.create_customer()
+    customer_b = await service.create_customer()
+    for key_id in (customer_b.key_id, "key_no_such_key"):
+        async with service.session.delete(
+            f"/v1/customers/{customer_a.customer_id}/api-keys/{key_id}", headers=service.admin
+        ) as response:
+            body = await response.json()
+            assert (response.status, body["error"]["code"]) == (404, "api_key_not_found")
+            assert body["error"]["param"] == "key_id"
+    # B's key still charges; A's key too.
+    for customer in (customer_b, customer_a):
+        assert (await service.post_event(customer, service.event(customer)))[0] == 202
+
+
 async def test_receipt_list_paginates_in_chain_order(service: Service) -> None:
     customer = await service.create_customer()
     for _ in range(5):
