@@ -102,7 +102,12 @@ async def create_api_key(request: web.Request) -> web.Response:
     services = _admin(request)
     customer = await _existing_customer(services, request.match_info["customer_id"])
     record, secret = await services.blocking(
-        issue_api_key, services.store, customer.customer_id, utc_now_rfc3339()
+        lambda: issue_api_key(
+            services.store,
+            customer.customer_id,
+            utc_now_rfc3339(),
+            live=not services.settings.dev,  # sk_live_ unless in development
+        )
     )
     return json_response(
         {"api_key": secret, "key_id": record.key_id, "customer_id": customer.customer_id},

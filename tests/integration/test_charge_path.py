@@ -7,6 +7,7 @@ import hashlib
 import sqlite3
 from typing import Any
 
+import pytest
 import rfc8785
 
 from crypto import RECEIPT_CORE_FIELDS, verify_chain, verify_receipt
@@ -218,6 +219,19 @@ async def test_an_operator_cannot_revoke_a_key_through_another_customer(service:
     # B's key still charges; A's key too.
     for customer in (customer_b, customer_a):
         assert (await service.post_event(customer, service.event(customer)))[0] == 202
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "prefix"),
+    [({"dev": False}, "sk_live_"), ({"dev": True}, "sk_test_")],
+    ids=["production", "development"],
+)
+async def test_production_keys_are_live_and_development_keys_test(
+    service: Service, prefix: str
+) -> None:
+    customer = await service.create_customer()
+    assert customer.api_key.startswith(prefix)
+    assert (await service.post_event(customer, service.event(customer)))[0] == 202
 
 
 async def test_receipt_list_paginates_in_chain_order(service: Service) -> None:
