@@ -234,6 +234,22 @@ async def test_production_keys_are_live_and_development_keys_test(
     assert (await service.post_event(customer, service.event(customer)))[0] == 202
 
 
+@pytest.mark.parametrize(
+    "settings_overrides", [{"dev": False, "public_url": "https://billing.example.com"}]
+)
+async def test_receipt_url_uses_the_public_url_not_the_host_header(service: Service) -> None:
+    """Behind Cloud Run's proxy the request says http:// and an internal host."""
+    customer = await service.create_customer()
+    async with service.session.post(
+        "/v1/events",
+        json=service.event(customer),
+        headers={**customer.auth, "Host": "internal.local:8080"},
+    ) as response:
+        body = await response.json()
+    assert response.status == 202, body
+    assert body["receipt_url"] == f"https://billing.example.com/v1/receipts/{body['receipt_id']}"
+
+
 async def test_receipt_list_paginates_in_chain_order(service: Service) -> None:
     customer = await service.create_customer()
     for _ in range(5):
