@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli_serve",
     "gateway.cli_admin",
+    "gateway.cli_export",
     "gateway.cli_verify",
     "gateway.cli_migrate",
 )
