@@ -180,3 +180,13 @@ def test_known_head_can_be_read_from_a_file(
     args = ["verify", str(receipts_path), "--jwks", str(jwks_path), "--known-head", str(head_path)]
     assert main(args) == 1
     assert "truncated" in capsys.readouterr().out
+
+
+def test_version_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    done = subprocess.run(
+        [str(BILLING), "--version"], capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0
+    assert done.stdout.decode().strip() == f"billing {version('vexa-billing')}"
