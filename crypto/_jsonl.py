@@ -14,7 +14,7 @@ import concurrent.futures
 import itertools
 import multiprocessing
 import threading
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Final
 
 import orjson
@@ -108,16 +108,36 @@ def verify_jsonl(
     known_head: str | None = None,
     *,
     workers: int = 1,
+    on_verified: Callable[[int], None] | None = None,
 ) -> ChainReport:
     """verify_chain over JSON lines (one receipt object per line), in parallel.
 
     A failure's index is the 0-based line index; a line that is not JSON
     fails with reason "not_json". Stops reading at the first failure.
+    `on_verified(n)`: n more receipts verified and linked, for a progress bar
+    (lines read run ahead of them by the batches in flight).
     """
     check_known_head(known_head)
     keys = trusted_keys(jwks)
     checked = _checked_lines(iter(lines), keys, workers)
     try:
-        return walk_chain(checked, known_head)
+        if on_verified is None:
+            return walk_chain(checked, known_head)
+        return walk_chain(_reporting(checked, on_verified), known_head)
     finally:
         checked.close()
+
+
+def _reporting(
+    checked: Iterator[Checked], on_verified: Callable[[int], None]
+) -> Generator[Checked, None, None]:
+    unreported = 0
+    for item in checked:
+        yield item
+        # walk_chain asked for the next one: this one verified and linked.
+        unreported += 1
+        if unreported == batch_lines_max:
+            on_verified(unreported)
+            unreported = 0
+    if unreported:
+        on_verified(unreported)

@@ -12,6 +12,7 @@ protocol channel, so anything printed goes to standard error instead.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -23,7 +24,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel_in, channel_out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr
-    return serve(channel_in, channel_out)
+    try:
+        return serve(channel_in, channel_out)
+    except BrokenPipeError:
+        # The service closed the pipe before reading us: it is stopping (its
+        # port was taken, say). The same as end of input, not a crash to print;
+        # devnull keeps the final flush at exit from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), channel_out.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli_serve",
     "gateway.cli_admin",
+    "gateway.cli_export",
     "gateway.cli_verify",
     "gateway.cli_migrate",
 )
@@ -24,11 +25,22 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml), not a copy of it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vexa-billing")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="billing",
         description="Vexa Billing: usage billing with signed, hash-chained receipts.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         try:

@@ -88,14 +88,19 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    return http_json(args.url, _token(args), method, path, body)
+
+
+def http_json(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    """One JSON request with a bearer token; any failure is a one-line CommandError."""
     from gateway.cli import CommandError
 
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        args.url.rstrip("/") + path,
+        url.rstrip("/") + path,
         data=data,
         method=method,
-        headers={"Authorization": f"Bearer {_token(args)}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
@@ -106,8 +111,8 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
         except (ValueError, KeyError, TypeError):
             detail = error.reason
         raise CommandError(f"{error.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise CommandError(f"cannot reach {args.url}: {error}") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise CommandError(f"cannot reach {url}: {error}") from None
 
 
 def _print(value: Any) -> int:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as error:
         raise CommandError(str(error)) from None
     configure_logging(settings.log_level)
-    from gateway.compose import build_runtime, run_server
+    from gateway.compose import ListenError, build_runtime, run_server
     from gateway.devmode import print_banner, seed_demo
     from gateway.gc_tuning import tune_gc_for_serving
     from gateway.open_files import raise_for_serving
@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     raise_for_serving()
     tune_gc_for_serving()
     with runner:
-        runner.run(run_server(runtime, on_ready))
+        try:
+            runner.run(run_server(runtime, on_ready))
+        except ListenError as error:  # the tree is already stopped
+            raise CommandError(str(error)) from None
     return 0
 

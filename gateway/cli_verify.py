@@ -11,8 +11,7 @@ from typing import IO, Any
 
 jwks_bytes_max = 1024 * 1024
 jwks_fetch_timeout_s = 10.0
-progress_interval_s = 0.2
-progress_bar_chars = 30
+count_chunk_bytes = 1 << 20
 
 
 def register(subparsers: Any) -> None:
@@ -32,8 +31,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--known-head",
-        metavar="sha256:HEX",
-        help="the latest receipt_hash you hold: detects receipts cut off the end",
+        metavar="sha256:HEX|FILE",
+        help="the latest receipt_hash you hold (or a file holding it, such as the .head "
+        "file `billing export` writes): detects receipts cut off the end",
     )
     parser.add_argument(
         "--workers",
@@ -53,30 +53,46 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import crypto
     from gateway.cli import CommandError
+    from gateway.progress import receipt_progress
 
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
-    known_head = args.known_head
-    if known_head is not None and not _is_hash(known_head):
-        raise CommandError("--known-head must be 'sha256:' followed by 64 lowercase hex digits")
+    known_head = _known_head(args.known_head)
     jwks_document = _load_jwks(args.jwks)
     try:
         keys = crypto.TrustedKeys(jwks_document)
     except crypto.JWKSError as error:
         raise CommandError(f"{args.jwks} is not a usable JWKS: {error}") from None
-    stream, total_bytes = _open_input(args.file)
-    show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
-    progress = _Progress(total_bytes if show else None, enabled=show)
+    stream, total_lines = _open_input(args.file)
     started_s = time.perf_counter()
-    try:
-        with stream:
-            report = crypto.verify_jsonl(
-                progress.track(_lines(stream, args.file)), keys, known_head, workers=args.workers
-            )
-    finally:
-        progress.close()
+    with stream, receipt_progress(args.progress) as progress:
+        task = progress.add_task("verified", total=total_lines)
+        report = crypto.verify_jsonl(
+            _lines(stream, args.file),
+            keys,
+            known_head,
+            workers=args.workers,
+            on_verified=lambda count: progress.advance(task, count),
+        )
     elapsed_s = time.perf_counter() - started_s
     return _print_summary(report, elapsed_s)
+
+
+def _known_head(value: str | None) -> str | None:
+    """The --known-head value, read from a file unless it is the hash itself."""
+    from gateway.cli import CommandError
+
+    if value is None:
+        return None
+    if not value.startswith("sha256:"):
+        try:
+            with open(value, encoding="ascii") as head_file:
+                value = head_file.read(128).strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise CommandError(f"cannot read --known-head file {value}: {error}") from None
+    if not _is_hash(value):
+        raise CommandError("--known-head must be 'sha256:' followed by 64 lowercase hex digits")
+    return value
 
 
 def _is_hash(value: str) -> bool:
@@ -116,13 +132,18 @@ def _load_jwks(source: str) -> Any:
 
 
 def _open_input(path: str) -> tuple[IO[bytes], int | None]:
+    """The input and its line count (None for stdin), the progress bar's total."""
     from gateway.cli import CommandError
 
     if path == "-":
         return os.fdopen(os.dup(sys.stdin.fileno()), "rb"), None
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed by the caller's with
-        return stream, os.fstat(stream.fileno()).st_size
+        total_lines = sum(
+            chunk.count(b"\n") for chunk in iter(lambda: stream.read(count_chunk_bytes), b"")
+        )
+        stream.seek(0)
+        return stream, total_lines
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror}") from None
 
@@ -149,6 +170,10 @@ def _print_summary(report: Any, elapsed_s: float) -> int:
     failure = report.failure
     if failure is not None and failure.reason == "not_json":
         raise CommandError(f"line {failure.index + 1}: {failure.detail}")
+    if failure is None and report.verified == 0:
+        # Nothing verified is not a verified chain (an empty or failed export).
+        print("billing verify: the input holds no receipts", file=sys.stderr)
+        return 1
     print(f"verified {report.verified:,} receipts{span} ({elapsed_s:.2f} s, {rate})")
     if failure is None:
         if report.verified and not report.starts_at_genesis:
@@ -160,44 +185,3 @@ def _print_summary(report: Any, elapsed_s: float) -> int:
     receipt = f" (receipt {failure.receipt_id})" if failure.receipt_id else ""
     print(f"FAILED at {where}{receipt}: {failure.reason}: {failure.detail}")
     return 1
-
-
-class _Progress:
-    """A small stderr progress bar driven by bytes read (no dependency)."""
-
-    def __init__(self, total_bytes: int | None, *, enabled: bool) -> None:
-        self.total_bytes = total_bytes
-        self.enabled = enabled
-        self.done_bytes = 0
-        self.lines = 0
-        self.started_s = time.monotonic()
-        self.shown_s = 0.0
-
-    def track(self, lines: Iterator[bytes]) -> Iterator[bytes]:
-        for line in lines:
-            self.done_bytes += len(line)
-            self.lines += 1
-            if self.enabled and self.lines % 1024 == 0:
-                self._draw()
-            yield line
-
-    def _draw(self) -> None:
-        now_s = time.monotonic()
-        if now_s - self.shown_s < progress_interval_s:
-            return
-        self.shown_s = now_s
-        rate = self.lines / max(now_s - self.started_s, 1e-9)
-        if self.total_bytes:
-            fraction = min(self.done_bytes / self.total_bytes, 1.0)
-            filled = int(fraction * progress_bar_chars)
-            bar = "#" * filled + "." * (progress_bar_chars - filled)
-            text = f"\r[{bar}] {fraction:4.0%} {self.lines:,} lines {rate:,.0f}/s"
-        else:
-            text = f"\r{self.lines:,} lines {rate:,.0f}/s"
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.shown_s:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

@@ -396,6 +396,10 @@ def _archive_feed_specs(
     ]
 
 
+class ListenError(Exception):
+    """The gateway could not bind its address (port in use, no permission)."""
+
+
 async def run_server(
     runtime: Runtime,
     on_ready: Callable[[str], None],
@@ -412,15 +416,21 @@ async def run_server(
     site = web.TCPSite(
         runner, settings.host, settings.port, backlog=limits.listen_backlog_max, reuse_address=True
     )
-    await site.start()
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-    on_ready(f"http://{settings.host}:{_bound_port(site, settings.port)}")
-    log.info("billing.serving", host=settings.host, port=settings.port)
     try:
+        # Inside the try: a port in use must still stop the tree started by
+        # build_runtime, or its threads keep a process alive that serves nothing.
+        try:
+            await site.start()
+        except OSError as error:
+            where = f"{settings.host}:{settings.port}"
+            raise ListenError(f"cannot listen on {where}: {error.strerror or error}") from None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        on_ready(f"http://{settings.host}:{_bound_port(site, settings.port)}")
+        log.info("billing.serving", host=settings.host, port=settings.port)
         await stop.wait()
     finally:
         log.info("billing.draining")

@@ -47,7 +47,7 @@ def seed_demo(runtime: Runtime) -> Demo:
                 plan="demo",
             )
         )
-    _, secret = issue_api_key(store, DEMO_CUSTOMER_ID, now)
+    _, secret = issue_api_key(store, DEMO_CUSTOMER_ID, now, live=False)
     return Demo(DEMO_CUSTOMER_ID, DEMO_ENTITLEMENT_ID, secret)
 
 

@@ -22,15 +22,16 @@ from gateway.validation import (
     require_object,
     require_str,
 )
-from ledger import AlreadyExists, Customer, Entitlement, limits
+from ledger import AlreadyExists, Customer, Entitlement, NotFound, limits
 from ledger.api_keys import issue_api_key
 from ledger.clock import utc_now_rfc3339
 from ledger.money import format_amount
 
 routes = web.RouteTableDef()
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_\-.:]+$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Used with fullmatch: `$` would also accept a final "\n" ("cus_a\n").
+_ID_RE = re.compile(r"[A-Za-z0-9_\-.:]+", re.ASCII)
+_EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
 ENTITLEMENT_STATUSES = ("active", "trialing", "past_due", "canceled", "unpaid", "inactive")
 
 
@@ -41,7 +42,7 @@ def _admin(request: web.Request) -> Services:
 
 
 def _check_id(value: str, param: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise bad_request("invalid_value", f"{param} may hold only letters, digits and _-.:", param)
     return value
 
@@ -64,7 +65,7 @@ async def create_customer(request: web.Request) -> web.Response:
     if customer_id is not None:
         _check_id(customer_id, "customer_id")
     email = require_str(body, "email", max_chars=limits.email_chars_max)
-    if not _EMAIL_RE.match(email):
+    if not _EMAIL_RE.fullmatch(email):
         raise bad_request("invalid_email", "email is not an email address", "email")
     currency = require_currency(body)
     customer = Customer(
@@ -101,7 +102,12 @@ async def create_api_key(request: web.Request) -> web.Response:
     services = _admin(request)
     customer = await _existing_customer(services, request.match_info["customer_id"])
     record, secret = await services.blocking(
-        issue_api_key, services.store, customer.customer_id, utc_now_rfc3339()
+        lambda: issue_api_key(
+            services.store,
+            customer.customer_id,
+            utc_now_rfc3339(),
+            live=not services.settings.dev,  # sk_live_ unless in development
+        )
     )
     return json_response(
         {"api_key": secret, "key_id": record.key_id, "customer_id": customer.customer_id},
@@ -112,9 +118,16 @@ async def create_api_key(request: web.Request) -> web.Response:
 @routes.delete("/v1/customers/{customer_id}/api-keys/{key_id}")
 async def revoke_api_key(request: web.Request) -> web.Response:
     services = _admin(request)
-    await _existing_customer(services, request.match_info["customer_id"])
+    customer = await _existing_customer(services, request.match_info["customer_id"])
     key_id = request.match_info["key_id"]
-    await services.blocking(services.store.revoke_api_key, key_id, utc_now_rfc3339())
+    try:
+        await services.blocking(
+            services.store.revoke_api_key, customer.customer_id, key_id, utc_now_rfc3339()
+        )
+    except NotFound:
+        raise ApiError(
+            404, "api_key_not_found", "this customer has no such API key", param="key_id"
+        ) from None
     services.api_keys.forget_key_id(key_id)
     return json_response({"key_id": key_id, "revoked": True})
 

@@ -23,7 +23,11 @@ routes = web.RouteTableDef()
 
 
 def _origin(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    """Where links point: the configured public URL. The request's own scheme
+    and Host only when none is configured, which Settings allows only in
+    development or on loopback (behind a proxy they say http://)."""
+    public_url = request.app[SERVICES].settings.public_url
+    return public_url if public_url is not None else f"{request.scheme}://{request.host}"
 
 
 def _ensure_ready(services: Services) -> None:

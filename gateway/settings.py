@@ -4,10 +4,12 @@ environment anywhere else."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ledger import limits
 
@@ -48,6 +50,10 @@ class Settings:
     reconcile_interval_s: float = 60.0
     fault_injection: bool = False
     dev: bool = False
+    # Origin of the links the API answers with (receipt_url): behind Cloud Run's
+    # proxy the request's own scheme and Host say http://. None: taken from the
+    # request, allowed only in development or on a loopback address.
+    public_url: str | None = None
     log_level: str = "info"
     secrets_dir: Path | None = None
 
@@ -95,7 +101,44 @@ class Settings:
             raise SettingsError("BILLING_CPUS must be between 0 (automatic) and 4096")
         if not 0 <= self.account_threads <= 10_000:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
+        self._validate_public_url()
         return self
+
+    def _validate_public_url(self) -> None:
+        if self.public_url is None:
+            if not (self.dev or _is_loopback(self.host)):
+                raise SettingsError(
+                    "BILLING_PUBLIC_URL is required outside --dev when serving on "
+                    f"{self.host}: receipt URLs are built from it"
+                )
+            return
+        parts = urlsplit(self.public_url)
+        if (
+            parts.scheme not in ("https", "http")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or parts.password
+            or self.public_url.endswith("/")
+        ):
+            raise SettingsError(
+                "BILLING_PUBLIC_URL must be an absolute URL such as https://billing.example.com "
+                f"(no query, credentials or final /), got {self.public_url!r}"
+            )
+        if parts.scheme == "http" and not (self.dev or _is_loopback(parts.hostname)):
+            raise SettingsError(
+                "BILLING_PUBLIC_URL must be https:// (http:// only for a loopback host or --dev)"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -177,6 +220,7 @@ def from_environment(
         ),
         fault_injection=_bool(environ, "BILLING_FAULT_INJECTION"),
         dev=dev or _bool(environ, "BILLING_DEV"),
+        public_url=environ.get("BILLING_PUBLIC_URL", "").rstrip("/") or None,
         log_level=environ.get("BILLING_LOG_LEVEL", defaults.log_level).lower(),
         secrets_dir=Path(secrets_dir) if secrets_dir else None,
     )

@@ -24,7 +24,10 @@ def hash_api_key(secret: str) -> str:
 def issue_api_key(
     store: LedgerStore, customer_id: str, created_at: str, *, live: bool = False
 ) -> tuple[ApiKey, str]:
-    """Create and store a new key; returns (stored record, secret shown once)."""
+    """Create and store a new key; returns (stored record, secret shown once).
+
+    `live`: a production service issues `sk_live_` keys; development (`--dev`)
+    and tests issue `sk_test_`, so a leaked key says which it can spend."""
     prefix = KEY_PREFIX_LIVE if live else KEY_PREFIX_TEST
     secret = prefix + secrets.token_urlsafe(32)
     record = ApiKey(

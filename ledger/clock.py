@@ -23,7 +23,14 @@ __all__ = [
 
 RFC3339_LENGTH: Final = len("2000-01-01T00:00:00.000000Z")
 
-_FIXED_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+# Both used with fullmatch (`$` also matches before a final "\n") and ASCII
+# digits only (`\d` alone also matches other scripts' digits).
+_FIXED_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", re.ASCII)
+# RFC 3339 section 5.6 date-time; fromisoformat alone also takes ISO 8601
+# forms RFC 3339 does not (week dates, basic format, no seconds, a space).
+_RFC3339_RE: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 
 
 def format_rfc3339(moment: datetime) -> str:
@@ -48,12 +55,12 @@ def utc_now_rfc3339() -> str:
 
 def parse_rfc3339(text: str) -> datetime:
     """Any RFC 3339 timestamp with an offset (`Z` or `+hh:mm`) -> aware UTC datetime."""
-    parsed = datetime.fromisoformat(text)  # Python 3.11 accepts `Z` and `t`
-    if parsed.tzinfo is None:
+    if _RFC3339_RE.fullmatch(text) is None:
         raise ValueError(f"not an RFC 3339 timestamp with an offset: {text!r}")
-    return parsed.astimezone(UTC)
+    # The pattern requires an offset, so the result is aware.
+    return datetime.fromisoformat(text.upper()).astimezone(UTC)  # 3.11 takes `Z`, not `z`
 
 
 def is_fixed_format(text: str) -> bool:
     """True if `text` is already in the fixed, string-comparable format."""
-    return _FIXED_RE.match(text) is not None
+    return _FIXED_RE.fullmatch(text) is not None

@@ -31,13 +31,13 @@ __all__ = [
 
 # Resource id shapes, loose enough for every real id and strict enough to stop
 # a path separator or a query string from sneaking into one.
-_PROJECT_RE: Final = re.compile(r"^[a-z][a-z0-9\-.:]{3,62}[a-z0-9]$")
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,62}$")
+_PROJECT_RE: Final = re.compile(r"[a-z][a-z0-9\-.:]{3,62}[a-z0-9]", re.ASCII)
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]{0,62}", re.ASCII)
 # Spanner's own rules: instance 2-64, database 2-30 characters.
-_SPANNER_INSTANCE_RE: Final = re.compile(r"^[a-z][a-z0-9\-]{0,62}[a-z0-9]$")
-_SPANNER_DATABASE_RE: Final = re.compile(r"^[a-z][a-z0-9_\-]{0,28}[a-z0-9]$")
-_FIRESTORE_DB_RE: Final = re.compile(r"^(\(default\)|[a-z][a-z0-9\-]{2,62})$")
-_BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_\-.]{1,220}[a-z0-9]$")
+_SPANNER_INSTANCE_RE: Final = re.compile(r"[a-z][a-z0-9\-]{0,62}[a-z0-9]", re.ASCII)
+_SPANNER_DATABASE_RE: Final = re.compile(r"[a-z][a-z0-9_\-]{0,28}[a-z0-9]", re.ASCII)
+_FIRESTORE_DB_RE: Final = re.compile(r"(\(default\)|[a-z][a-z0-9\-]{2,62})", re.ASCII)
+_BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9_\-.]{1,220}[a-z0-9]", re.ASCII)
 
 
 class UrlError(ValueError):
@@ -114,7 +114,7 @@ def _pairs(url: str, segments: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 def _check(value: str, pattern: re.Pattern[str], what: str, url: str) -> str:
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):  # `$` would let a final "\n" through
         raise UrlError(f"invalid {what} {value!r} in {url!r}")
     return value
 

@@ -28,7 +28,9 @@ _TWO_DECIMAL: Final = frozenset(
     ).split()
 )
 
-_AMOUNT_RE: Final = re.compile(r"^(0|[1-9][0-9]*)(?:\.([0-9]+))?$")
+# Used with fullmatch: `$` would also match before a final "\n", so "1.50\n"
+# would be charged as 1.50.
+_AMOUNT_RE: Final = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?", re.ASCII)
 
 
 class MoneyError(ValueError):
@@ -60,7 +62,7 @@ def parse_amount(value: str | int, currency: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise MoneyError("invalid_amount", "amount must be a decimal string such as \"12.50\"")
     text = str(value)
-    match = _AMOUNT_RE.match(text)
+    match = _AMOUNT_RE.fullmatch(text)
     if match is None:
         raise MoneyError(
             "invalid_amount", "amount must be a positive decimal string such as \"12.50\""

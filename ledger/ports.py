@@ -115,7 +115,11 @@ class LedgerStore(Protocol):
         """The key with this hash, revoked or not (callers check revoked_at)."""
         ...
 
-    def revoke_api_key(self, key_id: str, revoked_at: str) -> None: ...
+    def revoke_api_key(self, customer_id: str, key_id: str, revoked_at: str) -> None:
+        """Revoke the customer's key; NotFound if this customer has no such key
+        (another customer's key id changes nothing). Revoking again keeps the
+        first revocation time."""
+        ...
 
     def put_entitlement(self, entitlement: Entitlement, *, reset_usage: bool = False) -> None:
         """Insert or update; keeps `used_minor` unless `reset_usage`."""

@@ -595,15 +595,16 @@ class SpannerLedger:
         row = _one(rows)
         return None if row is None else _api_key(row)
 
-    def revoke_api_key(self, key_id: str, revoked_at: str) -> None:
+    def revoke_api_key(self, customer_id: str, key_id: str, revoked_at: str) -> None:
         count = self._update_count(
             # The first revocation is the one that counts.
-            "UPDATE ApiKeys SET revoked_at = COALESCE(revoked_at, @t) WHERE key_id = @k",
-            {"t": revoked_at, "k": key_id},
-            {"t": _STR, "k": _STR},
+            "UPDATE ApiKeys SET revoked_at = COALESCE(revoked_at, @t) "
+            "WHERE key_id = @k AND customer_id = @c",
+            {"t": revoked_at, "k": key_id, "c": customer_id},
+            {"t": _STR, "k": _STR, "c": _STR},
         )
         if count == 0:
-            raise NotFound(f"api key {key_id!r}")
+            raise NotFound(f"api key {key_id!r} of customer {customer_id!r}")
 
     def put_entitlement(self, entitlement: Entitlement, *, reset_usage: bool = False) -> None:
         key = [entitlement.customer_id, entitlement.entitlement_id]

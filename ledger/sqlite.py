@@ -344,12 +344,12 @@ class SqliteLedger(SqliteQueues, SqliteLog):
         row = self._one(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
         return None if row is None else api_key_from_row(row)
 
-    def revoke_api_key(self, key_id: str, revoked_at: str) -> None:
-        """Revoke; revoking again keeps the first revocation time."""
+    def revoke_api_key(self, customer_id: str, key_id: str, revoked_at: str) -> None:
         self._update_one(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?",
-            (revoked_at, key_id),
-            f"api key {key_id}",
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) "
+            "WHERE key_id = ? AND customer_id = ?",
+            (revoked_at, key_id, customer_id),
+            f"api key {key_id} of customer {customer_id}",
         )
 
     def put_entitlement(self, entitlement: Entitlement, *, reset_usage: bool = False) -> None:

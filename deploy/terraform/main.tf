@@ -39,6 +39,11 @@ locals {
   env_secrets = { for name in local.mounted_env_secrets : name => local.secret_env[name] }
   secret_names = toset(concat(["signing-key"], keys(local.env_secrets)))
 
+  # Cloud Run's deterministic URL (service-projectnumber.region.run.app): the
+  # request's own URL behind its proxy says http://, so receipt links use this.
+  run_app_url = "https://${var.service_name}-${data.google_project.current.number}.${var.region}.run.app"
+  public_url  = coalesce(var.public_url, local.run_app_url)
+
   # Plain environment of the service. An empty value means "the service
   # default" for every variable below.
   service_env = {
@@ -56,6 +61,7 @@ locals {
     BILLING_DRAIN_TIMEOUT_S      = tostring(var.drain_timeout_s)
     BILLING_RECONCILE_INTERVAL_S = tostring(var.reconcile_interval_s)
     BILLING_LOG_LEVEL            = var.log_level
+    BILLING_PUBLIC_URL           = local.public_url
     STRIPE_PLANS                 = var.stripe_plans
     STRIPE_TRIAL_PRICE_ID        = var.stripe_trial_price_id
     STRIPE_CHECKOUT_PRICE_ID     = var.stripe_checkout_price_id

@@ -96,6 +96,16 @@ variable "signing_alg" {
   }
 }
 
+variable "public_url" {
+  description = "BILLING_PUBLIC_URL: the https origin clients reach (receipt_url links start with it). Empty: the service's deterministic run.app URL; set it when a custom domain or load balancer is in front."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.public_url == "" || can(regex("^https://[^/?#@]+(/[^?#]*[^/?#])?$", var.public_url))
+    error_message = "public_url must be an https:// URL without a query or a final /."
+  }
+}
+
 variable "log_level" {
   description = "BILLING_LOG_LEVEL."
   type        = string

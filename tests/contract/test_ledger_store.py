@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crypto.receipt import GENESIS_HASH
-from ledger.errors import AlreadyExists, ChainConflict
+from ledger.errors import AlreadyExists, ChainConflict, NotFound
 from ledger.model import ApiKey, SigningKeyRecord, WebhookEvent
 from ledger.ports import LedgerStore
 from tests.contract._chain import T0, Chain, customer, entitlement, outbox_message, ts
@@ -273,9 +273,25 @@ def test_api_keys_resolve_by_hash_and_can_be_revoked(ledger_store: LedgerStore) 
     with pytest.raises(AlreadyExists):
         ledger_store.create_api_key(key)
 
-    ledger_store.revoke_api_key("key_1", ts(10))
+    ledger_store.revoke_api_key("cus_a", "key_1", ts(10))
     revoked = ledger_store.resolve_api_key("h" * 64)
     assert revoked is not None and revoked.revoked_at == ts(10)
+    ledger_store.revoke_api_key("cus_a", "key_1", ts(20))  # the first revocation counts
+    again = ledger_store.resolve_api_key("h" * 64)
+    assert again is not None and again.revoked_at == ts(10)
+
+
+def test_a_key_is_revoked_only_through_its_own_customer(ledger_store: LedgerStore) -> None:
+    for customer_id in ("cus_a", "cus_b"):
+        ledger_store.create_customer(customer(customer_id))
+    key_b = ApiKey(key_id="key_b", key_hash="b" * 64, customer_id="cus_b", created_at=T0)
+    ledger_store.create_api_key(key_b)
+
+    with pytest.raises(NotFound):
+        ledger_store.revoke_api_key("cus_a", "key_b", ts(10))
+    assert ledger_store.resolve_api_key("b" * 64) == key_b  # untouched
+    with pytest.raises(NotFound):
+        ledger_store.revoke_api_key("cus_a", "key_missing", ts(10))
 
 
 # -- signing keys ------------------------------------------------------------------

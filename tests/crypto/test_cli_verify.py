@@ -141,3 +141,52 @@ def test_subprocess_bad_input_is_one_line(export: tuple, tmp_path: pathlib.Path,
     assert done.returncode == 2
     line = _one_line_error(done.stderr.decode())
     assert line.startswith("billing verify: ")
+
+
+def test_progress_counts_verified_receipts_to_the_end(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bar counts receipts verified (not bytes read) and reaches them all."""
+    key = session_key("EdDSA")
+    receipts = build_chain(key, 3000)
+    receipts_path = tmp_path / "receipts.jsonl"
+    receipts_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in receipts))
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_text(json.dumps(KeyRing(key).jwks()))
+    args = ["verify", str(receipts_path), "--jwks", str(jwks_path), "--progress", "always"]
+    assert main([*args, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "3000/3000" in err and "100%" in err and "receipts/s" in err, err
+
+
+def test_an_empty_input_fails_with_one_line(
+    export: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receipts_path, jwks_path, _ = export
+    receipts_path.write_bytes(b"")
+    assert main(["verify", str(receipts_path), "--jwks", str(jwks_path)]) == 1
+    captured = capsys.readouterr()
+    assert "verified" not in captured.out
+    assert "no receipts" in _one_line_error(captured.err)
+
+
+def test_known_head_can_be_read_from_a_file(
+    export: tuple, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receipts_path, jwks_path, receipts = export
+    head_path = tmp_path / "receipts.jsonl.head"
+    head_path.write_text(str(receipts[-1]["receipt_hash"]) + "\n")
+    receipts_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in receipts[:3]))
+    args = ["verify", str(receipts_path), "--jwks", str(jwks_path), "--known-head", str(head_path)]
+    assert main(args) == 1
+    assert "truncated" in capsys.readouterr().out
+
+
+def test_version_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    done = subprocess.run(
+        [str(BILLING), "--version"], capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0
+    assert done.stdout.decode().strip() == f"billing {version('vexa-billing')}"

@@ -79,6 +79,16 @@ def resolve(text: str, depth: int = 0) -> str:
         plain = re.fullmatch(r"tostring\((.*)\)", expression)
         if plain:
             expression = plain.group(1).strip()
+        first_set = re.fullmatch(r"coalesce\((.*)\)", expression)
+        if first_set:  # the first argument that is not empty, as Terraform does
+            for argument in first_set.group(1).split(","):
+                name = argument.strip()
+                if name.startswith("var.") and variables[name[4:]].get("default") in (None, ""):
+                    continue
+                value = resolve("${" + name + "}", depth + 1)
+                if value:
+                    return value
+            return ""
         if expression.startswith("var."):
             default = variables[expression[4:]].get("default")
             return _SAMPLE_ID if default in (None, "") else str(default)

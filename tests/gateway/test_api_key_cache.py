@@ -54,7 +54,7 @@ async def test_one_store_read_per_ttl_and_revocation_is_immediate(ledger: Sqlite
         assert counting.lookups == 1
         assert API_KEY_CACHE_TTL_S >= 30
 
-        ledger.revoke_api_key(record.key_id, NOW)
+        ledger.revoke_api_key("cus_a", record.key_id, NOW)
         cache.forget_key_id(record.key_id)
         with pytest.raises(ApiError) as refused:
             await cache.customer_for(_request(secret))

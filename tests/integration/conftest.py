@@ -132,6 +132,7 @@ def base_settings(data_dir: Path, key_file: Path, **overrides: Any) -> Settings:
         admin_token=ADMIN_TOKEN,
         signing_key_path=key_file,
         fault_injection=True,
+        dev=True,  # test keys (sk_test_); a test wanting production sets dev=False
         signer_workers=2,
         drain_timeout_s=5.0,
         # The test client shares the server's event loop here, so loop lag

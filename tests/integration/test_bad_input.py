@@ -23,6 +23,26 @@ BAD_EVENTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("zero amount", {"amount": "0"}, 400, "invalid_amount", "amount"),
     ("negative amount", {"amount": "-1.00"}, 400, "invalid_amount", "amount"),
     ("not a number", {"amount": "ten"}, 400, "invalid_amount", "amount"),
+    # `$` matches before a final newline: each of these was charged as 1.50.
+    ("amount with final newline", {"amount": "1.50\n"}, 400, "invalid_amount", "amount"),
+    ("amount with leading space", {"amount": " 1.50"}, 400, "invalid_amount", "amount"),
+    ("amount with final tab", {"amount": "1.50\t"}, 400, "invalid_amount", "amount"),
+    ("amount with a NUL", {"amount": "1.50\x00"}, 400, "invalid_amount", "amount"),
+    ("amount in Arabic digits", {"amount": "\u0661.50"}, 400, "invalid_amount", "amount"),
+    (
+        "timestamp with final newline",
+        {"timestamp": _ts(timedelta(0)) + "\n"},
+        400,
+        "invalid_timestamp",
+        "timestamp",
+    ),
+    (
+        "timestamp in ISO 8601 basic format, not RFC 3339",
+        {"timestamp": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")},
+        400,
+        "invalid_timestamp",
+        "timestamp",
+    ),
     ("unknown currency", {"currency": "XYZ"}, 400, "unknown_currency", "currency"),
     ("currency as int", {"currency": 840}, 400, "invalid_type", "currency"),
     (
@@ -144,6 +164,16 @@ async def test_admin_routes_validate_too(service: Service) -> None:
         "/v1/customers/cus_missing/api-keys", headers=service.admin
     ) as response:
         assert response.status == 404
+    # `$` matched before a final newline: these ids and emails were stored.
+    for body, param in [
+        ({"customer_id": "cus_nl\n", "email": "nl@example.com"}, "customer_id"),
+        ({"email": "nl@example.com\n"}, "email"),
+        ({"email": "nul\x00@example.com"}, "email"),
+    ]:
+        async with service.session.post(
+            "/v1/customers", json={**body, "currency": "USD"}, headers=service.admin
+        ) as response:
+            assert (response.status, (await response.json())["error"]["param"]) == (400, param)
     customer = await service.create_customer()
     async with service.session.post(
         "/v1/customers",
@@ -160,6 +190,15 @@ async def test_admin_routes_validate_too(service: Service) -> None:
         headers=service.admin,
     ) as response:
         assert (response.status, (await response.json())["error"]["param"]) == (400, "quota")
+    async with service.session.put(
+        f"/v1/customers/{customer.customer_id}/entitlements/e1%0A",
+        json={"quota": None},
+        headers=service.admin,
+    ) as response:
+        assert (response.status, (await response.json())["error"]["param"]) == (
+            400,
+            "entitlement_id",
+        )
 
 
 async def test_an_unavailable_store_is_a_retry_safe_503_not_a_500(service: Service) -> None:

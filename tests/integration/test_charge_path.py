@@ -7,6 +7,7 @@ import hashlib
 import sqlite3
 from typing import Any
 
+import pytest
 import rfc8785
 
 from crypto import RECEIPT_CORE_FIELDS, verify_chain, verify_receipt
@@ -203,6 +204,50 @@ async def test_revoked_and_missing_keys_are_401(service: Service) -> None:
         assert response.status == 200
     status, body, _ = await service.post_event(customer, service.event(customer))
     assert (status, body["error"]["code"]) == (401, "api_key_revoked")
+
+
+async def test_an_operator_cannot_revoke_a_key_through_another_customer(service: Service) -> None:
+    customer_a = await service.create_customer()
+    customer_b = await service.create_customer()
+    for key_id in (customer_b.key_id, "key_no_such_key"):
+        async with service.session.delete(
+            f"/v1/customers/{customer_a.customer_id}/api-keys/{key_id}", headers=service.admin
+        ) as response:
+            body = await response.json()
+            assert (response.status, body["error"]["code"]) == (404, "api_key_not_found")
+            assert body["error"]["param"] == "key_id"
+    # B's key still charges; A's key too.
+    for customer in (customer_b, customer_a):
+        assert (await service.post_event(customer, service.event(customer)))[0] == 202
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "prefix"),
+    [({"dev": False}, "sk_live_"), ({"dev": True}, "sk_test_")],
+    ids=["production", "development"],
+)
+async def test_production_keys_are_live_and_development_keys_test(
+    service: Service, prefix: str
+) -> None:
+    customer = await service.create_customer()
+    assert customer.api_key.startswith(prefix)
+    assert (await service.post_event(customer, service.event(customer)))[0] == 202
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"dev": False, "public_url": "https://billing.example.com"}]
+)
+async def test_receipt_url_uses_the_public_url_not_the_host_header(service: Service) -> None:
+    """Behind Cloud Run's proxy the request says http:// and an internal host."""
+    customer = await service.create_customer()
+    async with service.session.post(
+        "/v1/events",
+        json=service.event(customer),
+        headers={**customer.auth, "Host": "internal.local:8080"},
+    ) as response:
+        body = await response.json()
+    assert response.status == 202, body
+    assert body["receipt_url"] == f"https://billing.example.com/v1/receipts/{body['receipt_id']}"
 
 
 async def test_receipt_list_paginates_in_chain_order(service: Service) -> None:

@@ -9,6 +9,8 @@ import re
 import resource
 import shlex
 import signal
+import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -254,6 +256,37 @@ async def test_second_server_on_the_same_data_dir_fails_fast_with_a_lock_error(
             async with session.get("/readyz") as response:
                 assert response.status == 200
         assert first.proc is not None and first.proc.poll() is None
+
+
+async def test_serve_on_a_port_in_use_exits_at_once_with_one_line(
+    tmp_path: Path, signing_key_file: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = ServerProcess(
+            data_dir=tmp_path / "data",
+            env=server_env(signing_key_file),
+            log_dir=tmp_path,
+            args=("--port", str(port)),
+        )
+        server.spawn()
+        try:
+            code = await asyncio.get_running_loop().run_in_executor(None, server.wait, 20)
+        except subprocess.TimeoutExpired:
+            code = None  # alive 20 s later, serving nothing
+        finally:
+            server.kill()
+    assert code is not None, f"still running, not serving:\n{server.stderr()}"
+    assert code != 0
+    stderr = server.stderr()
+    assert "Traceback" not in stderr
+    # stderr also holds the JSON log lines of the start; the error is one line.
+    lines = [line for line in stderr.splitlines() if line.strip() and line[0] != "{"]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("billing serve:") and str(port) in lines[0]
+    assert "serving on" not in server.stdout()
 
 
 def _banner_value(banner: str, pattern: str) -> str:

@@ -44,3 +44,31 @@ def test_parse_round_trips_and_accepts_offsets() -> None:
     with pytest.raises(ValueError):
         parse_rfc3339("2026-03-01T12:05:09")
     assert not is_fixed_format("2026-03-01T12:05:09Z")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-01T12:05:09Z\n",
+        " 2026-03-01T12:05:09Z",
+        "20260301T120509Z",  # ISO 8601 basic format
+        "2026-03-01 12:05:09Z",
+        "2026-W09-7T12:05:09Z",
+        "2026-03-01T12:05Z",
+        "2026-03-01T12:05:09+0200",
+    ],
+)
+def test_parse_refuses_what_is_not_rfc3339(text: str) -> None:
+    with pytest.raises(ValueError, match="RFC 3339"):
+        parse_rfc3339(text)
+
+
+def test_parse_accepts_lowercase_separators() -> None:
+    assert format_rfc3339(parse_rfc3339("2026-03-01t12:05:09z")) == "2026-03-01T12:05:09.000000Z"
+
+
+def test_fixed_format_is_exact() -> None:
+    text = "2026-03-01T12:05:09.000120Z"
+    assert is_fixed_format(text)
+    assert not is_fixed_format(text + "\n")
+    assert not is_fixed_format("\u0662" + text[1:])  # an Arabic-Indic digit
