@@ -12,6 +12,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 from html import escape
 from typing import Any, Final
 
@@ -38,6 +39,11 @@ def content_security_policy() -> str:
         f"default-src 'none'; style-src 'sha256-{digest}'; base-uri 'none'; "
         "form-action 'none'; frame-ancestors 'none'"
     )
+
+
+def _text(markdown: str) -> str:
+    """Escaped text with the document's `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(markdown))
 
 
 def _schema_link(name: str) -> str:
@@ -67,7 +73,7 @@ def _parameters(operation: dict[str, Any]) -> str:
     rows = [
         f"<tr><td><code>{escape(p['name'])}</code></td><td>{escape(p['in'])}</td>"
         f"<td>{'yes' if p.get('required') else 'no'}</td><td>{_type_text(p['schema'])}</td>"
-        f"<td>{escape(p.get('description', ''))}</td></tr>"
+        f"<td>{_text(p.get('description', ''))}</td></tr>"
         for p in operation["parameters"]
     ]
     if not rows:
@@ -96,22 +102,25 @@ def _responses(operation: dict[str, Any]) -> str:
             f"{escape(media_type)}: {_type_text(media['schema'])}"
             for media_type, media in content.items()
         )
-        description = escape(response["description"])
+        description = _text(response["description"])
         for code in operation["x-error-codes"]:  # link each listed code
             description = description.replace(
-                f"`{code}`", f'<a href="#error-{code}"><code>{code}</code></a>')
+                f"<code>{code}</code>", f'<a href="#error-{code}"><code>{code}</code></a>')
         rows.append(f"<tr><td>{escape(status)}</td><td>{description}</td><td>{kinds}</td></tr>")
     return ("<h4>Responses</h4><table><tr><th>status</th><th>meaning, error codes</th>"
             "<th>body</th></tr>" + "".join(rows) + "</table>")
 
 
 def _operation_section(path: str, method: str, operation: dict[str, Any]) -> str:
-    security = ", ".join(name for requirement in operation["security"] for name in requirement)
+    security = ", ".join(
+        f'<a href="#auth-{escape(name)}">{escape(name)}</a>'
+        for requirement in operation["security"] for name in requirement
+    )
     return (
         f'<section id="op-{escape(operation["operationId"])}">'
         f'<h3><span class="m">{escape(method)}</span> <code>{escape(path)}</code></h3>'
-        f"<p>{escape(operation['description'])}</p>"
-        f"<p>Authentication: {escape(security) if security else 'none'}</p>"
+        f"<p>{_text(operation['description'])}</p>"
+        f"<p>Authentication: {security or 'none'}</p>"
         + _parameters(operation) + _request_body(operation) + _responses(operation)
         + "</section>"
     )
@@ -122,7 +131,7 @@ def _schema_section(name: str, schema: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td><code>{escape(field)}</code></td><td>{_type_text(sub)}</td>"
         f"<td>{'yes' if field in required else 'no'}</td>"
-        f"<td>{escape(sub.get('description', ''))}</td></tr>"
+        f"<td>{_text(sub.get('description', ''))}</td></tr>"
         for field, sub in schema.get("properties", {}).items()
     )
     table = ("<table><tr><th>field</th><th>type</th><th>required</th><th>description</th></tr>"
@@ -130,7 +139,7 @@ def _schema_section(name: str, schema: dict[str, Any]) -> str:
     closed = "<p>Unknown fields are refused (<code>parameter_unknown</code>).</p>" if (
         schema.get("additionalProperties") is False) else ""
     return (f'<section id="schema-{escape(name)}"><h3>{escape(name)}</h3>'
-            f"<p>{escape(schema.get('description', ''))}</p>{table}{closed}</section>")
+            f"<p>{_text(schema.get('description', ''))}</p>{table}{closed}</section>")
 
 
 def _errors_section() -> str:
@@ -140,12 +149,23 @@ def _errors_section() -> str:
         rows.append(
             f'<tr id="error-{escape(code)}"><td><code>{escape(code)}</code></td>'
             f"<td>{', '.join(str(s) for s in entry.statuses)}</td>"
-            f"<td>{escape(types)}</td><td>{escape(entry.meaning)}</td></tr>"
+            f"<td>{escape(types)}</td><td>{_text(entry.meaning)}</td></tr>"
         )
     return ('<section id="errors"><h2>Error codes</h2><p>Every error is '
             "<code>{\"error\": {type, code, message, param, doc_url}}</code>.</p>"
             "<table><tr><th>code</th><th>status</th><th>type</th><th>meaning</th></tr>"
             + "".join(rows) + "</table></section>")
+
+
+def _auth_section(schemes: dict[str, Any]) -> str:
+    items = "".join(
+        f'<li id="auth-{escape(name)}"><b>{escape(name)}</b>: '
+        + (f"header <code>{escape(scheme['name'])}</code>" if scheme["type"] == "apiKey"
+           else "<code>Authorization: Bearer ...</code>")
+        + f" — {_text(scheme['description'])}</li>"
+        for name, scheme in schemes.items()
+    )
+    return f'<h2 id="auth">Authentication</h2><ul>{items}</ul>'
 
 
 @functools.cache
@@ -163,10 +183,11 @@ def render() -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{escape(doc['info']['title'])}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{escape(doc['info']['title'])}</h1><p>{escape(doc['info']['description'])}</p>"
+        f"<h1>{escape(doc['info']['title'])}</h1><p>{_text(doc['info']['description'])}</p>"
         '<p>The machine-readable contract: <a href="/openapi.json">/openapi.json</a> '
         '(OpenAPI 3.1). <a href="#errors">Error codes</a>.</p>'
-        f"<h2>Routes</h2><ul>{toc}</ul>"
+        + _auth_section(doc["components"]["securitySchemes"])
+        + f"<h2>Routes</h2><ul>{toc}</ul>"
         + "".join(_operation_section(path, method, op) for path, method, op in operations)
         + "<h2>Schemas</h2>"
         + "".join(_schema_section(name, schema) for name, schema in schemas.items())

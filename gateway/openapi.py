@@ -125,6 +125,8 @@ def _operation(
     body: dict[str, Any] | None = None,
     description: str = "",
 ) -> dict[str, Any]:
+    # Every route refuses query parameters it does not list (see app.py).
+    codes = tuple(dict.fromkeys((*codes, "parameter_unknown")))
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "tags": [tag],
@@ -132,8 +134,8 @@ def _operation(
         "description": description or summary,
         "security": [{security: []}] if security else [],
         "parameters": parameters or [],
-        "responses": {**responses, **_error_responses(tuple(dict.fromkeys(codes)))},
-        "x-error-codes": list(dict.fromkeys(codes)),
+        "responses": {**responses, **_error_responses(codes)},
+        "x-error-codes": list(codes),
     }
     if body is not None:
         operation["requestBody"] = body

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from gateway import app as app_module
-from gateway import openapi, rendering
+from gateway import docs_page, openapi, rendering
 from gateway.error_codes import ERROR_CODES
 from tests.integration.conftest import Service
 
@@ -73,3 +73,15 @@ def test_every_operation_lists_only_known_codes_with_their_statuses() -> None:
             for code in operation["x-error-codes"]:
                 for status in ERROR_CODES[code].statuses:
                     assert str(status) in operation["responses"], (method, path, code)
+
+
+def test_the_docs_page_has_an_anchor_for_everything_and_no_dangling_link() -> None:
+    page = docs_page.render()
+    anchors = set(re.findall(r'id="([^"]+)"', page))
+    document = openapi.document()
+    expected = {f"error-{code}" for code in ERROR_CODES}
+    expected |= {f"schema-{name}" for name in document["components"]["schemas"]}
+    expected |= {f"op-{op['operationId']}" for item in document["paths"].values()
+                 for op in item.values()}
+    assert expected - anchors == set()
+    assert set(re.findall(r'href="#([^"]+)"', page)) - anchors == set()
