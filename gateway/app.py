@@ -9,8 +9,8 @@ import structlog
 from aiohttp import web
 
 from actors.ids import IdMinter
-from gateway import routes_admin, routes_events, routes_public
-from gateway.errors import ApiError
+from gateway import openapi, routes_admin, routes_events, routes_public
+from gateway.errors import ApiError, bad_request
 from gateway.services import SERVICES, Services
 from ledger import StoreUnavailable, limits
 
@@ -35,6 +35,22 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def _reject_unknown_query(request: web.Request) -> None:
+    """A query parameter the operation does not list in the OpenAPI document
+    is a 400, as Stripe answers; routes outside the document are let be."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return
+    known = openapi.query_parameters().get((request.method, resource.canonical))
+    if known is None:
+        return
+    for name in request.query:
+        if name not in known:
+            raise bad_request(
+                "parameter_unknown", f"received unknown parameter: {name}", name
+            )
+
+
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
@@ -45,6 +61,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     request_id = request.headers.get("X-Request-Id") or _request_ids()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
+        if request.query_string:
+            _reject_unknown_query(request)
         response = await handler(request)
     except ApiError as error:
         if error.status >= 500:  # our failure, not the client's: say so in the log

@@ -1,4 +1,5 @@
-"""The error model: Stripe-shaped JSON errors, `{"error": {type, code, message, param}}`.
+"""The error model: Stripe-shaped JSON errors,
+`{"error": {type, code, message, param, doc_url}}`.
 
 Handlers raise `ApiError`; the error middleware renders it. Any other
 exception becomes a 500 `api_error` with no internals leaked.
@@ -26,6 +27,23 @@ _TYPE_BY_STATUS = {
     500: "api_error",
     503: "api_error",
 }
+# Every `type` an error may have (the OpenAPI document's enum).
+ERROR_TYPES = frozenset({*_TYPE_BY_STATUS.values(), "api_error"})
+
+
+def error_type(status: int) -> str:
+    """Stripe's error `type` for an HTTP status."""
+    return _TYPE_BY_STATUS.get(status, "api_error")
+
+
+# The docs page (gateway/openapi.py renders it); every error code has an anchor.
+DOCS_PATH = "/docs"
+
+
+def doc_url(code: str) -> str:
+    """Where a code is explained, as Stripe's `doc_url`: a path on this
+    server, so it is right behind any proxy without knowing the public URL."""
+    return f"{DOCS_PATH}#error-{code}"
 
 
 class ApiError(Exception):
@@ -52,10 +70,11 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return {
             "error": {
-                "type": _TYPE_BY_STATUS.get(self.status, "api_error"),
+                "type": error_type(self.status),
                 "code": self.code,
                 "message": self.message,
                 "param": self.param,
+                "doc_url": doc_url(self.code),
             }
         }
 

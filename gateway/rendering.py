@@ -13,7 +13,9 @@ from gateway.errors import ApiError, json_response
 from ledger import StoredReceipt
 from ledger.money import format_amount
 
-RECEIPT_STATUS = "committed"
+# The original API answered "processed"; "committed" (what this service said
+# before) stays as the boolean field `committed` for clients that read it.
+RECEIPT_STATUS = "processed"
 
 # Domain refusal code -> HTTP status.
 _STATUS_BY_CODE = {
@@ -33,11 +35,14 @@ _STATUS_BY_CODE = {
 
 def receipt_document(receipt: StoredReceipt) -> dict[str, Any]:
     """The full receipt: every core field, receipt_hash, signature, plus the
-    convenience fields `amount`, `timestamp` and `status` (not signed)."""
-    document: dict[str, Any] = orjson.loads(receipt.receipt_json)
+    convenience fields `id`, `object`, `amount`, `timestamp`, `status` and
+    `committed` (not signed: verifiers read only the core fields)."""
+    document: dict[str, Any] = {"id": receipt.receipt_id, "object": "receipt"}
+    document.update(orjson.loads(receipt.receipt_json))
     document["amount"] = format_amount(receipt.amount_minor, receipt.currency)
     document["timestamp"] = document.get("event_timestamp")
     document["status"] = RECEIPT_STATUS
+    document["committed"] = True
     return document
 
 
@@ -46,8 +51,11 @@ def charge_summary(receipt: StoredReceipt, origin: str) -> dict[str, Any]:
     core: dict[str, Any] = orjson.loads(receipt.receipt_json)
     quota_remaining = core.get("quota_remaining_minor")
     return {
+        "id": receipt.receipt_id,
+        "object": "receipt",
         "receipt_id": receipt.receipt_id,
         "status": RECEIPT_STATUS,
+        "committed": True,
         "seq": receipt.seq,
         "amount": format_amount(receipt.amount_minor, receipt.currency),
         "currency": receipt.currency,

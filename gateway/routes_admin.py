@@ -18,6 +18,7 @@ from gateway.validation import (
     optional_str,
     parse_money,
     read_json_body,
+    reject_unknown,
     require_currency,
     require_object,
     require_str,
@@ -49,6 +50,8 @@ def _check_id(value: str, param: str) -> str:
 
 def customer_body(customer: Customer) -> dict[str, Any]:
     return {
+        "id": customer.customer_id,
+        "object": "customer",
         "customer_id": customer.customer_id,
         "email": customer.email,
         "currency": customer.currency,
@@ -61,6 +64,7 @@ def customer_body(customer: Customer) -> dict[str, Any]:
 async def create_customer(request: web.Request) -> web.Response:
     services = _admin(request)
     body = require_object(await read_json_body(request))
+    reject_unknown(body, ("customer_id", "email", "currency"))
     customer_id = optional_str(body, "customer_id", max_chars=limits.customer_id_chars_max)
     if customer_id is not None:
         _check_id(customer_id, "customer_id")
@@ -110,7 +114,13 @@ async def create_api_key(request: web.Request) -> web.Response:
         )
     )
     return json_response(
-        {"api_key": secret, "key_id": record.key_id, "customer_id": customer.customer_id},
+        {
+            "id": record.key_id,
+            "object": "api_key",
+            "api_key": secret,
+            "key_id": record.key_id,
+            "customer_id": customer.customer_id,
+        },
         status=201,
     )
 
@@ -129,10 +139,13 @@ async def revoke_api_key(request: web.Request) -> web.Response:
             404, "api_key_not_found", "this customer has no such API key", param="key_id"
         ) from None
     services.api_keys.forget_key_id(key_id)
-    return json_response({"key_id": key_id, "revoked": True})
+    return json_response(
+        {"id": key_id, "object": "api_key", "key_id": key_id, "revoked": True, "deleted": True}
+    )
 
 
 def parse_entitlement(body: dict[str, Any], customer: Customer, entitlement_id: str) -> Entitlement:
+    reject_unknown(body, ("quota", "policy", "status", "plan"))
     if "quota" not in body:
         raise bad_request("parameter_missing", "quota is required (null for unlimited)", "quota")
     quota = body["quota"]
@@ -161,6 +174,8 @@ def parse_entitlement(body: dict[str, Any], customer: Customer, entitlement_id: 
 def entitlement_body(entitlement: Entitlement, currency: str) -> dict[str, Any]:
     quota = entitlement.quota_minor
     return {
+        "id": entitlement.entitlement_id,
+        "object": "entitlement",
         "customer_id": entitlement.customer_id,
         "entitlement_id": entitlement.entitlement_id,
         "quota": None if quota is None else format_amount(quota, currency),

@@ -15,7 +15,13 @@ from gateway.rendering import (
     receipt_document,
 )
 from gateway.services import SERVICES, Services
-from gateway.validation import EventRequest, parse_event, read_json_body
+from gateway.validation import (
+    IDEMPOTENCY_HEADER,
+    EventRequest,
+    parse_event,
+    read_json_body,
+    reject_unknown,
+)
 from ledger import limits
 from ledger.money import format_amount
 
@@ -52,7 +58,7 @@ async def post_event(request: web.Request) -> web.Response:
     started_s = services.admission.enter_timed(customer_id)
     try:
         body = await read_json_body(request)
-        event = parse_event(body, datetime.now(UTC))
+        event = parse_event(body, datetime.now(UTC), request.headers.get(IDEMPOTENCY_HEADER))
         _check_owner(event, customer_id)
         outcome = await services.charge(event)
     finally:
@@ -69,9 +75,17 @@ async def post_event_batch(request: web.Request) -> web.Response:
     customer_id = await services.api_keys.customer_for(request)
     _ensure_ready(services)
     services.admission.refuse_if_saturated(customer_id)  # cheap 429 before reading the body
+    if IDEMPOTENCY_HEADER in request.headers:
+        # One key for many charges would hide which ones it covers.
+        raise bad_request(
+            "parameter_unknown",
+            "a batch takes no Idempotency-Key header: each event has its idempotent_key",
+            IDEMPOTENCY_HEADER,
+        )
     body = await read_json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise bad_request("invalid_type", "send {\"events\": [...]}", "events")
+    reject_unknown(body, ("events",))
     items: list[Any] = body["events"]
     if not items:
         raise bad_request("invalid_value", "events must not be empty", "events")
@@ -119,7 +133,16 @@ async def post_event_batch(request: web.Request) -> web.Response:
                     "receipt": charge_summary(outcome.receipt, origin),
                 }
             )
-    return json_response({"object": "list", "results": results})
+    # `data` is Stripe's name for a list's items; `results` stays for old clients.
+    return json_response(
+        {
+            "object": "list",
+            "data": results,
+            "results": results,
+            "has_more": False,
+            "url": request.path,
+        }
+    )
 
 
 @routes.get("/v1/receipts/{receipt_id}")
@@ -148,26 +171,74 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
+async def _cursor_seq(services: Services, customer_id: str, request: web.Request, name: str) -> int:
+    """The seq of the receipt a `starting_after`/`ending_before` id names
+    (the customer's own; another's is as unknown as a missing one)."""
+    receipt_id = request.query[name]
+    receipt = await services.blocking(services.store.get_receipt, receipt_id)
+    if receipt is None or receipt.customer_id != customer_id:
+        raise bad_request("resource_missing", f"no such receipt: {receipt_id!r}", name)
+    return receipt.seq
+
+
+def _one_cursor(request: web.Request) -> str | None:
+    given = [n for n in ("starting_after", "ending_before", "after_seq") if request.query.get(n)]
+    if len(given) > 1:
+        raise bad_request(
+            "parameter_conflict", f"send only one of {', '.join(given)}", given[1]
+        )
+    return given[0] if given else None
+
+
 @routes.get("/v1/receipts")
 async def list_receipts(request: web.Request) -> web.Response:
+    """Oldest first, in chain order. Stripe's cursors (`starting_after`,
+    `ending_before`: receipt ids) or `after_seq` (a seq, kept for old clients)."""
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
-    after_seq = _query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
+    cursor = _one_cursor(request)
     limit = _query_int(request, "limit", 100, 1, limits.receipts_page_max)
+    if cursor == "ending_before":
+        # Seqs are 1, 2, 3... per customer: the page before seq n starts at n - limit.
+        before_seq = await _cursor_seq(services, customer_id, request, cursor)
+        after_seq = max(0, before_seq - 1 - limit)
+        limit = min(limit, before_seq - 1)
+    elif cursor == "starting_after":
+        after_seq = await _cursor_seq(services, customer_id, request, cursor)
+    else:
+        after_seq = _query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
     # The ledger of record answers: it is never behind, unlike a read model.
-    page = await services.blocking(services.store.list_receipts, customer_id, after_seq, limit)
-    # Adapters cap a page at receipts_page_max, so `limit + 1` cannot tell
-    # whether more follow; a one-row look past a full page can.
-    has_more = len(page) == limit and bool(
-        await services.blocking(services.store.list_receipts, customer_id, page[-1].seq, 1)
-    )
+    page = []
+    if limit > 0:
+        page = await services.blocking(
+            services.store.list_receipts, customer_id, after_seq, limit
+        )
     return json_response(
         {
             "object": "list",
             "data": [receipt_document(r) for r in page],
-            "has_more": has_more,
+            "has_more": await _has_more(services, customer_id, cursor, page, after_seq, limit),
+            "url": request.path,
             "next_after_seq": page[-1].seq if page else after_seq,
         }
+    )
+
+
+async def _has_more(
+    services: Services,
+    customer_id: str,
+    cursor: str | None,
+    page: list[Any],
+    after_seq: int,
+    limit: int,
+) -> bool:
+    """Whether more receipts follow in the direction of the listing."""
+    if cursor == "ending_before":
+        return after_seq > 0  # older receipts precede this page
+    # Adapters cap a page at receipts_page_max, so `limit + 1` cannot tell
+    # whether more follow; a one-row look past a full page can.
+    return len(page) == limit and bool(
+        await services.blocking(services.store.list_receipts, customer_id, page[-1].seq, 1)
     )
 
 
@@ -184,6 +255,8 @@ async def get_balance(request: web.Request) -> web.Response:
         quota = entitlement.quota_minor
         entitlements.append(
             {
+                "id": entitlement.entitlement_id,
+                "object": "entitlement",
                 "entitlement_id": entitlement.entitlement_id,
                 "status": entitlement.status,
                 "policy": entitlement.policy,
@@ -199,6 +272,8 @@ async def get_balance(request: web.Request) -> web.Response:
         )
     return json_response(
         {
+            "id": customer_id,  # one balance per customer
+            "object": "balance",
             "customer_id": customer_id,
             "currency": currency,
             "balance": format_amount(account.balance_minor, currency),

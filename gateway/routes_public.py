@@ -1,11 +1,13 @@
-"""Unauthenticated routes: JWKS, health, readiness, Prometheus metrics."""
+"""Unauthenticated routes: JWKS, health, readiness, Prometheus metrics, and
+the API contract (OpenAPI document and its docs page)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.errors import json_response
+from gateway import docs_page, openapi
+from gateway.errors import DOCS_PATH, json_response
 from gateway.services import SERVICES
 
 routes = web.RouteTableDef()
@@ -41,3 +43,20 @@ async def metrics(request: web.Request) -> web.Response:
     services.metrics.ready.set(1 if services.readiness.ready() else 0)
     body = generate_latest(services.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.get("/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(openapi.document(), headers={"Cache-Control": "public, max-age=300"})
+
+
+@routes.get(DOCS_PATH)
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(
+        text=docs_page.render(),
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": docs_page.content_security_policy(),
+            "Cache-Control": "public, max-age=300",
+        },
+    )

@@ -5,8 +5,11 @@ Parsing is strict on purpose: a billing event that is almost right is wrong.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -36,20 +39,46 @@ async def read_json_body(request: web.Request) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise bad_request("invalid_json", f"the body is not valid JSON: {error}") from None
-    if _depth(value, limits.json_depth_max + 1) > limits.json_depth_max:
+    depth, has_float = _shape(value, limits.json_depth_max + 1)
+    if depth > limits.json_depth_max:
         raise bad_request("json_too_deep", f"JSON nesting deeper than {limits.json_depth_max}")
+    if has_float:
+        # orjson reads 150.10 as a binary float; money needs the decimal text.
+        # Only bodies with a fractional number pay for the slower parser.
+        try:
+            value = json.loads(raw, parse_float=Decimal)
+        except ValueError as error:  # e.g. an integer past Python's digit limit
+            raise bad_request("invalid_json", f"the body is not valid JSON: {error}") from None
     return value
 
 
-def _depth(value: Any, cap: int) -> int:
-    """Nesting depth of a JSON value, counted up to `cap` (stops early)."""
-    if cap <= 0:
-        return 0
+def _shape(value: Any, cap: int) -> tuple[int, bool]:
+    """Nesting depth of a JSON value, counted up to `cap` (stops early), and
+    whether it holds a float."""
     if isinstance(value, dict):
-        return 1 + max((_depth(v, cap - 1) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v, cap - 1) for v in value), default=0)
-    return 0
+        children: Collection[Any] = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return 0, isinstance(value, float)
+    if cap <= 0:
+        return 0, False
+    depth, has_float = 0, False
+    for child in children:
+        child_depth, child_float = _shape(child, cap - 1)
+        depth = max(depth, child_depth)
+        has_float = has_float or child_float
+    return 1 + depth, has_float
+
+
+def reject_unknown(body: dict[str, Any], known: Collection[str], prefix: str = "") -> None:
+    """A parameter we do not read is a 400, as Stripe answers: a typo such as
+    `ammount` must not be ignored silently."""
+    for name in body:
+        if name not in known:
+            raise bad_request(
+                "parameter_unknown", f"received unknown parameter: {name}", prefix + name
+            )
 
 
 def require_object(value: Any, param: str | None = None) -> dict[str, Any]:
@@ -96,7 +125,16 @@ def parse_timestamp(value: str, param: str) -> datetime:
         ) from None
 
 
+# A JSON number's decimal exponent beyond this is no amount (and its plain
+# text would be huge): 1e-7 or 1e19 are refused before formatting.
+_DECIMAL_EXPONENT_MAX = 18
+
+
 def parse_money(value: Any, currency: str, param: str) -> int:
+    """A decimal string, an integer, or a JSON number read as a Decimal
+    (never a binary float): `150.00` USD is 15000 minor units."""
+    if isinstance(value, Decimal):
+        value = _decimal_text(value, param)
     if isinstance(value, float):
         raise bad_request(
             "invalid_amount", f"{param} must be a decimal string such as \"12.50\"", param
@@ -105,6 +143,19 @@ def parse_money(value: Any, currency: str, param: str) -> int:
         return parse_amount(value, currency)
     except MoneyError as error:
         raise bad_request(error.code, str(error), param) from None
+
+
+def _decimal_text(value: Decimal, param: str) -> str:
+    """The number's decimal text as the client wrote it (`150.00` keeps its
+    two decimals, so the currency's precision check applies as for strings)."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or not value.is_finite():
+        raise bad_request("invalid_amount", f"{param} must be a finite decimal", param)
+    if value.adjusted() > _DECIMAL_EXPONENT_MAX:
+        raise bad_request("amount_too_large", f"{param} is too large", param)
+    if exponent < -_DECIMAL_EXPONENT_MAX:
+        raise bad_request("amount_precision", f"{param} has too many decimals", param)
+    return format(value, "f")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +169,49 @@ class EventRequest:
     event_timestamp: str
 
 
-def parse_event(value: Any, now: datetime) -> EventRequest:
-    """A billing event as the client posts it (field names from the seed API)."""
+EVENT_FIELDS = frozenset(
+    {
+        "idempotent_key",
+        "customer_id",
+        "entitlement_id",
+        "amount",
+        "currency",
+        "usage_description",
+        "timestamp",
+    }
+)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _idempotency_key(body: dict[str, Any], header_key: str | None) -> str:
+    """The body's `idempotent_key` or Stripe's `Idempotency-Key` header: one
+    is required, and both must agree when both are sent."""
+    max_chars = limits.idempotency_key_chars_max
+    if header_key is None:
+        if body.get("idempotent_key") is None:
+            raise bad_request(
+                "parameter_missing",
+                f"idempotent_key (or the {IDEMPOTENCY_HEADER} header) is required",
+                "idempotent_key",
+            )
+        return require_str(body, "idempotent_key", max_chars=max_chars)
+    key = require_str({IDEMPOTENCY_HEADER: header_key}, IDEMPOTENCY_HEADER, max_chars=max_chars)
+    in_body = body.get("idempotent_key")
+    if in_body is not None and require_str(body, "idempotent_key", max_chars=max_chars) != key:
+        raise bad_request(
+            "idempotency_key_mismatch",
+            "the Idempotency-Key header and idempotent_key differ; send one, or the same",
+            "idempotent_key",
+        )
+    return key
+
+
+def parse_event(value: Any, now: datetime, header_key: str | None = None) -> EventRequest:
+    """A billing event as the client posts it (field names from the seed API);
+    `header_key` is the request's Idempotency-Key header, if any."""
     body = require_object(value)
-    key = require_str(body, "idempotent_key", max_chars=limits.idempotency_key_chars_max)
+    reject_unknown(body, EVENT_FIELDS)
+    key = _idempotency_key(body, header_key)
     customer_id = require_str(body, "customer_id", max_chars=limits.customer_id_chars_max)
     entitlement_id = require_str(
         body, "entitlement_id", max_chars=limits.entitlement_id_chars_max

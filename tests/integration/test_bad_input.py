@@ -18,7 +18,9 @@ def _ts(delta: timedelta) -> str:
 
 BAD_EVENTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("missing amount", {"amount": None}, 400, "parameter_missing", "amount"),
-    ("amount as float", {"amount": 0.25}, 400, "invalid_amount", "amount"),
+    ("number, too many decimals", {"amount": 150.001}, 400, "amount_precision", "amount"),
+    ("negative number", {"amount": -1.5}, 400, "invalid_amount", "amount"),
+    ("unknown field", {"ammount": "1.00"}, 400, "parameter_unknown", "ammount"),
     ("too many decimals", {"amount": "0.255"}, 400, "amount_precision", "amount"),
     ("zero amount", {"amount": "0"}, 400, "invalid_amount", "amount"),
     ("negative amount", {"amount": "-1.00"}, 400, "invalid_amount", "amount"),
@@ -113,7 +115,8 @@ async def test_bad_event_fields(
     assert got_status == status, body
     assert body["error"]["code"] == code
     assert body["error"]["param"] == param
-    assert set(body["error"]) == {"type", "code", "message", "param"}
+    assert set(body["error"]) == {"type", "code", "message", "param", "doc_url"}
+    assert body["error"]["doc_url"] == f"/docs#error-{code}"
     # Healthy afterwards: a good charge still works.
     assert (await service.post_event(customer, service.event(customer)))[0] == 202
 

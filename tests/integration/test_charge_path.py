@@ -31,7 +31,8 @@ async def test_charge_returns_a_durable_signed_receipt(service: Service) -> None
     customer = await service.create_customer(quota="100.00")
     status, body, headers = await service.post_event(customer, service.event(customer))
     assert status == 202, body
-    assert body["status"] == "committed"
+    assert body["status"] == "processed" and body["committed"] is True  # old name kept
+    assert (body["object"], body["id"]) == ("receipt", body["receipt_id"])
     assert body["balance_after"] == "0.25"
     assert body["quota_remaining"] == "99.75"
     assert body["receipt_url"].endswith(f"/v1/receipts/{body['receipt_id']}")
@@ -43,6 +44,7 @@ async def test_charge_returns_a_durable_signed_receipt(service: Service) -> None
         assert response.status == 200
         receipt = await response.json()
     assert receipt["amount"] == "0.25" and receipt["amount_minor"] == 25
+    assert (receipt["object"], receipt["id"]) == ("receipt", body["receipt_id"])
     assert receipt["seq"] == 1
     assert receipt["previous_receipt_hash"] == "sha256:" + "0" * 64
     core = {name: receipt[name] for name in RECEIPT_CORE_FIELDS}

@@ -317,7 +317,7 @@ async def test_dev_mode_banner_curl_line_charges(tmp_path: Path) -> None:
             async with session.post(target, data=data, headers=headers) as response:
                 assert response.status == 202, await response.text()
                 receipt = await response.json()
-            assert receipt["status"] == "committed"
+            assert (receipt["status"], receipt["committed"]) == ("processed", True)
             async with session.get(
                 f"{url}/v1/admin/tree", headers={"Authorization": f"Bearer {admin_token}"}
             ) as response:

@@ -1,0 +1,240 @@
+"""The OpenAPI document's component schemas (JSON Schema 2020-12): the
+request bodies the gateway parses and the objects it answers with."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from gateway.errors import ERROR_TYPES
+from gateway.validation import EVENT_FIELDS
+from ledger import limits
+
+_AMOUNT_TEXT: Final = "^(0|[1-9][0-9]*)(\\.[0-9]+)?$"
+_SIGNED_AMOUNT_TEXT: Final = "^-?(0|[1-9][0-9]*)(\\.[0-9]+)?$"
+_HASH: Final = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+_STRING: Final = {"type": "string"}
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+_BOOL: Final = {"type": "boolean"}
+_INT: Final = {"type": "integer"}
+_CURRENCY: Final = {"type": "string", "pattern": "^[A-Z]{3}$", "example": "USD"}
+_AMOUNT: Final = {"type": "string", "pattern": _AMOUNT_TEXT,
+                  "description": "A decimal string with the currency's decimals.",
+                  "example": "0.25"}
+_SIGNED_AMOUNT: Final = {**_AMOUNT, "pattern": _SIGNED_AMOUNT_TEXT}
+_TIMESTAMP: Final = {"type": "string", "format": "date-time"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] | None = None,
+            *, closed: bool = False, description: str = "") -> dict[str, Any]:
+    """An object schema; `closed` objects refuse unknown properties (requests:
+    the gateway answers `parameter_unknown`)."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties if required is None else required),
+    }
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _const(value: str) -> dict[str, Any]:
+    return {"type": "string", "const": value}
+
+
+def _error(codes: tuple[str, ...]) -> dict[str, Any]:
+    detail = _object({
+        "type": {"type": "string", "enum": sorted(ERROR_TYPES)},
+        "code": {"type": "string", "enum": list(codes)},
+        "message": _STRING,
+        "param": _NULLABLE_STRING,
+        "doc_url": {"type": "string", "format": "uri-reference",
+                    "description": "The docs page's anchor for this code."},
+    })
+    return {
+        "Error": _object({"error": _ref("ErrorDetail")},
+                         description="Stripe's error shape, plus doc_url."),
+        "ErrorDetail": detail,
+    }
+
+
+def _request_schemas() -> dict[str, Any]:
+    amount_input = {
+        "description": "A decimal string (\"150.00\"), an integer of major units, or a JSON "
+        "number read as its decimal text (150.00; never a binary float). More decimals "
+        "than the currency has is `amount_precision`.",
+        "oneOf": [{"type": "string", "minLength": 1, "maxLength": 64},
+                  {"type": "number", "exclusiveMinimum": 0}],
+    }
+    key = {"type": "string", "minLength": 1, "maxLength": limits.idempotency_key_chars_max}
+    event_properties = {
+        "idempotent_key": {**key, "description": "Required unless the Idempotency-Key "
+                           "header carries it."},
+        "customer_id": {"type": "string", "minLength": 1,
+                        "maxLength": limits.customer_id_chars_max},
+        "entitlement_id": {"type": "string", "minLength": 1,
+                           "maxLength": limits.entitlement_id_chars_max},
+        "amount": amount_input,
+        "currency": _CURRENCY,
+        "usage_description": {"type": "string",
+                              "maxLength": limits.usage_description_chars_max},
+        "timestamp": {**_TIMESTAMP, "description": "RFC 3339 with an offset; at most 5 "
+                      "minutes ahead and 35 days old."},
+    }
+    if set(event_properties) != EVENT_FIELDS:  # the document lists what the parser reads
+        raise RuntimeError(f"EventRequest schema drifted from {sorted(EVENT_FIELDS)}")
+    required = tuple(name for name in event_properties if name != "idempotent_key")
+    return {
+        "EventRequest": _object(event_properties, required, closed=True),
+        "BatchRequest": _object({"events": {
+            "type": "array", "minItems": 1, "maxItems": limits.batch_events_max,
+            "items": _ref("EventRequest")}}, closed=True),
+        "CustomerCreate": _object({
+            "customer_id": {"type": "string", "pattern": "^[A-Za-z0-9_\\-.:]+$",
+                            "maxLength": limits.customer_id_chars_max},
+            "email": {"type": "string", "format": "email", "maxLength": limits.email_chars_max},
+            "currency": _CURRENCY,
+        }, ("email", "currency"), closed=True),
+        "EntitlementPut": _object({
+            "quota": {"oneOf": [amount_input, {"type": "null"}],
+                      "description": "null: unlimited."},
+            "policy": {"type": "string", "enum": ["hard", "soft"], "default": "hard"},
+            "status": {"type": "string", "default": "active", "enum": [
+                "active", "trialing", "past_due", "canceled", "unpaid", "inactive"]},
+            "plan": {"type": ["string", "null"], "maxLength": 64},
+        }, ("quota",), closed=True),
+        "TrialRequest": _object({"email": {"type": "string", "format": "email"}}),
+        "CustomerLookup": _object({"customer_id": _STRING, "email": _STRING}, (),
+                                  description="customer_id or email (one is required)."),
+        "StripeEvent": _object({"id": _STRING, "type": _STRING}),
+    }
+
+
+def _receipt_schemas() -> dict[str, Any]:
+    summary = _object({
+        "id": _STRING, "object": _const("receipt"), "receipt_id": _STRING,
+        "status": {**_const("processed"), "description": "Was `committed` before; see the "
+                   "boolean `committed`."},
+        "committed": _BOOL, "seq": _INT, "amount": _AMOUNT, "currency": _CURRENCY,
+        "balance_after": _AMOUNT, "quota_remaining": {"type": ["string", "null"]},
+        "receipt_hash": _HASH, "receipt_url": _STRING,
+    })
+    receipt = _object({
+        "id": _STRING, "object": _const("receipt"), "receipt_id": _STRING,
+        "customer_id": _STRING, "seq": _INT, "idempotency_key": _STRING,
+        "entitlement_id": _STRING, "amount_minor": _INT, "currency": _CURRENCY,
+        "usage_description": _STRING, "event_timestamp": _TIMESTAMP, "recorded_at": _TIMESTAMP,
+        "balance_after_minor": _INT, "quota_remaining_minor": {"type": ["integer", "null"]},
+        "previous_receipt_hash": _STRING, "receipt_hash": _HASH,
+        "signature": {"type": "string", "description": "JWS, detached payload."},
+        "amount": _AMOUNT, "timestamp": _TIMESTAMP, "status": _const("processed"),
+        "committed": _BOOL,
+    }, description="Signed fields plus the unsigned conveniences id, object, amount, "
+       "timestamp, status and committed.")
+    batch_item = {"oneOf": [
+        _object({"status": {"const": 202}, "replayed": _BOOL,
+                 "receipt": _ref("ReceiptSummary")}),
+        _object({"status": {"type": "integer", "minimum": 400}, "error": _ref("ErrorDetail")}),
+    ]}
+    return {
+        "ReceiptSummary": summary,
+        "Receipt": receipt,
+        "ReceiptList": _object({
+            "object": _const("list"), "data": {"type": "array", "items": _ref("Receipt")},
+            "has_more": _BOOL, "url": _STRING,
+            "next_after_seq": {**_INT, "description": "The older cursor (kept)."},
+        }),
+        "BatchResult": _object({
+            "object": _const("list"), "data": {"type": "array", "items": batch_item},
+            "results": {"type": "array", "items": batch_item,
+                        "description": "The same as data (kept for older clients)."},
+            "has_more": {"const": False}, "url": _STRING,
+        }),
+    }
+
+
+def _account_schemas() -> dict[str, Any]:
+    entitlement_line = _object({
+        "id": _STRING, "object": _const("entitlement"), "entitlement_id": _STRING,
+        "status": _STRING, "policy": _STRING, "plan": _NULLABLE_STRING,
+        "quota": {"type": ["string", "null"]}, "used": _AMOUNT,
+        "quota_remaining": {"type": ["string", "null"], "pattern": _SIGNED_AMOUNT_TEXT},
+    })
+    return {
+        "Balance": _object({
+            "id": {**_STRING, "description": "The customer's id (one balance each)."},
+            "object": _const("balance"), "customer_id": _STRING, "currency": _CURRENCY,
+            "balance": _SIGNED_AMOUNT, "balance_minor": _INT, "seq": _INT,
+            "last_receipt_hash": _STRING,
+            "entitlements": {"type": "array", "items": entitlement_line},
+        }),
+        "Customer": _object({
+            "id": _STRING, "object": _const("customer"), "customer_id": _STRING,
+            "email": _STRING, "currency": _CURRENCY, "created_at": _TIMESTAMP,
+            "stripe_customer_id": _NULLABLE_STRING,
+        }),
+        "ApiKey": _object({
+            "id": _STRING, "object": _const("api_key"),
+            "api_key": {**_STRING, "description": "The secret, shown this once."},
+            "key_id": _STRING, "customer_id": _STRING,
+        }),
+        "DeletedApiKey": _object({
+            "id": _STRING, "object": _const("api_key"), "key_id": _STRING,
+            "revoked": {"const": True}, "deleted": {"const": True},
+        }),
+        "Entitlement": _object({
+            "id": _STRING, "object": _const("entitlement"), "customer_id": _STRING,
+            "entitlement_id": _STRING, "quota": {"type": ["string", "null"]},
+            "policy": _STRING, "status": _STRING, "plan": _NULLABLE_STRING, "used": _AMOUNT,
+            "updated_at": _TIMESTAMP,
+        }),
+    }
+
+
+def _service_schemas() -> dict[str, Any]:
+    any_object: dict[str, Any] = {"type": "object"}
+    return {
+        "AnyObject": any_object,
+        "Jwks": _object({"keys": {"type": "array", "items": any_object}}),
+        "Health": _object({"status": _const("ok")}),
+        "Readiness": _object({"status": {"type": "string", "enum": ["ready", "unavailable"]},
+                              "reason": _STRING}, ("status",)),
+        "FaultResult": _object({"customer_id": _STRING, "crashed": _BOOL}),
+        "ReconcileSummary": _object({"customers": _INT, "audits_ok": _INT,
+                                     "audits_failed": _INT, "errors": _INT},
+                                    description="What one full pass found (and more counters)."),
+        "WebhookAck": _object({"received": {"const": True}, "ignored": _BOOL,
+                               "duplicate": _BOOL}, ("received",)),
+        "Trial": _object({
+            "customer_id": _STRING, "stripe_customer_id": _STRING,
+            "subscription_id": _NULLABLE_STRING, "status": _STRING,
+            "trial_end": _NULLABLE_STRING, "api_key_id": _STRING,
+            "api_key": {**_STRING, "description": "The secret, shown this once."},
+        }),
+        "BillingLink": _object({"kind": {"type": "string", "enum": ["portal", "checkout"]},
+                                "url": _STRING, "stripe_customer_id": _NULLABLE_STRING},
+                               ("kind", "url")),
+        "Stats": _object({"customers_by_status": {"type": "object",
+                                                  "additionalProperties": _INT},
+                          "active_trials": _INT,
+                          "mrr_minor": {"type": ["object", "null"]},
+                          "receipts_by_currency_day": {"type": ["array", "null"]}},
+                         ("customers_by_status", "active_trials")),
+    }
+
+
+def component_schemas(error_codes: tuple[str, ...]) -> dict[str, Any]:
+    """Every schema the operations refer to, by name."""
+    return {
+        **_error(error_codes),
+        **_request_schemas(),
+        **_receipt_schemas(),
+        **_account_schemas(),
+        **_service_schemas(),
+    }

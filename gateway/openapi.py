@@ -1,0 +1,420 @@
+"""The API contract: an OpenAPI 3.1 document of every route, built as data.
+
+Served at `GET /openapi.json` and rendered at `GET /docs`; a test checks that
+it and the app's router agree, and Schemathesis fuzzes the running service
+from it. The gateway also reads it: the query parameters an operation lists
+are the only ones it accepts (`parameter_unknown` otherwise), so the document
+cannot drift from what the query parser takes.
+
+Built on first use (no work at import time) and cached: it is constant.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+from gateway import _openapi_schemas as schemas
+from gateway.error_codes import ERROR_CODES
+from gateway.validation import IDEMPOTENCY_HEADER
+from ledger import limits
+
+OPENAPI_VERSION: Final = "3.1.0"
+API_VERSION: Final = "1"
+
+_AUTH_KEY = ("missing_api_key", "invalid_api_key", "api_key_revoked")
+_AUTH_ADMIN = ("missing_api_key", "invalid_token")
+_AUTH_SERVICE = ("invalid_service_token", "service_token_not_configured")
+_JSON_BODY = (
+    "unsupported_media_type",
+    "body_too_large",
+    "invalid_json",
+    "json_too_deep",
+    "invalid_type",
+    "parameter_unknown",
+    "parameter_missing",
+)
+_EVENT_FIELDS = (
+    "invalid_value",
+    "too_long",
+    "invalid_amount",
+    "amount_precision",
+    "amount_too_large",
+    "unknown_currency",
+    "invalid_timestamp",
+    "timestamp_in_future",
+    "timestamp_too_old",
+)
+_CHARGE = (
+    "customer_not_found",
+    "entitlement_not_found",
+    "currency_mismatch",
+    "quota_exceeded",
+    "entitlement_inactive",
+    "balance_limit_reached",
+    "idempotency_key_reuse",
+    "overloaded",
+    "customer_overloaded",
+    "service_unavailable",
+    "account_unavailable",
+    "store_unavailable",
+)
+_STRIPE_BODY = ("body_too_large", "invalid_json", "stripe_not_configured", "stripe_unavailable")
+
+SECURITY_SCHEMES: Final = {
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A customer's API key (`sk_test_...` / `sk_live_...`): client apps.",
+    },
+    "adminToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The operator's admin token (`BILLING_ADMIN_TOKEN`).",
+    },
+    "serviceToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The web app's service token (`BILLING_SERVICE_TOKEN`).",
+    },
+    "stripeSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Stripe-Signature",
+        "description": "Stripe's webhook signature (`t=...,v1=...`) over the raw body.",
+    },
+}
+
+
+def _json(schema_name: str, example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def _ok(status: int, description: str, schema_name: str, example: Any = None) -> dict[str, Any]:
+    return {str(status): {"description": description, "content": _json(schema_name, example)}}
+
+
+def _error_responses(codes: tuple[str, ...]) -> dict[str, Any]:
+    """One Error response per status the codes come with, listing them."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        for status in ERROR_CODES[code].statuses:
+            by_status.setdefault(status, []).append(code)
+    responses: dict[str, Any] = {}
+    for status, status_codes in sorted(by_status.items()):
+        listed = ", ".join(f"`{c}`" for c in status_codes)
+        response: dict[str, Any] = {"description": listed, "content": _json("Error")}
+        if status in (429, 503):
+            response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+        responses[str(status)] = response
+    return responses
+
+
+def _operation(
+    operation_id: str,
+    tag: str,
+    summary: str,
+    *,
+    security: str | None,
+    codes: tuple[str, ...] = (),
+    responses: dict[str, Any],
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    # Every route refuses query parameters it does not list (see app.py).
+    codes = tuple(dict.fromkeys((*codes, "parameter_unknown")))
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "description": description or summary,
+        "security": [{security: []}] if security else [],
+        "parameters": parameters or [],
+        "responses": {**responses, **_error_responses(codes)},
+        "x-error-codes": list(codes),
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _path_param(name: str, description: str, example: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "example": example,
+    }
+
+
+def _query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+def _body(schema_name: str, examples: dict[str, Any]) -> dict[str, Any]:
+    media = {
+        "schema": {"$ref": f"#/components/schemas/{schema_name}"},
+        "examples": {name: {"value": value} for name, value in examples.items()},
+    }
+    return {"required": True, "content": {"application/json": media}}
+
+
+def _public_paths() -> dict[str, Any]:
+    def get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"get": _operation(operation_id, "Public", summary, security=None,
+                                  responses=responses)}
+
+    text = {"200": {"description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    html = {"200": {"description": "This document as one HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}
+    return {
+        "/.well-known/jwks.json": get(
+            "getJwks", "The public keys that verify receipt signatures (RFC 7517).",
+            _ok(200, "The key set", "Jwks")),
+        "/healthz": get("getHealth", "Liveness: the process answers.",
+                        _ok(200, "Alive", "Health", {"status": "ok"})),
+        "/readyz": get("getReadiness", "Readiness: the service takes charges.", {
+            **_ok(200, "Ready", "Readiness", {"status": "ready"}),
+            **_ok(503, "Starting, draining or halted", "Readiness",
+                  {"status": "unavailable", "reason": "draining"}),
+        }),
+        "/metrics": get("getMetrics", "Prometheus metrics.", text),
+        "/openapi.json": get("getOpenApi", "This OpenAPI 3.1 document.",
+                             {"200": {"description": "The document",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}}}),
+        "/docs": get("getDocs", "The API reference (this document, as HTML).", html),
+    }
+
+
+_EVENT_EXAMPLE: Final = {
+    "idempotent_key": "req-1",
+    "customer_id": "cus_42",
+    "entitlement_id": "api_calls",
+    "amount": "0.25",
+    "currency": "USD",
+    "usage_description": "one call",
+    "timestamp": "2026-11-22T10:00:00Z",
+}
+
+
+def _event_paths() -> dict[str, Any]:
+    header = {
+        "name": IDEMPOTENCY_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "Stripe's idempotency header; the same as the body's `idempotent_key` "
+        "(send one, or both equal).",
+        "schema": {"type": "string", "minLength": 1,
+                   "maxLength": limits.idempotency_key_chars_max},
+    }
+    number_example = {**_EVENT_EXAMPLE, "amount": 150.00}
+    del number_example["idempotent_key"]
+    post_event = _operation(
+        "postEvent", "Charges", "Charge one billing event, exactly once per idempotency key.",
+        security="apiKey",
+        codes=(*_AUTH_KEY, *_JSON_BODY, *_EVENT_FIELDS, "idempotency_key_mismatch", *_CHARGE),
+        parameters=[header],
+        body=_body("EventRequest", {"string amount": _EVENT_EXAMPLE,
+                                    "number amount, key in the header": number_example}),
+        responses={"202": {
+            "description": "Charged (or, with `Idempotent-Replayed: true`, charged before "
+            "under this key: the original receipt).",
+            "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]},
+                                                "description": "Present on a replay."}},
+            "content": _json("ReceiptSummary"),
+        }},
+        description="The charge is durable (signed and committed) when the answer comes. "
+        "A retry with the same key and body answers the original receipt; the same key "
+        "with another body is 409. Refusals (402, 400) are not stored: a retry after the "
+        "quota was raised may charge.",
+    )
+    post_batch = _operation(
+        "postEventBatch", "Charges", f"Charge up to {limits.batch_events_max} events, "
+        "each with its own result.", security="apiKey",
+        codes=(*_AUTH_KEY, *_JSON_BODY, "invalid_value", "batch_too_large", "overloaded",
+               "customer_overloaded", "service_unavailable", "store_unavailable"),
+        body=_body("BatchRequest", {"two events": {"events": [
+            _EVENT_EXAMPLE, {**_EVENT_EXAMPLE, "idempotent_key": "req-2"}]}}),
+        responses=_ok(200, "One result per event, in order", "BatchResult"),
+        description="Each event carries its own `idempotent_key` (the `Idempotency-Key` "
+        "header is refused here). Events are charged in order; the answer comes once "
+        "every charged item is durable.",
+    )
+    return {"/v1/events": {"post": post_event}, "/v1/events/batch": {"post": post_batch}}
+
+
+def _receipt_paths() -> dict[str, Any]:
+    receipt_id = _path_param("receipt_id", "The receipt's id", "rcpt_0123456789abcdef")
+    cursor = {"type": "string", "minLength": 1, "maxLength": 255}
+    seq = {"type": "integer", "minimum": 0, "maximum": limits.json_safe_integer_max}
+    list_params = [
+        _query_param("limit", "Receipts per page (default 100).",
+                     {"type": "integer", "minimum": 1, "maximum": limits.receipts_page_max}),
+        _query_param("starting_after", "A receipt id: the page after it.", cursor),
+        _query_param("ending_before", "A receipt id: the page before it.", cursor),
+        _query_param("after_seq", "A seq: the page after it (the older cursor, kept).", seq),
+    ]
+    return {
+        "/v1/receipts/{receipt_id}": {"get": _operation(
+            "getReceipt", "Receipts", "One receipt, signed, as stored.", security="apiKey",
+            codes=(*_AUTH_KEY, "receipt_not_found", "store_unavailable"),
+            parameters=[receipt_id], responses=_ok(200, "The receipt", "Receipt"))},
+        "/v1/receipts": {"get": _operation(
+            "listReceipts", "Receipts", "The customer's receipts in chain order (oldest first).",
+            security="apiKey",
+            codes=(*_AUTH_KEY, "invalid_type", "out_of_range", "parameter_unknown",
+                   "parameter_conflict", "resource_missing", "store_unavailable"),
+            parameters=list_params, responses=_ok(200, "One page", "ReceiptList"),
+            description="A Stripe list object. Page forward with `starting_after` = the last "
+            "id of a page while `has_more`; `ending_before` pages backward. `after_seq` and "
+            "`next_after_seq` are the older seq cursor; one cursor per request.")},
+        "/v1/balance": {"get": _operation(
+            "getBalance", "Receipts", "The customer's balance and entitlements.",
+            security="apiKey", codes=(*_AUTH_KEY, "customer_not_found", "store_unavailable"),
+            responses=_ok(200, "The balance", "Balance"))},
+    }
+
+
+def _admin_paths() -> dict[str, Any]:
+    customer_id = _path_param("customer_id", "The customer's id", "cus_42")
+    store = ("store_unavailable",)
+    found = (*_AUTH_ADMIN, "customer_not_found", *store)
+    return {
+        "/v1/customers": {"post": _operation(
+            "createCustomer", "Operators", "Create a customer.", security="adminToken",
+            codes=(*_AUTH_ADMIN, *_JSON_BODY, "invalid_value", "too_long", "invalid_email",
+                   "unknown_currency", "customer_exists", *store),
+            body=_body("CustomerCreate", {"customer": {
+                "customer_id": "cus_42", "email": "ops@example.com", "currency": "USD"}}),
+            responses=_ok(201, "Created", "Customer"))},
+        "/v1/customers/{customer_id}": {"get": _operation(
+            "getCustomer", "Operators", "One customer.", security="adminToken", codes=found,
+            parameters=[customer_id], responses=_ok(200, "The customer", "Customer"))},
+        "/v1/customers/{customer_id}/api-keys": {"post": _operation(
+            "createApiKey", "Operators", "Issue an API key (the secret is shown once).",
+            security="adminToken", codes=found, parameters=[customer_id],
+            responses=_ok(201, "Issued", "ApiKey"))},
+        "/v1/customers/{customer_id}/api-keys/{key_id}": {"delete": _operation(
+            "revokeApiKey", "Operators", "Revoke an API key (at once in this process).",
+            security="adminToken", codes=found,
+            parameters=[customer_id, _path_param("key_id", "The key's id", "key_0123")],
+            responses=_ok(200, "Revoked", "DeletedApiKey"))},
+        "/v1/customers/{customer_id}/entitlements/{entitlement_id}": {"put": _operation(
+            "putEntitlement", "Operators", "Create or replace an entitlement.",
+            security="adminToken",
+            codes=(*found, *_JSON_BODY, "invalid_value", "too_long", "out_of_range",
+                   "invalid_amount", "amount_precision", "amount_too_large"),
+            parameters=[customer_id, _path_param("entitlement_id", "The entitlement's id",
+                                                 "api_calls")],
+            body=_body("EntitlementPut", {"hard quota": {"quota": "500.00", "policy": "hard"},
+                                          "unlimited": {"quota": None}}),
+            responses=_ok(200, "The entitlement as stored", "Entitlement"))},
+        **_operator_tool_paths(customer_id),
+    }
+
+
+def _operator_tool_paths(customer_id: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "/v1/admin/faults/{customer_id}": {"post": _operation(
+            "injectFault", "Operators", "Crash a customer's account actor (chaos tests only).",
+            security="adminToken", codes=(*_AUTH_ADMIN, "not_found"),
+            parameters=[customer_id], responses=_ok(200, "Done", "FaultResult"))},
+        "/v1/admin/tree": {"get": _operation(
+            "getSupervisionTree", "Operators", "The supervision tree, live.",
+            security="adminToken", codes=_AUTH_ADMIN,
+            responses=_ok(200, "The tree", "AnyObject"))},
+        "/v1/admin/reconcile": {"post": _operation(
+            "reconcileNow", "Operators", "Audit every chain now and repair lagging copies.",
+            security="adminToken", codes=(*_AUTH_ADMIN, "reconciler_unavailable"),
+            responses=_ok(200, "What the pass found", "ReconcileSummary"))},
+    }
+
+
+def _stripe_paths() -> dict[str, Any]:
+    who = _body("CustomerLookup", {"by email": {"email": "ann@example.com"},
+                                   "by id": {"customer_id": "cus_42"}})
+    lookup = (*_AUTH_SERVICE, *_STRIPE_BODY, "parameter_missing", "email_invalid",
+              "customer_id_invalid", "customer_not_found", "stripe_error", "overloaded")
+    return {
+        "/v1/stripe/webhook": {"post": _operation(
+            "stripeWebhook", "Stripe", "Stripe's webhook: recorded durably, processed later.",
+            security="stripeSignature",
+            codes=("body_too_large", "invalid_signature", "invalid_payload",
+                   "stripe_not_configured", "store_unavailable", "overloaded"),
+            body={"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/StripeEvent"}}}},
+            responses=_ok(200, "Received", "WebhookAck"))},
+        "/v1/trials/api-key": {"post": _operation(
+            "startTrial", "Web app", "Start a trial for an email and issue its API key.",
+            security="serviceToken",
+            codes=(*_AUTH_SERVICE, *_STRIPE_BODY, "parameter_missing", "email_invalid",
+                   "trial_already_used", "stripe_error", "overloaded"),
+            body=_body("TrialRequest", {"trial": {"email": "ann@example.com"}}),
+            responses=_ok(201, "Started", "Trial"))},
+        "/v1/portal/session": {"post": _operation(
+            "portalSession", "Web app", "A Stripe billing portal session.",
+            security="serviceToken", codes=lookup, body=who,
+            responses=_ok(200, "The portal URL", "BillingLink"))},
+        "/v1/stripe/resolve-url": {"post": _operation(
+            "resolveUrl", "Web app", "The portal for a subscriber, else a Checkout session.",
+            security="serviceToken", codes=lookup, body=who,
+            responses=_ok(200, "Where to send the user", "BillingLink"))},
+        "/v1/stats": {"get": _operation(
+            "getStats", "Web app", "Customers by status, trials, MRR, receipts per day.",
+            security="serviceToken",
+            codes=(*_AUTH_SERVICE, "store_unavailable", "overloaded"),
+            responses=_ok(200, "The figures", "Stats"))},
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (built once; treat it as read-only)."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Vexa Billing API",
+            "version": API_VERSION,
+            "description": "Usage billing with signed, hash-chained receipts. Stripe's "
+            "conventions: Bearer keys, Stripe-shaped errors with `doc_url`, list objects "
+            "with cursors, `Idempotency-Key`, `id` and `object` on every object.",
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": name} for name in
+                 ("Charges", "Receipts", "Operators", "Stripe", "Web app", "Public")],
+        "paths": {**_event_paths(), **_receipt_paths(), **_admin_paths(), **_stripe_paths(),
+                  **_public_paths()},
+        "components": {
+            "securitySchemes": SECURITY_SCHEMES,
+            "schemas": schemas.component_schemas(tuple(ERROR_CODES)),
+            "headers": {"RetryAfter": {"description": "Seconds to wait before a retry.",
+                                       "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+        },
+        "x-error-codes": {
+            code: {"statuses": list(entry.statuses), "meaning": entry.meaning}
+            for code, entry in ERROR_CODES.items()
+        },
+    }
+
+
+@functools.cache
+def query_parameters() -> dict[tuple[str, str], frozenset[str]]:
+    """(METHOD, path template) -> the query parameters it takes (all others
+    are `parameter_unknown`); HEAD takes what GET takes."""
+    allowed: dict[tuple[str, str], frozenset[str]] = {}
+    for path, item in document()["paths"].items():
+        for method, operation in item.items():
+            names = frozenset(p["name"] for p in operation["parameters"] if p["in"] == "query")
+            allowed[(method.upper(), path)] = names
+            if method == "get":
+                allowed[("HEAD", path)] = names
+    return allowed
