@@ -87,6 +87,7 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
         (404,), "No such customer (or it is not the API key's customer)."
     ),
     "receipt_not_found": ErrorCode((404,), "No such receipt (or it is another customer's)."),
+    "api_key_not_found": ErrorCode((404,), "This customer has no API key with that id."),
     "not_found": ErrorCode((404,), "The route is switched off on this server."),
     # Operators
     "invalid_email": ErrorCode((400,), "The email is not an email address."),

@@ -305,7 +305,7 @@ def _admin_paths() -> dict[str, Any]:
             responses=_ok(201, "Issued", "ApiKey"))},
         "/v1/customers/{customer_id}/api-keys/{key_id}": {"delete": _operation(
             "revokeApiKey", "Operators", "Revoke an API key (at once in this process).",
-            security="adminToken", codes=found,
+            security="adminToken", codes=(*found, "api_key_not_found"),
             parameters=[customer_id, _path_param("key_id", "The key's id", "key_0123")],
             responses=_ok(200, "Revoked", "DeletedApiKey"))},
         "/v1/customers/{customer_id}/entitlements/{entitlement_id}": {"put": _operation(
