@@ -25,18 +25,34 @@ _CACHE_MAX = 100_000
 API_KEY_CACHE_TTL_S = 30.0
 
 
-def bearer_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+def _presented_bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "missing_api_key", "send Authorization: Bearer <key>")
+        return None
     return token.strip()
+
+
+def bearer_token(request: web.Request) -> str:
+    token = _presented_bearer(request)
+    if token is None:
+        raise ApiError(401, "missing_api_key", "send Authorization: Bearer <key>")
+    return token
 
 
 def require_token(request: web.Request, expected: str, what: str) -> None:
     token = bearer_token(request)
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise ApiError(401, "invalid_token", f"the {what} token is not valid")
+
+
+def require_service_token(request: web.Request, expected: str | None) -> None:
+    """The web app's service token: 503 while this server has none (an
+    operator's omission, not the caller's), one 401 code for absent or wrong."""
+    if not expected:
+        raise ApiError(503, "service_token_not_configured", "the service token is not configured")
+    token = _presented_bearer(request) or ""
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(401, "invalid_service_token", "a valid service token is required")
 
 
 class ApiKeyCache:
