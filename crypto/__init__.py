@@ -11,7 +11,7 @@ from crypto._jsonl import verify_jsonl
 from crypto._keyring import KeyRing
 from crypto._keys import SigningKey, load_or_create_dev_key, load_private_key_pem
 from crypto._seal import seal_receipt
-from crypto._sign_process import SigningProcess, SigningProcessError
+from crypto._sign_process import SigningProcess, SigningProcessError, sign_reply_timeout_ms
 from crypto._trusted import TrustedKeys
 from crypto.receipt import GENESIS_HASH, RECEIPT_CORE_FIELDS, receipt_hash
 
@@ -35,6 +35,7 @@ __all__ = [
     "load_private_key_pem",
     "receipt_hash",
     "seal_receipt",
+    "sign_reply_timeout_ms",
     "verify_chain",
     "verify_jsonl",
     "verify_receipt",

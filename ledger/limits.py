@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
+# crypto cannot import ledger, so its own limit lives there; checked here.
+from crypto import sign_reply_timeout_ms
+
 # RFC 8785 numbers are IEEE doubles: every integer in a receipt core must stay
 # strictly below 2**53 or the canonical form is not exact.
 json_safe_integer_max: Final = 2**53 - 1
@@ -104,3 +107,7 @@ _check(batch_events_max <= admission_queue_max, "a batch request larger than adm
 _check(batch_events_max <= customer_inflight_max, "a full batch could never be admitted")
 _check(batch_events_max * 2048 <= body_bytes_max * 4, "batch count out of line with body size")
 _check(json_depth_max >= 4, "depth too small for a batch request")
+_check(
+    sign_reply_timeout_ms < actor_ask_timeout_ms,
+    "a hung signing process must be given up (retry-safe) before the request times out",
+)
