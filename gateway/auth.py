@@ -17,8 +17,8 @@ from aiohttp import web
 from gateway.errors import ApiError
 from ledger import ApiKey, LedgerStore
 from ledger.api_keys import hash_api_key
+from ledger.limits import api_key_cache_entries_max
 
-_CACHE_MAX = 100_000
 # Long enough that a customer sending a request every few seconds hits the
 # cache: at 5 s, a third of the requests over 1,000 customers went to the
 # store via a thread hop. Revocation through this process is immediate.
@@ -78,7 +78,7 @@ class ApiKeyCache:
             record = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._store.resolve_api_key, key_hash
             )
-            if len(self._entries) >= _CACHE_MAX:
+            if len(self._entries) >= api_key_cache_entries_max:
                 self._entries.clear()
             self._entries[key_hash] = (now + self._ttl_s, record)
         if record is None:

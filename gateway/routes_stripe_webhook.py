@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Final
 
 import orjson
 import stripe
@@ -18,6 +17,7 @@ from gateway.errors import ApiError, json_response
 from gateway.stripe_context import STRIPE, not_configured
 from gateway.validation import read_raw_body
 from ledger import WebhookEvent
+from ledger.limits import webhook_body_bytes_max
 
 __all__ = ["WebhookSignatureError", "routes", "verify_stripe_signature"]
 
@@ -25,8 +25,6 @@ log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
-# Stripe events can be larger than our API's 64 KiB bodies (expanded objects).
-webhook_body_bytes_max: Final = 512 * 1024
 
 
 class WebhookSignatureError(Exception):

@@ -29,7 +29,7 @@ from gateway.stripe_context import STRIPE, RouteError, StripeContext, not_config
 from gateway.validation import read_json_body, require_object
 from ledger.api_keys import issue_api_key
 from ledger.clock import format_rfc3339
-from ledger.limits import customer_id_chars_max, email_chars_max
+from ledger.limits import customer_id_chars_max, email_chars_max, stats_subscriptions_max
 
 __all__ = ["routes"]
 
@@ -37,7 +37,6 @@ log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
-stats_subscriptions_max: Final = 10_000
 _EMAIL_RE: Final = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
 _TRIAL_METADATA_KEY: Final = "vexa_trial"
 CHARGEABLE: Final = frozenset({"active", "trialing"})

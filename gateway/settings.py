@@ -95,6 +95,13 @@ class Settings:
             raise SettingsError("BILLING_CPUS must be between 0 (automatic) and 4096")
         if not 0 <= self.account_threads <= 10_000:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
+        problems = limits.setting_problems(
+            admission_queue_max=self.admission_queue_max,
+            customer_inflight_max=self.customer_inflight_max,
+            commit_batch_receipts_max=self.commit_batch_receipts_max,
+        )
+        if problems:  # the limits as set, not the defaults ledger.limits checked
+            raise SettingsError(f"limits do not fit together: {'; '.join(problems)}")
         return self
 
 

@@ -27,6 +27,7 @@ from gateway.errors import ApiError
 from gateway.stripe_settings import StripeSettings
 from ledger import LedgerStore
 from ledger.clock import utc_now_rfc3339
+from ledger.limits import stripe_calls_inflight_max, stripe_calls_running_max
 
 __all__ = [
     "STRIPE",
@@ -41,10 +42,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# Stripe calls holding one of the shared executor's threads at once.
-stripe_calls_running_max: Final = 4
-# Stripe route calls waiting for (or running on) the executor; beyond this: 503.
-stripe_calls_inflight_max: Final = 64
 _EMAIL_LOCKS: Final = 64
 RETRY_AFTER_S: Final = 5
 

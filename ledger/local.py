@@ -21,6 +21,7 @@ import structlog
 
 from ledger._locks import locked
 from ledger.errors import StoreUnavailable, check_invariant
+from ledger.limits import subscribers_max
 from ledger.model import StoredReceipt
 
 __all__ = ["FileArchive", "InProcessBroadcast", "Subscriber"]
@@ -29,8 +30,6 @@ log = structlog.get_logger(__name__)
 
 Subscriber = Callable[[Sequence[StoredReceipt]], None]
 
-# Bound on subscribers: each one runs on the publisher's thread.
-subscribers_max: Final = 64
 
 
 class InProcessBroadcast:
