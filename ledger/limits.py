@@ -160,8 +160,6 @@ wal_autocheckpoint_pages_max: Final = 16_384
 # Read connections kept open between reads; more may be open at a peak, and
 # those close when given back.
 reader_idle_max: Final = 32
-# Bound on subscribers: each one runs on the publisher's thread.
-subscribers_max: Final = 64
 
 # Google Cloud adapters.
 # Firestore refuses more than 500 writes in one batch.
