@@ -15,16 +15,13 @@ from typing import Final
 import orjson
 
 from ledger import LedgerStore, ReceiptArchive, ReceiptReadModel, StoredReceipt, limits
+from ledger.limits import repair_batch_receipts_max, report_ids_max
 
 __all__ = ["CopyDiff", "CopyReport", "Divergence", "compare_copies"]
 
 COPY_READ_MODEL: Final = "read_model"
 COPY_ARCHIVE: Final = "archive"
 
-# Missing receipts are written back in batches of at most this many.
-repair_batch_receipts_max: Final = 256
-# Receipt ids kept per list in a report; the counts stay exact beyond it.
-report_ids_max: Final = 100
 
 
 @dataclass(frozen=True, slots=True)

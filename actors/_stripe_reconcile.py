@@ -32,6 +32,7 @@ from actors._stripe_plans import (
 )
 from ledger import AlreadyExists, Customer, Entitlement, LedgerStore, OutboxMessage
 from ledger.clock import utc_now_rfc3339
+from ledger.limits import subscriptions_per_customer_max
 
 __all__ = [
     "ADMIN_API_TOPIC",
@@ -46,8 +47,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 ADMIN_API_TOPIC = "entitlement.admin_api"
-# A customer with more subscriptions than this is an anomaly, not a plan.
-subscriptions_per_customer_max = 1_000
 _LIST_PAGE = 100
 # Striped locks: two reconciliations of one customer (webhook worker and a
 # trial request) never interleave; a fixed number bounds the memory.

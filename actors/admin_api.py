@@ -30,6 +30,7 @@ from actors._stripe_poll import Doorbell, PollingActor, RetryPolicy
 from actors._stripe_reconcile import ADMIN_API_TOPIC
 from ledger import LedgerStore, OutboxMessage
 from ledger.clock import utc_now_rfc3339
+from ledger.limits import admin_batch_max, admin_response_bytes_max
 from supervisor import Link
 
 __all__ = [
@@ -43,9 +44,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-admin_batch_max: Final = 50
 admin_timeout_s: Final = 10.0
-admin_response_bytes_max: Final = 1024 * 1024
 ADMIN_RETRY: Final = RetryPolicy(base_s=2.0, max_s=1800.0)
 
 

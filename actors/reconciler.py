@@ -31,6 +31,7 @@ from actors.stage_owner import LoopThread, StageOwner
 from crypto import JWKSError, TrustedKeys
 from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel
 from ledger.errors import InvariantViolation
+from ledger.limits import reconcile_interval_s_max, summary_items_max
 from supervisor import Link
 
 __all__ = [
@@ -46,13 +47,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# Bounds on the constructor's arguments: a typo of a few zeros fails at start.
-interval_s_max: Final = 86_400.0
 customers_per_round_limit: Final = 100_000
 # How long a full pass waits for a background round to finish its slice.
 full_pass_wait_s: Final = 120.0
-# Failures and errors kept in a PassSummary; the counts stay exact beyond it.
-summary_items_max: Final = 100
 # How long on_stop waits for the audit thread (it checks between customers).
 thread_join_timeout_s: Final = 10.0
 
@@ -174,9 +171,11 @@ class Reconciler(StageOwner):
     ) -> None:
         super().__init__(link, stop_timeout_s=thread_join_timeout_s)
         if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)) or not (
-            0 < interval_s <= interval_s_max
+            0 < interval_s <= reconcile_interval_s_max
         ):
-            raise ValueError(f"interval_s must be in (0, {interval_s_max}], got {interval_s!r}")
+            raise ValueError(
+                f"interval_s must be in (0, {reconcile_interval_s_max}], got {interval_s!r}"
+            )
         if (
             not isinstance(customers_per_round_max, int)
             or not 1 <= customers_per_round_max <= customers_per_round_limit

@@ -23,6 +23,7 @@ from actors._stripe_poll import Doorbell, PollingActor, RetryPolicy
 from actors._stripe_reconcile import ADMIN_API_TOPIC, Reconciler, ReconcileResult, SkipEvent
 from ledger import LedgerStore, WebhookEvent
 from ledger.clock import utc_now_rfc3339
+from ledger.limits import webhook_batch_max, webhook_error_chars_max
 from supervisor import Link
 
 __all__ = [
@@ -42,10 +43,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 HANDLED_EVENT_PREFIXES: Final = ("customer.subscription.", "checkout.session.", "invoice.")
-webhook_batch_max: Final = 50
 WEBHOOK_RETRY: Final = RetryPolicy(base_s=2.0, max_s=3600.0)
-# Error text kept with a failed event (for operators), bounded.
-error_chars_max: Final = 500
 
 
 def is_handled_event(event_type: str) -> bool:
@@ -137,7 +135,7 @@ class StripeSyncWorker:
 
     def _retry_later(self, group: list[WebhookEvent], error: stripe.StripeError) -> None:
         now = self._clock()
-        reason = f"{type(error).__name__}: {error.user_message or ''}"[:error_chars_max]
+        reason = f"{type(error).__name__}: {error.user_message or ''}"[:webhook_error_chars_max]
         for event in group:
             next_at = self._retry.next_attempt_at(now, event.attempts)
             self._store.mark_webhook_failed(event.event_id, reason, next_at)

@@ -47,7 +47,7 @@ from crypto._note import (
     sign_note,
 )
 from crypto._seal import seal_receipt
-from crypto._sign_process import SigningProcess, SigningProcessError
+from crypto._sign_process import SigningProcess, SigningProcessError, sign_reply_timeout_ms
 from crypto._tiles import (
     TILE_HEIGHT,
     TILE_WIDTH_MAX,
@@ -107,6 +107,7 @@ __all__ = [
     "seal_receipt",
     "sign_checkpoint",
     "sign_note",
+    "sign_reply_timeout_ms",
     "tile_path",
     "tile_width",
     "tree_root",

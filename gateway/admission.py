@@ -16,14 +16,13 @@ from collections.abc import Callable
 
 from gateway.errors import ApiError
 from ledger import limits
+from ledger.limits import light_inflight_max
 
 RETRY_AFTER_S = 1
 LOOP_LAG_INTERVAL_S = 0.01
 # Smoothing of the lag samples (one per interval): a single slow callback or
 # GC pause moves the average by a tenth; sustained saturation crosses it.
 LOOP_LAG_WEIGHT = 0.1
-# In flight per customer up to which nobody counts as heavy (see refuse_if_saturated).
-LIGHT_INFLIGHT_MAX = 4
 # The latency limit adapts once per window of completed charges.
 LATENCY_WINDOW_S = 0.1
 # Per window, the limit shrinks at most to this share, and grows by this factor.
@@ -198,7 +197,7 @@ class Admission:
 
     def _sheds(self, mine_after: int) -> bool:
         heaviest = max(self._customers_at, default=0)
-        return heaviest <= LIGHT_INFLIGHT_MAX or mine_after > heaviest // 2
+        return heaviest <= light_inflight_max or mine_after > heaviest // 2
 
     def _move(self, before: int, after: int) -> None:
         levels = self._customers_at

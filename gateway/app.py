@@ -4,6 +4,7 @@ and request metrics; routes from the routes_* modules."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import structlog
 from aiohttp import web
@@ -11,12 +12,16 @@ from aiohttp import web
 from actors.ids import IdMinter
 from gateway import openapi, routes_admin, routes_events, routes_public
 from gateway.errors import ApiError, bad_request
+from gateway.http_metrics import HttpMetrics
 from gateway.services import SERVICES, Services
 from ledger import StoreUnavailable, limits
 
 log = structlog.get_logger(__name__)
 
 _request_ids = IdMinter("req_")
+
+# The request counters the middleware feeds; set by api_app.
+HTTP_METRICS: Final = web.AppKey("http_metrics", HttpMetrics)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,13 +99,21 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             log.exception("http.unhandled_error", path=request.path, method=request.method)
             response = ApiError(500, "internal_error", "an internal error occurred").response()
     response.headers["X-Request-Id"] = request_id
-    metrics = request.app[SERVICES].metrics
+    metrics = request.app[HTTP_METRICS]
     metrics.requests.labels(_route_name(request), str(response.status)).inc()
     return response
 
 
-def build_app(services: Services, *extra_routes: web.RouteTableDef) -> web.Application:
+def api_app(metrics: HttpMetrics) -> web.Application:
+    """An app with the gateway's conventions (error middleware, body bound,
+    request metrics) and no routes yet."""
     app = web.Application(middlewares=[api_middleware], client_max_size=limits.body_bytes_max)
+    app[HTTP_METRICS] = metrics
+    return app
+
+
+def build_app(services: Services, *extra_routes: web.RouteTableDef) -> web.Application:
+    app = api_app(services.metrics)
     app[SERVICES] = services
     app.add_routes(routes_public.routes)
     app.add_routes(routes_events.routes)

@@ -17,26 +17,42 @@ from aiohttp import web
 from gateway.errors import ApiError
 from ledger import ApiKey, LedgerStore
 from ledger.api_keys import hash_api_key
+from ledger.limits import api_key_cache_entries_max
 
-_CACHE_MAX = 100_000
 # Long enough that a customer sending a request every few seconds hits the
 # cache: at 5 s, a third of the requests over 1,000 customers went to the
 # store via a thread hop. Revocation through this process is immediate.
 API_KEY_CACHE_TTL_S = 30.0
 
 
-def bearer_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+def _presented_bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "missing_api_key", "send Authorization: Bearer <key>")
+        return None
     return token.strip()
+
+
+def bearer_token(request: web.Request) -> str:
+    token = _presented_bearer(request)
+    if token is None:
+        raise ApiError(401, "missing_api_key", "send Authorization: Bearer <key>")
+    return token
 
 
 def require_token(request: web.Request, expected: str, what: str) -> None:
     token = bearer_token(request)
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise ApiError(401, "invalid_token", f"the {what} token is not valid")
+
+
+def require_service_token(request: web.Request, expected: str | None) -> None:
+    """The web app's service token: 503 while this server has none (an
+    operator's omission, not the caller's), one 401 code for absent or wrong."""
+    if not expected:
+        raise ApiError(503, "service_token_not_configured", "the service token is not configured")
+    token = _presented_bearer(request) or ""
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(401, "invalid_service_token", "a valid service token is required")
 
 
 class ApiKeyCache:
@@ -62,7 +78,7 @@ class ApiKeyCache:
             record = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._store.resolve_api_key, key_hash
             )
-            if len(self._entries) >= _CACHE_MAX:
+            if len(self._entries) >= api_key_cache_entries_max:
                 self._entries.clear()
             self._entries[key_hash] = (now + self._ttl_s, record)
         if record is None:

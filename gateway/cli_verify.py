@@ -9,7 +9,8 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-jwks_bytes_max = 1024 * 1024
+from ledger.limits import jwks_bytes_max
+
 jwks_fetch_timeout_s = 10.0
 count_chunk_bytes = 1 << 20
 

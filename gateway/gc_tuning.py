@@ -19,8 +19,8 @@ from __future__ import annotations
 import gc
 from typing import Final
 
-# Net container allocations before a young collection (CPython's default: 700).
-GC_YOUNG_ALLOCATIONS_MAX: Final = 20_000
+from ledger.limits import gc_young_allocations_max
+
 # Young collections per middle one, and middle ones per full one.
 GC_MIDDLE_EVERY: Final = 20
 GC_FULL_EVERY: Final = 10
@@ -30,4 +30,4 @@ def tune_gc_for_serving() -> None:
     """Call once start-up is done, before serving."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_ALLOCATIONS_MAX, GC_MIDDLE_EVERY, GC_FULL_EVERY)
+    gc.set_threshold(gc_young_allocations_max, GC_MIDDLE_EVERY, GC_FULL_EVERY)

@@ -102,6 +102,13 @@ class Settings:
         if not 0 <= self.account_threads <= 10_000:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
         self._validate_public_url()
+        problems = limits.setting_problems(
+            admission_queue_max=self.admission_queue_max,
+            customer_inflight_max=self.customer_inflight_max,
+            commit_batch_receipts_max=self.commit_batch_receipts_max,
+        )
+        if problems:  # the limits as set, not the defaults ledger.limits checked
+            raise SettingsError(f"limits do not fit together: {'; '.join(problems)}")
         return self
 
     def _validate_public_url(self) -> None:

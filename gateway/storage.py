@@ -1,7 +1,7 @@
 """Chooses and opens the storage adapters named by the settings.
 
 Embedded default: one SQLite file is the ledger of record and the read model,
-broadcast is in-process, the archive is append-only files. Production: Cloud
+no broadcast (nothing in the process reads one), append-only archive files. Production: Cloud
 Spanner, Firestore, Pub/Sub and Cloud Storage, chosen by URL.
 """
 
@@ -47,7 +47,6 @@ class StorageConfigError(ValueError):
 class Adapters:
     store: LedgerStore
     read_model: ReceiptReadModel
-    broadcast: ReceiptBroadcast
     archive: ReceiptArchive
     # Sinks fed through the outbox (topic -> deliver), at least once, in order
     # per customer. The embedded read model is the store itself: no topic.
@@ -79,7 +78,7 @@ class Adapters:
 
 
 def open_adapters(settings: Settings) -> Adapters:
-    from ledger.local import FileArchive, InProcessBroadcast
+    from ledger.local import FileArchive
     from ledger.sqlite import SqliteLedger
 
     closers: list[Callable[[], None]] = []
@@ -105,11 +104,12 @@ def open_adapters(settings: Settings) -> Adapters:
     else:
         raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
 
-    broadcast: ReceiptBroadcast = InProcessBroadcast()
-    in_process_broadcast = not settings.broadcast_url
+    # Embedded: no broadcast. Nothing in this process reads one, and a
+    # consumer elsewhere needs Pub/Sub (BILLING_BROADCAST) anyway.
+    broadcast: ReceiptBroadcast | None = None
     if settings.broadcast_url:
         broadcast = _open_broadcast(settings.broadcast_url)
-    closers.append(broadcast.close)
+        closers.append(broadcast.close)
     archive: ReceiptArchive = FileArchive(settings.data_dir / ARCHIVE_DIR)
     if settings.archive_url:
         archive = _open_archive(settings.archive_url)
@@ -118,13 +118,10 @@ def open_adapters(settings: Settings) -> Adapters:
     adapters = Adapters(
         store=store,
         read_model=read_model,
-        broadcast=broadcast,
         archive=archive,
         closers=closers,
     )
-    if in_process_broadcast:
-        adapters.after_commit.append(broadcast.publish)
-    else:
+    if broadcast is not None:
         adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
     if sqlite is not None and isinstance(archive, FileArchive):
         adapters.archive_feed = (sqlite, FeedCursor(archive.root / ARCHIVE_CURSOR_FILE))

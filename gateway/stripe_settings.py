@@ -17,6 +17,7 @@ from typing import Any
 import stripe
 
 from actors._stripe_plans import PlanSpec
+from ledger.limits import stripe_network_retries_max
 
 __all__ = ["SettingsError", "StripeSettings", "build_stripe_client", "load"]
 
@@ -29,7 +30,6 @@ TRIAL_PERIOD_S = 3600
 # (retries + 1) * (connect + read) seconds plus the library's backoff.
 STRIPE_CONNECT_TIMEOUT_S = 5.0
 STRIPE_READ_TIMEOUT_S = 20.0
-STRIPE_NETWORK_RETRIES_MAX = 2
 
 # secret file name -> environment variable
 _SECRET_SOURCES: Mapping[str, str] = {
@@ -66,7 +66,7 @@ class StripeSettings:
     trial_period_s: int = TRIAL_PERIOD_S
     connect_timeout_s: float = STRIPE_CONNECT_TIMEOUT_S
     read_timeout_s: float = STRIPE_READ_TIMEOUT_S
-    max_network_retries: int = STRIPE_NETWORK_RETRIES_MAX
+    max_network_retries: int = stripe_network_retries_max
 
     @property
     def enabled(self) -> bool:

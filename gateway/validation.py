@@ -52,6 +52,26 @@ async def read_json_body(request: web.Request) -> Any:
     return value
 
 
+async def read_raw_body(request: web.Request, bytes_max: int) -> bytes:
+    """The exact bytes sent (a signature covers them), or 413 past `bytes_max`.
+
+    Read from the stream rather than `request.read()`, whose bound is the
+    JSON API's `body_bytes_max`; one `read(n)` may return only what has
+    arrived, so read until the end.
+    """
+    too_large = ApiError(413, "body_too_large", f"the body exceeds {bytes_max} bytes")
+    if request.content_length is not None and request.content_length > bytes_max:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(bytes_max + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > bytes_max:
+            raise too_large
+    return b"".join(chunks)
+
+
 def _shape(value: Any, cap: int) -> tuple[int, bool]:
     """Nesting depth of a JSON value, counted up to `cap` (stops early), and
     whether it holds a float."""

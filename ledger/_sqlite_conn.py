@@ -19,24 +19,13 @@ from typing import Final
 import structlog
 
 from ledger.errors import StoreLocked, StoreUnavailable
+from ledger.limits import reader_idle_max, wal_autocheckpoint_pages_max, writer_cache_kib_max
 
 log = structlog.get_logger(__name__)
 
 # How long a statement waits for SQLite's own file lock (only another
 # connection of this process can hold it: the OS lock keeps others out).
 busy_timeout_s: Final = 5.0
-# The writer's page cache. Random receipt ids and idempotency keys dirty about
-# one index leaf per receipt; keeping the indexes' hot pages cached avoids
-# re-reading them for every batch (measured ~2x receipts/s over the 2 MiB default).
-writer_cache_kib_max: Final = 128 * 1024
-# Checkpoint every 64 MiB of WAL rather than SQLite's 4 MiB: with ~3-6 MiB of
-# WAL per 512-receipt batch the default checkpoints (and fsyncs the main file)
-# on almost every commit; a larger WAL lets a hot index page be copied once per
-# checkpoint instead of once per batch. Also the bound on the WAL's size.
-wal_autocheckpoint_pages_max: Final = 16_384
-# Read connections kept open between reads; more may be open at a peak, and
-# those close when given back.
-reader_idle_max: Final = 32
 
 
 def lock_path_for(path: Path) -> Path:

@@ -23,7 +23,7 @@ from ledger._gcp_client import TRANSIENT_ERRORS, Lifecycle
 from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row
 from ledger.errors import StoreUnavailable, check_invariant
 from ledger.gcp_urls import parse_firestore_url
-from ledger.limits import receipts_page_max
+from ledger.limits import firestore_batch_writes_max, receipts_page_max
 from ledger.model import StoredReceipt
 
 __all__ = ["FirestoreReadModel"]
@@ -31,8 +31,6 @@ __all__ = ["FirestoreReadModel"]
 log = structlog.get_logger(__name__)
 
 request_timeout_s: Final = 30.0
-# Firestore refuses more than 500 writes in one batch.
-batch_writes_max: Final = 500
 
 
 def _document(receipt: StoredReceipt) -> dict[str, Any]:
@@ -73,9 +71,9 @@ class FirestoreReadModel:
         unique = {r.receipt_id: r for r in receipts}
         items = list(unique.values())
         try:
-            for start in range(0, len(items), batch_writes_max):
+            for start in range(0, len(items), firestore_batch_writes_max):
                 batch = self._client.batch()
-                for receipt in items[start : start + batch_writes_max]:
+                for receipt in items[start : start + firestore_batch_writes_max]:
                     batch.set(self._collection.document(receipt.receipt_id), _document(receipt))
                 batch.commit(timeout=request_timeout_s)
         except TRANSIENT_ERRORS as error:

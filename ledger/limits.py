@@ -1,5 +1,10 @@
 """Every limit of the service, in one place, checked against each other at import.
 
+Some defaults here can be changed by settings (BILLING_ADMISSION_QUEUE_MAX...);
+`setting_problems` is the part of the cross-checks that involves them, run
+once on the defaults at import and again by `Settings.validate` on the values
+in effect at start-up.
+
 Why here: `ledger` is the lowest package that every layer above may import
 (`gateway -> actors -> ledger`), and most limits bound data that is stored.
 Names end in `_max` (or carry their unit) so a reader knows what is bounded.
@@ -8,6 +13,9 @@ Names end in `_max` (or carry their unit) so a reader knows what is bounded.
 from __future__ import annotations
 
 from typing import Final
+
+# crypto cannot import ledger, so its own limit lives there; checked here.
+from crypto import sign_reply_timeout_ms
 
 # RFC 8785 numbers are IEEE doubles: every integer in a receipt core must stay
 # strictly below 2**53 or the canonical form is not exact.
@@ -69,7 +77,16 @@ sign_batch_receipts_max: Final = 64
 # long a wait for company.
 commit_batch_receipts_max: Final = 512
 commit_linger_ms: Final = 2
-writer_queue_max: Final = admission_queue_max * 2
+
+
+def stage_queue_max(admission_queue_max: int) -> int:
+    """Bound of each charge-path stage queue (signer partition, writer): twice
+    the admission bound, so admitted charges never meet a full queue (a 503)
+    where admission promised a 429 (the composition root sizes them so)."""
+    return admission_queue_max * 2
+
+
+writer_queue_max: Final = stage_queue_max(admission_queue_max)
 
 # Account actors: idle ones are passivated so memory stays bounded. They run
 # on a few shared scheduler threads, not one thread each. On 2 CPUs, 2-8
@@ -88,19 +105,112 @@ actor_ask_timeout_ms: Final = 10_000
 receipts_page_max: Final = 1_000
 
 
+# Gathered from the modules that use them (crypto/ and supervisor/ keep
+# their own: they may not import ledger).
+
+# Stripe sync.
+webhook_batch_max: Final = 50
+# Error text kept with a failed event (for operators), bounded.
+webhook_error_chars_max: Final = 500
+# A customer with more subscriptions than this is an anomaly, not a plan.
+subscriptions_per_customer_max: Final = 1_000
+
+# Admin API relay.
+admin_batch_max: Final = 50
+admin_response_bytes_max: Final = 1024 * 1024
+
+# Reconciler.
+# Missing receipts are written back in batches of at most this many.
+repair_batch_receipts_max: Final = 256
+# Receipt ids kept per list in a report; the counts stay exact beyond it.
+report_ids_max: Final = 100
+# Bounds on the constructor's arguments: a typo of a few zeros fails at start.
+reconcile_interval_s_max: Final = 86_400.0
+# Failures and errors kept in a PassSummary; the counts stay exact beyond it.
+summary_items_max: Final = 100
+
+# Stripe routes.
+# Stripe calls holding one of the shared executor's threads at once.
+stripe_calls_running_max: Final = 4
+# Stripe route calls waiting for (or running on) the executor; beyond this: 503.
+stripe_calls_inflight_max: Final = 64
+# Stripe events can be larger than our API's 64 KiB bodies (expanded objects).
+webhook_body_bytes_max: Final = 512 * 1024
+stats_subscriptions_max: Final = 10_000
+stripe_network_retries_max: Final = 2
+
+# Gateway.
+jwks_bytes_max: Final = 1024 * 1024
+api_key_cache_entries_max: Final = 100_000
+# In flight per customer up to which nobody counts as heavy (Admission.refuse_if_saturated).
+light_inflight_max: Final = 4
+# Net container allocations before a young collection (CPython's default: 700).
+gc_young_allocations_max: Final = 20_000
+
+# SQLite and local adapters.
+# The writer's page cache. Random receipt ids and idempotency keys dirty about
+# one index leaf per receipt; keeping the indexes' hot pages cached avoids
+# re-reading them for every batch (measured ~2x receipts/s over the 2 MiB default).
+writer_cache_kib_max: Final = 128 * 1024
+# Checkpoint every 64 MiB of WAL rather than SQLite's 4 MiB: with ~3-6 MiB of
+# WAL per 512-receipt batch the default checkpoints (and fsyncs the main file)
+# on almost every commit; a larger WAL lets a hot index page be copied once per
+# checkpoint instead of once per batch. Also the bound on the WAL's size.
+wal_autocheckpoint_pages_max: Final = 16_384
+# Read connections kept open between reads; more may be open at a peak, and
+# those close when given back.
+reader_idle_max: Final = 32
+
+# Google Cloud adapters.
+# Firestore refuses more than 500 writes in one batch.
+firestore_batch_writes_max: Final = 500
+
+
+def setting_problems(
+    *, admission_queue_max: int, customer_inflight_max: int, commit_batch_receipts_max: int
+) -> list[str]:
+    """What is wrong with these values together (empty: nothing), one line each.
+
+    Not checked, on purpose: a customer bound or a commit batch above the
+    admission bound (or its queues) is harmless, the smaller bound wins, and
+    a small admission bound is a deliberate choice (overload tests use 16).
+    """
+    problems: list[str] = []
+    if customer_inflight_max < batch_events_max:
+        problems.append(
+            f"customer_inflight_max {customer_inflight_max} is below a full batch request"
+            f" ({batch_events_max} events), which could then never be admitted"
+        )
+    if commit_batch_receipts_max < sign_batch_receipts_max:
+        problems.append(
+            f"commit_batch_receipts_max {commit_batch_receipts_max} is below a signed"
+            f" batch ({sign_batch_receipts_max} receipts)"
+        )
+    return problems
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise RuntimeError(f"limits: {message}")
 
 
+for _problem in setting_problems(
+    admission_queue_max=admission_queue_max,
+    customer_inflight_max=customer_inflight_max,
+    commit_batch_receipts_max=commit_batch_receipts_max,
+):
+    _check(False, _problem)
 _check(amount_minor_max < balance_minor_max, "one charge must fit in a balance")
+_check(balance_minor_max // amount_minor_max > 1_000, "a balance must absorb many charges")
 _check(balance_minor_max < json_safe_integer_max, "balances must stay JSON-exact")
 _check(quota_minor_max <= json_safe_integer_max, "quotas must stay JSON-exact")
 _check(customer_inflight_max <= admission_queue_max, "a customer bound above the global one")
 _check(lagging_inflight_max <= admission_queue_max, "a lagging bound above the global one")
 _check(commit_batch_receipts_max <= writer_queue_max, "a batch larger than its queue")
-_check(sign_batch_receipts_max <= commit_batch_receipts_max, "signed batches above a commit")
 _check(batch_events_max <= admission_queue_max, "a batch request larger than admission")
-_check(batch_events_max <= customer_inflight_max, "a full batch could never be admitted")
 _check(batch_events_max * 2048 <= body_bytes_max * 4, "batch count out of line with body size")
 _check(json_depth_max >= 4, "depth too small for a batch request")
+_check(
+    sign_reply_timeout_ms < actor_ask_timeout_ms,
+    "a hung signing process must be given up (retry-safe) before the request times out",
+)

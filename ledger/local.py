@@ -1,6 +1,6 @@
-"""Embedded adapters: in-process receipt broadcast and a file archive.
+"""Embedded adapter: a file archive.
 
-`InProcessBroadcast` stands in for Pub/Sub; `FileArchive` for Cloud Storage
+`FileArchive` stands in for Cloud Storage
 (7-year retention): one append-only JSON-lines file per customer.
 """
 
@@ -23,64 +23,11 @@ from ledger._locks import locked
 from ledger.errors import StoreUnavailable, check_invariant
 from ledger.model import StoredReceipt
 
-__all__ = ["FileArchive", "InProcessBroadcast", "Subscriber"]
+__all__ = ["FileArchive"]
 
 log = structlog.get_logger(__name__)
 
-Subscriber = Callable[[Sequence[StoredReceipt]], None]
 
-# Bound on subscribers: each one runs on the publisher's thread.
-subscribers_max: Final = 64
-
-
-class InProcessBroadcast:
-    """ReceiptBroadcast in this process: `publish` calls every subscriber, in
-    subscription order, on the caller's thread, with the batch in the order
-    given. A failing subscriber is logged and does not stop the others."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._subscribers: list[Subscriber] = []
-        self._closed = False
-
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Register `subscriber(receipts)`; returns a function that unsubscribes it."""
-        with locked(self._lock, "broadcast"):
-            if self._closed:
-                raise StoreUnavailable("broadcast is closed")
-            if len(self._subscribers) >= subscribers_max:
-                raise ValueError(f"more than {subscribers_max} broadcast subscribers")
-            self._subscribers.append(subscriber)
-
-        def unsubscribe() -> None:
-            with locked(self._lock, "broadcast"):
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
-
-        return unsubscribe
-
-    def publish(self, receipts: Sequence[StoredReceipt]) -> None:
-        with locked(self._lock, "broadcast"):
-            if self._closed:
-                raise StoreUnavailable("broadcast is closed")
-            subscribers = list(self._subscribers)
-        if not receipts:
-            return
-        for subscriber in subscribers:
-            try:
-                subscriber(receipts)
-            except Exception as exc:
-                log.exception(
-                    "ledger.broadcast.subscriber_failed",
-                    subscriber=getattr(subscriber, "__qualname__", repr(subscriber)),
-                    receipts=len(receipts),
-                    error=repr(exc),
-                )
-
-    def close(self) -> None:
-        with locked(self._lock, "broadcast"):
-            self._closed = True
-            self._subscribers.clear()
 
 
 class FileArchive:

@@ -181,7 +181,13 @@ class ScheduledActor(SupervisedActor):
             self._report_exit()
 
     def _handle_envelope(self, envelope: Any) -> None:
-        """One message, as pykka's ThreadingActor loop handles it."""
+        """One message, as pykka's ThreadingActor loop handles it.
+
+        A copy of the loop body of pykka 4.5.0's private
+        `Actor._actor_loop_running` (pinned in pyproject.toml; checked by
+        tests/supervisor/test_pykka_pin.py), except `stop_all(block=False)`:
+        a scheduler thread must not wait for actors it may itself run.
+        """
         try:
             response = self._handle_receive(envelope.message)
             if envelope.reply_to is not None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from ledger.local import FileArchive, InProcessBroadcast
+from ledger.local import FileArchive
 from ledger.model import StoredReceipt
 from ledger.ports import ReceiptBroadcast
 from ledger.sqlite import SqliteLedger
@@ -71,23 +71,6 @@ def make_sqlite(request: pytest.FixtureRequest) -> Iterator[SqliteLedger]:
 
 
 @contextlib.contextmanager
-def make_in_process_broadcast(request: pytest.FixtureRequest) -> Iterator[BroadcastUnderTest]:
-    broadcast = InProcessBroadcast()
-
-    def subscribe(fn: Callable[[StoredReceipt], None]) -> None:
-        def on_batch(receipts: Any) -> None:
-            for receipt in receipts:
-                fn(receipt)
-
-        broadcast.subscribe(on_batch)
-
-    try:
-        yield BroadcastUnderTest(port=broadcast, subscribe=subscribe)
-    finally:
-        broadcast.close()
-
-
-@contextlib.contextmanager
 def make_file_archive(request: pytest.FixtureRequest) -> Iterator[FileArchive]:
     tmp_path: Path = request.getfixturevalue("tmp_path")
     archive = FileArchive(tmp_path / "archive")
@@ -101,7 +84,6 @@ def make_file_archive(request: pytest.FixtureRequest) -> Iterator[FileArchive]:
 LEDGER_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
 READ_MODEL_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "firestore": gcp.make_firestore}
 BROADCAST_FACTORIES: dict[str, Factory] = {
-    "in_process": make_in_process_broadcast,
     "pubsub": gcp.make_pubsub,
 }
 ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive, "gcs": gcp.make_gcs}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -57,3 +58,36 @@ def test_a_stop_signal_to_the_process_group_does_not_stop_signing(
     assert process.sign_detached_many([b"after the signals"]) == [
         key.sign_detached(b"after the signals")
     ]
+
+
+def _assert_hung_child_fails_within(
+    signer: SigningProcess, payloads: list[bytes], deadline_s: float
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(SigningProcessError, match="did not answer"):
+        signer.sign_detached_many(payloads)
+    assert time.monotonic() - started < deadline_s
+    assert signer._process.poll() is not None, "the hung child was left running"
+    with pytest.raises(SigningProcessError):  # and stays failed, never a hang
+        signer.sign_detached_many(payloads)
+
+
+def test_a_hung_signing_process_fails_within_its_deadline(key: SigningKey) -> None:
+    """A stopped child never answers; the signer thread must not wait forever."""
+    signer = SigningProcess(key, reply_timeout_ms=300)
+    try:
+        signer.wait_ready()
+        os.kill(signer._process.pid, signal.SIGSTOP)
+        _assert_hung_child_fails_within(signer, [b"payload"], deadline_s=3.0)
+    finally:
+        signer.close()
+
+
+def test_a_child_hung_at_start_fails_within_its_deadline(key: SigningKey) -> None:
+    signer = SigningProcess(key, start_timeout_ms=300)
+    try:
+        os.kill(signer._process.pid, signal.SIGSTOP)
+        _assert_hung_child_fails_within(signer, [b"payload"], deadline_s=3.0)
+    finally:
+        signer.close()
+

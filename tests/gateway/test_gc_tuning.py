@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.gc_tuning import GC_YOUNG_ALLOCATIONS_MAX, tune_gc_for_serving
+from gateway.gc_tuning import tune_gc_for_serving
+from ledger.limits import gc_young_allocations_max
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def restored_gc() -> Iterator[None]:
 def test_serving_freezes_start_up_objects_and_collects_young_ones_rarely() -> None:
     tune_gc_for_serving()
     assert gc.get_freeze_count() > 0  # what start-up built is out of the way
-    assert gc.get_threshold()[0] == GC_YOUNG_ALLOCATIONS_MAX
+    assert gc.get_threshold()[0] == gc_young_allocations_max
 
     collections_before = gc.get_stats()[0]["collections"]
     # What a thousand requests in flight hold at once (~100 containers each),
@@ -51,6 +52,6 @@ def test_cyclic_garbage_is_still_collected_without_an_explicit_collect() -> None
     first.other, second.other = second, first
     weakref.finalize(first, collected.append, "cycle")
     del first, second
-    for _ in range(GC_YOUNG_ALLOCATIONS_MAX):  # more garbage, never freed by refcount
+    for _ in range(gc_young_allocations_max):  # more garbage, never freed by refcount
         _garbage_cycle()
     assert collected == ["cycle"]

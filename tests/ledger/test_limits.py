@@ -1,15 +1,12 @@
-"""ledger.limits: every bound is named and consistent with the others."""
+"""ledger.limits: every bound is named with its unit.
+
+How the limits fit together is checked at import (ledger/limits.py) and, for
+the ones settings can change, at start-up: tests/gateway/test_settings_limits.py.
+"""
 
 from __future__ import annotations
 
 from ledger import limits
-
-
-def test_money_bounds_stay_json_exact() -> None:
-    assert limits.amount_minor_max < limits.balance_minor_max < limits.json_safe_integer_max
-    assert limits.json_safe_integer_max == 2**53 - 1
-    # Many maximal charges fit in a balance before it could leave the JSON range.
-    assert limits.balance_minor_max // limits.amount_minor_max > 1_000
 
 
 def test_limits_are_positive_integers_named_with_their_unit() -> None:
@@ -24,7 +21,3 @@ def test_limits_are_positive_integers_named_with_their_unit() -> None:
         assert value > 0, name
         assert name.endswith(("_max", "_ms", "_s", "_per_cpu")), name
 
-
-def test_batches_fit_their_queues() -> None:
-    assert limits.commit_batch_receipts_max <= limits.writer_queue_max
-    assert limits.customer_inflight_max <= limits.admission_queue_max

@@ -1,44 +1,18 @@
-"""InProcessBroadcast and FileArchive beyond the contract."""
+"""FileArchive beyond the contract."""
 
 from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from ledger import local
 from ledger.errors import StoreUnavailable
-from ledger.local import FileArchive, InProcessBroadcast
+from ledger.local import FileArchive
 from ledger.model import StoredReceipt
 from tests.contract._chain import Chain
-
-
-def test_broadcast_logs_a_failing_subscriber_and_unsubscribes() -> None:
-    broadcast = InProcessBroadcast()
-    got: list[Sequence[StoredReceipt]] = []
-
-    def failing(receipts: Sequence[StoredReceipt]) -> None:
-        raise RuntimeError("boom")
-
-    unsubscribe = broadcast.subscribe(failing)
-    broadcast.subscribe(got.append)
-    receipt = Chain("cus_a").next().receipt
-    with capture_logs() as logs:
-        broadcast.publish([receipt])
-    assert got == [[receipt]]
-    assert [entry["event"] for entry in logs] == ["ledger.broadcast.subscriber_failed"]
-
-    unsubscribe()
-    with capture_logs() as logs:
-        broadcast.publish([receipt])
-    assert logs == []
-    broadcast.close()
-    with pytest.raises(StoreUnavailable):
-        broadcast.publish([receipt])
 
 
 def test_archive_survives_a_new_instance_and_stays_idempotent(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ temp file, and the real aiohttp app with the Stripe routes on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -12,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from actors._stripe_metrics import StripeMetrics
 from actors._stripe_poll import Doorbell, RetryPolicy
 from actors.stripe_sync import Reconciler, StripeSyncWorker
+from gateway.app import api_app
+from gateway.http_metrics import HttpMetrics
 from gateway.routes_stripe import StripeDeps, add_stripe_routes
 from gateway.stripe_settings import StripeSettings, build_stripe_client, load
 from ledger.sqlite import SqliteLedger
@@ -133,8 +135,10 @@ def make_reconciler(store: SqliteLedger, settings: StripeSettings, metrics: Stri
 
 
 async def start_app(deps: StripeDeps) -> TestClient:
-    app = web.Application()
-    add_stripe_routes(app, deps)
+    """The Stripe routes on an app with the gateway's middleware, without the
+    rest of the service; blocking calls on a thread as Services.blocking does."""
+    app = api_app(HttpMetrics(CollectorRegistry()))
+    add_stripe_routes(app, deps, blocking=asyncio.to_thread)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return client

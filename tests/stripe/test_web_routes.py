@@ -56,7 +56,7 @@ async def test_trial_refused_for_an_email_that_already_paid(
         ("/v1/trials/api-key", {}, 400, "parameter_missing", "email"),
         ("/v1/trials/api-key", {"email": "not-an-email"}, 400, "email_invalid", "email"),
         ("/v1/trials/api-key", {"email": 42}, 400, "email_invalid", "email"),
-        ("/v1/trials/api-key", [1, 2], 400, "invalid_json", None),
+        ("/v1/trials/api-key", [1, 2], 400, "invalid_type", None),
         ("/v1/portal/session", {}, 400, "parameter_missing", "email"),
         ("/v1/portal/session", {"customer_id": "cust_nope"}, 404, "customer_not_found",
          "customer_id"),

@@ -129,3 +129,30 @@ async def test_webhook_without_secret_answers_503(harness: Harness, fake_stripe:
         assert (await response.json())["error"]["code"] == "stripe_not_configured"
     finally:
         await client.close()
+
+
+async def test_a_large_signed_event_is_verified_over_all_its_bytes(
+    harness: Harness, fake_stripe: FakeStripe, prices: Prices, webhook_secret: str
+) -> None:
+    """Stripe events with expanded objects exceed the API's 64 KiB bodies; the
+    whole body must be read (not the first chunk) or the signature fails."""
+    event = _event(fake_stripe, prices)
+    event["data"]["object"]["metadata"] = {f"k{i}": "x" * 400 for i in range(40)}
+    event["data"]["padding"] = "p" * 300_000
+    body, headers = fake_stripe.delivery(event, webhook_secret)
+    assert 256 * 1024 < len(body) < 512 * 1024
+    response = await harness.client.post("/v1/stripe/webhook", data=body, headers=headers)
+    assert response.status == 200, await response.text()
+    assert [e.event_id for e in pending(harness.store)] == [event["id"]]
+
+
+async def test_an_oversized_webhook_is_refused_with_413(
+    harness: Harness, fake_stripe: FakeStripe, prices: Prices, webhook_secret: str
+) -> None:
+    event = _event(fake_stripe, prices)
+    event["data"]["padding"] = "p" * (600 * 1024)
+    body, headers = fake_stripe.delivery(event, webhook_secret)
+    response = await harness.client.post("/v1/stripe/webhook", data=body, headers=headers)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "body_too_large"
+    assert pending(harness.store) == []
