@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from crypto import GENESIS_HASH, ChainReport, TrustedKeys, verify_chain
+from crypto import (
+    GENESIS_HASH,
+    ChainReport,
+    LeafCheck,
+    TrustedKeys,
+    VerificationResult,
+    receipt_leaf,
+    verify_chain,
+)
 from ledger import Entitlement, LedgerStore, StoredReceipt
+from ledger.log_proofs import LogProofs
 
 __all__ = ["CustomerAudit", "audit_customer"]
 
@@ -109,6 +118,25 @@ class _Walk:
             self._observe(index, stored, document)
             yield document
 
+    def leaf_check(self, log: LogProofs) -> LeafCheck:
+        """A receipt proved by its commit's checkpoint: its row's leaf in the
+        stored log must be the hash of its core."""
+
+        def check(document: Mapping[str, object], computed_hash: str) -> VerificationResult:
+            stored = self.last
+            where = f"receipt {document.get('receipt_id')}"
+            if stored is None or stored.log_index is None:
+                return VerificationResult(False, "not_in_log", f"{where} has no log index")
+            if log.leaf(stored.log_index) != receipt_leaf(computed_hash):
+                return VerificationResult(
+                    False,
+                    "leaf_mismatch",
+                    f"{where}: leaf {stored.log_index} of the log is not the hash of its core",
+                )
+            return VerificationResult(True)
+
+        return check
+
     def _observe(self, index: int, stored: StoredReceipt, document: dict[str, object]) -> None:
         self.count += 1
         self.balance_minor += stored.amount_minor
@@ -145,7 +173,10 @@ class _Walk:
 
 
 def audit_customer(
-    store: LedgerStore, jwks: Mapping[str, object] | TrustedKeys, customer_id: str
+    store: LedgerStore,
+    jwks: Mapping[str, object] | TrustedKeys,
+    customer_id: str,
+    log: LogProofs | None = None,
 ) -> CustomerAudit:
     """Verify a customer's whole ledger against the public keys in `jwks`.
 
@@ -168,7 +199,11 @@ def audit_customer(
     entitlements = store.get_entitlements(customer_id)
     walk = _Walk(head_seq=head_seq)
     try:
-        report = verify_chain(walk.documents(iter(store.iter_receipts(customer_id))), keys)
+        report = verify_chain(
+            walk.documents(iter(store.iter_receipts(customer_id))),
+            keys,
+            leaf_check=None if log is None else walk.leaf_check(log),
+        )
     except _Unreadable as unreadable:
         return _failed(customer_id, unreadable.problem, walk, head_seq)
     problem = _first_problem(report, walk)

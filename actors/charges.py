@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from crypto import LogProof
 from ledger import StoredReceipt
 
 # Refusal codes (stable API error codes) and whether a retry may succeed.
@@ -42,6 +43,9 @@ class ChargeOutcome:
     code: str | None = None
     message: str = ""
     param: str | None = None
+    # committed: the receipt's leaf and inclusion proof against the signed
+    # checkpoint of its commit.
+    log: LogProof | None = None
 
     @property
     def retry_safe(self) -> bool:

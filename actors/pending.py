@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from actors.charges import ChargeOutcome, Reply, refused
 from ledger import StoredReceipt
 
@@ -37,6 +39,29 @@ class PendingReceipt:
     outcome: ChargeOutcome | None = None
     _extra_replies: list[Reply] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def seal(self, signature: str | None) -> None:
+        """The stored receipt: the core, its hash, and (receipt mode) its own
+        detached JWS; without one it is proved by its commit's checkpoint."""
+        document = dict(self.core)
+        document["receipt_hash"] = self.receipt_hash
+        if signature is not None:
+            document["signature"] = signature
+        self.receipt = StoredReceipt(
+            customer_id=self.customer_id,
+            seq=self.seq,
+            receipt_id=self.receipt_id,
+            idempotency_key=self.idempotency_key,
+            request_fingerprint=self.fingerprint,
+            entitlement_id=self.entitlement_id,
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            receipt_hash=self.receipt_hash,
+            previous_receipt_hash=self.previous_receipt_hash,
+            balance_after_minor=self.balance_after_minor,
+            recorded_at=self.recorded_at,
+            receipt_json=orjson.dumps(document),
+        )
 
     def add_waiter(self, reply: Reply) -> None:
         """A concurrent duplicate: answered with a replay of the same outcome."""

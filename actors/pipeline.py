@@ -3,6 +3,10 @@
 The supervisor may restart the signer or the writer; each incarnation
 registers itself here on start and unregisters on stop, so account actors
 always reach the current one (or learn that none is up, a retry-safe error).
+
+In `checkpoint` signing mode there is no signer stage: a receipt is proved by
+the signed checkpoint of the commit that logs it, so account actors hand
+their receipts straight to the writer.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ class Stage(Protocol):
 
 
 class Pipeline:
-    def __init__(self) -> None:
+    def __init__(self, *, signs_receipts: bool = True) -> None:
+        # receipt mode: every receipt passes the signer before the writer.
+        self.signs_receipts = signs_receipts
         self._lock = threading.Lock()
         self._signer: Stage | None = None
         self._writer: Stage | None = None
@@ -49,6 +55,14 @@ class Pipeline:
             if self._writer is stage:
                 self._writer = None
 
+    def submit(self, item: PendingReceipt | Barrier) -> None:
+        """The first stage a receipt (or barrier) goes to: the signer in
+        receipt mode, else the writer."""
+        if self.signs_receipts:
+            self.sign(item)
+        else:
+            self.commit(item)
+
     def sign(self, item: PendingReceipt | Barrier) -> None:
         signer = self._signer
         if signer is None:
@@ -73,7 +87,7 @@ class Pipeline:
         """Wait until everything queued for this customer so far is settled."""
         barrier = Barrier(customer_id)
         try:
-            self.sign(barrier)
+            self.submit(barrier)
         except Unavailable:
             return False
         return barrier.done.wait(timeout_s)

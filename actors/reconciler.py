@@ -32,6 +32,7 @@ from crypto import JWKSError, TrustedKeys
 from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel
 from ledger.errors import InvariantViolation
 from ledger.limits import reconcile_interval_s_max, summary_items_max
+from ledger.log_proofs import LogProofs
 from supervisor import Link
 
 __all__ = [
@@ -167,6 +168,7 @@ class Reconciler(StageOwner):
         interval_s: float,
         metrics: ReconcilerMetrics,
         on_integrity_failure: IntegrityFailure,
+        log_proofs: LogProofs | None = None,
         customers_per_round_max: int = 100,
     ) -> None:
         super().__init__(link, stop_timeout_s=thread_join_timeout_s)
@@ -185,6 +187,7 @@ class Reconciler(StageOwner):
                 f"got {customers_per_round_max!r}"
             )
         self._store = store
+        self._log_proofs = log_proofs  # proves receipts that carry no signature
         self._read_model = read_model
         self._archive = archive
         self._jwks = jwks
@@ -281,7 +284,7 @@ class Reconciler(StageOwner):
     def _reconcile_customer(
         self, customer_id: str, keys: TrustedKeys, repair: bool, summary: PassSummary
     ) -> None:
-        audit = audit_customer(self._store, keys, customer_id)
+        audit = audit_customer(self._store, keys, customer_id, self._log_proofs)
         if audit.ok:
             self._metrics.audits.labels(result="ok").inc()
             summary.audits_ok += 1

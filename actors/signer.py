@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 import structlog
 
 from actors.charges import INTERNAL, STORE_UNAVAILABLE
@@ -25,7 +24,7 @@ from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
 from crypto import SigningKey, SigningProcess, SigningProcessError
-from ledger import StoredReceipt, limits
+from ledger import limits
 from supervisor import Link
 
 log = structlog.get_logger(__name__)
@@ -117,7 +116,7 @@ class _SignerStage:
                 self._on_fatal(repr(error))
             else:
                 for item, signature in zip(receipts, signatures, strict=True):
-                    self._seal(item, signature)
+                    item.seal(signature)
             for item in items:
                 if isinstance(item, PendingReceipt) and item.receipt is None:
                     continue  # failed above, already answered
@@ -134,26 +133,6 @@ class _SignerStage:
             log.exception("signer.hand_over_failed", customer_id=item.customer_id)
             self._pipeline.give_up([item], INTERNAL, "signing failed")
             self._on_fatal(repr(error))
-
-    def _seal(self, item: PendingReceipt, signature: str) -> None:
-        document = dict(item.core)
-        document["receipt_hash"] = item.receipt_hash
-        document["signature"] = signature
-        item.receipt = StoredReceipt(
-            customer_id=item.customer_id,
-            seq=item.seq,
-            receipt_id=item.receipt_id,
-            idempotency_key=item.idempotency_key,
-            request_fingerprint=item.fingerprint,
-            entitlement_id=item.entitlement_id,
-            amount_minor=item.amount_minor,
-            currency=item.currency,
-            receipt_hash=item.receipt_hash,
-            previous_receipt_hash=item.previous_receipt_hash,
-            balance_after_minor=item.balance_after_minor,
-            recorded_at=item.recorded_at,
-            receipt_json=orjson.dumps(document),
-        )
 
 
 def _take_batch(q: queue.Queue[Any]) -> tuple[list[Any], bool]:

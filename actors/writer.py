@@ -22,14 +22,18 @@ from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, answer_from_stored
 from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
+from actors.receipt_log import LogAppender, PreparedAppend
 from actors.stage_owner import StageOwner
 from ledger import (
     ChainConflict,
     LedgerError,
     LedgerStore,
+    LogConflict,
     OutboxMessage,
     ReceiptWrite,
     StoredReceipt,
+    StoreUnavailable,
+    limits,
 )
 from supervisor import Link
 
@@ -51,6 +55,7 @@ class _WriterStage:
     def __init__(
         self,
         store: LedgerStore,
+        receipt_log: LogAppender,
         pipeline: Pipeline,
         metrics: ActorMetrics,
         outbox_for: OutboxFor,
@@ -61,6 +66,7 @@ class _WriterStage:
         on_committed: Callable[[Sequence[StoredReceipt]], None],
     ) -> None:
         self._store = store
+        self._log = receipt_log
         self._pipeline = pipeline
         self._metrics = metrics
         self._outbox_for = outbox_for
@@ -160,18 +166,38 @@ class _WriterStage:
     def _commit_once(self, pending: list[PendingReceipt]) -> None:
         receipts = [p.receipt for p in pending if p.receipt is not None]
         if len(receipts) != len(pending):
-            raise RuntimeError("an unsigned receipt reached the ledger writer")
-        outbox: list[OutboxMessage] = []
-        for receipt in receipts:
-            outbox.extend(self._outbox_for(receipt))
+            raise RuntimeError("an unsealed receipt reached the ledger writer")
         started = time.perf_counter()
-        self._store.commit_batch([ReceiptWrite(receipt) for receipt in receipts], outbox)
+        prepared = self._commit_logged(receipts)
+        self._log.adopt(prepared)
         self._metrics.commit_latency_s.observe(time.perf_counter() - started)
         self._metrics.commit_batch_receipts.observe(len(receipts))
         self._metrics.receipts_committed.inc(len(receipts))
-        for item, receipt in zip(pending, receipts, strict=True):
-            item.complete(ChargeOutcome(kind="committed", receipt=receipt))
-        self._on_committed(receipts)
+        for item, receipt, proof in zip(pending, prepared.receipts, prepared.proofs, strict=True):
+            item.complete(ChargeOutcome(kind="committed", receipt=receipt, log=proof))
+        self._on_committed(prepared.receipts)
+
+    def _commit_logged(self, receipts: list[StoredReceipt]) -> PreparedAppend:
+        """Commit the receipts as the log's next leaves with their signed
+        checkpoint; when another writer appended first, rebuild and re-sign."""
+        for _attempt in range(limits.log_conflict_retries_max):
+            prepared = self._log.prepare(receipts)
+            outbox: list[OutboxMessage] = []
+            for receipt in prepared.receipts:
+                outbox.extend(self._outbox_for(receipt))
+            try:
+                self._store.commit_batch(
+                    [ReceiptWrite(receipt) for receipt in prepared.receipts],
+                    outbox,
+                    prepared.log_append,
+                )
+            except LogConflict as conflict:
+                self._metrics.commit_failures.labels(reason="log_conflict").inc()
+                log.info("ledger_writer.log_conflict", stored_size=conflict.stored_size)
+                self._log.forget()
+                continue
+            return prepared
+        raise StoreUnavailable("the receipt log kept moving under this writer; retry")
 
     def _answer_settled_keys(self, losers: list[PendingReceipt]) -> list[PendingReceipt]:
         """Answer from the store the receipts of a failed batch whose key it
@@ -220,6 +246,7 @@ class LedgerWriter(StageOwner):
         link: Link,
         *,
         store: LedgerStore,
+        receipt_log: LogAppender,
         pipeline: Pipeline,
         metrics: ActorMetrics,
         outbox_for: OutboxFor = no_outbox,
@@ -232,8 +259,10 @@ class LedgerWriter(StageOwner):
         super().__init__(link, stop_timeout_s)
         self._store = store
         self._pipeline = pipeline
+        self._receipt_log = receipt_log
         self._stage = _WriterStage(
             store,
+            receipt_log,
             pipeline,
             metrics,
             outbox_for,
@@ -250,6 +279,7 @@ class LedgerWriter(StageOwner):
 
     def on_start(self) -> None:
         self._store.check_writable()  # a store that cannot be written is a failed start
+        self._receipt_log.load()  # and so is a log whose tiles do not give its head
         super().on_start()
 
     def attach(self) -> None:

@@ -5,7 +5,7 @@ See README.md in this folder for the receipt format and how customers verify.
 
 from crypto._canonical import canonical_json
 from crypto._chain import ChainFailure, ChainReport, verify_chain
-from crypto._check import VerificationResult, verify_receipt
+from crypto._check import LeafCheck, verify_receipt
 from crypto._checkpoint import (
     CHECKPOINT_TYP,
     Checkpoint,
@@ -25,6 +25,7 @@ from crypto._errors import (
     ReceiptFieldError,
 )
 from crypto._jsonl import verify_jsonl
+from crypto._jws import VerificationResult
 from crypto._keyring import KeyRing
 from crypto._keys import SigningKey, load_or_create_dev_key, load_private_key_pem
 from crypto._merkle import (
@@ -46,6 +47,7 @@ from crypto._note import (
     parse_checkpoint_note,
     sign_note,
 )
+from crypto._receipt_log import LogBlockError, LogProof, check_log_block, receipt_leaf
 from crypto._seal import seal_receipt
 from crypto._sign_process import SigningProcess, SigningProcessError, sign_reply_timeout_ms
 from crypto._tiles import (
@@ -77,7 +79,10 @@ __all__ = [
     "JWKSError",
     "KeyLoadError",
     "KeyRing",
+    "LeafCheck",
+    "LogBlockError",
     "LogError",
+    "LogProof",
     "NoteError",
     "NoteKey",
     "ProofError",
@@ -91,6 +96,7 @@ __all__ = [
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
+    "check_log_block",
     "checkpoint_note_text",
     "checkpoint_payload",
     "consistency_proof",
@@ -104,6 +110,7 @@ __all__ = [
     "parse_checkpoint_note",
     "parse_tile_path",
     "receipt_hash",
+    "receipt_leaf",
     "seal_receipt",
     "sign_checkpoint",
     "sign_note",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from crypto._check import Link, VerificationResult, check_receipt, link_of, receipt_id_of
+from crypto._check import LeafCheck, Link, check_receipt, link_of, receipt_id_of
+from crypto._jws import VerificationResult
 from crypto._trusted import TrustedKeys, trusted_keys
 from crypto.receipt import GENESIS_HASH, is_receipt_hash
 
@@ -100,8 +101,10 @@ def _broken_link(previous: Link, link: Link) -> tuple[str, str] | None:
     return None
 
 
-def checked_receipt(receipt: object, keys: TrustedKeys) -> Checked:
-    result = check_receipt(receipt, keys)
+def checked_receipt(
+    receipt: object, keys: TrustedKeys, leaf_check: LeafCheck | None = None
+) -> Checked:
+    result = check_receipt(receipt, keys, leaf_check)
     if result.ok and isinstance(receipt, Mapping):
         return result, link_of(receipt), None
     return result, None, receipt_id_of(receipt)
@@ -111,6 +114,7 @@ def verify_chain(
     receipts: Iterable[Mapping[str, object]],
     jwks: Mapping[str, object] | TrustedKeys,
     known_head: str | None = None,
+    leaf_check: LeafCheck | None = None,
 ) -> ChainReport:
     """Verify one customer's receipts in chain order; stop at the first broken link.
 
@@ -119,7 +123,11 @@ def verify_chain(
     reported as hash_mismatch, not as the link it breaks), then linked to the
     one before. `known_head` is a receipt_hash the customer holds: an export
     that never reaches it was truncated. A malformed JWKS raises JWKSError.
+    `leaf_check` proves receipts that carry no proof of their own against a
+    log the caller holds (the service's audit of its own store).
     """
     check_known_head(known_head)
     keys = trusted_keys(jwks)
-    return walk_chain((checked_receipt(receipt, keys) for receipt in receipts), known_head)
+    return walk_chain(
+        (checked_receipt(receipt, keys, leaf_check) for receipt in receipts), known_head
+    )

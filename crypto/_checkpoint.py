@@ -15,8 +15,8 @@ from typing import Final
 
 from crypto._b64 import b64url_decode
 from crypto._canonical import canonical_json
-from crypto._check import check_compact, header_typ
 from crypto._errors import CheckpointError
+from crypto._jws import check_compact, header_typ
 from crypto._keys import SigningKey
 from crypto._merkle import HASH_BYTES
 from crypto._trusted import TrustedKeys, trusted_keys

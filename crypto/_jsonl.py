@@ -20,7 +20,8 @@ from typing import Final
 import orjson
 
 from crypto._chain import ChainReport, Checked, check_known_head, checked_receipt, walk_chain
-from crypto._check import Link, VerificationResult
+from crypto._check import Link
+from crypto._jws import VerificationResult
 from crypto._trusted import TrustedKeys, trusted_keys
 
 batch_lines_max: Final = 1024

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from crypto._errors import JWKSError
 from crypto._jwk import PublicVerifier, public_key_from_jwk, thumbprint, verifier_for
 
 _KNOWN_KTY = frozenset({"RSA", "EC", "OKP"})
+_checkpoints_cached_max = 4_096
+
+
+class _BoundedCache(dict[str, Any]):
+    """A dict that forgets its oldest entry past `entries_max`."""
+
+    def __init__(self, entries_max: int) -> None:
+        super().__init__()
+        self._entries_max = entries_max
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self and len(self) >= self._entries_max:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
 
 
 class TrustedKeys:
@@ -18,7 +33,7 @@ class TrustedKeys:
     so a broken JWKS is reported instead of silently trusting fewer keys.
     """
 
-    __slots__ = ("_by_kid", "document")
+    __slots__ = ("_by_kid", "checkpoints", "document")
 
     def __init__(self, jwks: Mapping[str, object]) -> None:
         if not isinstance(jwks, Mapping):
@@ -28,6 +43,9 @@ class TrustedKeys:
             raise JWKSError('a JWKS must have a "keys" array')
         self.document: dict[str, object] = {"keys": list(keys)}  # to hand to worker processes
         self._by_kid: dict[str, PublicVerifier] = {}
+        # Checkpoints verified with these keys, by JWS: the receipts of one
+        # commit or one export share theirs (see crypto._receipt_log).
+        self.checkpoints: dict[str, Any] = _BoundedCache(_checkpoints_cached_max)
         for position, jwk in enumerate(keys):
             if not isinstance(jwk, Mapping):
                 raise JWKSError(f"JWKS key #{position} is not an object")

@@ -123,8 +123,9 @@ def _receipt_schemas() -> dict[str, Any]:
                    "boolean `committed`."},
         "committed": _BOOL, "seq": _INT, "amount": _AMOUNT, "currency": _CURRENCY,
         "balance_after": _AMOUNT, "quota_remaining": {"type": ["string", "null"]},
-        "receipt_hash": _HASH, "receipt_url": _STRING,
-    })
+        "receipt_hash": _HASH, "receipt_url": _STRING, "log": _ref("LogProof"),
+    }, ("id", "object", "receipt_id", "status", "committed", "seq", "amount", "currency",
+        "balance_after", "quota_remaining", "receipt_hash", "receipt_url"))
     receipt = _object({
         "id": _STRING, "object": _const("receipt"), "receipt_id": _STRING,
         "customer_id": _STRING, "seq": _INT, "idempotency_key": _STRING,
@@ -132,11 +133,18 @@ def _receipt_schemas() -> dict[str, Any]:
         "usage_description": _STRING, "event_timestamp": _TIMESTAMP, "recorded_at": _TIMESTAMP,
         "balance_after_minor": _INT, "quota_remaining_minor": {"type": ["integer", "null"]},
         "previous_receipt_hash": _STRING, "receipt_hash": _HASH,
-        "signature": {"type": "string", "description": "JWS, detached payload."},
+        "signature": {"type": "string", "description": "JWS, detached payload (receipt "
+                      "signing mode only)."},
+        "log": _ref("LogProof"),
         "amount": _AMOUNT, "timestamp": _TIMESTAMP, "status": _const("processed"),
         "committed": _BOOL,
-    }, description="Signed fields plus the unsigned conveniences id, object, amount, "
-       "timestamp, status and committed.")
+    }, ("id", "object", "receipt_id", "customer_id", "seq", "idempotency_key",
+        "entitlement_id", "amount_minor", "currency", "usage_description", "event_timestamp",
+        "recorded_at", "balance_after_minor", "quota_remaining_minor", "previous_receipt_hash",
+        "receipt_hash"),
+       description="Signed fields plus the unsigned conveniences id, object, amount, "
+       "timestamp, status and committed. Proved by `log` (an inclusion proof against a "
+       "signed checkpoint) and, in receipt signing mode, also by its own `signature`.")
     batch_item = {"oneOf": [
         _object({"status": {"const": 202}, "replayed": _BOOL,
                  "receipt": _ref("ReceiptSummary")}),
@@ -229,12 +237,47 @@ def _service_schemas() -> dict[str, Any]:
     }
 
 
+def _log_schemas() -> dict[str, Any]:
+    node = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    size = {"type": "integer", "minimum": 0}
+    checkpoint = _object({
+        "object": _const("checkpoint"), "origin": _STRING, "tree_size": size,
+        "root_hash": _HASH, "timestamp": _TIMESTAMP,
+        "checkpoint": {"type": "string", "description": "Compact JWS of the checkpoint "
+                       "{origin, tree_size, root_hash, timestamp} (typ vexa-checkpoint+jwt)."},
+        "note": {"type": "string", "description": "The same, as a C2SP signed note."},
+        "note_verifier_key": _STRING,
+    }, ("object", "origin", "tree_size", "root_hash", "timestamp", "checkpoint"))
+    return {
+        "LogProof": _object({
+            "index": size, "tree_size": size, "inclusion": {"type": "array", "items": node},
+            "checkpoint": _STRING,
+        }, description="The receipt's leaf index, its RFC 9162 inclusion path (hex) and the "
+           "signed checkpoint whose root it leads to."),
+        "Checkpoint": checkpoint,
+        "CheckpointList": _object({
+            "object": _const("list"), "data": {"type": "array", "items": _ref("Checkpoint")},
+            "has_more": _BOOL, "url": _STRING,
+        }),
+        "ConsistencyProof": _object({
+            "object": _const("consistency_proof"), "first": _ref("Checkpoint"),
+            "second": _ref("Checkpoint"), "proof": {"type": "array", "items": node},
+        }),
+        "InclusionProof": _object({
+            "object": _const("inclusion_proof"), "receipt_id": _STRING, "index": size,
+            "tree_size": size, "inclusion": {"type": "array", "items": node},
+            "checkpoint": _STRING,
+        }),
+    }
+
+
 def component_schemas(error_codes: tuple[str, ...]) -> dict[str, Any]:
     """Every schema the operations refer to, by name."""
     return {
         **_error(error_codes),
         **_request_schemas(),
         **_receipt_schemas(),
+        **_log_schemas(),
         **_account_schemas(),
         **_service_schemas(),
     }

@@ -18,6 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import orjson
 import structlog
@@ -30,10 +31,18 @@ from actors.archive_feed import ArchiveFeed
 from actors.metrics import ActorMetrics
 from actors.outbox import OutboxMetrics, OutboxRelay
 from actors.pipeline import Pipeline
+from actors.receipt_log import LogAppender
 from actors.reconciler import Reconciler, ReconcilerMetrics
 from actors.signer import SignerPool
 from actors.writer import LedgerWriter
-from crypto import KeyRing, SigningKey, load_or_create_dev_key, load_private_key_pem
+from crypto import (
+    KeyRing,
+    NoteKey,
+    SigningKey,
+    load_or_create_dev_key,
+    load_or_create_note_key,
+    load_private_key_pem,
+)
 from gateway.admission import Admission, watch_loop_lag
 from gateway.app import build_app
 from gateway.auth import ApiKeyCache
@@ -45,14 +54,16 @@ from gateway.stripe_settings import StripeSettings
 from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
 from gateway.thread_cpu import ThreadCpuCollector
-from ledger import LedgerError, SigningKeyRecord, StoredReceipt, limits
+from ledger import LedgerError, LogReader, SigningKeyRecord, StoredReceipt, limits
 from ledger.clock import utc_now_rfc3339
+from ledger.log_proofs import LogProofs
 from supervisor import ActorScheduler, ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
 
 log = structlog.get_logger(__name__)
 
 ADMIN_TOKEN_FILE = "admin-token"
 KEYS_DIR = "keys"
+NOTE_KEY_FILE = "receipt-log-note-ed25519.key"
 
 
 def write_secret_file(path: Path, content: str) -> None:
@@ -77,6 +88,13 @@ def resolve_admin_token(settings: Settings) -> tuple[str, bool]:
     token = "adm_" + secrets.token_urlsafe(24)
     write_secret_file(path, token + "\n")
     return token, True
+
+
+def load_note_key(settings: Settings) -> NoteKey:
+    """The receipt log's Ed25519 key for C2SP signed notes (a development key
+    in the data dir unless BILLING_LOG_NOTE_KEY_FILE names one)."""
+    path = settings.log_note_key_path or settings.data_dir / KEYS_DIR / NOTE_KEY_FILE
+    return load_or_create_note_key(path, settings.log_origin)
 
 
 def load_signing_key(settings: Settings) -> SigningKey:
@@ -159,7 +177,10 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
     try:
         key = load_signing_key(settings)
         key_ring = build_key_ring(adapters, key)
-        return _start(settings_with_token, adapters, key, key_ring, generated, stripe_settings)
+        note_key = load_note_key(settings)
+        return _start(
+            settings_with_token, adapters, key, key_ring, note_key, generated, stripe_settings
+        )
     except BaseException:
         adapters.close()
         raise
@@ -170,6 +191,7 @@ def _start(
     adapters: Adapters,
     key: SigningKey,
     key_ring: KeyRing,
+    note_key: NoteKey,
     admin_token_generated: bool,
     stripe_settings: StripeSettings,
 ) -> Runtime:
@@ -181,7 +203,15 @@ def _start(
     # ... and the CPU of each stage's threads and of the signing processes.
     registry.register(ThreadCpuCollector())
     actor_metrics = ActorMetrics(registry)
-    pipeline = Pipeline()
+    signs_receipts = settings.receipt_signing == "receipt"
+    pipeline = Pipeline(signs_receipts=signs_receipts)
+    log_proofs = LogProofs(cast(LogReader, adapters.store))
+    receipt_log = LogAppender(
+        cast(LogReader, adapters.store),
+        key=lambda: key_ring.active,
+        origin=settings.log_origin,
+        now_rfc3339=utc_now_rfc3339,
+    )
     deps = AccountDeps(
         store=adapters.store,
         pipeline=pipeline,
@@ -235,6 +265,7 @@ def _start(
             start=lambda link: LedgerWriter.start(
                 link,
                 store=store,
+                receipt_log=receipt_log,
                 pipeline=pipeline,
                 metrics=actor_metrics,
                 outbox_for=adapters.outbox_for,
@@ -247,20 +278,10 @@ def _start(
             shutdown_timeout_ms=10_000,
             type="worker",
         ),
-        ChildSpec(
-            id="signer",
-            start=lambda link: SignerPool.start(
-                link,
-                key=key,
-                pipeline=pipeline,
-                workers=settings.effective_signer_workers,
-                queue_max=stage_queue_max,
-                metrics=actor_metrics,
-                processes=settings.signer_processes,
-            ),
-            restart="permanent",
-            shutdown_timeout_ms=10_000,
-            type="worker",
+        *(
+            _signer_specs(settings, key, pipeline, actor_metrics, stage_queue_max)
+            if signs_receipts
+            else []
         ),
         ChildSpec(
             id="accounts",
@@ -298,6 +319,7 @@ def _start(
                 interval_s=settings.reconcile_interval_s,
                 metrics=reconciler_metrics,
                 on_integrity_failure=on_integrity_failure,
+                log_proofs=log_proofs,
             ),
             restart="permanent",
             shutdown_timeout_ms=15_000,
@@ -356,6 +378,8 @@ def _start(
         api_keys=ApiKeyCache(store, executor),
         readiness=readiness,
         executor=executor,
+        log_proofs=log_proofs,
+        note_key=note_key,
         jwks_body=orjson.dumps(key_ring.jwks()),
         extras={"tree": root.tree, "reconciler": lambda: root.child("reconciler")},
     )
@@ -369,6 +393,33 @@ def _start(
         account_scheduler=deps.scheduler,
         app_hooks=[stripe.add_routes],
     )
+
+
+def _signer_specs(
+    settings: Settings,
+    key: SigningKey,
+    pipeline: Pipeline,
+    metrics: ActorMetrics,
+    queue_max: int,
+) -> list[ChildSpec]:
+    """The per-receipt signer stage: only in `receipt` signing mode."""
+    return [
+        ChildSpec(
+            id="signer",
+            start=lambda link: SignerPool.start(
+                link,
+                key=key,
+                pipeline=pipeline,
+                workers=settings.effective_signer_workers,
+                queue_max=queue_max,
+                metrics=metrics,
+                processes=settings.signer_processes,
+            ),
+            restart="permanent",
+            shutdown_timeout_ms=10_000,
+            type="worker",
+        )
+    ]
 
 
 def _archive_feed_specs(

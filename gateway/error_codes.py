@@ -87,6 +87,14 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
         (404,), "No such customer (or it is not the API key's customer)."
     ),
     "receipt_not_found": ErrorCode((404,), "No such receipt (or it is another customer's)."),
+    "log_empty": ErrorCode((404,), "The receipt log has no checkpoint yet: charge first."),
+    "checkpoint_not_found": ErrorCode(
+        (404,), "No checkpoint for a log of that size (one exists per commit)."
+    ),
+    "not_in_checkpoint": ErrorCode(
+        (404,), "The receipt was logged after that checkpoint; ask for a later one."
+    ),
+    "tile_not_found": ErrorCode((404,), "No such tile in the log (yet)."),
     "api_key_not_found": ErrorCode((404,), "This customer has no API key with that id."),
     "not_found": ErrorCode((404,), "The route is switched off on this server."),
     # Operators

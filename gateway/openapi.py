@@ -284,6 +284,61 @@ def _receipt_paths() -> dict[str, Any]:
     }
 
 
+def _log_paths() -> dict[str, Any]:
+    size = {"type": "integer", "minimum": 0, "maximum": limits.json_safe_integer_max}
+    reader = (*_AUTH_KEY, "store_unavailable", "log_empty")
+    text = {"200": {"description": "C2SP tlog-checkpoint signed note",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    tile = {"200": {"description": "C2SP tlog-tiles tile: concatenated 32-byte hashes",
+                    "content": {"application/octet-stream": {"schema": {"type": "string"}}}}}
+    receipt_id = _path_param("receipt_id", "The receipt's id", "rcpt_0123456789abcdef")
+    described = "With a customer's API key or the admin token."
+    return {
+        "/v1/log/checkpoint": {"get": _operation(
+            "getLogCheckpoint", "Receipt log", "The latest signed checkpoint (the log head).",
+            security="apiKey", codes=reader, description=described,
+            responses=_ok(200, "The head", "Checkpoint"))},
+        "/v1/log/checkpoint.note": {"get": _operation(
+            "getLogCheckpointNote", "Receipt log", "The head as a C2SP signed note.",
+            security="apiKey", codes=reader, description=described, responses=text)},
+        "/v1/log/checkpoints": {"get": _operation(
+            "listLogCheckpoints", "Receipt log", "Every checkpoint, oldest first (one per "
+            "commit).", security="apiKey",
+            codes=(*reader, "invalid_type", "out_of_range"), description=described,
+            parameters=[_query_param("after_size", "Checkpoints of larger logs only.", size),
+                        _query_param("limit", "Per page (default 100).", {
+                            "type": "integer", "minimum": 1,
+                            "maximum": limits.log_checkpoints_page_max})],
+            responses=_ok(200, "One page", "CheckpointList"))},
+        "/v1/log/consistency": {"get": _operation(
+            "getLogConsistency", "Receipt log", "RFC 9162 consistency proof between two "
+            "checkpoints.", security="apiKey",
+            codes=(*reader, "parameter_missing", "invalid_type", "out_of_range",
+                   "checkpoint_not_found"), description=described,
+            parameters=[{**_query_param("first", "The older checkpoint's tree size.", size),
+                         "required": True},
+                        _query_param("second", "The newer one's (default: the head).", size)],
+            responses=_ok(200, "The proof", "ConsistencyProof"))},
+        "/v1/receipts/{receipt_id}/inclusion": {"get": _operation(
+            "getReceiptInclusion", "Receipt log", "The receipt's inclusion proof against a "
+            "checkpoint.", security="apiKey",
+            codes=(*reader, "receipt_not_found", "invalid_type", "checkpoint_not_found",
+                   "not_in_checkpoint"), description=described,
+            parameters=[receipt_id, _query_param(
+                "tree_size", "The checkpoint's tree size (default: the head).", size)],
+            responses=_ok(200, "The proof", "InclusionProof"))},
+        "/v1/log/tile/{path}": {"get": _operation(
+            "getLogTile", "Receipt log", "A C2SP tlog-tiles tile, e.g. 0/x001/234.p/5.",
+            security="apiKey", codes=(*reader, "tile_not_found"), description=described,
+            parameters=[_path_param("path", "Tile path after tile/", "0/000")],
+            responses=tile)},
+        "/.well-known/receipt-log-note-key": {"get": _operation(
+            "getLogNoteKey", "Public", "The signed note's verifier key (Go sumdb/note).",
+            security=None, responses={"200": {"description": "The verifier key", "content": {
+                "text/plain": {"schema": {"type": "string"}}}}})},
+    }
+
+
 def _admin_paths() -> dict[str, Any]:
     customer_id = _path_param("customer_id", "The customer's id", "cus_42")
     store = ("store_unavailable",)
@@ -390,9 +445,10 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "tags": [{"name": name} for name in
-                 ("Charges", "Receipts", "Operators", "Stripe", "Web app", "Public")],
-        "paths": {**_event_paths(), **_receipt_paths(), **_admin_paths(), **_stripe_paths(),
-                  **_public_paths()},
+                 ("Charges", "Receipts", "Receipt log", "Operators", "Stripe", "Web app",
+                  "Public")],
+        "paths": {**_event_paths(), **_receipt_paths(), **_log_paths(), **_admin_paths(),
+                  **_stripe_paths(), **_public_paths()},
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
             "schemas": schemas.component_schemas(tuple(ERROR_CODES)),

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from actors import charges
 from actors.charges import ChargeOutcome
+from crypto import LogProof
 from gateway.errors import ApiError, json_response
 from ledger import StoredReceipt
 from ledger.money import format_amount
@@ -33,12 +34,16 @@ _STATUS_BY_CODE = {
 }
 
 
-def receipt_document(receipt: StoredReceipt) -> dict[str, Any]:
-    """The full receipt: every core field, receipt_hash, signature, plus the
-    convenience fields `id`, `object`, `amount`, `timestamp`, `status` and
-    `committed` (not signed: verifiers read only the core fields)."""
+def receipt_document(receipt: StoredReceipt, log: LogProof | None = None) -> dict[str, Any]:
+    """The full receipt: every core field, receipt_hash, its proof (`log`:
+    leaf index, inclusion path and signed checkpoint; and in receipt mode its
+    own `signature`), plus the convenience fields `id`, `object`, `amount`,
+    `timestamp`, `status` and `committed` (not signed: verifiers read only the
+    core fields and the proof)."""
     document: dict[str, Any] = {"id": receipt.receipt_id, "object": "receipt"}
     document.update(orjson.loads(receipt.receipt_json))
+    if log is not None:
+        document["log"] = log.to_json()
     document["amount"] = format_amount(receipt.amount_minor, receipt.currency)
     document["timestamp"] = document.get("event_timestamp")
     document["status"] = RECEIPT_STATUS
@@ -46,11 +51,14 @@ def receipt_document(receipt: StoredReceipt) -> dict[str, Any]:
     return document
 
 
-def charge_summary(receipt: StoredReceipt, origin: str) -> dict[str, Any]:
-    """The 202 body of POST /v1/events."""
+def charge_summary(
+    receipt: StoredReceipt, origin: str, log: LogProof | None = None
+) -> dict[str, Any]:
+    """The 202 body of POST /v1/events: with the receipt's log proof when it
+    was just committed (a replay gets it from the receipt's URL)."""
     core: dict[str, Any] = orjson.loads(receipt.receipt_json)
     quota_remaining = core.get("quota_remaining_minor")
-    return {
+    summary = {
         "id": receipt.receipt_id,
         "object": "receipt",
         "receipt_id": receipt.receipt_id,
@@ -66,6 +74,9 @@ def charge_summary(receipt: StoredReceipt, origin: str) -> dict[str, Any]:
         "receipt_hash": receipt.receipt_hash,
         "receipt_url": f"{origin}/v1/receipts/{receipt.receipt_id}",
     }
+    if log is not None:
+        summary["log"] = log.to_json()
+    return summary
 
 
 def outcome_error(outcome: ChargeOutcome) -> ApiError:
@@ -79,4 +90,6 @@ def outcome_response(outcome: ChargeOutcome, origin: str) -> web.Response:
     if outcome.receipt is None or outcome.kind == "refused":
         raise outcome_error(outcome)
     headers = {"Idempotent-Replayed": "true"} if outcome.kind == "replayed" else None
-    return json_response(charge_summary(outcome.receipt, origin), status=202, headers=headers)
+    return json_response(
+        charge_summary(outcome.receipt, origin, outcome.log), status=202, headers=headers
+    )

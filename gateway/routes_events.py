@@ -12,8 +12,8 @@ from gateway.rendering import (
     charge_summary,
     outcome_error,
     outcome_response,
-    receipt_document,
 )
+from gateway.routes_log import documents_with_proofs
 from gateway.services import SERVICES, Services
 from gateway.validation import (
     IDEMPOTENCY_HEADER,
@@ -89,11 +89,13 @@ async def post_event_batch(request: web.Request) -> web.Response:
     items: list[Any] = body["events"]
     if not items:
         raise bad_request("invalid_value", "events must not be empty", "events")
-    if len(items) > limits.batch_events_max:
+    # A batch is admitted whole: never larger than one customer's bound.
+    events_max = min(limits.batch_events_max, services.settings.customer_inflight_max)
+    if len(items) > events_max:
         raise ApiError(
             413,
             "batch_too_large",
-            f"at most {limits.batch_events_max} events per batch, got {len(items)}",
+            f"at most {events_max} events per batch, got {len(items)}",
             param="events",
         )
     now = datetime.now(UTC)
@@ -130,7 +132,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
                 {
                     "status": 202,
                     "replayed": outcome.kind == "replayed",
-                    "receipt": charge_summary(outcome.receipt, origin),
+                    "receipt": charge_summary(outcome.receipt, origin, outcome.log),
                 }
             )
     # `data` is Stripe's name for a list's items; `results` stays for old clients.
@@ -155,7 +157,8 @@ async def get_receipt(request: web.Request) -> web.Response:
         receipt = await services.blocking(services.store.get_receipt, receipt_id)
     if receipt is None or receipt.customer_id != customer_id:
         raise ApiError(404, "receipt_not_found", "no such receipt", param="receipt_id")
-    return json_response(receipt_document(receipt))
+    (document,) = await documents_with_proofs(services, [receipt])
+    return json_response(document)
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -216,7 +219,7 @@ async def list_receipts(request: web.Request) -> web.Response:
     return json_response(
         {
             "object": "list",
-            "data": [receipt_document(r) for r in page],
+            "data": await documents_with_proofs(services, page),
             "has_more": await _has_more(services, customer_id, cursor, page, after_seq, limit),
             "url": request.path,
             "next_after_seq": page[-1].seq if page else after_seq,

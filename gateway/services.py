@@ -18,13 +18,14 @@ from actors.account import ask_charges
 from actors.accounts import AccountDirectory
 from actors.charges import BatchReplies, ChargeBatch, ChargeCommand, ChargeOutcome, refused
 from actors.pipeline import Unavailable
-from crypto import KeyRing
+from crypto import KeyRing, NoteKey
 from gateway.admission import Admission
 from gateway.auth import ApiKeyCache
 from gateway.http_metrics import HttpMetrics
 from gateway.settings import Settings
 from gateway.validation import EventRequest
 from ledger import LedgerStore, ReceiptReadModel
+from ledger.log_proofs import LogProofs
 from supervisor import SupervisorError
 
 T = TypeVar("T")
@@ -67,6 +68,8 @@ class Services:
     api_keys: ApiKeyCache
     readiness: Readiness
     executor: concurrent.futures.ThreadPoolExecutor
+    log_proofs: LogProofs
+    note_key: NoteKey
     jwks_body: bytes = b""
     extras: dict[str, Any] = field(default_factory=dict)
 

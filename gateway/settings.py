@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 from ledger import limits
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+# checkpoint: one signed checkpoint per commit, an inclusion proof per receipt;
+# receipt: also a detached JWS on every receipt (the original format).
+RECEIPT_SIGNING_MODES = ("checkpoint", "receipt")
 
 
 class SettingsError(ValueError):
@@ -32,6 +35,11 @@ class Settings:
     admin_token: str | None = None  # None: generated and kept in data_dir
     signing_key_path: Path | None = None  # None: a development key in data_dir
     signing_alg: str = "RS256"
+    receipt_signing: str = "checkpoint"
+    # The receipt log's name in its checkpoints and signed notes (C2SP
+    # tlog-checkpoint origin): set it to your public host + "/receipts".
+    log_origin: str = "vexa-billing.localhost/receipts"
+    log_note_key_path: Path | None = None  # None: a development Ed25519 key in data_dir
     admission_queue_max: int = limits.admission_queue_max
     customer_inflight_max: int = limits.customer_inflight_max
     loop_lag_max_ms: float = limits.loop_lag_max_ms
@@ -83,6 +91,12 @@ class Settings:
             raise SettingsError(f"port {self.port} is not a TCP port")
         if self.signing_alg not in SIGNING_ALGS:
             raise SettingsError(f"signing alg must be one of {', '.join(SIGNING_ALGS)}")
+        if self.receipt_signing not in RECEIPT_SIGNING_MODES:
+            raise SettingsError(
+                f"BILLING_RECEIPT_SIGNING must be one of {', '.join(RECEIPT_SIGNING_MODES)}"
+            )
+        if not self.log_origin or any(c.isspace() for c in self.log_origin):
+            raise SettingsError("BILLING_LOG_ORIGIN must be a non-empty name without spaces")
         if not 0 < self.admission_queue_max <= 100_000:
             raise SettingsError("BILLING_ADMISSION_QUEUE_MAX must be between 1 and 100000")
         if not self.customer_inflight_max > 0:
@@ -187,6 +201,7 @@ def from_environment(
     """Flags (when given) override `BILLING_*` variables, which override defaults."""
     defaults = Settings()
     key_path = environ.get("BILLING_SIGNING_KEY_FILE")
+    note_key = environ.get("BILLING_LOG_NOTE_KEY_FILE")
     secrets_dir = environ.get("BILLING_SECRETS_DIR")
     settings = Settings(
         host=host or environ.get("BILLING_HOST") or defaults.host,
@@ -199,6 +214,9 @@ def from_environment(
         admin_token=environ.get("BILLING_ADMIN_TOKEN") or None,
         signing_key_path=Path(key_path) if key_path else None,
         signing_alg=environ.get("BILLING_SIGNING_ALG", defaults.signing_alg),
+        receipt_signing=environ.get("BILLING_RECEIPT_SIGNING") or defaults.receipt_signing,
+        log_origin=environ.get("BILLING_LOG_ORIGIN") or defaults.log_origin,
+        log_note_key_path=Path(note_key) if note_key else None,
         admission_queue_max=_int(
             environ, "BILLING_ADMISSION_QUEUE_MAX", defaults.admission_queue_max
         ),

@@ -104,6 +104,15 @@ actor_ask_timeout_ms: Final = 10_000
 # Reading receipts back.
 receipts_page_max: Final = 1_000
 
+# The receipt log. A commit that finds the log moved (another gateway on the
+# same store appended first) rebuilds and re-signs this many times at most,
+# then answers retry-safe.
+log_conflict_retries_max: Final = 8
+# Checkpoints per page of the checkpoint history.
+log_checkpoints_page_max: Final = 1_000
+# Full tiles (immutable) a process keeps for proofs: 8 KiB each.
+log_tile_cache_max: Final = 4_096
+
 
 # Gathered from the modules that use them (crypto/ and supervisor/ keep
 # their own: they may not import ledger).
@@ -174,13 +183,11 @@ def setting_problems(
     Not checked, on purpose: a customer bound or a commit batch above the
     admission bound (or its queues) is harmless, the smaller bound wins, and
     a small admission bound is a deliberate choice (overload tests use 16).
+    A customer bound below a full batch request is allowed too: the batch
+    route then takes at most that many events (413 above it), so a batch is
+    never held back forever.
     """
     problems: list[str] = []
-    if customer_inflight_max < batch_events_max:
-        problems.append(
-            f"customer_inflight_max {customer_inflight_max} is below a full batch request"
-            f" ({batch_events_max} events), which could then never be admitted"
-        )
     if commit_batch_receipts_max < sign_batch_receipts_max:
         problems.append(
             f"commit_batch_receipts_max {commit_batch_receipts_max} is below a signed"

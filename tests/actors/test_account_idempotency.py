@@ -23,6 +23,7 @@ from actors.charges import (
 )
 from actors.metrics import ActorMetrics
 from actors.pipeline import Pipeline
+from actors.receipt_log import LogAppender
 from actors.signer import _SignerStage
 from actors.writer import _WriterStage, no_outbox
 from crypto import SigningKey, verify_receipt
@@ -82,8 +83,18 @@ class Account:
         else:
             self.signer = make_signer(self.pipeline, metrics)
         self._own_signer = make_signer is None
+        receipt_log = LogAppender(store, lambda: _KEY, "test.example/log", utc_now_rfc3339)
         self.writer = _WriterStage(
-            store, self.pipeline, metrics, no_outbox, 64, 256, 0.0, lambda _: None, lambda _: None
+            store,
+            receipt_log,
+            self.pipeline,
+            metrics,
+            no_outbox,
+            64,
+            256,
+            0.0,
+            lambda _: None,
+            lambda _: None,
         )
         self.writer.start()
         self.pipeline.attach_signer(self.signer)

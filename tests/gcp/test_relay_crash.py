@@ -91,7 +91,7 @@ class CountingSinks:
 def outbox_for(receipt: StoredReceipt) -> list[OutboxMessage]:
     """As the composition root writes them: one message per sink topic."""
     topics = dict.fromkeys((TOPIC_READ_MODEL, TOPIC_ARCHIVE), lambda receipts: None)
-    adapters = Adapters(store=None, read_model=None, broadcast=None, archive=None, sinks=topics)  # type: ignore[arg-type]
+    adapters = Adapters(store=None, read_model=None, archive=None, sinks=topics)  # type: ignore[arg-type]
     return adapters.outbox_for(receipt)
 
 
@@ -159,7 +159,11 @@ def test_relay_killed_between_delivery_and_ack_redelivers_without_duplicates_or_
         topic = crashing.unacked[0].rsplit(":", 1)[1]
         assert delivered_unacked <= set(handed_before[topic])  # it reached the sink
         backlog = ledger.outbox_backlog()
-        assert sum(backlog.values()) == 2 * len(receipts) - BATCH_MAX  # only one batch acked
+        # Only the acknowledged batches left the backlog: the crashed one did
+        # not (the other topic's thread may ack once more before the stop).
+        acked_batches = crashing.ack_calls - 1
+        assert acked_batches >= 1
+        assert sum(backlog.values()) == 2 * len(receipts) - BATCH_MAX * acked_batches
 
         # A new relay (the restarted process) drains the backlog.
         exits_second: list[Any] = []

@@ -6,6 +6,8 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+
 from crypto import verify_chain
 from tests.integration.conftest import Customer, Service
 
@@ -55,6 +57,19 @@ async def test_batch_over_the_limit_is_refused_without_charging(service: Service
     assert status == 413
     assert body["error"]["code"] == "batch_too_large"
     assert (await service.balance(customer))["seq"] == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"customer_inflight_max": 4}])
+async def test_a_batch_is_never_larger_than_the_customer_bound(service: Service) -> None:
+    """A batch is admitted whole, so one above the customer's in-flight bound
+    would wait forever: it is refused at once, and one within it charges."""
+    customer = await service.create_customer()
+    status, body = await _post_batch(service, customer, [service.event(customer)] * 5)
+    assert status == 413 and "at most 4 events" in body["error"]["message"]
+    status, body = await _post_batch(
+        service, customer, [service.event(customer) for _ in range(4)]
+    )
+    assert status == 200 and [r["status"] for r in body["results"]] == [202] * 4
 
 
 async def test_batch_shape_errors(service: Service) -> None:

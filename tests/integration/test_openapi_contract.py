@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # from money parsing and from the account actors' refusals.
 _RAISING_SOURCES = (*sorted((ROOT / "gateway").glob("*.py")), ROOT / "ledger" / "money.py")
 _RAISE_RE = re.compile(
-    r"\b(?:ApiError|_RouteError|bad_request|MoneyError|_reject)\(\s*(?:\d+,\s*)?\"([a-z_]+)\""
+    r"\b(?:ApiError|RouteError|bad_request|MoneyError|_reject)\(\s*(?:\d+,\s*)?\"([a-z_]+)\""
 )
 
 
