@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -517,97 +518,115 @@ def run_bench(args: argparse.Namespace) -> int:
         )
         customers_file = tmp_dir / "customers.txt"
 
-        with local_service(log_dir=tmp_dir) as service:
-            started = time.monotonic()
-            customers = asyncio.run(
-                create_customers(
-                    service.url, service.admin_token, args.customers, secrets.token_hex(3)
-                )
-            )
-            setup_s = time.monotonic() - started
-            print(f"bench: service at {service.url}; {len(customers)} customers in {setup_s:.1f} s")
-            customers_file.write_text("".join(f"{cid} {key}\n" for cid, key in customers))
+        sustained_by_mode: dict[str, PhaseResult] = {}
+        for mode_index, mode in enumerate(args.signing_modes):
+            first_mode = mode_index == 0
 
-            def wrk_service(name: str, connections: int, duration_s: float) -> PhaseResult:
-                return run_wrk(
-                    name,
-                    service.url,
-                    customers_file,
-                    connections=connections,
-                    duration_s=duration_s,
-                    threads=args.threads,
-                )
+            def named(phase: str, mode: str = mode) -> str:
+                """Phase names carry the signing mode when several are compared."""
+                return phase if len(args.signing_modes) == 1 else f"{phase}[{mode}]"
 
-            def measured(run_phase: Callable[[], PhaseResult]) -> PhaseResult:
-                """Run a service phase and keep its result and its CPU per charge."""
-                before = cpu_budget.sample(service.url)
-                result = run_phase()
-                charges = round(result.accepted_per_s * result.duration_s)
-                budget = cpu_budget.budget(
-                    result.name, before, cpu_budget.sample(service.url), charges
-                )
-                if budget is not None:
-                    budgets.append(budget)
-                results.append(result)
-                return result
-
-            if args.warmup > 0:
-                wrk_service("warmup", args.connections, args.warmup)
-            print(f"bench: sustained, {args.connections} conns, {args.duration:g} s ...")
-            sustained = measured(lambda: wrk_service("sustained", args.connections, args.duration))
-            if args.rate > 0:
-                time.sleep(args.settle)
-                print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")
-                rate = measured(
-                    lambda: on_uvloop(
-                        open_loop(service.url, customers, args.rate, args.rate_duration)
+            env = {"BILLING_RECEIPT_SIGNING": mode}
+            with local_service(log_dir=tmp_dir, env=env) as service:
+                started = time.monotonic()
+                customers = asyncio.run(
+                    create_customers(
+                        service.url, service.admin_token, args.customers, secrets.token_hex(3)
                     )
                 )
-                notes.append(f"rate: {rate.note}")
-            if args.overload_factor > 0:
-                time.sleep(args.settle)
-                overload = run_overload(args, service.url, customers, customers_file, sustained)
-                results.append(overload)
-                notes.append(f"overload: {overload.note}")
-                if overload.others or overload.errors:
-                    notes.append(
-                        f"overload: NOT only 202/429 - other statuses "
-                        f"{_other_statuses(overload) or 'none'}, {overload.errors} requests"
-                        f" without an answer (transport error or none within"
-                        f" {open_loop_timeout_s:g} s){_error_kinds(overload)}"
-                    )
-                elif not overload.statuses[429]:
-                    notes.append(
-                        "overload: no 429 - requests queued before admission (event loop or"
-                        " socket backlog) instead of being shed"
-                    )
-                else:
-                    notes.append("overload: only 202 and 429 answers, no transport errors")
-            if args.batch:
-                time.sleep(args.settle)
-                print(f"bench: batch of {args.batch_size}, {args.batch_connections} conns ...")
-                batch = measured(
-                    lambda: run_wrk(
-                        "batch",
+                setup_s = time.monotonic() - started
+                print(
+                    f"bench: service ({mode} signing) at {service.url};"
+                    f" {len(customers)} customers in {setup_s:.1f} s"
+                )
+                customers_file.write_text("".join(f"{cid} {key}\n" for cid, key in customers))
+
+                def wrk_service(name: str, connections: int, duration_s: float) -> PhaseResult:
+                    return run_wrk(
+                        name,
                         service.url,
                         customers_file,
-                        connections=args.batch_connections,
-                        duration_s=args.batch_duration,
+                        connections=connections,
+                        duration_s=duration_s,
                         threads=args.threads,
-                        batch_size=args.batch_size,
-                        load=f"{args.batch_connections}c x{args.batch_size}",
                     )
+
+                def measured(run_phase: Callable[[], PhaseResult]) -> PhaseResult:
+                    """Run a service phase and keep its result and its CPU per charge."""
+                    before = cpu_budget.sample(service.url)
+                    result = run_phase()
+                    result = dataclasses.replace(result, name=named(result.name))
+                    charges = round(result.accepted_per_s * result.duration_s)
+                    budget = cpu_budget.budget(
+                        result.name, before, cpu_budget.sample(service.url), charges
+                    )
+                    if budget is not None:
+                        budgets.append(budget)
+                    results.append(result)
+                    return result
+
+                if args.warmup > 0:
+                    wrk_service("warmup", args.connections, args.warmup)
+                print(f"bench: sustained, {args.connections} conns, {args.duration:g} s ...")
+                sustained = measured(
+                    lambda: wrk_service("sustained", args.connections, args.duration)
                 )
-                if sustained.accepted_per_s:
-                    notes.append(
-                        f"batch: {batch.accepted_per_s:.0f} events/s = "
-                        f"{batch.accepted_per_s / sustained.accepted_per_s:.2f}x single events/s"
+                sustained_by_mode[mode] = sustained
+                if args.rate > 0 and first_mode:
+                    time.sleep(args.settle)
+                    print(f"bench: open loop at {args.rate:g} req/s, {args.rate_duration:g} s ...")
+                    rate = measured(
+                        lambda customers=customers: on_uvloop(
+                            open_loop(service.url, customers, args.rate, args.rate_duration)
+                        )
                     )
-                if batch.statuses[429] and not batch.items_accepted:
-                    notes.append(
-                        "batch: every batch got 429 - a batch takes one admission slot per event;"
-                        " lower --batch-size below BILLING_CUSTOMER_INFLIGHT_MAX"
+                    notes.append(f"rate: {rate.note}")
+                if args.overload_factor > 0 and first_mode:
+                    time.sleep(args.settle)
+                    overload = run_overload(args, service.url, customers, customers_file, sustained)
+                    results.append(overload)
+                    notes.append(f"overload: {overload.note}")
+                    if overload.others or overload.errors:
+                        notes.append(
+                            f"overload: NOT only 202/429 - other statuses "
+                            f"{_other_statuses(overload) or 'none'}, {overload.errors} requests"
+                            f" without an answer (transport error or none within"
+                            f" {open_loop_timeout_s:g} s){_error_kinds(overload)}"
+                        )
+                    elif not overload.statuses[429]:
+                        notes.append(
+                            "overload: no 429 - requests queued before admission (event loop or"
+                            " socket backlog) instead of being shed"
+                        )
+                    else:
+                        notes.append("overload: only 202 and 429 answers, no transport errors")
+                if args.batch:
+                    time.sleep(args.settle)
+                    print(f"bench: batch of {args.batch_size}, {args.batch_connections} conns ...")
+                    batch = measured(
+                        lambda: run_wrk(
+                            "batch",
+                            service.url,
+                            customers_file,
+                            connections=args.batch_connections,
+                            duration_s=args.batch_duration,
+                            threads=args.threads,
+                            batch_size=args.batch_size,
+                            load=f"{args.batch_connections}c x{args.batch_size}",
+                        )
                     )
+                    if sustained.accepted_per_s:
+                        notes.append(
+                            f"{named('batch')}: {batch.accepted_per_s:.0f} events/s = "
+                            f"{batch.accepted_per_s / sustained.accepted_per_s:.2f}x"
+                            " single events/s"
+                        )
+                    if batch.statuses[429] and not batch.items_accepted:
+                        notes.append(
+                            "batch: every batch got 429 - a batch takes one admission slot"
+                            " per event;"
+                            " lower --batch-size below BILLING_CUSTOMER_INFLIGHT_MAX"
+                        )
         if overload is not None:  # after the service stopped
             baseline = run_trivial_overload(tmp_dir, args, overload)
             results.append(baseline)
@@ -617,6 +636,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 f" p99 {baseline.p99_ms:.0f} ms (what one event loop on this machine gives"
                 " that load)"
             )
+    sustained = sustained_by_mode[args.signing_modes[0]]
     print()
     print(format_table(results))
     print()
@@ -634,6 +654,15 @@ def run_bench(args: argparse.Namespace) -> int:
                 f"{result.name}: unexpected answers {_other_statuses(result) or 'none'},"
                 f" {result.errors} transport errors{_error_kinds(result)}"
             )
+    if len(sustained_by_mode) > 1:
+        rates = {m: r.accepted_per_s for m, r in sustained_by_mode.items()}
+        base_mode, base_rate = next(iter(rates.items()))
+        for other, rate in list(rates.items())[1:]:
+            if rate:
+                notes.append(
+                    f"signing: {base_mode} {base_rate:.0f} charges/s = "
+                    f"{base_rate / rate:.2f}x {other} {rate:.0f} charges/s"
+                )
     for note in notes:
         print(f"  {note}")
     if budgets:
@@ -683,6 +712,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds between service phases, so one phase's backlog drains before the next",
     )
     parser.add_argument("--batch", action="store_true", help="add the batch phase")
+    parser.add_argument(
+        "--signing-modes",
+        type=lambda text: [m for m in text.split(",") if m],
+        default=["checkpoint"],
+        help="comma-separated BILLING_RECEIPT_SIGNING modes to compare in one run"
+        " (sustained and batch phases per mode; rate and overload on the first)",
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--batch-connections", type=int, default=8)
     parser.add_argument("--batch-duration", type=float, default=15.0)

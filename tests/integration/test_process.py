@@ -41,6 +41,7 @@ class LoadRecord:
 
     sent: dict[str, tuple[Customer, dict[str, Any]]] = field(default_factory=dict)
     acked: dict[str, str] = field(default_factory=dict)  # key -> receipt_id
+    acked_leaf: dict[str, int] = field(default_factory=dict)  # key -> log index answered
     answered: dict[str, int] = field(default_factory=dict)  # key -> status
     failed: dict[str, str] = field(default_factory=dict)  # key -> connection error
     inflight: int = 0
@@ -87,6 +88,7 @@ async def _load(
             record.answered[key] = status
             if status == 202:
                 record.acked[key] = answer["receipt_id"]
+                record.acked_leaf[key] = answer["log"]["index"]
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
 
@@ -143,7 +145,14 @@ async def test_kill_9_under_load_loses_nothing_acknowledged_and_retries_charge_o
                     assert response.status == 200, (key, await response.text())
 
             await asyncio.gather(*(fetch(k, r) for k, r in record.acked.items()))
-            await _check_chains(service, customers)
+            chains = await _check_chains(service, customers)  # proofs against the head, too
+            # Every acknowledged receipt is the leaf it was answered with, under
+            # a stored checkpoint; the log has no gap and no index used twice.
+            leaf_of = {r["idempotency_key"]: r["log"]["index"] for c in chains.values() for r in c}
+            assert all(leaf_of[key] == leaf for key, leaf in record.acked_leaf.items())
+            async with session.get("/v1/log/checkpoint", headers=customers[0].auth) as response:
+                head_before = (await response.json())["tree_size"]
+            assert sorted(leaf_of.values()) == list(range(head_before))
 
             # Retry every request ever sent, acknowledged or not.
             replayed_unacked = 0
@@ -161,7 +170,13 @@ async def test_kill_9_under_load_loses_nothing_acknowledged_and_retries_charge_o
 
             await asyncio.gather(*(retry(k, c, b) for k, (c, b) in record.sent.items()))
             chains = await _check_chains(service, customers)
+            async with session.get(
+                "/v1/log/consistency", params={"first": head_before}, headers=customers[0].auth
+            ) as response:
+                assert response.status == 200  # the log resumed on top of what it had
         keys = [r["idempotency_key"] for chain in chains.values() for r in chain]
+        leaves = sorted(r["log"]["index"] for chain in chains.values() for r in chain)
+        assert leaves == list(range(len(keys))), "the resumed log has a gap or a reused index"
         assert len(keys) == len(set(keys)), "an idempotency key was charged twice"
         assert set(keys) == set(record.sent), "every request was charged exactly once"
         assert replayed_unacked <= len(unanswered)
