@@ -36,7 +36,7 @@ locals {
     var.stripe_enabled ? ["stripe-secret-key", "stripe-webhook-secret"] : [],
     var.optional_secrets,
   )
-  env_secrets = { for name in local.mounted_env_secrets : name => local.secret_env[name] }
+  env_secrets  = { for name in local.mounted_env_secrets : name => local.secret_env[name] }
   secret_names = toset(concat(["signing-key"], keys(local.env_secrets)))
 
   # Cloud Run's deterministic URL (service-projectnumber.region.run.app): the
@@ -186,8 +186,8 @@ resource "google_firestore_database" "read_model" {
 # GET /v1/receipts: where customer_id == C and seq > N order by seq
 # (ledger/firestore.py list_receipts).
 resource "google_firestore_index" "receipts_by_customer_seq" {
-  database   = google_firestore_database.read_model.name
-  collection = var.firestore_collection
+  database    = google_firestore_database.read_model.name
+  collection  = var.firestore_collection
   query_scope = "COLLECTION"
 
   fields {
@@ -486,8 +486,8 @@ resource "google_artifact_registry_repository_iam_member" "deployer_push" {
 
 resource "google_project_iam_member" "deployer" {
   for_each = toset([
-    "roles/run.developer",       # update the service and the job, execute the job
-    "roles/logging.logWriter",   # Cloud Build logs of a user-specified service account
+    "roles/run.developer",     # update the service and the job, execute the job
+    "roles/logging.logWriter", # Cloud Build logs of a user-specified service account
   ])
   project = var.project_id
   role    = each.value
