@@ -44,15 +44,20 @@ def _tiles(conn: sqlite3.Connection, keys: Sequence[TileKey]) -> dict[TileKey, b
     return found
 
 
-def apply_log_append(
+def check_stored_log(
     conn: sqlite3.Connection, receipts: Sequence[StoredReceipt], log: LogAppend | None
 ) -> None:
-    """Check the append rules against what is stored, then write the tiles and
-    the checkpoint; inside the caller's transaction (which rolls back on error)."""
+    """Check the append rules against what is stored, inside the caller's
+    transaction and BEFORE the receipts are inserted: a stale size would
+    otherwise surface as a clash on the unique leaf index, not a LogConflict."""
     stored_tiles = _tiles(conn, list(log.tiles)) if log is not None else {}
     check_log_append(
         stored_log_size(conn) if log is not None else 0, stored_tiles, receipts, log
     )
+
+
+def write_log(conn: sqlite3.Connection, log: LogAppend | None) -> None:
+    """Write the checked append's tiles and checkpoint (the new head)."""
     if log is None:
         return
     execute_values(

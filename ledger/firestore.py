@@ -20,7 +20,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from ledger._gcp_client import TRANSIENT_ERRORS, Lifecycle
-from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row
+from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_fields
 from ledger.errors import StoreUnavailable, check_invariant
 from ledger.gcp_urls import parse_firestore_url
 from ledger.limits import firestore_batch_writes_max, receipts_page_max
@@ -39,10 +39,7 @@ def _document(receipt: StoredReceipt) -> dict[str, Any]:
 
 def _receipt(data: dict[str, Any] | None) -> StoredReceipt:
     check_invariant(data is not None, "receipt document without data")
-    fields = data or {}
-    missing = [name for name in RECEIPT_FIELDS if name not in fields]
-    check_invariant(not missing, f"receipt document lacks {missing}")
-    return receipt_from_row([fields[name] for name in RECEIPT_FIELDS])
+    return receipt_from_fields(data or {})
 
 
 class FirestoreReadModel:

@@ -64,7 +64,8 @@ class LedgerStore(Protocol):
         `ledger.log_rules`). Durable when it returns. Raises ChainConflict
         naming every customer whose compare-and-set (seq and previous hash)
         failed or whose idempotency key exists, or LogConflict when another
-        writer appended to the log first; then nothing was written."""
+        writer appended to the log first (its leaf indexes then clash with
+        stored ones: still a LogConflict); then nothing was written."""
         ...
 
     def load_account(self, customer_id: str) -> AccountState | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
+from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_fields, receipt_row
 from ledger.errors import InvariantViolation, LedgerError
 from ledger.model import StoredReceipt
 
@@ -23,6 +23,6 @@ def decode_stored_receipt(payload: bytes) -> StoredReceipt:
     try:
         fields: dict[str, Any] = orjson.loads(payload)
         fields["receipt_json"] = str(fields["receipt_json"]).encode("utf-8")
-        return receipt_from_row([fields[name] for name in RECEIPT_FIELDS])
+        return receipt_from_fields(fields)
     except (orjson.JSONDecodeError, KeyError, TypeError, InvariantViolation) as error:
         raise LedgerError(f"outbox payload is not a stored receipt: {error}") from error

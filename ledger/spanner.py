@@ -13,22 +13,29 @@ Every RPC carries a timeout; a transaction retries on ABORTED until
 
 from __future__ import annotations
 
-import base64
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import structlog
 from google.api_core import exceptions as gexc
 from google.cloud import spanner
 from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, param_types
-from google.cloud.spanner_v1.keyset import KeySet as _UntypedKeySet
 
 from crypto.receipt import GENESIS_HASH
 from ledger._gcp_client import TRANSIENT_ERRORS, Lifecycle, release_quietly
 from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
+from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, request_timeout_s
+from ledger._spanner_log import (
+    CHECKPOINT_SELECT,
+    HEAD_SELECT,
+    check_log,
+    checkpoint_from_row,
+    read_tiles,
+    write_log,
+)
 from ledger.errors import (
     AlreadyExists,
     ChainConflict,
@@ -39,12 +46,14 @@ from ledger.errors import (
 )
 from ledger.gcp_urls import SpannerUrl, parse_spanner_url
 from ledger.limits import commit_batch_receipts_max, receipts_page_max
+from ledger.log_rules import log_indexes_of
 from ledger.model import (
     AccountState,
     ApiKey,
     Customer,
     Entitlement,
     LogAppend,
+    LogCheckpoint,
     OutboxMessage,
     SigningKeyRecord,
     StoredReceipt,
@@ -59,7 +68,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-request_timeout_s: Final = 30.0
 # Total time a transaction may spend retrying ABORTED before giving up.
 transaction_timeout_s: Final = 60.0
 outbox_messages_max: Final = commit_batch_receipts_max * 4
@@ -114,8 +122,6 @@ _OUTBOX_COLS: Final = (
     "last_error",
 )
 _RECEIPT_SELECT: Final = ", ".join(RECEIPT_FIELDS)
-# The client's KeySet is unannotated; this typed alias keeps mypy strict honest.
-KeySet: Final[Callable[..., Any]] = _UntypedKeySet
 _STR: Final = param_types.STRING
 _INT: Final = param_types.INT64
 _TIMESTAMP: Final = param_types.TIMESTAMP
@@ -159,21 +165,11 @@ def _entitlement_row(entitlement: Entitlement, used_minor: int) -> tuple[Any, ..
 
 
 def _webhook(row: Sequence[Any]) -> WebhookEvent:
-    return WebhookEvent(*_decode_bytes(row))
+    return WebhookEvent(*decode_bytes(row))
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMessage:
-    return OutboxMessage(*_decode_bytes(row))
-
-
-def _encode_bytes(row: Sequence[Any]) -> tuple[Any, ...]:
-    """The client sends BYTES values as they are, and Spanner wants base64."""
-    return tuple(base64.b64encode(v) if isinstance(v, bytes) else v for v in row)
-
-
-def _decode_bytes(row: Sequence[Any]) -> list[Any]:
-    """...and reads hand back the base64 text, as bytes: decode it."""
-    return [base64.b64decode(v, validate=True) if isinstance(v, bytes) else v for v in row]
+    return OutboxMessage(*decode_bytes(row))
 
 
 def _one(rows: list[T]) -> T | None:
@@ -183,6 +179,83 @@ def _one(rows: list[T]) -> T | None:
 
 def _page_limit(limit: int) -> int:
     return max(0, min(int(limit), receipts_page_max))
+
+
+class _Chains:
+    """The batch's customers' chain heads, used keys and entitlement usage as
+    read under the transaction's locks, advanced receipt by receipt."""
+
+    def __init__(
+        self,
+        heads: dict[str, tuple[int, str, int]],
+        used_keys: set[tuple[str, str]],
+        usage: dict[tuple[str, str], int],
+    ) -> None:
+        self.heads = heads
+        self.used_keys = used_keys
+        self.usage = usage
+
+    def _conflict(self, receipt: StoredReceipt) -> str | None:
+        head = self.heads.get(receipt.customer_id)
+        if head is None:
+            return "unknown_account"
+        if (receipt.customer_id, receipt.idempotency_key) in self.used_keys:
+            return "idempotency_key_exists"
+        if head[0] != receipt.seq - 1:
+            return "stale_seq"
+        if head[1] != receipt.previous_receipt_hash:
+            # Same seq, other chain: a stale in-flight receipt of a chain
+            # that failed must not land on its replacement.
+            return "stale_previous_hash"
+        return None
+
+    def advance(self, receipts: Sequence[StoredReceipt]) -> None:
+        """Extend every chain by its receipts, or raise ChainConflict naming
+        every customer whose compare-and-set fails."""
+        conflicts: dict[str, str] = {}
+        for receipt in receipts:
+            cid = receipt.customer_id
+            if cid in conflicts:
+                continue
+            reason = self._conflict(receipt)
+            if reason is not None:
+                conflicts[cid] = reason
+                continue
+            self.heads[cid] = (receipt.seq, receipt.receipt_hash, receipt.balance_after_minor)
+            self.used_keys.add((cid, receipt.idempotency_key))
+            if (cid, receipt.entitlement_id) in self.usage:
+                self.usage[(cid, receipt.entitlement_id)] += receipt.amount_minor
+        if conflicts:
+            raise ChainConflict(conflicts, conflicts)
+
+
+def _read_chains(txn: Any, receipts: Sequence[StoredReceipt]) -> _Chains:
+    """Accounts, used idempotency keys and usage of the batch: one read each."""
+    customers = list(dict.fromkeys(r.customer_id for r in receipts))
+    usage_keys = list(dict.fromkeys((r.customer_id, r.entitlement_id) for r in receipts))
+    chains = _Chains({}, set(), {})
+    if not receipts:
+        return chains
+    for cid, seq, head_hash, balance in txn.read(
+        "Accounts", _ACCOUNT_COLS, KeySet(keys=[[c] for c in customers]), timeout=request_timeout_s
+    ):
+        chains.heads[cid] = (int(seq), str(head_hash), int(balance))
+    for cid, key in txn.read(
+        "Receipts",
+        ("customer_id", "idempotency_key"),
+        KeySet(keys=[[r.customer_id, r.idempotency_key] for r in receipts]),
+        index="ReceiptsByKey",
+        timeout=request_timeout_s,
+    ):
+        chains.used_keys.add((str(cid), str(key)))
+    for cid, eid, used in txn.read(
+        "Entitlements",
+        ("customer_id", "entitlement_id", "used_minor"),
+        KeySet(keys=[list(k) for k in usage_keys]),
+        timeout=request_timeout_s,
+    ):
+        chains.usage[(str(cid), str(eid))] = int(used)
+    return chains
 
 
 class SpannerLedger:
@@ -296,9 +369,6 @@ class SpannerLedger:
         outbox: Sequence[OutboxMessage],
         log_append: LogAppend | None = None,
     ) -> None:
-        # The receipt log on Spanner is not written yet: refuse rather than
-        # commit receipts outside the log.
-        check_invariant(log_append is None, "the Spanner adapter does not write the log yet")
         if not writes and not outbox:
             return
         check_invariant(
@@ -307,91 +377,45 @@ class SpannerLedger:
         )
         check_invariant(len(outbox) <= outbox_messages_max, "outbox batch too large")
         receipts = [write.receipt for write in writes]
-        customers = list(dict.fromkeys(r.customer_id for r in receipts))
-        usage_keys = list(dict.fromkeys((r.customer_id, r.entitlement_id) for r in receipts))
+        log_indexes_of(receipts, log_append)  # the append's own shape, before any I/O
 
         def work(txn: Any) -> None:
             # One read per table for the whole batch, all under the transaction's
             # locks: a concurrent writer of the same rows aborts one of us.
-            heads: dict[str, tuple[int, str, int]] = {}
-            if customers:
-                for cid, seq, head_hash, balance in txn.read(
-                    "Accounts",
-                    _ACCOUNT_COLS,
-                    KeySet(keys=[[c] for c in customers]),
-                    timeout=request_timeout_s,
-                ):
-                    heads[cid] = (int(seq), str(head_hash), int(balance))
-            used_keys: set[tuple[str, str]] = set()
-            if receipts:
-                for cid, key in txn.read(
-                    "Receipts",
-                    ("customer_id", "idempotency_key"),
-                    KeySet(keys=[[r.customer_id, r.idempotency_key] for r in receipts]),
-                    index="ReceiptsByKey",
-                    timeout=request_timeout_s,
-                ):
-                    used_keys.add((str(cid), str(key)))
-            usage: dict[tuple[str, str], int] = {}
-            if usage_keys:
-                for cid, eid, used in txn.read(
-                    "Entitlements",
-                    ("customer_id", "entitlement_id", "used_minor"),
-                    KeySet(keys=[list(k) for k in usage_keys]),
-                    timeout=request_timeout_s,
-                ):
-                    usage[(str(cid), str(eid))] = int(used)
-
-            conflicts: dict[str, str] = {}
-            for receipt in receipts:
-                cid = receipt.customer_id
-                if cid in conflicts:
-                    continue
-                head = heads.get(cid)
-                key = (cid, receipt.idempotency_key)
-                if head is None:
-                    conflicts[cid] = "unknown_account"
-                elif key in used_keys:
-                    conflicts[cid] = "idempotency_key_exists"
-                elif head[0] != receipt.seq - 1:
-                    conflicts[cid] = "stale_seq"
-                elif head[1] != receipt.previous_receipt_hash:
-                    # Same seq, other chain: a stale in-flight receipt of a
-                    # chain that failed must not land on its replacement.
-                    conflicts[cid] = "stale_previous_hash"
-                else:
-                    heads[cid] = (receipt.seq, receipt.receipt_hash, receipt.balance_after_minor)
-                    used_keys.add(key)
-                    if (cid, receipt.entitlement_id) in usage:
-                        usage[(cid, receipt.entitlement_id)] += receipt.amount_minor
-            if conflicts:
-                raise ChainConflict(conflicts, conflicts)
-
+            # The log's compare-and-set first, as in every adapter.
+            check_log(txn, receipts, log_append)
+            chains = _read_chains(txn, receipts)
+            chains.advance(receipts)
             if receipts:
                 txn.insert(
-                    "Receipts", RECEIPT_FIELDS, [_encode_bytes(receipt_row(r)) for r in receipts]
+                    "Receipts", RECEIPT_FIELDS, [encode_bytes(receipt_row(r)) for r in receipts]
                 )
                 txn.update(
-                    "Accounts",
-                    _ACCOUNT_COLS,
-                    [(cid, *heads[cid]) for cid in customers],
+                    "Accounts", _ACCOUNT_COLS, [(cid, *head) for cid, head in chains.heads.items()]
                 )
-            if usage:
+            if chains.usage:
                 txn.update(
                     "Entitlements",
                     ("customer_id", "entitlement_id", "used_minor"),
-                    [(cid, eid, used) for (cid, eid), used in usage.items()],
+                    [(cid, eid, used) for (cid, eid), used in chains.usage.items()],
                 )
             if outbox:
                 _insert_outbox(txn, outbox)
+            if log_append is not None:
+                write_log(txn, log_append)
 
         try:
             self._transact(work)
         except gexc.AlreadyExists as error:
-            # Keys and seqs were checked under lock, so only a receipt_id
-            # collision is left: a bug upstream, never a retryable state.
+            # Keys, seqs and the log size were checked under lock, so only a
+            # receipt_id collision is left: a bug upstream, never retryable.
             raise InvariantViolation(f"receipt row already exists: {error}") from error
-        log.debug("spanner.batch_committed", receipts=len(receipts), outbox=len(outbox))
+        log.debug(
+            "spanner.batch_committed",
+            receipts=len(receipts),
+            outbox=len(outbox),
+            log_size=None if log_append is None else log_append.checkpoint.tree_size,
+        )
 
     def load_account(self, customer_id: str) -> AccountState | None:
         def run() -> AccountState | None:
@@ -464,7 +488,7 @@ class SpannerLedger:
     ) -> list[StoredReceipt]:
         types = {name: (_INT if isinstance(v, int) else _STR) for name, v in params.items()}
         rows = self._query(f"SELECT {_RECEIPT_SELECT} FROM {where}{suffix}", params, types)
-        return [receipt_from_row(_decode_bytes(row)) for row in rows]
+        return [receipt_from_row(decode_bytes(row)) for row in rows]
 
     def find_receipt_by_key(self, customer_id: str, idempotency_key: str) -> StoredReceipt | None:
         return self.find_receipts_by_keys(customer_id, [idempotency_key]).get(idempotency_key)
@@ -481,7 +505,7 @@ class SpannerLedger:
             {"c": customer_id, "keys": keys},
             {"c": _STR, "keys": _STR_ARRAY},
         )
-        receipts = (receipt_from_row(_decode_bytes(row)) for row in rows)
+        receipts = (receipt_from_row(decode_bytes(row)) for row in rows)
         return {receipt.idempotency_key: receipt for receipt in receipts}
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
@@ -511,6 +535,52 @@ class SpannerLedger:
                 yield receipt
             if len(page) < receipts_page_max:
                 return
+
+    # -- the receipt log (LogReader) ---------------------------------------------------
+    def log_head(self) -> LogCheckpoint | None:
+        row = _one(self._query(HEAD_SELECT))
+        return None if row is None else checkpoint_from_row(row)
+
+    def log_checkpoint(self, tree_size: int) -> LogCheckpoint | None:
+        row = _one(
+            self._query(
+                f"{CHECKPOINT_SELECT} WHERE tree_size = @s", {"s": int(tree_size)}, {"s": _INT}
+            )
+        )
+        return None if row is None else checkpoint_from_row(row)
+
+    def log_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
+        page = _page_limit(limit)
+        if page == 0:
+            return []
+        rows = self._query(
+            f"{CHECKPOINT_SELECT} WHERE tree_size > @a ORDER BY tree_size LIMIT @n",
+            {"a": int(after_size), "n": page},
+            {"a": _INT, "n": _INT},
+        )
+        return [checkpoint_from_row(row) for row in rows]
+
+    def read_tiles(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
+        def run() -> dict[tuple[int, int], bytes]:
+            with self._database.snapshot() as snapshot:
+                return read_tiles(snapshot, keys)
+
+        return self._call(run)
+
+    def receipts_by_log_index(self, start: int, limit: int) -> list[StoredReceipt]:
+        page = _page_limit(limit)
+        if page == 0:
+            return []
+        return self._receipt_query(
+            # The filter excludes NULLs, so the NULL_FILTERED index answers it;
+            # the emulator cannot prove that and wants its own hint (which
+            # Cloud Spanner ignores).
+            "Receipts@{FORCE_INDEX=ReceiptsByLogIndex,"
+            "spanner_emulator.disable_query_null_filtered_index_check=true} "
+            "WHERE log_index IS NOT NULL AND log_index >= @s",
+            {"s": int(start), "n": page},
+            " ORDER BY log_index LIMIT @n",
+        )
 
     # -- customers, keys, entitlements ------------------------------------------------
     def create_customer(self, customer: Customer) -> None:
@@ -672,7 +742,7 @@ class SpannerLedger:
             txn.insert(
                 "WebhookEvents",
                 _WEBHOOK_COLS,
-                [_encode_bytes([getattr(event, c) for c in _WEBHOOK_COLS])],
+                [encode_bytes([getattr(event, c) for c in _WEBHOOK_COLS])],
             )
             return True
 
@@ -773,7 +843,7 @@ def _insert_outbox(txn: Any, messages: Sequence[OutboxMessage]) -> None:
         "Outbox",
         (*_OUTBOX_COLS, "committed_at", "position"),
         [
-            (*_encode_bytes([getattr(m, c) for c in _OUTBOX_COLS]), COMMIT_TIMESTAMP, position)
+            (*encode_bytes([getattr(m, c) for c in _OUTBOX_COLS]), COMMIT_TIMESTAMP, position)
             for position, m in enumerate(messages)
         ],
     )

@@ -146,6 +146,34 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX OutboxByTopic ON Outbox(topic, committed_at, position)",
         ),
     ),
+    Migration(
+        2,
+        "receipt log: leaf index per receipt, C2SP tiles, signed checkpoints, log head",
+        (
+            # NULL for receipts committed before the log existed.
+            "ALTER TABLE Receipts ADD COLUMN log_index INT64",
+            "CREATE UNIQUE NULL_FILTERED INDEX ReceiptsByLogIndex ON Receipts(log_index)",
+            # C2SP tlog-tiles: up to 256 hashes of 32 bytes; a partial tile at
+            # the right edge is rewritten as it grows.
+            """CREATE TABLE LogTiles (
+                level INT64 NOT NULL,
+                tile_index INT64 NOT NULL,
+                hashes BYTES(MAX) NOT NULL,
+            ) PRIMARY KEY (level, tile_index)""",
+            """CREATE TABLE LogCheckpoints (
+                tree_size INT64 NOT NULL,
+                root_hash BYTES(32) NOT NULL,
+                timestamp STRING(32) NOT NULL,
+                jws STRING(MAX) NOT NULL,
+            ) PRIMARY KEY (tree_size)""",
+            # One row (head_id 0): the size every appending writer reads and
+            # rewrites in its transaction, so two gateways serialise on it.
+            """CREATE TABLE LogHead (
+                head_id INT64 NOT NULL,
+                tree_size INT64 NOT NULL,
+            ) PRIMARY KEY (head_id)""",
+        ),
+    ),
 )
 
 _VERSION_TABLE: Final = "SchemaMigrations"
@@ -157,6 +185,9 @@ _VERSION_DDL: Final = f"""CREATE TABLE {_VERSION_TABLE} (
 
 _CREATE_RE: Final = re.compile(
     r"^\s*CREATE\s+(?:UNIQUE\s+)?(?:NULL_FILTERED\s+)?(TABLE|INDEX)\s+(\w+)", re.IGNORECASE
+)
+_ADD_COLUMN_RE: Final = re.compile(
+    r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)", re.IGNORECASE
 )
 
 
@@ -170,7 +201,8 @@ _check_migrations(MIGRATIONS)
 
 
 def _existing_objects(database: Any) -> set[tuple[str, str]]:
-    """(kind, name) of every user table and index, upper-cased kind."""
+    """(kind, name) of every user table, index and column ("Table.column"),
+    upper-cased kind."""
     found: set[tuple[str, str]] = set()
     with database.snapshot(multi_use=True) as snapshot:
         for (name,) in snapshot.execute_sql(
@@ -184,14 +216,30 @@ def _existing_objects(database: Any) -> set[tuple[str, str]]:
             timeout=admin_timeout_s,
         ):
             found.add(("INDEX", str(name)))
+        for table, column in snapshot.execute_sql(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = ''",
+            timeout=admin_timeout_s,
+        ):
+            found.add(("COLUMN", f"{table}.{column}"))
     return found
+
+
+def _object_of(statement: str) -> tuple[str, str] | None:
+    """The (kind, name) a statement creates, None for one that creates none."""
+    created = _CREATE_RE.match(statement)
+    if created:
+        return created.group(1).upper(), created.group(2)
+    added = _ADD_COLUMN_RE.match(statement)
+    if added:
+        return "COLUMN", f"{added.group(1)}.{added.group(2)}"
+    return None
 
 
 def _missing(statements: Sequence[str], existing: set[tuple[str, str]]) -> list[str]:
     todo = []
     for statement in statements:
-        match = _CREATE_RE.match(statement)
-        if match and (match.group(1).upper(), match.group(2)) in existing:
+        if _object_of(statement) in existing:
             continue
         todo.append(statement)
     return todo

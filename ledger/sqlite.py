@@ -20,7 +20,7 @@ from ledger import limits
 from ledger._sqlite_base import snapshot, transaction
 from ledger._sqlite_batch import BatchPlan, diagnose, plan_batch
 from ledger._sqlite_conn import FileLock, connect
-from ledger._sqlite_log import SqliteLog, apply_log_append
+from ledger._sqlite_log import SqliteLog, check_stored_log, write_log
 from ledger._sqlite_queues import INSERT_OUTBOX, SqliteQueues
 from ledger._sqlite_rows import (
     API_KEY_COLUMNS,
@@ -47,6 +47,7 @@ from ledger.errors import (
     StoreUnavailable,
     check_invariant,
 )
+from ledger.log_rules import log_indexes_of
 from ledger.model import (
     AccountState,
     ApiKey,
@@ -125,12 +126,16 @@ class SqliteLedger(SqliteQueues, SqliteLog):
         plan = plan_batch(writes)
         outbox_rows = [outbox_params(message) for message in outbox]
         receipts = [write.receipt for write in writes]
+        # The append's own shape first: a wrong leaf index must be named as
+        # such, not surface as a unique-index failure of the receipts insert.
+        log_indexes_of(receipts, log_append)
         with self._writing() as conn:
             if not plan.conflicts:
                 try:
                     with transaction(conn):
+                        check_stored_log(conn, receipts, log_append)
                         self._apply_batch(conn, plan, outbox_rows)
-                        apply_log_append(conn, receipts, log_append)
+                        write_log(conn, log_append)
                     return
                 except _Rollback:
                     pass

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -31,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="run time per batch size")
     parser.add_argument("--customers", type=int, default=64, help="customers spread over a batch")
     args = parser.parse_args(argv)
+    return on_emulator("bench_spanner", lambda: _bench(args.seconds, args.customers))
+
+
+def on_emulator(name: str, bench: Callable[[], int]) -> int:
+    """Run `bench` against a Spanner emulator started for it, quietly."""
     # Per-commit debug logs would measure the terminal, not the store.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
@@ -39,11 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         emulator = start_spanner()
     except EmulatorMissing as error:
-        print(f"bench_spanner: {error}", file=sys.stderr)
+        print(f"{name}: {error}", file=sys.stderr)
         return 2
     os.environ["SPANNER_EMULATOR_HOST"] = emulator.host_port
     try:
-        return _bench(args.seconds, args.customers)
+        return bench()
     finally:
         emulator.stop()
 

@@ -35,3 +35,11 @@ def test_receipt_bytes_are_kept_exactly(archive: ReceiptArchive) -> None:
     exotic = dataclasses.replace(receipt, receipt_json=b'{"x":"\xe2\x82\xac\\n"}\x00\xff')
     archive.append([exotic])
     assert archive.read_customer(chain.customer_id) == [exotic]
+
+
+def test_a_receipts_leaf_index_is_kept(archive: ReceiptArchive) -> None:
+    chain = Chain("cus_a")
+    before_log = chain.next().receipt
+    in_log = dataclasses.replace(chain.next().receipt, log_index=0)
+    archive.append([before_log, in_log])
+    assert archive.read_customer("cus_a") == [before_log, in_log]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -69,3 +70,15 @@ def test_a_failing_subscriber_does_not_stop_the_others(broadcast: BroadcastUnder
 
     received = collector.wait_for(3)
     assert _first_delivery_order(received, "cus_a") == [1, 2, 3]
+
+
+def test_a_receipts_leaf_index_arrives_as_published(broadcast: BroadcastUnderTest) -> None:
+    collector = Collector()
+    broadcast.subscribe(collector)
+    chain = Chain("cus_a")
+    before_log = chain.next().receipt
+    in_log = dataclasses.replace(chain.next().receipt, log_index=12)
+    broadcast.port.publish([before_log, in_log])
+
+    received = {r.receipt_id: r for r in collector.wait_for(2)}
+    assert received == {before_log.receipt_id: before_log, in_log.receipt_id: in_log}

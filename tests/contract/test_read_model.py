@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ledger.model import StoredReceipt
 from ledger.ports import ReceiptReadModel
 from tests.contract._chain import Chain
@@ -42,3 +44,12 @@ def test_list_pages_per_customer_in_seq_order(read_model: ReceiptReadModel) -> N
     assert first + rest == a
     assert read_model.list_receipts("cus_b", after_seq=0, limit=10) == b
     assert read_model.list_receipts("cus_c", after_seq=0, limit=10) == []
+
+
+def test_a_receipts_leaf_index_is_served_as_written(read_model: ReceiptReadModel) -> None:
+    before_log, in_log = _receipts("cus_a", 2)
+    in_log = dataclasses.replace(in_log, log_index=41)
+    read_model.upsert_receipts([before_log, in_log])
+
+    assert read_model.get_receipt(in_log.receipt_id) == in_log
+    assert read_model.list_receipts("cus_a", after_seq=0, limit=10) == [before_log, in_log]

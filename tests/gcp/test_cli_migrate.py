@@ -20,7 +20,7 @@ def test_migrate_creates_then_is_idempotent(
     assert main(["migrate", "--store", url, "--create"]) == 0
     out = capsys.readouterr().out
     assert "creating instance" in out and "creating database" in out
-    assert "applying migration 1" in out
+    assert "applying migration 1" in out and "applying migration 2" in out
 
     assert main(["migrate", "--store", url]) == 0
     out = capsys.readouterr().out

@@ -10,9 +10,13 @@ import pytest
 from google.cloud import spanner
 
 from ledger import GENESIS_HASH, ChainConflict, ReceiptWrite, StoreUnavailable
+from ledger._gcp_receipts import RECEIPT_FIELDS
+from ledger._spanner_codec import encode_bytes
 from ledger.gcp_urls import parse_spanner_url
 from ledger.spanner import SpannerLedger
 from ledger.spanner_schema import MIGRATIONS, apply_migrations, pending_versions
+from tests.contract._chain import T0, Chain, customer, entitlement
+from tests.contract._log import LogWriter, assert_one_log, race_appends
 from tests.gcp import _data as d
 
 pytestmark = pytest.mark.emulator
@@ -166,3 +170,63 @@ def test_two_writers_on_one_database_never_fork_a_chain(spanner_url: str) -> Non
     finally:
         for w in writers:
             w.close()
+
+
+def test_a_version_1_database_migrates_to_the_receipt_log(spanner_emulator: str) -> None:
+    """A database created before the receipt log keeps its receipts (no leaf
+    index) and takes log appends after `billing migrate`."""
+    url = f"spanner://projects/vexa-test/instances/test/databases/{d.unique('db')}"
+    with pytest.raises(StoreUnavailable, match="billing migrate"):
+        SpannerLedger.open(url, create=True)  # created, not migrated
+    database = _database(url)
+    assert apply_migrations(database, MIGRATIONS[:1]) == [1]
+    assert pending_versions(database) == [2]
+    old = Chain("cus_old")
+    v1_receipt = old.next().receipt
+    v1_columns = [c for c in RECEIPT_FIELDS if c != "log_index"]
+    with database.batch() as batch:  # a receipt written by a version-1 gateway
+        batch.insert(
+            "Customers",
+            ("customer_id", "email", "currency", "created_at"),
+            [("cus_old", "old@example.com", "USD", T0)],
+        )
+        batch.insert(
+            "Accounts",
+            ("customer_id", "seq", "last_receipt_hash", "balance_minor"),
+            [("cus_old", 1, old.last_hash, old.balance_minor)],
+        )
+        batch.insert(
+            "Receipts", v1_columns, [encode_bytes([getattr(v1_receipt, c) for c in v1_columns])]
+        )
+
+    assert apply_migrations(database) == [2]
+    store = SpannerLedger.open(url)
+    try:
+        assert store.list_receipts("cus_old", 0, 10) == old.made
+        assert store.log_head() is None
+        store.put_entitlement(entitlement("cus_old"))
+        writes, append = LogWriter().append([old.next()])
+        store.commit_batch(writes, [], append)
+        assert store.receipts_by_log_index(0, 10) == [writes[0].receipt]
+        assert store.log_head() == append.checkpoint
+    finally:
+        store.close()
+
+
+def test_two_gateways_append_to_one_log_without_reusing_an_index(spanner_url: str) -> None:
+    """Two SpannerLedger instances on one database (two gateways) append at
+    once: the log head's compare-and-set lets one through per size."""
+    writers = [SpannerLedger.open(spanner_url), SpannerLedger.open(spanner_url)]
+    try:
+        chains = []
+        for i, writer in enumerate(writers):
+            writer.create_customer(customer(f"cus_g{i}"))
+            writer.put_entitlement(entitlement(f"cus_g{i}", quota_minor=None))
+            chains.append(Chain(f"cus_g{i}"))
+        result = race_appends(writers, chains, commits=8, batch=16)
+        assert len(result.landed) == 16
+        assert_one_log(writers[1], result)
+        assert_one_log(writers[0], result)
+    finally:
+        for writer in writers:
+            writer.close()
