@@ -18,7 +18,6 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
 
 import orjson
 import structlog
@@ -54,7 +53,7 @@ from gateway.stripe_settings import StripeSettings
 from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
 from gateway.thread_cpu import ThreadCpuCollector
-from ledger import LedgerError, LogReader, SigningKeyRecord, StoredReceipt, limits
+from ledger import LedgerError, SigningKeyRecord, StoredReceipt, limits
 from ledger.clock import utc_now_rfc3339
 from ledger.log_proofs import LogProofs
 from supervisor import ActorScheduler, ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
@@ -205,9 +204,9 @@ def _start(
     actor_metrics = ActorMetrics(registry)
     signs_receipts = settings.receipt_signing == "receipt"
     pipeline = Pipeline(signs_receipts=signs_receipts)
-    log_proofs = LogProofs(cast(LogReader, adapters.store))
+    log_proofs = LogProofs(adapters.store)
     receipt_log = LogAppender(
-        cast(LogReader, adapters.store),
+        adapters.store,
         key=lambda: key_ring.active,
         origin=settings.log_origin,
         now_rfc3339=utc_now_rfc3339,

@@ -41,7 +41,26 @@ class ReceiptWrite:
     receipt: StoredReceipt
 
 
-class LedgerStore(Protocol):
+class LogReader(Protocol):
+    """The receipt log as stored with the ledger of record: checkpoints (the
+    newest is the head), C2SP tiles, and receipts by leaf index."""
+
+    def log_head(self) -> LogCheckpoint | None: ...
+    def log_checkpoint(self, tree_size: int) -> LogCheckpoint | None: ...
+    def log_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
+        """Checkpoints with tree_size > after_size, oldest first, at most `limit`."""
+        ...
+
+    def read_tiles(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
+        """Stored tiles by (level, index); absent keys are left out."""
+        ...
+
+    def receipts_by_log_index(self, start: int, limit: int) -> list[StoredReceipt]:
+        """Receipts with log_index >= start, in log order, at most `limit`."""
+        ...
+
+
+class LedgerStore(LogReader, Protocol):
     """The ledger of record: accounts, receipts, keys, entitlements, webhook
     events and the outbox. SQLite embedded; Cloud Spanner in production."""
 
@@ -169,25 +188,6 @@ class LedgerStore(Protocol):
     def outbox_oldest(self) -> dict[str, str]:
         """`created_at` of the oldest undelivered message per topic (topics
         with no backlog are absent): how far delivery lags behind commits."""
-        ...
-
-
-class LogReader(Protocol):
-    """The receipt log as stored with the ledger of record: checkpoints (the
-    newest is the head), C2SP tiles, and receipts by leaf index."""
-
-    def log_head(self) -> LogCheckpoint | None: ...
-    def log_checkpoint(self, tree_size: int) -> LogCheckpoint | None: ...
-    def log_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
-        """Checkpoints with tree_size > after_size, oldest first, at most `limit`."""
-        ...
-
-    def read_tiles(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
-        """Stored tiles by (level, index); absent keys are left out."""
-        ...
-
-    def receipts_by_log_index(self, start: int, limit: int) -> list[StoredReceipt]:
-        """Receipts with log_index >= start, in log order, at most `limit`."""
         ...
 
 
