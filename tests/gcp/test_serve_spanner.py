@@ -17,6 +17,7 @@ Storage and Pub/Sub.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import subprocess
 import time
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from crypto import verify_chain
+from crypto import verify_chain, verify_consistency
 from ledger import GENESIS_HASH
 from tests.gcp._data import PROJECT, unique
 from tests.integration._proc import (
@@ -244,6 +245,41 @@ def test_the_emulators_disguised_aborts_rerun_the_operation() -> None:
         store._call(always)
 
 
+async def _check_one_log(a: Service, b: Service, customer: Customer, size: int) -> None:
+    head_a = await _json(a, "/v1/log/checkpoint", customer.auth)
+    head_b = await _json(b, "/v1/log/checkpoint", customer.auth)
+    assert head_a["tree_size"] == head_b["tree_size"] == size
+    assert head_a["root_hash"] == head_b["root_hash"]
+    history: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = await _json(a, "/v1/log/checkpoints", a.admin, after_size=after, limit=1000)
+        history += page["data"]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["tree_size"]
+    sizes = [c["tree_size"] for c in history]
+    assert sizes == sorted(set(sizes)) and sizes[-1] == size
+    for older, newer in itertools.pairwise(history):
+        proof = await _json(
+            b, "/v1/log/consistency", customer.auth,
+            first=older["tree_size"], second=newer["tree_size"],
+        )
+        verify_consistency(
+            older["tree_size"],
+            newer["tree_size"],
+            bytes.fromhex(older["root_hash"].removeprefix("sha256:")),
+            bytes.fromhex(newer["root_hash"].removeprefix("sha256:")),
+            [bytes.fromhex(node) for node in proof["proof"]],
+        )
+
+
+async def _json(service: Service, path: str, headers: dict[str, str], **params: Any) -> Any:
+    async with service.session.get(path, headers=headers, params=params) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
 async def test_two_processes_on_one_spanner_database_never_fork_or_double_charge(
     two_servers: tuple[ServerProcess, ServerProcess], stack: GcpStack
 ) -> None:
@@ -313,6 +349,12 @@ async def test_two_processes_on_one_spanner_database_never_fork_or_double_charge
             chains[customer.customer_id] = chain
         all_ids = {r["receipt_id"] for chain in chains.values() for r in chain}
         assert all_ids == set(acked.values())
+
+        # One receipt log for both processes: every index used once, no gap,
+        # and every checkpoint either of them signed extends the one before.
+        leaves = sorted(r["log"]["index"] for chain in chains.values() for r in chain)
+        assert leaves == list(range(len(all_ids)))
+        await _check_one_log(a, b, customers[0], len(all_ids))
 
         # A receipt served by either process, whichever signed it.
         some = chains[customers[0].customer_id][-1]
