@@ -48,7 +48,7 @@ from actors.ids import SecretIdMinter
 from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
-from crypto.receipt import core_bytes, hash_of_core_bytes
+from crypto import hash_core
 from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
 from supervisor import ActorScheduler, Link, ScheduledActor
 
@@ -307,7 +307,7 @@ class AccountActor(ScheduledActor):
             "quota_remaining_minor": quota_remaining,
             "previous_receipt_hash": self._last_hash,
         }
-        canonical = core_bytes(core)  # canonicalized once: hashed here, signed later
+        hashed = hash_core(core)  # canonicalized once: hashed here, signed later (receipt mode)
         pending = PendingReceipt(
             customer_id=self.customer_id,
             seq=seq,
@@ -319,10 +319,10 @@ class AccountActor(ScheduledActor):
             balance_after_minor=balance_after,
             recorded_at=recorded_at,
             receipt_id=receipt_id,
-            receipt_hash=hash_of_core_bytes(canonical),
+            receipt_hash=hashed.receipt_hash,
             previous_receipt_hash=self._last_hash,
             core=core,
-            canonical_core=canonical,
+            canonical_core=hashed.canonical,
             first_reply=command.reply,
         )
         if not self._deps.pipeline.signs_receipts:

@@ -12,9 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from actors.charges import ChargeOutcome, Reply, refused
+from crypto import sealed_document
 from ledger import StoredReceipt
 
 
@@ -43,10 +42,6 @@ class PendingReceipt:
     def seal(self, signature: str | None) -> None:
         """The stored receipt: the core, its hash, and (receipt mode) its own
         detached JWS; without one it is proved by its commit's checkpoint."""
-        document = dict(self.core)
-        document["receipt_hash"] = self.receipt_hash
-        if signature is not None:
-            document["signature"] = signature
         self.receipt = StoredReceipt(
             customer_id=self.customer_id,
             seq=self.seq,
@@ -60,7 +55,7 @@ class PendingReceipt:
             previous_receipt_hash=self.previous_receipt_hash,
             balance_after_minor=self.balance_after_minor,
             recorded_at=self.recorded_at,
-            receipt_json=orjson.dumps(document),
+            receipt_json=sealed_document(self.core, self.receipt_hash, signature),
         )
 
     def add_waiter(self, reply: Reply) -> None:

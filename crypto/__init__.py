@@ -48,7 +48,7 @@ from crypto._note import (
     sign_note,
 )
 from crypto._receipt_log import LogBlockError, LogProof, check_log_block, receipt_leaf
-from crypto._seal import seal_receipt
+from crypto._seal import HashedCore, hash_core, seal_receipt, sealed_document
 from crypto._sign_process import SigningProcess, SigningProcessError, sign_reply_timeout_ms
 from crypto._tiles import (
     TILE_HEIGHT,
@@ -76,6 +76,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "HashReader",
+    "HashedCore",
     "JWKSError",
     "KeyLoadError",
     "KeyRing",
@@ -100,6 +101,7 @@ __all__ = [
     "checkpoint_note_text",
     "checkpoint_payload",
     "consistency_proof",
+    "hash_core",
     "inclusion_proof",
     "leaf_hash",
     "load_or_create_dev_key",
@@ -112,6 +114,7 @@ __all__ = [
     "receipt_hash",
     "receipt_leaf",
     "seal_receipt",
+    "sealed_document",
     "sign_checkpoint",
     "sign_note",
     "sign_reply_timeout_ms",
