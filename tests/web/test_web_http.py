@@ -9,6 +9,7 @@ import io
 import json
 
 import aiohttp
+import pytest
 
 from tests.integration.conftest import Service
 from tests.web.conftest import csrf_of, hidden_fields, http_sign_in
@@ -163,3 +164,33 @@ async def test_the_oidc_callback_refuses_a_state_it_did_not_issue(web_service: S
         async with client.get("/dashboard", allow_redirects=False) as dashboard:
             assert dashboard.status == 303  # still signed out
     assert hidden_fields('<input type="hidden" name="a" value="b">') == {"a": "b"}
+
+
+async def _demo_sign_in(service: Service) -> tuple[int, str]:
+    client = aiohttp.ClientSession(base_url=service.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with client:
+        csrf = await csrf_of(client, "/signin")
+        async with client.post("/signin/demo", data={"csrf_token": csrf}) as answer:
+            return answer.status, await answer.text()
+
+
+async def test_development_mode_offers_a_marked_demo_sign_in(web_service: Service) -> None:
+    from gateway.devmode import seed_demo
+
+    seed_demo(web_service.runtime)
+    async with web_service.session.get("/signin") as page:
+        assert "Development only" in await page.text()
+    status, text = await _demo_sign_in(web_service)
+    assert status == 200 and "demo@example.com" in text and 'id="balance"' in text
+
+
+@pytest.mark.parametrize("settings_overrides", [{"dev": False}])
+async def test_outside_development_there_is_no_demo_sign_in(web_service: Service) -> None:
+    async with web_service.session.get("/signin") as page:
+        assert "Development only" not in await page.text()
+    customer = await web_service.create_customer()
+    client = await http_sign_in(web_service, f"{customer.customer_id}@example.com")
+    async with client:  # a valid CSRF token, so only the mode can refuse
+        csrf = await csrf_of(client)
+        async with client.post("/signin/demo", data={"csrf_token": csrf}) as answer:
+            assert answer.status == 404
