@@ -14,6 +14,7 @@ from gateway.errors import ApiError
 from gateway.stripe_context import STRIPE, StripeContext
 from gateway.web._http import PageError, adopt_session, page, redirect, render
 from gateway.web._session import Session, new_session
+from ledger.money import format_amount
 
 routes = web.RouteTableDef()
 
@@ -45,7 +46,8 @@ def _plan_rows(ctx: StripeContext | None, prices: dict[str, Any]) -> list[dict[s
         rows.append({
             "key": lookup_key, "quota": spec.quota, "policy": spec.policy,
             "max_bots": spec.max_bots,
-            "price": None if amount is None else f"{int(amount) / 100:.2f} {currency}",
+            "price": None if amount is None
+            else f"{format_amount(int(amount), currency)} {currency}",
             "interval": field_of(recurring, "interval") if recurring is not None else None,
         })
     return rows
