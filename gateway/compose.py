@@ -53,6 +53,7 @@ from gateway.stripe_settings import StripeSettings
 from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
 from gateway.thread_cpu import ThreadCpuCollector
+from gateway.web import WebSettings, add_web_routes, load_web_settings
 from ledger import LedgerError, SigningKeyRecord, StoredReceipt, limits
 from ledger.clock import utc_now_rfc3339
 from ledger.log_proofs import LogProofs
@@ -169,6 +170,9 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
     `environ` feeds the Stripe settings (secret files or variables); None
     leaves Stripe unconfigured."""
     stripe_settings = load_stripe_settings(settings.secrets_dir, environ or {})
+    web_settings = load_web_settings(
+        settings.secrets_dir, environ or {}, settings.data_dir, dev=settings.dev
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     admin_token, generated = resolve_admin_token(settings)
     settings_with_token = replace(settings, admin_token=admin_token)
@@ -178,7 +182,8 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
         key_ring = build_key_ring(adapters, key)
         note_key = load_note_key(settings)
         return _start(
-            settings_with_token, adapters, key, key_ring, note_key, generated, stripe_settings
+            settings_with_token, adapters, key, key_ring, note_key, generated, stripe_settings,
+            web_settings,
         )
     except BaseException:
         adapters.close()
@@ -193,6 +198,7 @@ def _start(
     note_key: NoteKey,
     admin_token_generated: bool,
     stripe_settings: StripeSettings,
+    web_settings: WebSettings,
 ) -> Runtime:
     registry = CollectorRegistry()
     # Collector runs and the process's memory, CPU and open files, for SREs
@@ -390,7 +396,10 @@ def _start(
         admin_token=settings.admin_token or "",
         admin_token_generated=admin_token_generated,
         account_scheduler=deps.scheduler,
-        app_hooks=[stripe.add_routes],
+        app_hooks=[
+            stripe.add_routes,
+            lambda app: add_web_routes(app, web_settings, stripe_settings.api_base),
+        ],
     )
 
 

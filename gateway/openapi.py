@@ -431,6 +431,68 @@ def _stripe_paths() -> dict[str, Any]:
     }
 
 
+# The web app's pages (gateway/web): (method, path, operationId, summary,
+# query parameters, media type). HTML for people, with a session cookie and a
+# CSRF token on every form; not fuzzed (they answer pages, not API errors).
+_WEB_PAGES: Final = (
+    ("get", "/", "webHome", "The start page: the dashboard or pricing.", (), "text/html"),
+    ("get", "/pricing", "webPricing", "The plans, with Subscribe and a one-hour trial.", (),
+     "text/html"),
+    ("post", "/pricing/subscribe", "webSubscribe", "Go to Stripe Checkout (or the portal).",
+     (), "text/html"),
+    ("post", "/pricing/trial", "webTrial", "Start a trial; its API key is shown once.", (),
+     "text/html"),
+    ("get", "/signin", "webSignIn", "The sign-in page.", ("next",), "text/html"),
+    ("get", "/signin/oidc", "webSignInOidc", "Start OpenID Connect sign-in (PKCE).", ("next",),
+     "text/html"),
+    ("get", "/signin/callback", "webSignInCallback", "The identity provider's redirect back.",
+     None, "text/html"),
+    ("post", "/signin/demo", "webSignInDemo", "Development only: sign in as the demo customer.",
+     (), "text/html"),
+    ("post", "/signout", "webSignOut", "Sign out.", (), "text/html"),
+    ("get", "/dashboard", "webDashboard", "Balance, usage, receipts, keys, share links.",
+     ("before",), "text/html"),
+    ("post", "/dashboard/api-keys", "webCreateApiKey", "Create an API key (shown once).", (),
+     "text/html"),
+    ("post", "/dashboard/api-keys/{key_id}/revoke", "webRevokeApiKey", "Revoke an API key.",
+     (), "text/html"),
+    ("post", "/dashboard/billing", "webManageBilling", "Open Stripe's billing portal.", (),
+     "text/html"),
+    ("get", "/dashboard/export.jsonl", "webExportJsonl", "The whole chain as JSON lines.", (),
+     "application/x-ndjson"),
+    ("get", "/dashboard/export.csv", "webExportCsv", "The whole chain as CSV.", (), "text/csv"),
+    ("get", "/dashboard/receipts/{receipt_id}/document", "webReceiptDocument",
+     "The signed-in customer's receipt, with its proof (for the receipt page).", (),
+     "application/json"),
+    ("post", "/dashboard/receipts/{receipt_id}/share", "webShareReceipt",
+     "Make a share link for a receipt (shown once).", (), "text/html"),
+    ("post", "/dashboard/shares/{link_id}/revoke", "webRevokeShare", "Revoke a share link.",
+     (), "text/html"),
+    ("get", "/share/{token}", "webSharedReceipt", "A shared receipt, verified in the browser.",
+     (), "text/html"),
+    ("get", "/share/{token}/document", "webSharedReceiptDocument",
+     "A shared receipt with its proof.", (), "application/json"),
+    ("get", "/static/{name}", "webStatic", "The web app's CSS and JavaScript.", (), "text/css"),
+)
+
+
+def _web_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for method, path, operation_id, summary, query, media in _WEB_PAGES:
+        names = [n.strip("{}") for n in path.split("/") if n.startswith("{")]
+        operation = _operation(
+            operation_id, "Web app", summary, security=None,
+            parameters=[_path_param(n, n, "x") for n in names]
+            + [_query_param(q, q, {"type": "string"}) for q in query or ()],
+            responses={"200": {"description": "The page", "content": {
+                media: {"schema": {"type": "string"}}}}},
+        )
+        if query is None:  # an identity provider adds its own parameters
+            operation["x-query-open"] = True
+        paths.setdefault(path, {})[method] = operation
+    return paths
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document (built once; treat it as read-only)."""
@@ -448,7 +510,7 @@ def document() -> dict[str, Any]:
                  ("Charges", "Receipts", "Receipt log", "Operators", "Stripe", "Web app",
                   "Public")],
         "paths": {**_event_paths(), **_receipt_paths(), **_log_paths(), **_admin_paths(),
-                  **_stripe_paths(), **_public_paths()},
+                  **_stripe_paths(), **_public_paths(), **_web_paths()},
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
             "schemas": schemas.component_schemas(tuple(ERROR_CODES)),
@@ -469,6 +531,8 @@ def query_parameters() -> dict[tuple[str, str], frozenset[str]]:
     allowed: dict[tuple[str, str], frozenset[str]] = {}
     for path, item in document()["paths"].items():
         for method, operation in item.items():
+            if operation.get("x-query-open"):
+                continue
             names = frozenset(p["name"] for p in operation["parameters"] if p["in"] == "query")
             allowed[(method.upper(), path)] = names
             if method == "get":

@@ -22,6 +22,7 @@ from gateway.validation import (
     read_json_body,
     reject_unknown,
 )
+from gateway.web import WEB, receipt_page, wants_html
 from ledger import limits
 from ledger.money import format_amount
 
@@ -148,7 +149,9 @@ async def post_event_batch(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/receipts/{receipt_id}")
-async def get_receipt(request: web.Request) -> web.Response:
+async def get_receipt(request: web.Request) -> web.StreamResponse:
+    if WEB in request.app and wants_html(request):  # a browser opened the receipt_url
+        return await receipt_page(request)
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
     receipt_id = request.match_info["receipt_id"]

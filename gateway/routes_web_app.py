@@ -260,6 +260,12 @@ def _resolve(ctx: StripeContext, customer_id: str | None, email: str | None) -> 
             "stripe_customer_id": who.stripe_customer_id}
 
 
+# What the web app's pages (gateway/web) call in process, with the same rules.
+start_trial = _start_trial
+portal_url_for = _portal
+resolve_billing_url = _resolve
+
+
 # -- GET /v1/stats ---------------------------------------------------------------
 
 

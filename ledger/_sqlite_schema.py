@@ -138,6 +138,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         jws       TEXT NOT NULL
     );
     """,
+    # 3: receipt share links (the web app): a revocable, unguessable link to
+    # one receipt; only the SHA-256 of the token is kept.
+    """
+    CREATE TABLE share_links (
+        link_id     TEXT PRIMARY KEY,
+        token_hash  TEXT NOT NULL UNIQUE,
+        customer_id TEXT NOT NULL,
+        receipt_id  TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    );
+    CREATE INDEX share_links_by_customer ON share_links (customer_id, created_at);
+    """,
 )
 
 

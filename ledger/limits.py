@@ -174,6 +174,17 @@ reader_idle_max: Final = 32
 # Firestore refuses more than 500 writes in one batch.
 firestore_batch_writes_max: Final = 500
 
+# The web app (gateway/web): what one page lists, how long a browser session
+# lasts, how many days the usage chart spans.
+api_keys_listed_max: Final = 200
+share_links_listed_max: Final = 200
+usage_days_max: Final = 31
+web_receipts_page_max: Final = 50
+web_session_s_max: Final = 12 * 3600
+# The OIDC sign-in's round trip (state, nonce, PKCE verifier held in a cookie).
+oidc_login_s_max: Final = 600
+oidc_http_timeout_s: Final = 10.0
+
 
 def setting_problems(
     *, admission_queue_max: int, customer_inflight_max: int, commit_batch_receipts_max: int

@@ -40,6 +40,7 @@ from ledger._sqlite_rows import (
     record_params,
 )
 from ledger._sqlite_schema import migrate
+from ledger._sqlite_web import SqliteWeb
 from ledger.errors import (
     AlreadyExists,
     ChainConflict,
@@ -85,7 +86,7 @@ _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
 _KEYS_PER_QUERY_MAX: Final = 500
 
 
-class SqliteLedger(SqliteQueues, SqliteLog):
+class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb):
     """LedgerStore + ReceiptReadModel on one SQLite file. Build with `open()`."""
 
     @classmethod
