@@ -50,6 +50,8 @@ from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
 from crypto.receipt import core_bytes, hash_of_core_bytes
 from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
+from ledger.clock import parse_rfc3339
+from ledger.model import UNPAID_STATUSES
 from supervisor import ActorScheduler, Link, ScheduledActor
 
 log = structlog.get_logger(__name__)
@@ -85,6 +87,8 @@ class AccountDeps:
     barrier_timeout_s: float = 10.0
     key_reads_after_reload_s: float = 60.0
     settled_keys_max: int = 128
+    # See Entitlement.in_payment_grace; 0: an unpaid entitlement is refused at once.
+    payment_grace_s: float = 0.0
 
 
 class _ReplyFuture(pykka.Future[Any]):
@@ -380,11 +384,9 @@ class AccountActor(ScheduledActor):
                 "entitlement_id",
             )
         if not entitlement.chargeable:
-            return refused(
-                charges.ENTITLEMENT_INACTIVE,
-                f"entitlement {command.entitlement_id!r} is {entitlement.status}",
-                "entitlement_id",
-            )
+            refusal = self._inactive_refusal(command, entitlement)
+            if refusal is not None:
+                return refusal
         if command.currency != account.customer.currency:
             return refused(
                 charges.CURRENCY_MISMATCH,
@@ -405,6 +407,26 @@ class AccountActor(ScheduledActor):
         if self._balance_minor + command.amount_minor > limits.balance_minor_max:
             return refused(charges.BALANCE_LIMIT, "the account balance limit is reached", "amount")
         return None
+
+    def _inactive_refusal(
+        self, command: ChargeCommand, entitlement: Entitlement
+    ) -> ChargeOutcome | None:
+        """None while an unpaid entitlement is in its grace period."""
+        if entitlement.status in UNPAID_STATUSES:
+            now = parse_rfc3339(self._deps.now_rfc3339())
+            if entitlement.in_payment_grace(now, self._deps.payment_grace_s):
+                return None
+            return refused(
+                charges.PAYMENT_REQUIRED,
+                f"entitlement {command.entitlement_id!r} is {entitlement.status}: "
+                "the subscription's payment failed; pay the open invoice",
+                "entitlement_id",
+            )
+        return refused(
+            charges.ENTITLEMENT_INACTIVE,
+            f"entitlement {command.entitlement_id!r} is {entitlement.status}",
+            "entitlement_id",
+        )
 
     def _remember(self, key: str, pending: PendingReceipt) -> None:
         """Track a receipt in flight so concurrent duplicates coalesce onto it.

@@ -82,6 +82,11 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
         (402,), "The entitlement is not active (canceled, unpaid, past due...)."
     ),
     "balance_limit_reached": ErrorCode((402,), "The account balance limit is reached."),
+    "payment_required": ErrorCode(
+        (402,),
+        "The subscription's payment failed and its grace period is over: pay the open "
+        "invoice and charges are accepted again.",
+    ),
     # Not found
     "customer_not_found": ErrorCode(
         (404,), "No such customer (or it is not the API key's customer)."

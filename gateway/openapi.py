@@ -51,6 +51,7 @@ _CHARGE = (
     "currency_mismatch",
     "quota_exceeded",
     "entitlement_inactive",
+    "payment_required",
     "balance_limit_reached",
     "idempotency_key_reuse",
     "overloaded",

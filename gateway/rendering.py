@@ -22,6 +22,7 @@ RECEIPT_STATUS = "processed"
 _STATUS_BY_CODE = {
     charges.QUOTA_EXCEEDED: 402,
     charges.ENTITLEMENT_INACTIVE: 402,
+    charges.PAYMENT_REQUIRED: 402,
     charges.BALANCE_LIMIT: 402,
     charges.IDEMPOTENCY_KEY_REUSE: 409,
     charges.ENTITLEMENT_NOT_FOUND: 400,
