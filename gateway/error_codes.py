@@ -87,6 +87,12 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
         "The subscription's payment failed and its grace period is over: pay the open "
         "invoice and charges are accepted again.",
     ),
+    "reversal_exceeds_receipt": ErrorCode(
+        (400,), "The reversal is larger than what is left of the receipt to reverse."
+    ),
+    "reversal_not_allowed": ErrorCode(
+        (400,), "This receipt cannot be reversed (it is a reversal, or has too many)."
+    ),
     # Not found
     "customer_not_found": ErrorCode(
         (404,), "No such customer (or it is not the API key's customer)."

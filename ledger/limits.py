@@ -155,6 +155,9 @@ payment_grace_s_max: Final = 60 * 86_400
 usage_audit_receipts_max: Final = 1_000_000
 # Reversals of one receipt (each is a receipt of its own in the chain).
 reversals_per_receipt_max: Final = 100
+# A reversal's idempotency key wraps the operator's: "reversal:" + the
+# original's receipt id + ":" (receipt ids are ~30 characters).
+reversal_key_overhead_chars_max: Final = 64
 # The reason a reversal gives (shown in its receipt's usage_description).
 reversal_reason_chars_max: Final = 500
 
