@@ -6,8 +6,12 @@ and the chain still verifies."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
+import orjson
+
+from actors._reconcile_audit import _Walk, audit_customer
 from tests.integration.conftest import Customer, Service
 
 
@@ -99,3 +103,27 @@ async def test_customer_keys_cannot_pose_as_reversals(service: Service) -> None:
     status, body, _ = await service.post_event(
         customer, service.event(customer, idempotent_key="reversal:rcpt_x:1"))
     assert (status, body["error"]["code"]) == (400, "invalid_value")
+
+
+async def test_the_audit_accepts_reversals_and_refuses_an_unexplained_negative_receipt(
+    service: Service,
+) -> None:
+    customer = await service.create_customer()
+    original = await _charge(service, customer, "3.00")
+    await _reverse(service, original, "a", {"amount": "1.00", "reason": "x"})
+    await _reverse(service, original, "b", {"reason": "x"})
+    await _charge(service, customer, "1.00")
+    services = service.runtime.services
+    store = service.runtime.adapters.store
+    audit = audit_customer(store, services.key_ring.jwks(), customer.customer_id,
+                           services.log_proofs)
+    assert audit.ok, audit
+    # The same chain with a negative receipt that names no charge.
+    stored = list(store.iter_receipts(customer.customer_id))
+    document = orjson.loads(stored[1].receipt_json)
+    document["idempotency_key"] = "refund-without-reason"
+    forged = dataclasses.replace(stored[1], idempotency_key="refund-without-reason",
+                                 receipt_json=orjson.dumps(document))
+    walk = _Walk(head_seq=len(stored))
+    list(walk.documents(iter([stored[0], forged, *stored[2:]])))
+    assert walk.problem is not None and walk.problem.reason == "invalid_reversal"

@@ -231,3 +231,27 @@ async def test_payment_failure_past_grace_refuses_charges_and_payment_restores_t
     await set_status("active", "invoice.paid", now - 10 * 86_400)
     assert (await stack.charge(customer_id, api_key, "paid"))[0] == 202
     assert _ledger_sum(stack, customer_id) == 200
+
+
+async def test_charges_and_two_reversals_end_on_the_invoice_with_the_ledger_sum(
+    start_stack: Start,
+) -> None:
+    stack = await start_stack()
+    cus, customer_id, api_key, _ = await _subscriber(stack, "invoice@example.com")
+    receipt_ids = []
+    for day in range(30):  # a month of daily usage
+        status, body = await stack.charge(customer_id, api_key, f"day-{day}", f"1.{day:02d}")
+        assert status == 202, body
+        receipt_ids.append(body["receipt_id"])
+    for receipt_id, amount, key in ((receipt_ids[3], "1.03", "r1"), (receipt_ids[9], "0.50", "r2")):
+        async with stack.session.post(
+            f"/v1/receipts/{receipt_id}/reversals", json={"amount": amount, "reason": "credit"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Idempotency-Key": key},
+        ) as response:
+            assert response.status == 202, await response.text()
+    await wait_until(lambda: stack.backlog() == 0, timeout_s=20)
+    ledger_minor = _ledger_sum(stack, customer_id)
+    assert ledger_minor == sum(100 + day for day in range(30)) - 103 - 50
+    assert stack.fake.upcoming_invoice_minor(cus, METER_EVENT) == ledger_minor
+    credits = stack.fake.invoice_items_of(cus)
+    assert sorted(item["amount"] for item in credits) == [-103, -50]
