@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from actors.charges import reversed_receipt_id
 from crypto import (
     GENESIS_HASH,
     ChainReport,
@@ -92,6 +93,8 @@ class _Walk:
     prefix_sums: dict[str, array[int]] = field(default_factory=dict)
     at_head_count: dict[str, int] = field(default_factory=dict)
     non_positive: set[str] = field(default_factory=set)
+    # What is left to reverse of each charge seen so far (see _check_reversal).
+    reversible: dict[str, int] = field(default_factory=dict)
 
     def documents(self, receipts: Iterator[StoredReceipt]) -> Iterator[Mapping[str, object]]:
         for index, stored in enumerate(receipts):
@@ -147,6 +150,8 @@ class _Walk:
         sums.append(sums[-1] + stored.amount_minor)
         if stored.amount_minor <= 0:
             self.non_positive.add(stored.entitlement_id)
+        else:
+            self.reversible[stored.receipt_id] = stored.amount_minor
         if stored.seq <= self.head_seq:
             self.at_head_count[stored.entitlement_id] = len(sums) - 1
         if self.problem is not None:
@@ -162,6 +167,10 @@ class _Walk:
                     stored.receipt_id,
                 )
                 return
+        if stored.amount_minor <= 0:
+            self._check_reversal(index, stored, where)
+            if self.problem is not None:
+                return
         if stored.balance_after_minor != self.balance_minor:
             self.problem = _Problem(
                 index,
@@ -170,6 +179,24 @@ class _Walk:
                 f"up to it sum to {self.balance_minor}",
                 stored.receipt_id,
             )
+
+
+    def _check_reversal(self, index: int, stored: StoredReceipt, where: str) -> None:
+        """A receipt that is not a charge must be a reversal of an earlier
+        charge of this chain, within what is left of it: otherwise money was
+        taken off a balance without a signed reason."""
+        original = reversed_receipt_id(stored.idempotency_key, stored.amount_minor)
+        left = self.reversible.get(original or "")
+        if original is None or left is None or -stored.amount_minor > left:
+            self.problem = _Problem(
+                index,
+                "invalid_reversal",
+                f"{where}: amount {stored.amount_minor} is not a reversal of what is left "
+                f"of an earlier charge of this customer",
+                stored.receipt_id,
+            )
+            return
+        self.reversible[original] = left + stored.amount_minor
 
 
 def audit_customer(

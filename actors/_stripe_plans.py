@@ -46,6 +46,11 @@ class PlanSpec:
     max_bots: int | None
     quota: str | None
     policy: PolicyName = "hard"
+    # Usage reported to Stripe (actors.stripe_usage): the Billing meter's
+    # event name, and the meter's id for its event summaries. None: the
+    # plan's usage is not reported.
+    meter_event_name: str | None = None
+    meter_id: str | None = None
 
 
 def field_of(obj: Any, key: str, default: Any = None) -> Any:

@@ -22,6 +22,7 @@ again from the store if memory may count such a repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -50,6 +51,8 @@ from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
 from crypto import hash_core
 from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
+from ledger.clock import parse_rfc3339
+from ledger.model import UNPAID_STATUSES
 from supervisor import ActorScheduler, Link, ScheduledActor
 
 log = structlog.get_logger(__name__)
@@ -85,6 +88,8 @@ class AccountDeps:
     barrier_timeout_s: float = 10.0
     key_reads_after_reload_s: float = 60.0
     settled_keys_max: int = 128
+    # See Entitlement.in_payment_grace; 0: an unpaid entitlement is refused at once.
+    payment_grace_s: float = 0.0
 
 
 class _ReplyFuture(pykka.Future[Any]):
@@ -167,6 +172,9 @@ class AccountActor(ScheduledActor):
         # Something was charged since the last load without a read of its key:
         # the usage and balance in memory may count a repeat that will not commit.
         self._may_count_repeats = False
+        # Per reversed receipt: (minor units reversed, reversals), counting
+        # those in flight; filled from the store on a receipt's first reversal.
+        self._reversed: dict[str, tuple[int, int]] = {}
 
     @classmethod
     def _create_future(cls) -> pykka.Future[Any]:
@@ -211,6 +219,7 @@ class AccountActor(ScheduledActor):
         self._balance_minor = account.balance_minor
         self._entitlements = dict(account.entitlements)
         self._used_minor = {eid: e.used_minor for eid, e in account.entitlements.items()}
+        self._reversed = {}
 
     # -- messages --------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -271,7 +280,10 @@ class AccountActor(ScheduledActor):
         fingerprint = command.fingerprint
         if self._answered_from_history(command, fingerprint, stored):
             return
-        refusal = self._check(command, account)
+        if command.reverses is not None:
+            refusal = self._check_reversal(command, command.reverses)
+        else:
+            refusal = self._check(command, account)
         if refusal is not None and refusal.code in _COUNTED_REFUSALS and self._may_count_repeats:
             # Count again from the store before refusing: what memory counted
             # may include a repeat of a stored key, which will not commit.
@@ -283,6 +295,13 @@ class AccountActor(ScheduledActor):
         if refusal is not None:
             command.reply(refusal)
             return
+        if command.reverses is not None and command.amount_minor == 0:
+            # "All that is left", decided here, where reversals are counted.
+            # The fingerprint stays the request's, so a retry replays.
+            total, _ = self._reversed[command.reverses]
+            original = self._deps.store.get_receipt(command.reverses)
+            left = 0 if original is None else original.amount_minor - total
+            command = dataclasses.replace(command, amount_minor=-left)
         entitlement = self._entitlements[command.entitlement_id]
         used_after = self._used_minor.get(command.entitlement_id, 0) + command.amount_minor
         quota_remaining = (
@@ -337,6 +356,9 @@ class AccountActor(ScheduledActor):
         self._last_hash = pending.receipt_hash
         self._balance_minor = balance_after
         self._used_minor[command.entitlement_id] = used_after
+        if command.reverses is not None:
+            total, count = self._reversed[command.reverses]
+            self._reversed[command.reverses] = (total - command.amount_minor, count + 1)
         self._remember(command.idempotency_key, pending)
         stored.pop(command.idempotency_key, None)  # no longer known from the read
         if command.idempotency_key in unread:
@@ -380,11 +402,9 @@ class AccountActor(ScheduledActor):
                 "entitlement_id",
             )
         if not entitlement.chargeable:
-            return refused(
-                charges.ENTITLEMENT_INACTIVE,
-                f"entitlement {command.entitlement_id!r} is {entitlement.status}",
-                "entitlement_id",
-            )
+            refusal = self._inactive_refusal(command, entitlement)
+            if refusal is not None:
+                return refusal
         if command.currency != account.customer.currency:
             return refused(
                 charges.CURRENCY_MISMATCH,
@@ -405,6 +425,65 @@ class AccountActor(ScheduledActor):
         if self._balance_minor + command.amount_minor > limits.balance_minor_max:
             return refused(charges.BALANCE_LIMIT, "the account balance limit is reached", "amount")
         return None
+
+    def _check_reversal(self, command: ChargeCommand, original_id: str) -> ChargeOutcome | None:
+        """A reversal never takes more than what is left of its receipt: the
+        actor is the customer's only writer, so concurrent reversals are
+        counted here one after the other, those in flight included."""
+        original = self._deps.store.get_receipt(original_id)
+        if original is None or original.customer_id != self.customer_id:
+            return refused(charges.RECEIPT_NOT_FOUND, "no such receipt", "receipt_id")
+        if original.amount_minor <= 0:
+            return refused(charges.REVERSAL_NOT_ALLOWED,
+                           "a reversal cannot itself be reversed", "receipt_id")
+        if original.entitlement_id not in self._entitlements:
+            return refused(charges.ENTITLEMENT_NOT_FOUND, "the receipt's entitlement is gone")
+        if original_id not in self._reversed:
+            self._reversed[original_id] = self._stored_reversals(original_id)
+        total, count = self._reversed[original_id]
+        left = original.amount_minor - total
+        if -command.amount_minor > left or left == 0:
+            return refused(
+                charges.REVERSAL_EXCEEDS_RECEIPT,
+                f"only {left} minor units of this receipt are left to reverse",
+                "amount",
+            )
+        if count >= limits.reversals_per_receipt_max:
+            return refused(charges.REVERSAL_NOT_ALLOWED,
+                           "this receipt has as many reversals as allowed", "receipt_id")
+        return None
+
+    def _stored_reversals(self, original_id: str) -> tuple[int, int]:
+        """(minor units, count) of the committed reversals of a receipt. A scan
+        of the customer's receipts: reversals are rare operator actions, and
+        the result is kept until the next reload."""
+        total = count = 0
+        for receipt in self._deps.store.iter_receipts(self.customer_id):
+            if charges.reversed_receipt_id(receipt.idempotency_key,
+                                           receipt.amount_minor) == original_id:
+                total -= receipt.amount_minor
+                count += 1
+        return total, count
+
+    def _inactive_refusal(
+        self, command: ChargeCommand, entitlement: Entitlement
+    ) -> ChargeOutcome | None:
+        """None while an unpaid entitlement is in its grace period."""
+        if entitlement.status in UNPAID_STATUSES:
+            now = parse_rfc3339(self._deps.now_rfc3339())
+            if entitlement.in_payment_grace(now, self._deps.payment_grace_s):
+                return None
+            return refused(
+                charges.PAYMENT_REQUIRED,
+                f"entitlement {command.entitlement_id!r} is {entitlement.status}: "
+                "the subscription's payment failed; pay the open invoice",
+                "entitlement_id",
+            )
+        return refused(
+            charges.ENTITLEMENT_INACTIVE,
+            f"entitlement {command.entitlement_id!r} is {entitlement.status}",
+            "entitlement_id",
+        )
 
     def _remember(self, key: str, pending: PendingReceipt) -> None:
         """Track a receipt in flight so concurrent duplicates coalesce onto it.

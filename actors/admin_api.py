@@ -40,12 +40,23 @@ __all__ = [
     "AdminApiRelay",
     "AdminApiRelayWorker",
     "RetryPolicy",
+    "granted_bots",
 ]
 
 log = structlog.get_logger(__name__)
 
 admin_timeout_s: Final = 10.0
 ADMIN_RETRY: Final = RetryPolicy(base_s=2.0, max_s=1800.0)
+
+
+def granted_bots(entitlement: dict[str, Any]) -> int:
+    """The bots an entitlement grants now: its plan's `max_bots` only while it
+    is chargeable. A cancelled or unpaid subscription keeps its plan (for
+    the record) but grants nothing, so the Admin API must be told 0."""
+    if not entitlement.get("chargeable"):
+        return 0
+    bots = entitlement.get("max_bots")
+    return bots if isinstance(bots, int) and not isinstance(bots, bool) and bots > 0 else 0
 
 
 class AdminApiError(Exception):
@@ -107,7 +118,7 @@ class AdminApiClient:
         raise AdminApiError("create_user_failed", status)
 
     def patch_entitlements(self, user_id: Any, entitlement: dict[str, Any]) -> None:
-        body = {"max_concurrent_bots": entitlement.get("max_bots") or 0,
+        body = {"max_concurrent_bots": granted_bots(entitlement),
                 "data": {"billing": entitlement}}
         status, _ = self._call("PATCH", f"/admin/users/{user_id}", body)
         if status not in (200, 204):

@@ -22,6 +22,31 @@ QUOTA_EXCEEDED: Final = "quota_exceeded"
 IDEMPOTENCY_KEY_REUSE: Final = "idempotency_key_reuse"
 ENTITLEMENT_NOT_FOUND: Final = "entitlement_not_found"
 ENTITLEMENT_INACTIVE: Final = "entitlement_inactive"
+PAYMENT_REQUIRED: Final = "payment_required"
+RECEIPT_NOT_FOUND: Final = "receipt_not_found"
+REVERSAL_EXCEEDS_RECEIPT: Final = "reversal_exceeds_receipt"
+REVERSAL_NOT_ALLOWED: Final = "reversal_not_allowed"
+
+# A reversal is a receipt with a negative amount whose idempotency key is
+# REVERSAL_KEY_PREFIX + the original's receipt id + ":" + the operator's key.
+# Why the key and not a new core field: the core is what every verifier
+# hashes (RECEIPT_CORE_FIELDS, fixed); an optional field would give reversal
+# receipts a hash that verifiers already in customers' hands cannot compute.
+# The key is in the signed core, so the link to the original is signed too,
+# and a customer's own keys may not take this prefix (gateway.validation).
+REVERSAL_KEY_PREFIX: Final = "reversal:"
+
+
+def reversal_key(original_receipt_id: str, operator_key: str) -> str:
+    return f"{REVERSAL_KEY_PREFIX}{original_receipt_id}:{operator_key}"
+
+
+def reversed_receipt_id(idempotency_key: str, amount_minor: int) -> str | None:
+    """The receipt a reversal names, or None if the receipt is no reversal."""
+    if amount_minor >= 0 or not idempotency_key.startswith(REVERSAL_KEY_PREFIX):
+        return None
+    original, sep, _ = idempotency_key[len(REVERSAL_KEY_PREFIX):].partition(":")
+    return original if sep and original else None
 CURRENCY_MISMATCH: Final = "currency_mismatch"
 CUSTOMER_NOT_FOUND: Final = "customer_not_found"
 BALANCE_LIMIT: Final = "balance_limit_reached"
@@ -67,6 +92,8 @@ class ChargeCommand:
     usage_description: str
     event_timestamp: str
     reply: Reply
+    # A reversal: the receipt it reverses (amount_minor is then negative).
+    reverses: str | None = None
 
     @property
     def fingerprint(self) -> str:

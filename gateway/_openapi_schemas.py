@@ -109,6 +109,12 @@ def _request_schemas() -> dict[str, Any]:
                 "active", "trialing", "past_due", "canceled", "unpaid", "inactive"]},
             "plan": {"type": ["string", "null"], "maxLength": 64},
         }, ("quota",), closed=True),
+        "ReversalRequest": _object({
+            "amount": {**_AMOUNT, "description": "How much to reverse (default: all that is "
+                       "left), in the receipt's currency."},
+            "reason": {"type": "string", "minLength": 1,
+                       "maxLength": limits.reversal_reason_chars_max},
+        }, ("reason",), closed=True),
         "TrialRequest": _object({"email": {"type": "string", "format": "email"}}),
         "CustomerLookup": _object({"customer_id": _STRING, "email": _STRING}, (),
                                   description="customer_id or email (one is required)."),
@@ -121,7 +127,7 @@ def _receipt_schemas() -> dict[str, Any]:
         "id": _STRING, "object": _const("receipt"), "receipt_id": _STRING,
         "status": {**_const("processed"), "description": "Was `committed` before; see the "
                    "boolean `committed`."},
-        "committed": _BOOL, "seq": _INT, "amount": _AMOUNT, "currency": _CURRENCY,
+        "committed": _BOOL, "seq": _INT, "amount": _SIGNED_AMOUNT, "currency": _CURRENCY,
         "balance_after": _AMOUNT, "quota_remaining": {"type": ["string", "null"]},
         "receipt_hash": _HASH, "receipt_url": _STRING, "log": _ref("LogProof"),
     }, ("id", "object", "receipt_id", "status", "committed", "seq", "amount", "currency",
@@ -136,7 +142,7 @@ def _receipt_schemas() -> dict[str, Any]:
         "signature": {"type": "string", "description": "JWS, detached payload (receipt "
                       "signing mode only)."},
         "log": _ref("LogProof"),
-        "amount": _AMOUNT, "timestamp": _TIMESTAMP, "status": _const("processed"),
+        "amount": _SIGNED_AMOUNT, "timestamp": _TIMESTAMP, "status": _const("processed"),
         "committed": _BOOL,
     }, ("id", "object", "receipt_id", "customer_id", "seq", "idempotency_key",
         "entitlement_id", "amount_minor", "currency", "usage_description", "event_timestamp",

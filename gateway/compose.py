@@ -224,6 +224,7 @@ def _start(
         now_rfc3339=utc_now_rfc3339,
         activity={},
         scheduler=ActorScheduler(settings.effective_account_threads, "accounts"),
+        payment_grace_s=float(stripe_settings.payment_grace_s),
     )
     actor_metrics.runnable_accounts.set_function(deps.scheduler.runnable)
     readiness_box: list[Readiness] = []
@@ -240,7 +241,7 @@ def _start(
         if directory_box:
             directory_box[0].reload(customer_id)
 
-    stripe = wire_stripe(stripe_settings, store, registry, reload_account)
+    stripe = wire_stripe(stripe_settings, store, registry, reload_account, adapters.sinks)
     outbox_metrics = OutboxMetrics(registry)
     outbox_wake = threading.Event()
     archive_wake = threading.Event()

@@ -82,6 +82,17 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
         (402,), "The entitlement is not active (canceled, unpaid, past due...)."
     ),
     "balance_limit_reached": ErrorCode((402,), "The account balance limit is reached."),
+    "payment_required": ErrorCode(
+        (402,),
+        "The subscription's payment failed and its grace period is over: pay the open "
+        "invoice and charges are accepted again.",
+    ),
+    "reversal_exceeds_receipt": ErrorCode(
+        (400,), "The reversal is larger than what is left of the receipt to reverse."
+    ),
+    "reversal_not_allowed": ErrorCode(
+        (400,), "This receipt cannot be reversed (it is a reversal, or has too many)."
+    ),
     # Not found
     "customer_not_found": ErrorCode(
         (404,), "No such customer (or it is not the API key's customer)."

@@ -51,6 +51,7 @@ _CHARGE = (
     "currency_mismatch",
     "quota_exceeded",
     "entitlement_inactive",
+    "payment_required",
     "balance_limit_reached",
     "idempotency_key_reuse",
     "overloaded",
@@ -277,6 +278,29 @@ def _receipt_paths() -> dict[str, Any]:
             description="A Stripe list object. Page forward with `starting_after` = the last "
             "id of a page while `has_more`; `ending_before` pages backward. `after_seq` and "
             "`next_after_seq` are the older seq cursor; one cursor per request.")},
+        "/v1/receipts/{receipt_id}/reversals": {"post": _operation(
+            "reverseReceipt", "Operators", "Reverse all or part of a receipt.",
+            security="adminToken",
+            codes=(*_AUTH_ADMIN, *_JSON_BODY, "parameter_missing", "too_long",
+                   "invalid_amount", "amount_precision", "amount_too_large",
+                   "receipt_not_found", "reversal_exceeds_receipt", "reversal_not_allowed",
+                   "entitlement_not_found", "idempotency_key_reuse", "service_unavailable",
+                   "account_unavailable", "store_unavailable", "overloaded"),
+            parameters=[receipt_id, {
+                "name": "Idempotency-Key", "in": "header", "required": True,
+                "description": "The operator's key: a retry answers the same reversal.",
+                "schema": {"type": "string", "minLength": 1, "maxLength":
+                           limits.idempotency_key_chars_max
+                           - limits.reversal_key_overhead_chars_max}}],
+            body=_body("ReversalRequest", {"part": {"amount": "1.00", "reason": "outage"},
+                                           "all of it": {"reason": "charged twice"}}),
+            responses={"202": {"description": "The reversal receipt, durable (with "
+                               "`Idempotent-Replayed: true`: made before under this key).",
+                               "content": _json("ReceiptSummary")}},
+            description="Appends a receipt with a negative amount to the customer's chain; "
+            "its idempotency_key is `reversal:<receipt_id>:<Idempotency-Key>` and its "
+            "usage_description the reason. The total reversed never exceeds the receipt. "
+            "Without `amount`, all that is left is reversed.")},
         "/v1/balance": {"get": _operation(
             "getBalance", "Receipts", "The customer's balance and entitlements.",
             security="apiKey", codes=(*_AUTH_KEY, "customer_not_found", "store_unavailable"),

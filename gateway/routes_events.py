@@ -29,7 +29,7 @@ from ledger.money import format_amount
 routes = web.RouteTableDef()
 
 
-def _origin(request: web.Request) -> str:
+def origin_of(request: web.Request) -> str:
     """Where links point: the configured public URL. The request's own scheme
     and Host only when none is configured, which Settings allows only in
     development or on loopback (behind a proxy they say http://)."""
@@ -37,7 +37,7 @@ def _origin(request: web.Request) -> str:
     return public_url if public_url is not None else f"{request.scheme}://{request.host}"
 
 
-def _ensure_ready(services: Services) -> None:
+def ensure_ready(services: Services) -> None:
     if not services.readiness.ready():
         reason = services.readiness.halted_reason or "the service is not ready"
         raise ApiError(503, "service_unavailable", reason, retry_after_s=5)
@@ -53,7 +53,7 @@ def _check_owner(event: EventRequest, customer_id: str, param: str = "customer_i
 async def post_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
-    _ensure_ready(services)
+    ensure_ready(services)
     # Admission before the body is read and parsed: under overload a 429
     # must cost the saturated event loop as little as possible.
     started_s = services.admission.enter_timed(customer_id)
@@ -65,7 +65,7 @@ async def post_event(request: web.Request) -> web.Response:
     finally:
         latency_s = services.admission.leave_timed(customer_id, started_s)
         services.metrics.receipt_latency_s.observe(latency_s)
-    return outcome_response(outcome, _origin(request))
+    return outcome_response(outcome, origin_of(request))
 
 
 @routes.post("/v1/events/batch")
@@ -74,7 +74,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
     order per customer; the response comes once every item is durable."""
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
-    _ensure_ready(services)
+    ensure_ready(services)
     services.admission.refuse_if_saturated(customer_id)  # cheap 429 before reading the body
     if IDEMPOTENCY_HEADER in request.headers:
         # One key for many charges would hide which ones it covers.
@@ -118,7 +118,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
         outcomes = iter(await services.submit(valid, ref) if valid else [])
     finally:
         services.admission.leave(customer_id, max(1, len(valid)))
-    origin = _origin(request)
+    origin = origin_of(request)
     results: list[dict[str, Any]] = []
     for item in parsed:
         if isinstance(item, ApiError):

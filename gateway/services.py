@@ -130,6 +130,7 @@ class Services:
                     usage_description=event.usage_description,
                     event_timestamp=event.event_timestamp,
                     reply=replies.reply_for(index),
+                    reverses=event.reverses,
                 )
                 for index, event in enumerate(events)
             )

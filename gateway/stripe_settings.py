@@ -17,7 +17,11 @@ from typing import Any
 import stripe
 
 from actors._stripe_plans import PlanSpec
-from ledger.limits import stripe_network_retries_max
+from ledger.limits import (
+    meter_event_name_chars_max,
+    payment_grace_s_max,
+    stripe_network_retries_max,
+)
 
 __all__ = ["SettingsError", "StripeSettings", "build_stripe_client", "load"]
 
@@ -30,6 +34,10 @@ TRIAL_PERIOD_S = 3600
 # (retries + 1) * (connect + read) seconds plus the library's backoff.
 STRIPE_CONNECT_TIMEOUT_S = 5.0
 STRIPE_READ_TIMEOUT_S = 20.0
+# Stripe retries a failed renewal payment for days (Smart Retries): three
+# days lets the first retries land before charges are refused.
+PAYMENT_GRACE_S = 3 * 86_400
+USAGE_AUDIT_INTERVAL_S = 3_600.0
 
 # secret file name -> environment variable
 _SECRET_SOURCES: Mapping[str, str] = {
@@ -67,6 +75,11 @@ class StripeSettings:
     connect_timeout_s: float = STRIPE_CONNECT_TIMEOUT_S
     read_timeout_s: float = STRIPE_READ_TIMEOUT_S
     max_network_retries: int = stripe_network_retries_max
+    # How long a past_due or unpaid subscription may still be charged,
+    # counted from the start of its unpaid period (see ledger.model).
+    payment_grace_s: int = PAYMENT_GRACE_S
+    # How often usage reported to Stripe is compared with its meter summaries.
+    usage_audit_interval_s: float = USAGE_AUDIT_INTERVAL_S
 
     @property
     def enabled(self) -> bool:
@@ -115,8 +128,36 @@ def _parse_plans(raw: str | None) -> Mapping[str, PlanSpec]:
         policy = spec.get("policy", "hard")
         if policy not in ("hard", "soft"):
             raise SettingsError(f"STRIPE_PLANS[{lookup_key!r}].policy must be 'hard' or 'soft'")
-        plans[str(lookup_key)] = PlanSpec(max_bots=max_bots, quota=quota, policy=policy)
+        meter_event_name = _optional_text(spec, "meter_event_name", lookup_key)
+        meter_id = _optional_text(spec, "meter_id", lookup_key)
+        plans[str(lookup_key)] = PlanSpec(
+            max_bots=max_bots, quota=quota, policy=policy,
+            meter_event_name=meter_event_name, meter_id=meter_id,
+        )
     return MappingProxyType(plans)
+
+
+def _optional_text(spec: Mapping[str, Any], name: str, lookup_key: str) -> str | None:
+    value = spec.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= meter_event_name_chars_max:
+        raise SettingsError(
+            f"STRIPE_PLANS[{lookup_key!r}].{name} must be a string of 1 to "
+            f"{meter_event_name_chars_max} characters"
+        )
+    return value
+
+
+def _grace_s(environ: Mapping[str, str]) -> int:
+    raw = _env(environ, "STRIPE_PAYMENT_GRACE_S")
+    if raw is None:
+        return PAYMENT_GRACE_S
+    if not raw.isdigit() or int(raw) > payment_grace_s_max:
+        raise SettingsError(
+            f"STRIPE_PAYMENT_GRACE_S must be an integer from 0 to {payment_grace_s_max}"
+        )
+    return int(raw)
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
@@ -148,6 +189,7 @@ def load(secrets_dir: Path | None, environ: Mapping[str, str]) -> StripeSettings
         checkout_cancel_url=_env(environ, "STRIPE_CHECKOUT_CANCEL_URL"),
         plans=_parse_plans(_env(environ, "STRIPE_PLANS")),
         entitlement_id=_env(environ, "STRIPE_ENTITLEMENT_ID") or DEFAULT_ENTITLEMENT_ID,
+        payment_grace_s=_grace_s(environ),
     )
 
 

@@ -4,7 +4,7 @@ no secret key the routes answer 503 `stripe_not_configured`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +15,16 @@ from actors._stripe_metrics import StripeMetrics
 from actors._stripe_poll import Doorbell
 from actors.admin_api import AdminApiClient, AdminApiRelay
 from actors.stripe_sync import Reconciler, StripeSync
+from actors.stripe_usage import (
+    TOPIC_STRIPE_USAGE,
+    StripeUsageSink,
+    UsageAudit,
+    UsageAuditor,
+    UsageMetrics,
+)
 from gateway.routes_stripe import StripeDeps, add_stripe_routes
 from gateway.stripe_settings import StripeSettings, build_stripe_client
-from ledger import LedgerStore
+from ledger import LedgerStore, StoredReceipt
 from supervisor import ChildSpec
 
 
@@ -32,7 +39,9 @@ def wire_stripe(
     store: LedgerStore,
     registry: CollectorRegistry,
     on_entitlement_changed: Callable[[str], None],
+    sinks: dict[str, Callable[[Sequence[StoredReceipt]], None]] | None = None,
 ) -> StripeWiring:
+    """`sinks` (the outbox's, by topic) gets the usage reporter when Stripe is on."""
     client = build_stripe_client(settings)
     metrics = StripeMetrics(registry)
     sync_bell = Doorbell()  # outlives restarts of the sync actor
@@ -55,6 +64,7 @@ def wire_stripe(
             )
 
         specs.append(ChildSpec(id="stripe_sync", start=start_sync, shutdown_timeout_ms=10_000))
+        specs += _usage_specs(settings, store, client, registry, sinks)
     if settings.admin_api_enabled:
         admin_bell = Doorbell()
         url, token = settings.admin_api_url or "", settings.admin_api_token or ""
@@ -81,3 +91,30 @@ def wire_stripe(
         on_entitlement_changed=on_entitlement_changed,
     )
     return StripeWiring(child_specs=specs, add_routes=lambda app: add_stripe_routes(app, deps))
+
+
+def _usage_specs(
+    settings: StripeSettings,
+    store: LedgerStore,
+    client: Any,
+    registry: CollectorRegistry,
+    sinks: dict[str, Callable[[Sequence[StoredReceipt]], None]] | None,
+) -> list[ChildSpec]:
+    """Usage reporting (an outbox sink) and its audit, when any plan is metered."""
+    if sinks is None or not any(p.meter_event_name for p in settings.plans.values()):
+        return []
+    metrics = UsageMetrics(registry)
+    sinks[TOPIC_STRIPE_USAGE] = StripeUsageSink(
+        store=store, client=client, plans=settings.plans, metrics=metrics
+    )
+    auditor = UsageAuditor(store=store, client=client, plans=settings.plans,
+                           entitlement_id=settings.entitlement_id, metrics=metrics)
+    return [
+        ChildSpec(
+            id="stripe_usage_audit",
+            start=lambda link: UsageAudit.start(
+                link, auditor=auditor, interval_s=settings.usage_audit_interval_s
+            ),
+            shutdown_timeout_ms=10_000,
+        )
+    ]

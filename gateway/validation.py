@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from actors.charges import REVERSAL_KEY_PREFIX
 from gateway.errors import ApiError, bad_request
 from ledger import limits
 from ledger.clock import format_rfc3339, parse_rfc3339
@@ -187,6 +188,8 @@ class EventRequest:
     currency: str
     usage_description: str
     event_timestamp: str
+    # A reversal of this receipt (amount_minor negative); see actors.charges.
+    reverses: str | None = None
 
 
 EVENT_FIELDS = frozenset(
@@ -232,6 +235,12 @@ def parse_event(value: Any, now: datetime, header_key: str | None = None) -> Eve
     body = require_object(value)
     reject_unknown(body, EVENT_FIELDS)
     key = _idempotency_key(body, header_key)
+    if key.startswith(REVERSAL_KEY_PREFIX):
+        raise bad_request(
+            "invalid_value",
+            f"idempotency keys starting with {REVERSAL_KEY_PREFIX!r} are kept for reversals",
+            "idempotent_key",
+        )
     customer_id = require_str(body, "customer_id", max_chars=limits.customer_id_chars_max)
     entitlement_id = require_str(
         body, "entitlement_id", max_chars=limits.entitlement_id_chars_max

@@ -147,6 +147,19 @@ stripe_calls_inflight_max: Final = 64
 webhook_body_bytes_max: Final = 512 * 1024
 stats_subscriptions_max: Final = 10_000
 stripe_network_retries_max: Final = 2
+# Stripe's own limit on a meter's event_name (and we use it for meter ids too).
+meter_event_name_chars_max: Final = 100
+# A grace beyond 60 days would outlast two monthly periods unpaid.
+payment_grace_s_max: Final = 60 * 86_400
+# Receipts one usage audit pass reads per customer and period.
+usage_audit_receipts_max: Final = 1_000_000
+# Reversals of one receipt (each is a receipt of its own in the chain).
+reversals_per_receipt_max: Final = 100
+# A reversal's idempotency key wraps the operator's: "reversal:" + the
+# original's receipt id + ":" (receipt ids are ~30 characters).
+reversal_key_overhead_chars_max: Final = 64
+# The reason a reversal gives (shown in its receipt's usage_description).
+reversal_reason_chars_max: Final = 500
 
 # Gateway.
 jwks_bytes_max: Final = 1024 * 1024

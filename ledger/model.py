@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Literal
+
+from ledger.clock import parse_rfc3339
 
 QuotaPolicy = Literal["hard", "soft"]
 # Entitlement statuses that allow charging; everything else refuses.
 CHARGEABLE_STATUSES = frozenset({"active", "trialing"})
+# A subscription whose renewal payment failed: chargeable for a grace period
+# from the start of the unpaid period, then refused with payment_required.
+UNPAID_STATUSES = frozenset({"past_due", "unpaid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,18 @@ class Entitlement:
     @property
     def chargeable(self) -> bool:
         return self.status in CHARGEABLE_STATUSES
+
+    def in_payment_grace(self, now: datetime, grace_s: float) -> bool:
+        """An unpaid entitlement still inside its grace period.
+
+        The unpaid period starts at `period_start`: Stripe invoices a renewal
+        when the period starts and the subscription turns past_due when that
+        payment fails, so Stripe's own state gives the start (no clock of
+        ours to store, and every reconciliation of it agrees)."""
+        if self.status not in UNPAID_STATUSES or self.period_start is None or grace_s <= 0:
+            return False
+        started = parse_rfc3339(self.period_start)
+        return now < started + timedelta(seconds=grace_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,10 @@ class FakeAdminApi:
         if user is None:
             return web.json_response({"detail": "User not found"}, status=404)
         body = request[_BODY] or {}
+        bots = body.get("max_concurrent_bots", 0)
+        if isinstance(bots, bool) or not isinstance(bots, int) or bots < 0:
+            # As the real API's schema: an integer >= 0, never null.
+            return web.json_response({"detail": "max_concurrent_bots: integer >= 0"}, status=422)
         if "max_concurrent_bots" in body:
             user["max_concurrent_bots"] = body["max_concurrent_bots"]
         user["data"] = {**user["data"], **(body.get("data") or {})}

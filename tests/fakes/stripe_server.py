@@ -103,6 +103,10 @@ class FakeStripe:
         self.checkout_sessions: list[dict[str, Any]] = []
         self.portal_sessions: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
+        self.meters: dict[str, dict[str, Any]] = {}
+        # Accepted meter events by identifier (Stripe keeps one per identifier).
+        self.meter_events: dict[str, dict[str, Any]] = {}
+        self.invoice_items: dict[str, dict[str, Any]] = {}
         self._idempotent: dict[str, tuple[int, bytes]] = {}
         self._fail_mode: str | None = None
         self._fail_remaining: int | None = None
@@ -122,8 +126,9 @@ class FakeStripe:
 
     # -- failure switch -----------------------------------------------------
     def fail(self, mode: str = "500", times: int | None = None) -> None:
-        """Answer every request with a 500 (`"500"`) or drop the connection
-        (`"drop"`), `times` times or until `recover()`."""
+        """Answer every request with a 500 (`"500"`), drop the connection
+        (`"drop"`), or do the work and then answer 500 as if the reply were
+        lost (`"lost_reply"`), `times` times or until `recover()`."""
         with self._lock:
             self._fail_mode, self._fail_remaining = mode, times
 
@@ -234,6 +239,34 @@ class FakeStripe:
                 item["price"] = copy.deepcopy(self.prices[price_id])
             return copy.deepcopy(sub)
 
+    def add_meter(self, event_name: str) -> dict[str, Any]:
+        """A sum meter reading `payload[value]`, customers by `payload[stripe_customer_id]`."""
+        meter = fixture("billing.meter")
+        meter.update(id=self._new_id("mtr"), event_name=event_name, display_name=event_name,
+                     livemode=False, created=int(time.time()), updated=int(time.time()))
+        meter["customer_mapping"]["event_payload_key"] = "stripe_customer_id"
+        with self._lock:
+            self.meters[meter["id"]] = meter
+        return copy.deepcopy(meter)
+
+    def metered_total(self, customer_id: str, event_name: str) -> int:
+        """The sum of a customer's accepted meter events (what the invoice bills)."""
+        with self._lock:
+            return sum(int(e["payload"]["value"]) for e in self.meter_events.values()
+                       if e["event_name"] == event_name
+                       and e["payload"]["stripe_customer_id"] == customer_id)
+
+    def invoice_items_of(self, customer_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(i) for i in self.invoice_items.values()
+                    if i["customer"] == customer_id]
+
+    def upcoming_invoice_minor(self, customer_id: str, event_name: str) -> int:
+        """What the customer's next invoice bills for usage, at 1 minor unit per
+        meter unit (the metered price the plans use), plus pending invoice items."""
+        items = sum(i["amount"] for i in self.invoice_items_of(customer_id))
+        return self.metered_total(customer_id, event_name) + items
+
     def subscriptions_of(self, customer_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return [copy.deepcopy(s) for s in self.subscriptions.values()
@@ -278,6 +311,9 @@ class FakeStripe:
         r.add_get("/v1/prices/{id}", self._json(self._get_price))
         r.add_post("/v1/checkout/sessions", self._json(self._post_checkout))
         r.add_post("/v1/billing_portal/sessions", self._json(self._post_portal))
+        r.add_post("/v1/billing/meter_events", self._json(self._post_meter_event))
+        r.add_get("/v1/billing/meters/{id}/event_summaries", self._json(self._meter_summaries))
+        r.add_post("/v1/invoiceitems", self._json(self._post_invoice_item))
         return app
 
     @web.middleware
@@ -285,6 +321,9 @@ class FakeStripe:
         request_id = "req_" + secrets.token_hex(7)
         headers = {"Request-Id": request_id}
         mode = self._take_failure()
+        lost_reply = mode == "lost_reply"
+        if lost_reply:
+            mode = None
         if mode == "drop":
             if request.transport is not None:
                 request.transport.abort()
@@ -322,6 +361,9 @@ class FakeStripe:
         if idem:
             with self._lock:
                 self._idempotent[idem] = (response.status, response.body)
+        if lost_reply:
+            return self._error(StripeError(500, "api_error", "An unknown error occurred"),
+                               headers)
         response.headers.update(headers)
         return response
 
@@ -480,6 +522,74 @@ class FakeStripe:
                        created=int(time.time()), livemode=False)
         self.portal_sessions.append(session)
         return 200, copy.deepcopy(session)
+
+    def _post_meter_event(self, request: web.Request) -> tuple[int, Any]:
+        params = request[_PARAMS]
+        payload = params.get("payload") or {}
+        for name in ("event_name", "payload"):
+            if not params.get(name):
+                raise StripeError(400, "invalid_request_error", f"Missing required param: {name}.",
+                                  "parameter_missing", name)
+        value = str(payload.get("value", ""))
+        if not value.isdigit():
+            # Stripe: the value must be a non-negative whole number.
+            raise StripeError(400, "invalid_request_error",
+                              "payload[value] must be a non-negative integer",
+                              "parameter_invalid_integer", "payload[value]")
+        customer = payload.get("stripe_customer_id")
+        if customer not in self.customers:
+            raise StripeError(400, "invalid_request_error", f"No such customer: '{customer}'",
+                              "resource_missing", "payload[stripe_customer_id]")
+        identifier = params.get("identifier") or secrets.token_hex(12)
+        event = fixture("billing.meter_event")
+        event.update(event_name=params["event_name"], identifier=identifier,
+                     payload={"stripe_customer_id": customer, "value": value},
+                     timestamp=int(params.get("timestamp") or time.time()),
+                     created=int(time.time()), livemode=False)
+        # A repeated identifier is accepted and counted once, as Stripe does.
+        self.meter_events.setdefault(identifier, event)
+        return 200, copy.deepcopy(event)
+
+    def _meter_summaries(self, request: web.Request) -> tuple[int, Any]:
+        meter = self.meters.get(request.match_info["id"])
+        if meter is None:
+            raise StripeError(404, "invalid_request_error", "No such billing meter",
+                              "resource_missing", "id")
+        params = request[_PARAMS]
+        for name in ("customer", "start_time", "end_time"):
+            if name not in params:
+                raise StripeError(400, "invalid_request_error", f"Missing required param: {name}.",
+                                  "parameter_missing", name)
+        start, end = int(params["start_time"]), int(params["end_time"])
+        if start % 60 or end % 60:
+            raise StripeError(400, "invalid_request_error",
+                              "start_time and end_time must be aligned with minute boundaries",
+                              "parameter_invalid_integer", "start_time")
+        total = sum(int(e["payload"]["value"]) for e in self.meter_events.values()
+                    if e["event_name"] == meter["event_name"]
+                    and e["payload"]["stripe_customer_id"] == params["customer"]
+                    and start <= e["timestamp"] < end)
+        summary = fixture("billing.meter_event_summary")
+        summary.update(id=self._new_id("mtrusg"), meter=meter["id"], aggregated_value=total,
+                       start_time=start, end_time=end, livemode=False)
+        return 200, self._list([summary], f"/v1/billing/meters/{meter['id']}/event_summaries")
+
+    def _post_invoice_item(self, request: web.Request) -> tuple[int, Any]:
+        params = request[_PARAMS]
+        customer = params.get("customer")
+        if customer not in self.customers:
+            raise StripeError(400, "invalid_request_error", f"No such customer: '{customer}'",
+                              "resource_missing", "customer")
+        if not re.fullmatch(r"-?\d+", str(params.get("amount", ""))):
+            raise StripeError(400, "invalid_request_error", "Missing required param: amount.",
+                              "parameter_missing", "amount")
+        item = fixture("invoiceitem")
+        item.update(id=self._new_id("ii"), customer=customer, amount=int(params["amount"]),
+                    currency=params.get("currency"), description=params.get("description"),
+                    metadata=dict(params.get("metadata") or {}), invoice=None,
+                    date=int(time.time()), livemode=False, net_amount=int(params["amount"]))
+        self.invoice_items[item["id"]] = item
+        return 200, copy.deepcopy(item)
 
 
 def iter_deliveries(fake: FakeStripe, events: list[dict[str, Any]],

@@ -117,3 +117,5 @@ async def test_relay_actor_delivers_the_newest_state(
     [user] = fake_admin.users_with_email("actor2@example.com")
     assert user["data"]["billing"]["status"] == "canceled"
     assert user["data"]["billing"]["chargeable"] is False
+    # A cancelled subscription keeps its plan on record but grants no bots.
+    assert user["max_concurrent_bots"] == 0
