@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from crypto._checkpoint import Checkpoint, verify_checkpoint
 from crypto._errors import CheckpointError, ProofError
@@ -38,6 +38,15 @@ class LogProof:
             "inclusion": [node.hex() for node in self.inclusion],
             "checkpoint": self.checkpoint_jws,
         }
+
+
+class LogPosition(NamedTuple):
+    """A receipt's leaf `leaf_index` in the tree of `tree_size` leaves whose root,
+    `root_hash`, a checkpoint signed (what a verified `log` block establishes)."""
+
+    leaf_index: int
+    tree_size: int
+    root_hash: bytes
 
 
 def receipt_leaf(receipt_hash: str) -> bytes:
@@ -80,8 +89,8 @@ def check_log_block(
     block: object,
     keys: TrustedKeys,
     checkpoints: MutableMapping[str, Checkpoint] | None = None,
-) -> Checkpoint:
-    """The checkpoint that proves this receipt, or LogBlockError with a reason.
+) -> LogPosition:
+    """Where the block proves this receipt to be, or LogBlockError with a reason.
 
     `checkpoints` caches verified checkpoints by JWS: receipts of one commit
     (or one export) share theirs, so each JWS is verified once."""
@@ -103,4 +112,4 @@ def check_log_block(
         verify_inclusion(receipt_leaf(receipt_hash), index, size, path, checkpoint.root_hash)
     except ProofError as error:
         raise LogBlockError("not_in_log", f"inclusion proof: {error.detail}") from error
-    return checkpoint
+    return LogPosition(index, size, checkpoint.root_hash)
