@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
     known_head = _known_head(args.known_head)
-    jwks_document = _load_jwks(args.jwks)
+    jwks_document = load_jwks(args.jwks)
     try:
         keys = crypto.TrustedKeys(jwks_document)
     except crypto.JWKSError as error:
@@ -153,7 +153,7 @@ def _fetch(source: str, what: str, bytes_max: int, token: str | None = None) -> 
     return data
 
 
-def _load_jwks(source: str) -> Any:
+def load_jwks(source: str) -> Any:
     import json
 
     from gateway.cli import CommandError
