@@ -10,6 +10,7 @@ checkpoint's root and checks the JWS with the JWKS: the receipt verifies alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from crypto._merkle import leaf_hash, verify_inclusion
 from crypto._trusted import TrustedKeys
 
 HASH_HEX_LENGTH = 64
+_HASH_HEX = re.compile(f"[0-9a-f]{{{HASH_HEX_LENGTH}}}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +81,9 @@ def parse_log_block(block: object) -> tuple[int, int, list[bytes], str]:
 
 
 def _is_hash_hex(value: object) -> bool:
-    if not isinstance(value, str) or len(value) != HASH_HEX_LENGTH:
-        return False
-    return all(c in "0123456789abcdef" for c in value)
+    # A compiled pattern: a per-character generator cost more than the whole
+    # inclusion check (about 35 of 69 us per receipt, `bench_log_audit`).
+    return isinstance(value, str) and _HASH_HEX.fullmatch(value) is not None
 
 
 def check_log_block(
