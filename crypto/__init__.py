@@ -3,6 +3,7 @@
 See README.md in this folder for the receipt format and how customers verify.
 """
 
+from crypto._anchor import CheckpointAnchor, ConsistencyAnswer
 from crypto._canonical import canonical_json
 from crypto._chain import ChainFailure, ChainReport, verify_chain
 from crypto._check import LeafCheck, verify_receipt
@@ -47,7 +48,13 @@ from crypto._note import (
     parse_checkpoint_note,
     sign_note,
 )
-from crypto._receipt_log import LogBlockError, LogProof, check_log_block, receipt_leaf
+from crypto._receipt_log import (
+    LogBlockError,
+    LogPosition,
+    LogProof,
+    check_log_block,
+    receipt_leaf,
+)
 from crypto._seal import HashedCore, hash_core, seal_receipt, sealed_document
 from crypto._sign_process import SigningProcess, SigningProcessError, sign_reply_timeout_ms
 from crypto._tiles import (
@@ -74,7 +81,9 @@ __all__ = [
     "ChainFailure",
     "ChainReport",
     "Checkpoint",
+    "CheckpointAnchor",
     "CheckpointError",
+    "ConsistencyAnswer",
     "HashReader",
     "HashedCore",
     "JWKSError",
@@ -83,6 +92,7 @@ __all__ = [
     "LeafCheck",
     "LogBlockError",
     "LogError",
+    "LogPosition",
     "LogProof",
     "NoteError",
     "NoteKey",

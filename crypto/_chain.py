@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from crypto._check import LeafCheck, Link, check_receipt, link_of, receipt_id_of
+from crypto._check import LeafCheck, Link, check_receipt_logged, link_of, receipt_id_of
 from crypto._jws import VerificationResult
 from crypto._trusted import TrustedKeys, trusted_keys
 from crypto.receipt import GENESIS_HASH, is_receipt_hash
@@ -104,9 +104,9 @@ def _broken_link(previous: Link, link: Link) -> tuple[str, str] | None:
 def checked_receipt(
     receipt: object, keys: TrustedKeys, leaf_check: LeafCheck | None = None
 ) -> Checked:
-    result = check_receipt(receipt, keys, leaf_check)
+    result, position = check_receipt_logged(receipt, keys, leaf_check)
     if result.ok and isinstance(receipt, Mapping):
-        return result, link_of(receipt), None
+        return result, link_of(receipt, position), None
     return result, None, receipt_id_of(receipt)
 
 

@@ -9,7 +9,7 @@ from crypto._b64 import b64url_encode
 from crypto._errors import CanonicalizationError, ReceiptFieldError
 from crypto._jws import OK, VerificationResult, check_compact
 from crypto._jws import fail as _fail
-from crypto._receipt_log import LogBlockError, check_log_block
+from crypto._receipt_log import LogBlockError, LogPosition, check_log_block
 from crypto._trusted import TrustedKeys, trusted_keys
 from crypto.receipt import RECEIPT_CORE_FIELDS, core_bytes, hash_of_core_bytes
 
@@ -24,6 +24,9 @@ class Link(NamedTuple):
     seq: int
     previous_receipt_hash: str
     receipt_hash: str
+    # Where its `log` block proved it (None: no log block): what a check
+    # against a checkpoint the verifier holds needs (crypto._anchor).
+    log: LogPosition | None = None
 
 
 # For a holder of the log itself (the service's own audit): checks that a
@@ -39,36 +42,41 @@ def check_receipt(
     A receipt proves itself with its own `signature` (receipt mode), or with
     `log` (checkpoint mode): an inclusion path to the root of a signed
     checkpoint. When it carries both, both must hold."""
+    return check_receipt_logged(receipt, keys, leaf_check)[0]
+
+
+def check_receipt_logged(
+    receipt: object, keys: TrustedKeys, leaf_check: LeafCheck | None = None
+) -> tuple[VerificationResult, LogPosition | None]:
+    """check_receipt, and where its `log` block proved it (None without one)."""
     if not isinstance(receipt, Mapping):
-        return _fail("missing_field", "a receipt must be a JSON object")
+        return _fail("missing_field", "a receipt must be a JSON object"), None
     missing = [name for name in _RECEIPT_FIELDS if name not in receipt]
     if missing:
-        return _fail("missing_field", f"missing {', '.join(missing)}")
+        return _fail("missing_field", f"missing {', '.join(missing)}"), None
     try:
         payload = core_bytes(receipt)
     except (ReceiptFieldError, CanonicalizationError) as error:
-        return _fail("invalid_field", str(error))
+        return _fail("invalid_field", str(error)), None
     claimed_hash = receipt["receipt_hash"]
     computed_hash = hash_of_core_bytes(payload)
     if claimed_hash != computed_hash:
-        return _fail(
-            "hash_mismatch",
-            f"receipt_hash is {claimed_hash!r} but the core fields hash to {computed_hash}",
-        )
+        detail = f"receipt_hash is {claimed_hash!r} but the core fields hash to {computed_hash}"
+        return _fail("hash_mismatch", detail), None
     if "signature" not in receipt and "log" not in receipt:
         if leaf_check is not None:
-            return leaf_check(receipt, computed_hash)
-        return _fail("missing_field", "missing signature (or log proof)")
+            return leaf_check(receipt, computed_hash), None
+        return _fail("missing_field", "missing signature (or log proof)"), None
     if "signature" in receipt:
         result = _check_signature(receipt["signature"], payload, keys)
         if not result.ok:
-            return result
-    if "log" in receipt:
-        try:
-            check_log_block(computed_hash, receipt["log"], keys, keys.checkpoints)
-        except LogBlockError as error:
-            return _fail(error.reason, error.detail)
-    return OK
+            return result, None
+    if "log" not in receipt:
+        return OK, None
+    try:
+        return OK, check_log_block(computed_hash, receipt["log"], keys, keys.checkpoints)
+    except LogBlockError as error:
+        return _fail(error.reason, error.detail), None
 
 
 def _check_signature(signature: object, payload: bytes, keys: TrustedKeys) -> VerificationResult:
@@ -80,7 +88,7 @@ def _check_signature(signature: object, payload: bytes, keys: TrustedKeys) -> Ve
     return check_compact(parts[0], b64url_encode(payload), parts[2], keys)
 
 
-def link_of(receipt: Mapping[str, object]) -> Link:
+def link_of(receipt: Mapping[str, object], log: LogPosition | None = None) -> Link:
     """The chain fields of a receipt that passed check_receipt (types already checked)."""
     return Link(
         str(receipt["receipt_id"]),
@@ -88,6 +96,7 @@ def link_of(receipt: Mapping[str, object]) -> Link:
         int(receipt["seq"]),  # type: ignore[call-overload]
         str(receipt["previous_receipt_hash"]),
         str(receipt["receipt_hash"]),
+        log,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Final
 
 import orjson
 
+from crypto._anchor import CheckpointAnchor, anchored
 from crypto._chain import ChainReport, Checked, check_known_head, checked_receipt, walk_chain
 from crypto._check import Link
 from crypto._jws import VerificationResult
@@ -110,21 +111,26 @@ def verify_jsonl(
     *,
     workers: int = 1,
     on_verified: Callable[[int], None] | None = None,
+    anchor: CheckpointAnchor | None = None,
 ) -> ChainReport:
     """verify_chain over JSON lines (one receipt object per line), in parallel.
 
     A failure's index is the 0-based line index; a line that is not JSON
     fails with reason "not_json". Stops reading at the first failure.
     `on_verified(n)`: n more receipts verified and linked, for a progress bar
-    (lines read run ahead of them by the batches in flight).
+    (lines read run ahead of them by the batches in flight). With `anchor`,
+    every receipt must also be in the anchor's checkpoint (crypto._anchor).
     """
     check_known_head(known_head)
     keys = trusted_keys(jwks)
     checked = _checked_lines(iter(lines), keys, workers)
     try:
-        if on_verified is None:
-            return walk_chain(checked, known_head)
-        return walk_chain(_reporting(checked, on_verified), known_head)
+        stream: Iterator[Checked] = checked
+        if anchor is not None:
+            stream = anchored(stream, anchor)
+        if on_verified is not None:
+            stream = _reporting(stream, on_verified)
+        return walk_chain(stream, known_head)
     finally:
         checked.close()
 

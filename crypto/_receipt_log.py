@@ -10,9 +10,10 @@ checkpoint's root and checks the JWS with the JWKS: the receipt verifies alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from crypto._checkpoint import Checkpoint, verify_checkpoint
 from crypto._errors import CheckpointError, ProofError
@@ -20,6 +21,7 @@ from crypto._merkle import leaf_hash, verify_inclusion
 from crypto._trusted import TrustedKeys
 
 HASH_HEX_LENGTH = 64
+_HASH_HEX = re.compile(f"[0-9a-f]{{{HASH_HEX_LENGTH}}}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,15 @@ class LogProof:
             "inclusion": [node.hex() for node in self.inclusion],
             "checkpoint": self.checkpoint_jws,
         }
+
+
+class LogPosition(NamedTuple):
+    """A receipt's leaf `leaf_index` in the tree of `tree_size` leaves whose root,
+    `root_hash`, a checkpoint signed (what a verified `log` block establishes)."""
+
+    leaf_index: int
+    tree_size: int
+    root_hash: bytes
 
 
 def receipt_leaf(receipt_hash: str) -> bytes:
@@ -70,9 +81,9 @@ def parse_log_block(block: object) -> tuple[int, int, list[bytes], str]:
 
 
 def _is_hash_hex(value: object) -> bool:
-    if not isinstance(value, str) or len(value) != HASH_HEX_LENGTH:
-        return False
-    return all(c in "0123456789abcdef" for c in value)
+    # A compiled pattern: a per-character generator cost more than the whole
+    # inclusion check (about 35 of 69 us per receipt, `bench_log_audit`).
+    return isinstance(value, str) and _HASH_HEX.fullmatch(value) is not None
 
 
 def check_log_block(
@@ -80,8 +91,8 @@ def check_log_block(
     block: object,
     keys: TrustedKeys,
     checkpoints: MutableMapping[str, Checkpoint] | None = None,
-) -> Checkpoint:
-    """The checkpoint that proves this receipt, or LogBlockError with a reason.
+) -> LogPosition:
+    """Where the block proves this receipt to be, or LogBlockError with a reason.
 
     `checkpoints` caches verified checkpoints by JWS: receipts of one commit
     (or one export) share theirs, so each JWS is verified once."""
@@ -103,4 +114,4 @@ def check_log_block(
         verify_inclusion(receipt_leaf(receipt_hash), index, size, path, checkpoint.root_hash)
     except ProofError as error:
         raise LogBlockError("not_in_log", f"inclusion proof: {error.detail}") from error
-    return checkpoint
+    return LogPosition(index, size, checkpoint.root_hash)

@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli_admin",
     "gateway.cli_export",
     "gateway.cli_verify",
+    "gateway.cli_log",
     "gateway.cli_migrate",
 )
 

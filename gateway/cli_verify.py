@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from ledger.limits import jwks_bytes_max
+from ledger.limits import jwks_bytes_max, log_document_bytes_max
 
-jwks_fetch_timeout_s = 10.0
+fetch_timeout_s = 10.0
 count_chunk_bytes = 1 << 20
 
 
@@ -37,6 +37,22 @@ def register(subparsers: Any) -> None:
         "file `billing export` writes): detects receipts cut off the end",
     )
     parser.add_argument(
+        "--checkpoint",
+        metavar="FILE_OR_URL",
+        help="a checkpoint you hold (GET /v1/log/checkpoint JSON, or its JWS; a file such as "
+        "the .checkpoint file `billing export` writes, or an http(s) URL): every receipt must "
+        "be in it; receipts proved against another checkpoint need the service (--url)",
+    )
+    parser.add_argument(
+        "--url",
+        help="service URL for consistency proofs (default: the --checkpoint URL's service)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("BILLING_API_KEY"),
+        help="API key for --checkpoint URLs and --url (default $BILLING_API_KEY)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -59,11 +75,17 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
     known_head = _known_head(args.known_head)
-    jwks_document = _load_jwks(args.jwks)
+    jwks_document = load_jwks(args.jwks)
     try:
         keys = crypto.TrustedKeys(jwks_document)
     except crypto.JWKSError as error:
         raise CommandError(f"{args.jwks} is not a usable JWKS: {error}") from None
+    try:
+        anchor = _anchor(args, keys) if args.checkpoint else None
+    except crypto.CheckpointError as error:
+        # An integrity failure (exit 1), not bad input: the checkpoint is not the log's.
+        print(f"FAILED at --checkpoint {args.checkpoint}: {error.reason}: {error.detail}")
+        return 1
     stream, total_lines = _open_input(args.file)
     started_s = time.perf_counter()
     with stream, receipt_progress(args.progress) as progress:
@@ -74,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             known_head,
             workers=args.workers,
             on_verified=lambda count: progress.advance(task, count),
+            anchor=anchor,
         )
     elapsed_s = time.perf_counter() - started_s
     return _print_summary(report, elapsed_s)
@@ -103,33 +126,113 @@ def _is_hash(value: str) -> bool:
     )
 
 
-def _load_jwks(source: str) -> Any:
-    import json
-
+def _fetch(source: str, what: str, bytes_max: int, token: str | None = None) -> bytes:
+    """The bytes of a file or an http(s) URL (with a timeout and a size bound)."""
     from gateway.cli import CommandError
 
     if source.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request
 
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(source, headers=headers)
         try:
-            with urllib.request.urlopen(source, timeout=jwks_fetch_timeout_s) as response:
-                data = response.read(jwks_bytes_max + 1)
+            with urllib.request.urlopen(request, timeout=fetch_timeout_s) as response:
+                data: bytes = response.read(bytes_max + 1)
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
-            raise CommandError(f"cannot fetch JWKS from {source}: {reason}") from None
+            raise CommandError(f"cannot fetch {what} from {source}: {reason}") from None
     else:
         try:
-            with open(source, "rb") as jwks_file:
-                data = jwks_file.read(jwks_bytes_max + 1)
+            with open(source, "rb") as source_file:
+                data = source_file.read(bytes_max + 1)
         except OSError as error:
-            raise CommandError(f"cannot read JWKS file {source}: {error.strerror}") from None
-    if len(data) > jwks_bytes_max:
-        raise CommandError(f"JWKS at {source} is larger than {jwks_bytes_max} bytes")
+            raise CommandError(f"cannot read {what} file {source}: {error.strerror}") from None
+    if len(data) > bytes_max:
+        raise CommandError(f"{what} at {source} is larger than {bytes_max} bytes")
+    return data
+
+
+def load_jwks(source: str) -> Any:
+    import json
+
+    from gateway.cli import CommandError
+
+    data = _fetch(source, "JWKS", jwks_bytes_max)
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise CommandError(f"JWKS at {source} is not JSON") from None
+
+
+def _anchor(args: argparse.Namespace, keys: Any) -> Any:
+    """The --checkpoint as a CheckpointAnchor, with consistency proofs from the service."""
+    import crypto
+    from gateway.cli import CommandError
+
+    source: str = args.checkpoint
+    jws = checkpoint_jws(_fetch(source, "checkpoint", log_document_bytes_max, args.api_key))
+    if jws is None:
+        raise CommandError(f"{source} holds neither a checkpoint JSON nor a checkpoint JWS")
+    service = args.url or _service_of(source)
+    consistency = _consistency_source(service, args.api_key) if service else None
+    # Raises CheckpointError when the checkpoint itself does not verify.
+    return crypto.CheckpointAnchor(jws, keys, consistency)
+
+
+def checkpoint_jws(data: bytes) -> str | None:
+    """The JWS of a checkpoint document: {"checkpoint": JWS, ...} or the bare JWS."""
+    import json
+
+    text = data.decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return None
+        value = document.get("checkpoint") if isinstance(document, dict) else None
+        text = value if isinstance(value, str) else ""
+    return text if text.count(".") == 2 and text.isascii() and " " not in text else None
+
+
+def _service_of(source: str) -> str | None:
+    """The service URL behind a checkpoint URL (None for a file)."""
+    import urllib.parse
+
+    if not source.startswith(("http://", "https://")):
+        return None
+    url = urllib.parse.urlsplit(source)
+    path = url.path
+    for suffix in ("/v1/log/checkpoint", "/v1/log/checkpoint/"):
+        if path.endswith(suffix):
+            return f"{url.scheme}://{url.netloc}{path.removesuffix(suffix)}"
+    return f"{url.scheme}://{url.netloc}"
+
+
+def _consistency_source(service: str, api_key: str | None) -> Any:
+    """GET /v1/log/consistency as a crypto.ConsistencySource (errors as LogError)."""
+    import json
+    import urllib.parse
+
+    import crypto
+    from gateway.cli import CommandError
+
+    def consistency(first: int, second: int) -> crypto.ConsistencyAnswer:
+        query = urllib.parse.urlencode({"first": first, "second": second})
+        url = f"{service.rstrip('/')}/v1/log/consistency?{query}"
+        try:
+            answer = json.loads(_fetch(url, "consistency proof", log_document_bytes_max, api_key))
+            return crypto.ConsistencyAnswer(
+                str(answer["first"]["checkpoint"]),
+                str(answer["second"]["checkpoint"]),
+                [bytes.fromhex(node) for node in answer["proof"]],
+            )
+        except CommandError as error:
+            raise crypto.LogError("unavailable", str(error)) from None
+        except (ValueError, KeyError, TypeError) as error:
+            raise crypto.LogError("unavailable", f"{url} answered no proof: {error}") from None
+
+    return consistency
 
 
 def _open_input(path: str) -> tuple[IO[bytes], int | None]:

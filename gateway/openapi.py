@@ -263,6 +263,8 @@ def _receipt_paths() -> dict[str, Any]:
         _query_param("starting_after", "A receipt id: the page after it.", cursor),
         _query_param("ending_before", "A receipt id: the page before it.", cursor),
         _query_param("after_seq", "A seq: the page after it (the older cursor, kept).", seq),
+        _query_param("tree_size", "Prove each receipt against the checkpoint of this many "
+                     "leaves (default: the head); receipts after it carry no `log`.", seq),
     ]
     return {
         "/v1/receipts/{receipt_id}": {"get": _operation(
@@ -273,7 +275,8 @@ def _receipt_paths() -> dict[str, Any]:
             "listReceipts", "Receipts", "The customer's receipts in chain order (oldest first).",
             security="apiKey",
             codes=(*_AUTH_KEY, "invalid_type", "out_of_range", "parameter_unknown",
-                   "parameter_conflict", "resource_missing", "store_unavailable"),
+                   "parameter_conflict", "resource_missing", "store_unavailable",
+                   "checkpoint_not_found"),
             parameters=list_params, responses=_ok(200, "One page", "ReceiptList"),
             description="A Stripe list object. Page forward with `starting_after` = the last "
             "id of a page while `has_more`; `ending_before` pages backward. `after_seq` and "

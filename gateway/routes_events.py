@@ -13,7 +13,7 @@ from gateway.rendering import (
     outcome_error,
     outcome_response,
 )
-from gateway.routes_log import documents_with_proofs
+from gateway.routes_log import documents_with_proofs, query_size
 from gateway.services import SERVICES, Services
 from gateway.validation import (
     IDEMPOTENCY_HEADER,
@@ -222,7 +222,9 @@ async def list_receipts(request: web.Request) -> web.Response:
     return json_response(
         {
             "object": "list",
-            "data": await documents_with_proofs(services, page),
+            "data": await documents_with_proofs(
+                services, page, query_size(request, "tree_size", required=False)
+            ),
             "has_more": await _has_more(services, customer_id, cursor, page, after_seq, limit),
             "url": request.path,
             "next_after_seq": page[-1].seq if page else after_seq,

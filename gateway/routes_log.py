@@ -35,7 +35,7 @@ async def _reader(request: web.Request) -> tuple[Services, str | None]:
     return services, await services.api_keys.customer_for(request)
 
 
-def _query_size(request: web.Request, name: str, *, required: bool) -> int | None:
+def query_size(request: web.Request, name: str, *, required: bool) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         if required:
@@ -116,8 +116,8 @@ async def note_verifier_key(request: web.Request) -> web.Response:
 @routes.get("/v1/log/checkpoints")
 async def checkpoint_history(request: web.Request) -> web.Response:
     services, _ = await _reader(request)
-    after_size = _query_size(request, "after_size", required=False) or 0
-    limit = _query_size(request, "limit", required=False) or 100
+    after_size = query_size(request, "after_size", required=False) or 0
+    limit = query_size(request, "limit", required=False) or 100
     if not 1 <= limit <= limits.log_checkpoints_page_max:
         raise bad_request(
             "out_of_range",
@@ -141,8 +141,8 @@ async def consistency(request: web.Request) -> web.Response:
     """Proof that the log at `first` leaves is a prefix of the log at `second`
     (default: the head), with both checkpoints."""
     services, _ = await _reader(request)
-    first = _query_size(request, "first", required=True)
-    second = _query_size(request, "second", required=False)
+    first = query_size(request, "first", required=True)
+    second = query_size(request, "second", required=False)
     assert first is not None  # required
     newer = (
         await _head(services)
@@ -179,7 +179,7 @@ async def inclusion(request: web.Request) -> web.Response:
     leaves (default: the head)."""
     services, customer_id = await _reader(request)
     receipt = await _owned_receipt(services, customer_id, request.match_info["receipt_id"])
-    tree_size = _query_size(request, "tree_size", required=False)
+    tree_size = query_size(request, "tree_size", required=False)
     checkpoint = (
         await _head(services)
         if tree_size is None
@@ -216,16 +216,20 @@ async def tile(request: web.Request) -> web.Response:
 
 
 async def documents_with_proofs(
-    services: Services, receipts: list[StoredReceipt]
+    services: Services, receipts: list[StoredReceipt], tree_size: int | None = None
 ) -> list[dict[str, Any]]:
-    """Receipt documents, each with its inclusion proof against the log head:
-    every receipt served verifies alone."""
+    """Receipt documents, each with its inclusion proof against the log head
+    (or the checkpoint of `tree_size` leaves): every receipt served verifies
+    alone. A receipt outside that checkpoint is served without a proof."""
+    checkpoint = (
+        None if tree_size is None else await _checkpoint_at(services, tree_size, "tree_size")
+    )
 
     def prove() -> list[Any]:
-        head = services.log_proofs.head()
+        against = services.log_proofs.head() if checkpoint is None else checkpoint
         return [
-            services.log_proofs.inclusion(r.log_index, head)
-            if head is not None and r.log_index is not None and r.log_index < head.tree_size
+            services.log_proofs.inclusion(r.log_index, against)
+            if against is not None and r.log_index is not None and r.log_index < against.tree_size
             else None
             for r in receipts
         ]

@@ -82,27 +82,17 @@ def open_adapters(settings: Settings) -> Adapters:
     from ledger.sqlite import SqliteLedger
 
     closers: list[Callable[[], None]] = []
-    store: LedgerStore
     read_model: ReceiptReadModel
-    url = settings.store_url
-    separate_read_model = False
-    sqlite: SqliteLedger | None = None
-    if url is None or url.startswith("sqlite:"):
-        path = settings.data_dir / LEDGER_FILE if url is None else _sqlite_path(url)
-        sqlite = SqliteLedger.open(path)
-        store, read_model = sqlite, sqlite
-        closers.append(sqlite.close)
-    elif url.startswith("spanner://"):
-        from ledger.spanner import SpannerLedger
-
-        spanner = SpannerLedger.open(url)
-        store = spanner
-        closers.append(spanner.close)
-        read_model = _open_read_model(settings, store)
-        separate_read_model = True
-        closers.append(read_model.close)
+    url = settings.store_url or f"sqlite:{settings.data_dir / LEDGER_FILE}"
+    store = open_store(url)
+    closers.append(store.close)
+    sqlite = store if isinstance(store, SqliteLedger) else None
+    separate_read_model = sqlite is None
+    if sqlite is not None:
+        read_model = sqlite
     else:
-        raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
+        read_model = _open_read_model(settings, store)
+        closers.append(read_model.close)
 
     # Embedded: no broadcast. Nothing in this process reads one, and a
     # consumer elsewhere needs Pub/Sub (BILLING_BROADCAST) anyway.
@@ -131,6 +121,20 @@ def open_adapters(settings: Settings) -> Adapters:
     if separate_read_model:
         adapters.sinks[TOPIC_READ_MODEL] = read_model.upsert_receipts
     return adapters
+
+
+def open_store(url: str) -> LedgerStore:
+    """The ledger of record a store URL names: sqlite:PATH or spanner://...
+    (both adapters implement LedgerStore and LogReader)."""
+    if url.startswith("sqlite:"):
+        from ledger.sqlite import SqliteLedger
+
+        return SqliteLedger.open(_sqlite_path(url))
+    if url.startswith("spanner://"):
+        from ledger.spanner import SpannerLedger
+
+        return SpannerLedger.open(url)
+    raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
 
 
 def _drop_outbox_topic(store: LedgerStore, topic: str) -> None:

@@ -112,6 +112,12 @@ log_conflict_retries_max: Final = 8
 log_checkpoints_page_max: Final = 1_000
 # Full tiles (immutable) a process keeps for proofs: 8 KiB each.
 log_tile_cache_max: Final = 4_096
+# A checkpoint or consistency proof document `billing verify` reads (a proof
+# of 2**53 leaves is ~106 hashes, ~7 KiB of hex).
+log_document_bytes_max: Final = 64 * 1024
+# `billing log audit`: receipts read per page, and checkpoints per page.
+audit_page_receipts_max: Final = 2_048
+audit_page_checkpoints_max: Final = 1_000
 
 
 # Gathered from the modules that use them (crypto/ and supervisor/ keep

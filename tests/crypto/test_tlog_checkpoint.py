@@ -36,8 +36,12 @@ def _published_jwks(key: SigningKey) -> dict[str, object]:
 
 
 def test_payload_is_rfc8785_json_with_a_prefixed_hex_root() -> None:
-    expected = {"origin": "billing.example/log", "tree_size": 1234,
-                "root_hash": "sha256:" + ROOT.hex(), "timestamp": "2025-03-01T12:00:00.123456Z"}
+    expected = {
+        "origin": "billing.example/log",
+        "tree_size": 1234,
+        "root_hash": "sha256:" + ROOT.hex(),
+        "timestamp": "2025-03-01T12:00:00.123456Z",
+    }
     assert checkpoint_payload(CHECKPOINT) == rfc8785.dumps(expected)
 
 
@@ -117,7 +121,27 @@ def test_wrong_checkpoints_are_refused_with_their_own_reason() -> None:
     ],
 )
 def test_checkpoint_fields_are_checked_when_built(fields: dict[str, object]) -> None:
-    values: dict[str, object] = {"origin": "o", "tree_size": 1, "root_hash": ROOT,
-                                 "timestamp": "2025-03-01T12:00:00Z", **fields}
+    values: dict[str, object] = {
+        "origin": "o",
+        "tree_size": 1,
+        "root_hash": ROOT,
+        "timestamp": "2025-03-01T12:00:00Z",
+        **fields,
+    }
     with pytest.raises(ValueError):
         Checkpoint(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "node",
+    ["AB" * 32, "ab" * 31, "ab" * 33, "zz" * 32, " " + "ab" * 31 + "a", "ab" * 32 + "\n", 7],
+)
+def test_an_inclusion_node_must_be_64_lowercase_hex_digits(node: object) -> None:
+    from crypto import LogBlockError
+    from crypto._receipt_log import parse_log_block
+
+    block = {"index": 0, "tree_size": 2, "inclusion": ["cd" * 32, node], "checkpoint": "a.b.c"}
+    with pytest.raises(LogBlockError) as raised:
+        parse_log_block(block)
+    assert raised.value.reason == "invalid_field"
+    assert parse_log_block({**block, "inclusion": ["cd" * 32]})[2] == [bytes.fromhex("cd" * 32)]

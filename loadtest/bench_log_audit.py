@@ -1,0 +1,179 @@
+"""Log audit and verify benchmark (not a test): `python -m loadtest.bench_log_audit`.
+
+Builds a SQLite ledger of `--receipts` real receipts (valid cores, hashed,
+chained) through the ledger API and the service's own LogAppender (one signed
+checkpoint per commit of `--batch` receipts), then prints in one run:
+- `billing log audit` leaves/s over the whole log (the function the CLI runs);
+- `billing verify` receipts/s (the CLI itself, default workers) on one
+  customer's first `--verify-receipts` receipts in both forms: receipt form
+  (a JWS signature each) and checkpoint form (an inclusion proof against one
+  signed checkpoint), and the ratio (issue 16's target: at least 3x).
+Numbers depend on what else runs on the machine: run it a few times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import structlog
+
+from actors.receipt_log import LogAppender
+from crypto import GENESIS_HASH, SigningKey, TrustedKeys, receipt_hash
+from crypto.receipt import core_bytes
+from gateway.cli import main as billing
+from ledger import Customer, Entitlement, SigningKeyRecord, StoredReceipt
+from ledger.log_audit import audit_log, stored_jwks
+from ledger.log_proofs import LogProofs
+from ledger.ports import ReceiptWrite
+from ledger.sqlite import SqliteLedger
+
+T0 = "2026-01-01T00:00:00.000000Z"
+ORIGIN = "bench.example/receipts"
+
+
+class Chains:
+    """Real receipt chains: customer 0 gets every other receipt (the one verified)."""
+
+    def __init__(self, customers: int) -> None:
+        self.ids = [f"cus_{i:06d}" for i in range(customers)]
+        self.heads = {cid: (0, GENESIS_HASH, 0) for cid in self.ids}
+        self.count = 0
+
+    def next_receipt(self) -> StoredReceipt:
+        self.count += 1
+        odd = self.count % 2
+        customer_id = self.ids[0] if odd else self.ids[1 + self.count // 2 % (len(self.ids) - 1)]
+        seq, last_hash, balance = self.heads[customer_id]
+        core = {
+            "receipt_id": "rcpt_" + os.urandom(16).hex(),
+            "customer_id": customer_id,
+            "seq": seq + 1,
+            "idempotency_key": f"key-{self.count}",
+            "entitlement_id": "usage",
+            "amount_minor": 25,
+            "currency": "USD",
+            "usage_description": "one API call",
+            "event_timestamp": T0,
+            "recorded_at": T0,
+            "balance_after_minor": balance + 25,
+            "quota_remaining_minor": None,
+            "previous_receipt_hash": last_hash,
+        }
+        digest = receipt_hash(core)
+        self.heads[customer_id] = (seq + 1, digest, balance + 25)
+        return StoredReceipt(
+            customer_id=customer_id,
+            seq=seq + 1,
+            receipt_id=str(core["receipt_id"]),
+            idempotency_key=str(core["idempotency_key"]),
+            request_fingerprint=digest[7:39],
+            entitlement_id="usage",
+            amount_minor=25,
+            currency="USD",
+            receipt_hash=digest,
+            previous_receipt_hash=last_hash,
+            balance_after_minor=balance + 25,
+            recorded_at=T0,
+            receipt_json=orjson.dumps({**core, "receipt_hash": digest}),
+        )
+
+
+def build(store: SqliteLedger, key: SigningKey, receipts: int, customers: int, batch: int) -> None:
+    chains = Chains(customers)
+    for cid in chains.ids:
+        store.create_customer(Customer(cid, f"{cid}@example.com", "USD", T0))
+        store.put_entitlement(Entitlement(cid, "usage", None, "soft", "active", T0))
+    jwk = orjson.dumps(key.public_jwk()).decode()
+    store.record_signing_key(SigningKeyRecord(key.kid, key.alg, jwk, T0))
+    appender = LogAppender(store, lambda: key, ORIGIN, lambda: T0)
+    while chains.count < receipts:
+        page = [chains.next_receipt() for _ in range(min(batch, receipts - chains.count))]
+        page.sort(key=lambda receipt: receipt.customer_id)  # chain order per customer
+        prepared = appender.prepare(page)
+        writes = [ReceiptWrite(receipt) for receipt in prepared.receipts]
+        store.commit_batch(writes, [], prepared.log_append)
+        appender.adopt(prepared)
+
+
+def write_exports(store: SqliteLedger, key: SigningKey, count: int, folder: Path) -> None:
+    """Customer 0's first `count` receipts in receipt form and in checkpoint form."""
+    proofs = LogProofs(store)
+    head = proofs.head()
+    assert head is not None
+    receipts: list[StoredReceipt] = []
+    while len(receipts) < count:
+        page = store.list_receipts("cus_000000", len(receipts), min(1_000, count - len(receipts)))
+        if not page:
+            break
+        receipts += page
+    with open(folder / "receipt.jsonl", "wb") as signed, open(folder / "log.jsonl", "wb") as logged:
+        for receipt in receipts:
+            document = orjson.loads(receipt.receipt_json)
+            signature = key.sign_detached(core_bytes(document))
+            signed.write(orjson.dumps({**document, "signature": signature}) + b"\n")
+            assert receipt.log_index is not None
+            proof = proofs.inclusion(receipt.log_index, head).to_json()
+            logged.write(orjson.dumps({**document, "log": proof}) + b"\n")
+    (folder / "jwks.json").write_text(json.dumps({"keys": [key.public_jwk()]}))
+
+
+def time_verify(folder: Path, name: str) -> tuple[float, int]:
+    argv = ["verify", str(folder / name), "--jwks", str(folder / "jwks.json")]
+    output = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(output):
+        status = billing([*argv, "--progress", "never"])
+    elapsed_s = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"billing verify {name} failed: {output.getvalue()}")
+    return elapsed_s, sum(1 for _ in open(folder / name, "rb"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--receipts", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=512, help="receipts per commit")
+    parser.add_argument("--verify-receipts", type=int, default=10_000)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    key = SigningKey.generate()
+    with tempfile.TemporaryDirectory(prefix="bench_log_audit_") as tmp:
+        folder = Path(tmp)
+        store = SqliteLedger.open(folder / "ledger.sqlite3")
+        try:
+            started = time.perf_counter()
+            build(store, key, args.receipts, args.customers, args.batch)
+            built_s = time.perf_counter() - started
+            print(f"built {args.receipts:,} receipts in {built_s:.1f} s ({args.batch} per commit)")
+            keys = TrustedKeys(stored_jwks(store.signing_keys()))
+            started = time.perf_counter()
+            report = audit_log(store, keys)
+            audit_s = time.perf_counter() - started
+            assert report.ok and report.leaves == args.receipts, report.failure
+            write_exports(store, key, args.verify_receipts, folder)
+        finally:
+            store.close()
+        print(
+            f"billing log audit: {report.leaves:,} leaves, {report.checkpoints:,} checkpoints "
+            f"in {audit_s:.2f} s: {report.leaves / audit_s:,.0f} leaves/s"
+        )
+        rates = {}
+        for form, name in (("receipt", "receipt.jsonl"), ("checkpoint", "log.jsonl")):
+            elapsed_s, count = time_verify(folder, name)
+            rates[form] = count / elapsed_s
+            print(f"billing verify, {form} form: {count:,} receipts: {rates[form]:,.0f} receipts/s")
+        print(f"checkpoint form / receipt form: {rates['checkpoint'] / rates['receipt']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
