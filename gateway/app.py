@@ -10,7 +10,14 @@ import structlog
 from aiohttp import web
 
 from actors.ids import IdMinter
-from gateway import openapi, routes_admin, routes_events, routes_log, routes_public
+from gateway import (
+    openapi,
+    routes_admin,
+    routes_events,
+    routes_halt,
+    routes_log,
+    routes_public,
+)
 from gateway.errors import ApiError, bad_request
 from gateway.http_metrics import HttpMetrics
 from gateway.services import SERVICES, Services
@@ -118,6 +125,7 @@ def build_app(services: Services, *extra_routes: web.RouteTableDef) -> web.Appli
     app.add_routes(routes_public.routes)
     app.add_routes(routes_events.routes)
     app.add_routes(routes_admin.routes)
+    app.add_routes(routes_halt.routes)
     app.add_routes(routes_log.routes)
     for table in extra_routes:
         app.add_routes(table)

@@ -1,5 +1,6 @@
 """Operator commands over the admin API of a running service:
-`billing customers create`, `billing keys create|revoke`, `billing entitlements set`.
+`billing customers create`, `billing keys create|revoke`, `billing entitlements set`,
+`billing halt show|clear`.
 
 They talk HTTP (not to the store directly) because the embedded store belongs
 to the one serving process, and a remote deployment is reached the same way.
@@ -70,6 +71,23 @@ def register(subparsers: Any) -> None:
     ent_set.add_argument("--status", default="active", help="active, trialing, canceled, ...")
     _common(ent_set)
     ent_set.set_defaults(handler=_set_entitlement)
+    _register_halt(subparsers)
+
+
+def _register_halt(subparsers: Any) -> None:
+    halt = subparsers.add_parser("halt", help="integrity halts: show, or clear one")
+    halt_sub = halt.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = halt_sub.add_parser("show", help="open and recent integrity incidents, in full")
+    _common(show)
+    show.set_defaults(handler=_show_halt)
+    clear = halt_sub.add_parser(
+        "clear", help="lift one incident (recorded with your reason); charges resume "
+        "when no incident is open"
+    )
+    clear.add_argument("--incident", required=True, help="the incident id (inc_...)")
+    clear.add_argument("--reason", required=True, help="why the halt may be lifted")
+    _common(clear)
+    clear.set_defaults(handler=_clear_halt)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -142,3 +160,12 @@ def _set_entitlement(args: argparse.Namespace) -> int:
     body = {"quota": quota, "policy": args.policy, "status": args.status}
     path = f"/v1/customers/{args.customer_id}/entitlements/{args.entitlement_id}"
     return _print(_call(args, "PUT", path, body))
+
+
+def _show_halt(args: argparse.Namespace) -> int:
+    return _print(_call(args, "GET", "/v1/admin/halt"))
+
+
+def _clear_halt(args: argparse.Namespace) -> int:
+    body = {"incident_id": args.incident, "reason": args.reason}
+    return _print(_call(args, "POST", "/v1/admin/halt/clear", body))

@@ -184,7 +184,8 @@ def _public_paths() -> dict[str, Any]:
         "/readyz": get("getReadiness", "Readiness: the service takes charges.", {
             **_ok(200, "Ready", "Readiness", {"status": "ready"}),
             **_ok(503, "Starting, draining or halted", "Readiness",
-                  {"status": "unavailable", "reason": "draining"}),
+                  {"status": "unavailable", "reason": "integrity halt: incident inc_5f0c2a9e",
+                   "incident_id": "inc_5f0c2a9e"}),
         }),
         "/metrics": get("getMetrics", "Prometheus metrics.", text),
         "/openapi.json": get("getOpenApi", "This OpenAPI 3.1 document.",
@@ -391,6 +392,20 @@ def _operator_tool_paths(customer_id: dict[str, Any]) -> dict[str, Any]:
             "reconcileNow", "Operators", "Audit every chain now and repair lagging copies.",
             security="adminToken", codes=(*_AUTH_ADMIN, "reconciler_unavailable"),
             responses=_ok(200, "What the pass found", "ReconcileSummary"))},
+        "/v1/admin/halt": {"get": _operation(
+            "getIntegrityHalt", "Operators",
+            "Integrity incidents: the open ones (charges refused) and the recent ones.",
+            security="adminToken", codes=(*_AUTH_ADMIN, "store_unavailable"),
+            responses=_ok(200, "The halt, in full", "IntegrityHalt"))},
+        "/v1/admin/halt/clear": {"post": _operation(
+            "clearIntegrityHalt", "Operators",
+            "Lift one integrity incident, saying why (recorded with it).",
+            security="adminToken",
+            codes=(*_AUTH_ADMIN, *_JSON_BODY, "invalid_value", "too_long",
+                   "incident_not_found", "store_unavailable"),
+            body=_body("HaltClear", {"clear": {"incident_id": "inc_5f0c2a9e",
+                                               "reason": "restored seq 2 from the archive"}}),
+            responses=_ok(200, "The incident, cleared", "IntegrityIncident"))},
     }
 
 

@@ -36,7 +36,8 @@ _EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x
 ENTITLEMENT_STATUSES = ("active", "trialing", "past_due", "canceled", "unpaid", "inactive")
 
 
-def _admin(request: web.Request) -> Services:
+def admin_services(request: web.Request) -> Services:
+    """The services, once the request carries the admin token (401 otherwise)."""
     services = request.app[SERVICES]
     require_token(request, services.settings.admin_token or "", "admin")
     return services
@@ -62,7 +63,7 @@ def customer_body(customer: Customer) -> dict[str, Any]:
 
 @routes.post("/v1/customers")
 async def create_customer(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = admin_services(request)
     body = require_object(await read_json_body(request))
     reject_unknown(body, ("customer_id", "email", "currency"))
     customer_id = optional_str(body, "customer_id", max_chars=limits.customer_id_chars_max)
@@ -89,7 +90,7 @@ async def create_customer(request: web.Request) -> web.Response:
 
 @routes.get("/v1/customers/{customer_id}")
 async def get_customer(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = admin_services(request)
     customer = await _existing_customer(services, request.match_info["customer_id"])
     return json_response(customer_body(customer))
 
@@ -103,7 +104,7 @@ async def _existing_customer(services: Services, customer_id: str) -> Customer:
 
 @routes.post("/v1/customers/{customer_id}/api-keys")
 async def create_api_key(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = admin_services(request)
     customer = await _existing_customer(services, request.match_info["customer_id"])
     record, secret = await services.blocking(
         lambda: issue_api_key(
@@ -127,7 +128,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/customers/{customer_id}/api-keys/{key_id}")
 async def revoke_api_key(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = admin_services(request)
     customer = await _existing_customer(services, request.match_info["customer_id"])
     key_id = request.match_info["key_id"]
     try:
@@ -189,7 +190,7 @@ def entitlement_body(entitlement: Entitlement, currency: str) -> dict[str, Any]:
 
 @routes.put("/v1/customers/{customer_id}/entitlements/{entitlement_id}")
 async def put_entitlement(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = admin_services(request)
     customer = await _existing_customer(services, request.match_info["customer_id"])
     entitlement_id = _check_id(request.match_info["entitlement_id"], "entitlement_id")
     if len(entitlement_id) > limits.entitlement_id_chars_max:
@@ -206,7 +207,7 @@ async def put_entitlement(request: web.Request) -> web.Response:
 @routes.post("/v1/admin/faults/{customer_id}")
 async def inject_fault(request: web.Request) -> web.Response:
     """Crash a customer's account actor (chaos tests); off unless enabled."""
-    services = _admin(request)
+    services = admin_services(request)
     if not services.settings.fault_injection:
         raise ApiError(404, "not_found", "fault injection is disabled")
     customer_id = request.match_info["customer_id"]
@@ -216,7 +217,7 @@ async def inject_fault(request: web.Request) -> web.Response:
 
 @routes.get("/v1/admin/tree")
 async def supervision_tree(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = admin_services(request)
     tree = services.extras.get("tree")
     return json_response(tree() if callable(tree) else {})
 
@@ -225,7 +226,7 @@ async def supervision_tree(request: web.Request) -> web.Response:
 async def reconcile_now(request: web.Request) -> web.Response:
     """Audit every chain now and repair copies that only lag (an operator's
     check after an incident); answers with what was found."""
-    services = _admin(request)
+    services = admin_services(request)
     child = services.extras["reconciler"]()
     if child is None:
         raise ApiError(

@@ -38,8 +38,10 @@ def _origin(request: web.Request) -> str:
 
 def _ensure_ready(services: Services) -> None:
     if not services.readiness.ready():
-        reason = services.readiness.halted_reason or "the service is not ready"
-        raise ApiError(503, "service_unavailable", reason, retry_after_s=5)
+        reason = services.readiness.public_reason()
+        raise ApiError(
+            503, "service_unavailable", f"charges are refused: {reason}", retry_after_s=5
+        )
 
 
 def _check_owner(event: EventRequest, customer_id: str, param: str = "customer_id") -> None:

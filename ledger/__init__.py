@@ -15,6 +15,7 @@ from ledger.model import (
     ApiKey,
     Customer,
     Entitlement,
+    HaltIncident,
     LogAppend,
     LogCheckpoint,
     OutboxMessage,
@@ -24,6 +25,7 @@ from ledger.model import (
 )
 from ledger.ports import (
     CommitFeed,
+    IntegrityHalts,
     LedgerStore,
     LogReader,
     ReceiptArchive,
@@ -41,6 +43,8 @@ __all__ = [
     "CommitFeed",
     "Customer",
     "Entitlement",
+    "HaltIncident",
+    "IntegrityHalts",
     "LedgerError",
     "LedgerStore",
     "LogAppend",

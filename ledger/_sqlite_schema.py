@@ -138,6 +138,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         jws       TEXT NOT NULL
     );
     """,
+    # 3: integrity halts. An open incident (cleared_at NULL) stops charges on
+    # every gateway of this store until an operator clears it with a reason;
+    # cleared incidents stay, as the record of who lifted what and why.
+    """
+    CREATE TABLE integrity_halts (
+        incident_id  TEXT PRIMARY KEY,
+        opened_at    TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        detail       TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        customer_id  TEXT,
+        receipt_id   TEXT,
+        cleared_at   TEXT,
+        clear_reason TEXT
+    );
+    CREATE INDEX integrity_halts_open ON integrity_halts (opened_at)
+        WHERE cleared_at IS NULL;
+    CREATE INDEX integrity_halts_by_time ON integrity_halts (opened_at);
+    """,
 )
 
 

@@ -137,6 +137,11 @@ report_ids_max: Final = 100
 reconcile_interval_s_max: Final = 86_400.0
 # Failures and errors kept in a PassSummary; the counts stay exact beyond it.
 summary_items_max: Final = 100
+# Integrity halts: how many recent incidents the admin route lists, and how
+# long an operator's clearing reason and an incident's detail may be.
+halts_listed_max: Final = 100
+halt_clear_reason_chars_max: Final = 2_000
+halt_detail_chars_max: Final = 4_000
 
 # Stripe routes.
 # Stripe calls holding one of the shared executor's threads at once.

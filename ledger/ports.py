@@ -16,6 +16,7 @@ from ledger.model import (
     ApiKey,
     Customer,
     Entitlement,
+    HaltIncident,
     LogAppend,
     LogCheckpoint,
     OutboxMessage,
@@ -187,6 +188,32 @@ class LogReader(Protocol):
 
     def receipts_by_log_index(self, start: int, limit: int) -> list[StoredReceipt]:
         """Receipts with log_index >= start, in log order, at most `limit`."""
+        ...
+
+
+class IntegrityHalts(Protocol):
+    """Integrity halts recorded with the ledger of record, so that every
+    gateway on the store sees them and a restart does not forget them."""
+
+    def record_halt(self, incident: HaltIncident) -> HaltIncident:
+        """Store `incident` unless an open incident with the same reason,
+        customer and receipt exists (an audit repeated while the damage is
+        there must not open a new incident each round); returns the open
+        incident that is stored."""
+        ...
+
+    def open_halts(self) -> list[HaltIncident]:
+        """The incidents not cleared yet, oldest first (the cheap read each
+        gateway makes every second)."""
+        ...
+
+    def recent_halts(self, limit: int) -> list[HaltIncident]:
+        """The newest `limit` incidents, open or cleared, newest first."""
+        ...
+
+    def clear_halt(self, incident_id: str, reason: str, cleared_at: str) -> HaltIncident:
+        """Clear an open incident with the operator's reason; clearing a
+        cleared one changes nothing and returns it. NotFound if unknown."""
         ...
 
 

@@ -20,6 +20,7 @@ from ledger import limits
 from ledger._sqlite_base import snapshot, transaction
 from ledger._sqlite_batch import BatchPlan, diagnose, plan_batch
 from ledger._sqlite_conn import FileLock, connect
+from ledger._sqlite_halts import SqliteHalts
 from ledger._sqlite_log import SqliteLog, apply_log_append
 from ledger._sqlite_queues import INSERT_OUTBOX, SqliteQueues
 from ledger._sqlite_rows import (
@@ -84,8 +85,8 @@ _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
 _KEYS_PER_QUERY_MAX: Final = 500
 
 
-class SqliteLedger(SqliteQueues, SqliteLog):
-    """LedgerStore + ReceiptReadModel on one SQLite file. Build with `open()`."""
+class SqliteLedger(SqliteQueues, SqliteLog, SqliteHalts):
+    """LedgerStore + ReceiptReadModel (+ IntegrityHalts) on one SQLite file. Build with `open()`."""
 
     @classmethod
     def open(cls, path: Path) -> SqliteLedger:

@@ -4,6 +4,7 @@ real SQLite file, served by aiohttp on a loopback port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -148,11 +149,10 @@ def settings_overrides() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture
-async def service(
-    tmp_path: Path, signing_key_file: Path, settings_overrides: dict[str, Any]
-) -> AsyncIterator[Service]:
-    settings = base_settings(tmp_path / "data", signing_key_file, **settings_overrides)
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[Service]:
+    """The composition root's runtime served on a loopback port, stopped on
+    exit: a test can start one again on the same data dir (a restart)."""
     loop = asyncio.get_running_loop()
     runtime = await loop.run_in_executor(None, build_runtime, settings)
     # Served as `billing serve` serves it (AppRunner, no handler cancellation
@@ -170,3 +170,12 @@ async def service(
         await session.close()
         await runner.cleanup()
         await loop.run_in_executor(None, runtime.stop)
+
+
+@pytest.fixture
+async def service(
+    tmp_path: Path, signing_key_file: Path, settings_overrides: dict[str, Any]
+) -> AsyncIterator[Service]:
+    settings = base_settings(tmp_path / "data", signing_key_file, **settings_overrides)
+    async with serve(settings) as running:
+        yield running
