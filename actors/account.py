@@ -321,6 +321,7 @@ class AccountActor(ScheduledActor):
             receipt_id=receipt_id,
             receipt_hash=hash_of_core_bytes(canonical),
             previous_receipt_hash=self._last_hash,
+            request=command.request,
             core=core,
             canonical_core=canonical,
             first_reply=command.reply,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from crypto import LogProof
-from ledger import StoredReceipt
+from ledger import RequestRecord, StoredReceipt
 
 # Refusal codes (stable API error codes) and whether a retry may succeed.
 QUOTA_EXCEEDED: Final = "quota_exceeded"
@@ -67,6 +67,8 @@ class ChargeCommand:
     usage_description: str
     event_timestamp: str
     reply: Reply
+    # Who asked (dispute evidence), committed with the receipt; not signed.
+    request: RequestRecord | None = None
 
     @property
     def fingerprint(self) -> str:

@@ -31,6 +31,7 @@ from ledger import (
     LogConflict,
     OutboxMessage,
     ReceiptWrite,
+    RequestRecord,
     StoredReceipt,
     StoreUnavailable,
     limits,
@@ -182,7 +183,7 @@ class _WriterStage:
         if len(receipts) != len(pending):
             raise RuntimeError("an unsealed receipt reached the ledger writer")
         started = time.perf_counter()
-        prepared = self._commit_logged(receipts)
+        prepared = self._commit_logged(receipts, [p.request for p in pending])
         self._log.adopt(prepared)
         self._metrics.commit_latency_s.observe(time.perf_counter() - started)
         self._metrics.commit_batch_receipts.observe(len(receipts))
@@ -191,7 +192,9 @@ class _WriterStage:
             item.complete(ChargeOutcome(kind="committed", receipt=receipt, log=proof))
         self._on_committed(prepared.receipts)
 
-    def _commit_logged(self, receipts: list[StoredReceipt]) -> PreparedAppend:
+    def _commit_logged(
+        self, receipts: list[StoredReceipt], requests: list[RequestRecord | None]
+    ) -> PreparedAppend:
         """Commit the receipts as the log's next leaves with their signed
         checkpoint; when another writer appended first, rebuild and re-sign."""
         for _attempt in range(limits.log_conflict_retries_max):
@@ -201,7 +204,10 @@ class _WriterStage:
                 outbox.extend(self._outbox_for(receipt))
             try:
                 self._store.commit_batch(
-                    [ReceiptWrite(receipt) for receipt in prepared.receipts],
+                    [
+                        ReceiptWrite(receipt, request)
+                        for receipt, request in zip(prepared.receipts, requests, strict=True)
+                    ],
                     outbox,
                     prepared.log_append,
                 )

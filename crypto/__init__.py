@@ -24,6 +24,13 @@ from crypto._errors import (
     ProofError,
     ReceiptFieldError,
 )
+from crypto._evidence import (
+    EvidenceCheck,
+    EvidenceReport,
+    check_evidence,
+    evidence_verdict,
+    seal_bundle,
+)
 from crypto._jsonl import verify_jsonl
 from crypto._jws import VerificationResult
 from crypto._keyring import KeyRing
@@ -75,6 +82,8 @@ __all__ = [
     "ChainReport",
     "Checkpoint",
     "CheckpointError",
+    "EvidenceCheck",
+    "EvidenceReport",
     "HashReader",
     "JWKSError",
     "KeyLoadError",
@@ -96,10 +105,12 @@ __all__ = [
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
+    "check_evidence",
     "check_log_block",
     "checkpoint_note_text",
     "checkpoint_payload",
     "consistency_proof",
+    "evidence_verdict",
     "inclusion_proof",
     "leaf_hash",
     "load_or_create_dev_key",
@@ -111,6 +122,7 @@ __all__ = [
     "parse_tile_path",
     "receipt_hash",
     "receipt_leaf",
+    "seal_bundle",
     "seal_receipt",
     "sign_checkpoint",
     "sign_note",

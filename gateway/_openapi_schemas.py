@@ -294,6 +294,17 @@ def _log_schemas() -> dict[str, Any]:
             "object": _const("consistency_proof"), "first": _ref("Checkpoint"),
             "second": _ref("Checkpoint"), "proof": {"type": "array", "items": node},
         }),
+        "Evidence": _object({
+            "object": _const("dispute_evidence"), "version": _INT, "generated_at": _TIMESTAMP,
+            "receipt_id": _STRING, "customer_id": _STRING,
+            "receipt": {"type": "object", "description": "The receipt with its proof: "
+                        "`log` against its commit's checkpoint, or its own `signature`."},
+            "consistency": {"type": ["object", "null"], "description": "{tree_size, "
+                            "checkpoint, proof}: from the receipt's checkpoint to the latest."},
+            "chain": {"type": "array", "items": {"type": "object"}},
+            "jwks": {"type": "object"}, "request": {"type": ["object", "null"]},
+            "verdict": {"type": "object"}, "seal": _STRING,
+        }, description="Dispute evidence for one receipt (see crypto/README.md)."),
         "InclusionProof": _object({
             "object": _const("inclusion_proof"), "receipt_id": _STRING, "index": size,
             "tree_size": size, "inclusion": {"type": "array", "items": node},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -72,6 +73,14 @@ def register(subparsers: Any) -> None:
     _common(ent_set)
     ent_set.set_defaults(handler=_set_entitlement)
     _register_halt(subparsers)
+    evidence = subparsers.add_parser(
+        "evidence", help="the dispute evidence bundle of a receipt (sealed JSON, or HTML)"
+    )
+    evidence.add_argument("receipt_id")
+    evidence.add_argument("--output", "-o", help="write to this file (default: stdout)")
+    evidence.add_argument("--html", action="store_true", help="the page support sends")
+    _common(evidence)
+    evidence.set_defaults(handler=_evidence)
 
 
 def _register_halt(subparsers: Any) -> None:
@@ -111,6 +120,11 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
 
 def http_json(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
     """One JSON request with a bearer token; any failure is a one-line CommandError."""
+    return json.loads(http_bytes(url, token, method, path, body) or b"{}")
+
+
+def http_bytes(url: str, token: str, method: str, path: str, body: Any = None) -> bytes:
+    """One request with a bearer token, the body as sent; failures as for http_json."""
     from gateway.cli import CommandError
 
     data = None if body is None else json.dumps(body).encode()
@@ -122,7 +136,7 @@ def http_json(url: str, token: str, method: str, path: str, body: Any = None) ->
     )
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            return json.loads(response.read() or b"{}")
+            return bytes(response.read())
     except urllib.error.HTTPError as error:
         try:
             detail = json.loads(error.read())["error"]["message"]
@@ -169,3 +183,16 @@ def _show_halt(args: argparse.Namespace) -> int:
 def _clear_halt(args: argparse.Namespace) -> int:
     body = {"incident_id": args.incident, "reason": args.reason}
     return _print(_call(args, "POST", "/v1/admin/halt/clear", body))
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    """The bundle byte for byte (its seal covers its exact canonical form)."""
+    suffix = ".html" if args.html else ""
+    path = f"/v1/receipts/{args.receipt_id}/evidence{suffix}"
+    data = http_bytes(args.url, _token(args), "GET", path)
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return 0

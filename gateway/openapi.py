@@ -290,6 +290,11 @@ def _log_paths() -> dict[str, Any]:
     reader = (*_AUTH_KEY, "store_unavailable", "log_empty")
     text = {"200": {"description": "C2SP tlog-checkpoint signed note",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    evidence_html = {"200": {"description": "The evidence page",
+                             "content": {"text/html": {"schema": {"type": "string"}}}}}
+    evidence = {"200": {"description": "The sealed bundle", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Evidence"}},
+        "text/html": {"schema": {"type": "string"}}}}}
     tile = {"200": {"description": "C2SP tlog-tiles tile: concatenated 32-byte hashes",
                     "content": {"application/octet-stream": {"schema": {"type": "string"}}}}}
     receipt_id = _path_param("receipt_id", "The receipt's id", "rcpt_0123456789abcdef")
@@ -320,6 +325,19 @@ def _log_paths() -> dict[str, Any]:
                          "required": True},
                         _query_param("second", "The newer one's (default: the head).", size)],
             responses=_ok(200, "The proof", "ConsistencyProof"))},
+        "/v1/receipts/{receipt_id}/evidence": {"get": _operation(
+            "getReceiptEvidence", "Receipt log",
+            "Dispute evidence: the receipt, its proofs, the chain, keys and request, sealed.",
+            security="apiKey", codes=(*_AUTH_KEY, "receipt_not_found", "store_unavailable"),
+            description="The receipt's customer (API key) or an operator (admin token). "
+            "Canonical JSON (RFC 8785) sealed by a detached JWS; `billing verify --evidence` "
+            "checks it offline. `Accept: text/html` gives the page of /evidence.html.",
+            parameters=[receipt_id], responses=evidence)},
+        "/v1/receipts/{receipt_id}/evidence.html": {"get": _operation(
+            "getReceiptEvidenceHtml", "Receipt log",
+            "The same evidence as one HTML page (what support sends).", security="apiKey",
+            codes=(*_AUTH_KEY, "receipt_not_found", "store_unavailable"),
+            parameters=[receipt_id], responses=evidence_html)},
         "/v1/receipts/{receipt_id}/inclusion": {"get": _operation(
             "getReceiptInclusion", "Receipt log", "The receipt's inclusion proof against a "
             "checkpoint.", security="apiKey",

@@ -14,7 +14,7 @@ from gateway.rendering import (
     outcome_response,
 )
 from gateway.routes_log import documents_with_proofs
-from gateway.services import SERVICES, Services
+from gateway.services import REQUEST_ID, SERVICES, Services
 from gateway.validation import (
     IDEMPOTENCY_HEADER,
     EventRequest,
@@ -22,7 +22,8 @@ from gateway.validation import (
     read_json_body,
     reject_unknown,
 )
-from ledger import limits
+from ledger import ApiKey, RequestRecord, limits
+from ledger.clock import utc_now_rfc3339
 from ledger.money import format_amount
 
 routes = web.RouteTableDef()
@@ -50,10 +51,23 @@ def _check_owner(event: EventRequest, customer_id: str, param: str = "customer_i
         raise ApiError(404, "customer_not_found", "no such customer for this API key", param=param)
 
 
+def _request_record(request: web.Request, api_key: ApiKey) -> RequestRecord:
+    """Who asked, as this gateway saw it (dispute evidence; not signed)."""
+    return RequestRecord(
+        api_key_id=api_key.key_id,
+        client_address=request.remote or "",
+        user_agent=request.headers.get("User-Agent", "")[: limits.user_agent_chars_max],
+        received_at=utc_now_rfc3339(),
+        request_id=str(request.get(REQUEST_ID, ""))[: limits.request_id_chars_max],
+    )
+
+
 @routes.post("/v1/events")
 async def post_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    customer_id = await services.api_keys.customer_for(request)
+    api_key = await services.api_keys.key_for(request)
+    customer_id = api_key.customer_id
+    record = _request_record(request, api_key)
     _ensure_ready(services)
     # Admission before the body is read and parsed: under overload a 429
     # must cost the saturated event loop as little as possible.
@@ -62,7 +76,7 @@ async def post_event(request: web.Request) -> web.Response:
         body = await read_json_body(request)
         event = parse_event(body, datetime.now(UTC), request.headers.get(IDEMPOTENCY_HEADER))
         _check_owner(event, customer_id)
-        outcome = await services.charge(event)
+        outcome = await services.charge(event, record)
     finally:
         latency_s = services.admission.leave_timed(customer_id, started_s)
         services.metrics.receipt_latency_s.observe(latency_s)
@@ -74,7 +88,9 @@ async def post_event_batch(request: web.Request) -> web.Response:
     """Up to `batch_events_max` events, each with its own result, charged in
     order per customer; the response comes once every item is durable."""
     services = request.app[SERVICES]
-    customer_id = await services.api_keys.customer_for(request)
+    api_key = await services.api_keys.key_for(request)
+    customer_id = api_key.customer_id
+    record = _request_record(request, api_key)
     _ensure_ready(services)
     services.admission.refuse_if_saturated(customer_id)  # cheap 429 before reading the body
     if IDEMPOTENCY_HEADER in request.headers:
@@ -116,7 +132,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
     try:
         # One message to the one account actor: charged in the batch's order.
         ref = await services.account_ref(customer_id) if valid else None
-        outcomes = iter(await services.submit(valid, ref) if valid else [])
+        outcomes = iter(await services.submit(valid, ref, record) if valid else [])
     finally:
         services.admission.leave(customer_id, max(1, len(valid)))
     origin = _origin(request)

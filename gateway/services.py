@@ -7,7 +7,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import pykka
 from aiohttp import web
@@ -25,11 +25,21 @@ from gateway.auth import ApiKeyCache
 from gateway.http_metrics import HttpMetrics
 from gateway.settings import Settings
 from gateway.validation import EventRequest
-from ledger import HaltIncident, IntegrityHalts, LedgerError, LedgerStore, ReceiptReadModel
+from ledger import (
+    HaltIncident,
+    IntegrityHalts,
+    LedgerError,
+    LedgerStore,
+    ReceiptReadModel,
+    RequestRecord,
+)
 from ledger.log_proofs import LogProofs
 from supervisor import SupervisorError
 
 T = TypeVar("T")
+
+# Where the middleware leaves the request's id (X-Request-Id) for handlers.
+REQUEST_ID: Final = "billing.request_id"
 
 
 @dataclass
@@ -127,7 +137,10 @@ class Services:
             return None
 
     def submit(
-        self, events: Sequence[EventRequest], ref: pykka.ActorRef[Any] | None
+        self,
+        events: Sequence[EventRequest],
+        ref: pykka.ActorRef[Any] | None,
+        request: RequestRecord | None = None,
     ) -> asyncio.Future[list[ChargeOutcome]]:
         """Queue one customer's charges on its actor as one message; the future
         resolves once every one is durable (or refused), with one outcome per
@@ -167,6 +180,7 @@ class Services:
                     usage_description=event.usage_description,
                     event_timestamp=event.event_timestamp,
                     reply=replies.reply_for(index),
+                    request=request,
                 )
                 for index, event in enumerate(events)
             )
@@ -174,10 +188,12 @@ class Services:
         ask_charges(ref, batch, replies.fail_unanswered)
         return future
 
-    async def charge(self, event: EventRequest) -> ChargeOutcome:
+    async def charge(
+        self, event: EventRequest, request: RequestRecord | None = None
+    ) -> ChargeOutcome:
         """Send one charge to its account actor and wait for the durable answer."""
         ref = await self.account_ref(event.customer_id)
-        (outcome,) = await self.submit([event], ref)
+        (outcome,) = await self.submit([event], ref, request)
         return outcome
 
 

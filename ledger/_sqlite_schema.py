@@ -157,6 +157,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         WHERE cleared_at IS NULL;
     CREATE INDEX integrity_halts_by_time ON integrity_halts (opened_at);
     """,
+    # 4: who asked for each charge (dispute evidence), written in the commit
+    # of its receipt; outside the signed receipt, never served to others.
+    """
+    CREATE TABLE charge_requests (
+        receipt_id     TEXT PRIMARY KEY,
+        api_key_id     TEXT NOT NULL,
+        client_address TEXT NOT NULL,
+        user_agent     TEXT NOT NULL,
+        received_at    TEXT NOT NULL,
+        request_id     TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -192,3 +192,16 @@ class HaltIncident:
     @property
     def is_open(self) -> bool:
         return self.cleared_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """Who asked for a charge, as the gateway saw the request: kept with the
+    receipt (same commit) but outside its signed core, for dispute evidence.
+    Never shown to another customer."""
+
+    api_key_id: str
+    client_address: str
+    user_agent: str
+    received_at: str
+    request_id: str

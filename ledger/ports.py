@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ledger.model import (
     AccountState,
@@ -20,6 +20,7 @@ from ledger.model import (
     LogAppend,
     LogCheckpoint,
     OutboxMessage,
+    RequestRecord,
     SigningKeyRecord,
     StoredReceipt,
     WebhookEvent,
@@ -40,6 +41,16 @@ class ReceiptWrite:
     """
 
     receipt: StoredReceipt
+    # Who asked for it, committed with it (adapters that keep request
+    # records; see ChargeRequests). None for receipts not from a request.
+    request: RequestRecord | None = None
+
+
+@runtime_checkable
+class ChargeRequests(Protocol):
+    """The request records committed with receipts (dispute evidence)."""
+
+    def charge_request(self, receipt_id: str) -> RequestRecord | None: ...
 
 
 class LedgerStore(Protocol):

@@ -55,6 +55,7 @@ from ledger.model import (
     Entitlement,
     LogAppend,
     OutboxMessage,
+    RequestRecord,
     StoredReceipt,
 )
 from ledger.ports import ReceiptWrite
@@ -80,6 +81,8 @@ _ADD_USAGE_TAIL: Final = (
     "AND entitlements.entitlement_id = v.column3"
 )
 _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
+_REQUEST_COLUMNS: Final = "api_key_id, client_address, user_agent, received_at, request_id"
+_INSERT_REQUESTS: Final = f"INSERT INTO charge_requests (receipt_id, {_REQUEST_COLUMNS})"
 # Below SQLite's default limit of 999 host parameters per statement (one is
 # the customer id).
 _KEYS_PER_QUERY_MAX: Final = 500
@@ -159,6 +162,8 @@ class SqliteLedger(SqliteQueues, SqliteLog, SqliteHalts):
                 log.error("ledger.usage_without_entitlement", usage=plan.usage)
         if outbox_rows:
             execute_values(conn, INSERT_OUTBOX, outbox_rows)
+        if plan.requests:
+            execute_values(conn, _INSERT_REQUESTS, plan.requests)
 
     def load_account(self, customer_id: str) -> AccountState | None:
         with self._reading() as conn, snapshot(conn):
@@ -237,6 +242,12 @@ class SqliteLedger(SqliteQueues, SqliteLog, SqliteHalts):
             (position,),
         )
         return (0, None) if row is None else (int(row[0]), row[1])
+
+    def charge_request(self, receipt_id: str) -> RequestRecord | None:
+        row = self._one(
+            f"SELECT {_REQUEST_COLUMNS} FROM charge_requests WHERE receipt_id = ?", (receipt_id,)
+        )
+        return None if row is None else RequestRecord(*row)
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
         row = self._one(f"{_SELECT_RECEIPTS} WHERE receipt_id = ?", (receipt_id,))

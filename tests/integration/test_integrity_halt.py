@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,11 @@ from tests.integration.conftest import (
     Service,
     base_settings,
     now_rfc3339,
+    run_billing_cli,
     serve,
 )
 
 LEDGER = "ledger.sqlite3"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _readyz(service: Service) -> tuple[int, dict[str, Any]]:
@@ -59,17 +57,6 @@ def _tamper_last_amount(ledger_file: Path, customer_id: str) -> str:
             (forged, customer_id, seq),
         )
     return str(receipt_id)
-
-
-async def _run_cli(*argv: str) -> tuple[int, str, str]:
-    """`billing ARGV...` as an operator runs it: its own process, over HTTP."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *argv,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    return int(process.returncode or 0), out.decode(), err.decode()
 
 
 def _assert_no_customer_data(text: str, *secrets: str) -> None:
@@ -166,14 +153,14 @@ async def test_a_tamper_found_at_start_up_holds_over_restarts_until_halt_clear(
     async with serve(settings) as third:  # a plain restart does not lift it
         status, body = await _readyz(third)
         assert (status, body.get("incident_id")) == (503, incident_id)
-        code, out, err = await _run_cli(
+        code, out, err = await run_billing_cli(
             "halt", "clear", "--incident", incident_id, "--reason", "restored seq 3",
             "--url", third.url, "--admin-token", ADMIN_TOKEN,
         )
         assert code == 0, err
         assert json.loads(out)["status"] == "cleared"
         assert (await _readyz(third))[0] == 200
-        code, out, err = await _run_cli(
+        code, out, err = await run_billing_cli(
             "halt", "show", "--url", third.url, "--admin-token", ADMIN_TOKEN
         )
         assert code == 0, err
