@@ -23,7 +23,7 @@ import orjson
 
 from actors.evidence import build_evidence
 from actors.receipt_log import LogAppender
-from crypto import GENESIS_HASH, KeyRing, SigningKey, check_evidence
+from crypto import GENESIS_HASH, KeyRing, SigningKey, check_evidence, load_or_create_dev_key
 from crypto.receipt import core_bytes, hash_of_core_bytes
 from ledger import Customer, Entitlement, ReceiptWrite, RequestRecord, StoredReceipt, limits
 from ledger.clock import utc_now_rfc3339
@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     path = args.path or Path(tempfile.mkdtemp(prefix="bench-evidence-")) / "ledger.sqlite3"
     fresh = not path.exists()
-    key = SigningKey.generate("ES256")
+    key = load_or_create_dev_key(path.parent, "ES256")  # the same key when reused
     store = SqliteLedger.open(path)
     try:
         if fresh:
