@@ -340,6 +340,7 @@ class AccountActor(ScheduledActor):
             receipt_id=receipt_id,
             receipt_hash=hashed.receipt_hash,
             previous_receipt_hash=self._last_hash,
+            request=command.request,
             core=core,
             canonical_core=hashed.canonical,
             first_reply=command.reply,

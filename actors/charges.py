@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from crypto import LogProof
-from ledger import StoredReceipt
+from ledger import RequestRecord, StoredReceipt
 
 # Refusal codes (stable API error codes) and whether a retry may succeed.
 QUOTA_EXCEEDED: Final = "quota_exceeded"
@@ -94,6 +94,8 @@ class ChargeCommand:
     reply: Reply
     # A reversal: the receipt it reverses (amount_minor is then negative).
     reverses: str | None = None
+    # Who asked (dispute evidence), committed with the receipt; not signed.
+    request: RequestRecord | None = None
 
     @property
     def fingerprint(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from actors.charges import ChargeOutcome, Reply, refused
 from crypto import sealed_document
-from ledger import StoredReceipt
+from ledger import RequestRecord, StoredReceipt
 
 
 @dataclass(slots=True)
@@ -36,6 +36,7 @@ class PendingReceipt:
     first_reply: Reply
     receipt: StoredReceipt | None = None
     outcome: ChargeOutcome | None = None
+    request: RequestRecord | None = None  # committed with the receipt
     _extra_replies: list[Reply] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

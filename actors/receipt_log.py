@@ -19,6 +19,7 @@ import structlog
 
 from crypto import (
     Checkpoint,
+    LogError,
     LogProof,
     RightEdge,
     SigningKey,
@@ -29,6 +30,33 @@ from crypto import (
 from ledger import LogAppend, LogCheckpoint, LogReader, StoredReceipt
 
 log = structlog.get_logger(__name__)
+
+
+class LogDamaged(Exception):
+    """The stored tiles do not give the root the head checkpoint states (or
+    are missing): no receipt can be appended to this log. An integrity halt,
+    not a crash: restarting the writer would find the same damage."""
+
+
+def rebuild_edge(store: LogReader) -> RightEdge:
+    """The log's right edge from the stored tiles, checked against the head
+    checkpoint; raises LogDamaged when they disagree."""
+    head = store.log_head()
+    if head is None or head.tree_size == 0:
+        return RightEdge.empty()
+    size = head.tree_size
+    try:
+        edge = RightEdge(size, TileHashReader(size, store.read_tiles))
+    except LogError as error:
+        raise LogDamaged(
+            f"the stored tiles cannot rebuild the log of {size} leaves: {error}"
+        ) from None
+    if edge.root != head.root_hash:
+        raise LogDamaged(
+            f"the stored tiles give a root for {size} leaves that the head checkpoint "
+            "does not state: the log is damaged"
+        )
+    return edge
 
 
 class PreparedAppend(NamedTuple):
@@ -60,19 +88,10 @@ class LogAppender:
         return 0 if self._edge is None else self._edge.size
 
     def load(self) -> None:
-        """Read the log head and rebuild the right edge from the stored tiles."""
-        head = self._store.log_head()
-        size = 0 if head is None else head.tree_size
-        if size == 0:
-            self._edge = RightEdge.empty()
-            return
-        self._edge = RightEdge(size, TileHashReader(size, self._store.read_tiles))
-        if head is not None and self._edge.root != head.root_hash:
-            raise RuntimeError(
-                f"the stored tiles give a root for {size} leaves that the head checkpoint "
-                "does not state: the log is damaged"
-            )
-        log.info("receipt_log.loaded", tree_size=size)
+        """Read the log head and rebuild the right edge from the stored tiles
+        (LogDamaged if they disagree)."""
+        self._edge = rebuild_edge(self._store)
+        log.info("receipt_log.loaded", tree_size=self._edge.size)
 
     def prepare(self, receipts: Sequence[StoredReceipt]) -> PreparedAppend:
         """Leaves, tiles, checkpoint and proofs for `receipts`, without

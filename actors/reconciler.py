@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from actors._reconcile_audit import CustomerAudit, audit_customer
 from actors._reconcile_copies import CopyReport, compare_copies
+from actors.halts import IntegrityFailure
 from actors.stage_owner import LoopThread, StageOwner
 from crypto import JWKSError, TrustedKeys
 from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel
@@ -55,7 +56,7 @@ full_pass_wait_s: Final = 120.0
 thread_join_timeout_s: Final = 10.0
 
 JwksProvider = Callable[[], Mapping[str, object]]
-IntegrityFailure = Callable[[str], None]
+OnIntegrityFailure = Callable[[IntegrityFailure], None]
 
 
 class ReconcilerMetrics:
@@ -167,7 +168,7 @@ class Reconciler(StageOwner):
         jwks: JwksProvider,
         interval_s: float,
         metrics: ReconcilerMetrics,
-        on_integrity_failure: IntegrityFailure,
+        on_integrity_failure: OnIntegrityFailure,
         log_proofs: LogProofs | None = None,
         customers_per_round_max: int = 100,
     ) -> None:
@@ -271,7 +272,10 @@ class Reconciler(StageOwner):
             except InvariantViolation as error:
                 # A copy refused a write as conflicting with what it holds.
                 self._integrity_failure(
-                    summary, customer_id, "copy_conflict", f"customer {customer_id}: {error}"
+                    summary,
+                    IntegrityFailure(
+                        "copy_conflict", f"customer {customer_id}: {error}", customer_id
+                    ),
                 )
             except (LedgerError, JWKSError) as error:
                 self._metrics.audits.labels(result="error").inc()
@@ -299,7 +303,12 @@ class Reconciler(StageOwner):
                 detail=audit.detail,
                 receipt_id=audit.receipt_id,
             )
-            self._integrity_failure(summary, customer_id, audit.reason or "unknown", audit.detail)
+            self._integrity_failure(
+                summary,
+                IntegrityFailure(
+                    audit.reason or "unknown", audit.detail, customer_id, audit.receipt_id
+                ),
+            )
         # Never copy a ledger that failed its audit over the copies.
         report = compare_copies(
             self._store, self._read_model, self._archive, customer_id, repair and audit.ok
@@ -333,20 +342,20 @@ class Reconciler(StageOwner):
                 )
         if not report.ok:
             self._integrity_failure(
-                summary, report.customer_id, "divergent_copy", report.describe()
+                summary,
+                IntegrityFailure("divergent_copy", report.describe(), report.customer_id),
             )
 
-    def _integrity_failure(
-        self, summary: PassSummary, customer_id: str, reason: str, detail: str
-    ) -> None:
-        message = f"{reason}: {detail}"
-        summary.add_failure(message)
+    def _integrity_failure(self, summary: PassSummary, failure: IntegrityFailure) -> None:
+        summary.add_failure(f"{failure.reason}: {failure.detail}")
         self._metrics.integrity_failures.inc()
         try:
-            self._on_integrity_failure(message)
+            self._on_integrity_failure(failure)
         except Exception:
             # The alarm must not stop the audit of the others; say so loudly.
-            log.exception("reconciler.on_integrity_failure_failed", customer_id=customer_id)
+            log.exception(
+                "reconciler.on_integrity_failure_failed", customer_id=failure.customer_id
+            )
 
 
 def _summary_fields(summary: PassSummary) -> dict[str, object]:

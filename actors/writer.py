@@ -22,7 +22,7 @@ from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, answer_from_stored
 from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
-from actors.receipt_log import LogAppender, PreparedAppend
+from actors.receipt_log import LogAppender, LogDamaged, PreparedAppend
 from actors.stage_owner import StageOwner
 from ledger import (
     ChainConflict,
@@ -31,6 +31,7 @@ from ledger import (
     LogConflict,
     OutboxMessage,
     ReceiptWrite,
+    RequestRecord,
     StoredReceipt,
     StoreUnavailable,
     limits,
@@ -64,8 +65,10 @@ class _WriterStage:
         linger_ms: float,
         on_fatal: Callable[[str], None],
         on_committed: Callable[[Sequence[StoredReceipt]], None],
+        on_log_damaged: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_log_damaged = on_log_damaged
         self._log = receipt_log
         self._pipeline = pipeline
         self._metrics = metrics
@@ -133,12 +136,24 @@ class _WriterStage:
             if batch:
                 try:
                     self._commit(batch)
+                except LogDamaged as damage:
+                    self._log_damaged(batch, damage)
                 except Exception as error:
                     log.exception("ledger_writer.failed")
                     self._fail(batch, "the ledger could not be written")
                     self._on_fatal(repr(error))
             if stop:
                 return
+
+    def _log_damaged(self, batch: list[Any], damage: LogDamaged) -> None:
+        """Refuse the batch and report the halt; with no one to report to,
+        crash (the supervisor then escalates, as before halts were recorded)."""
+        self._fail(batch, "integrity halt: the receipt log is damaged")
+        if self._on_log_damaged is None:
+            self._on_fatal(repr(damage))
+            return
+        log.critical("ledger_writer.log_damaged", detail=str(damage))
+        self._on_log_damaged(str(damage))
 
     def _commit(self, batch: list[Any]) -> None:
         # A receipt whose predecessor failed is still tried: the store's
@@ -168,7 +183,7 @@ class _WriterStage:
         if len(receipts) != len(pending):
             raise RuntimeError("an unsealed receipt reached the ledger writer")
         started = time.perf_counter()
-        prepared = self._commit_logged(receipts)
+        prepared = self._commit_logged(receipts, [p.request for p in pending])
         self._log.adopt(prepared)
         self._metrics.commit_latency_s.observe(time.perf_counter() - started)
         self._metrics.commit_batch_receipts.observe(len(receipts))
@@ -177,7 +192,9 @@ class _WriterStage:
             item.complete(ChargeOutcome(kind="committed", receipt=receipt, log=proof))
         self._on_committed(prepared.receipts)
 
-    def _commit_logged(self, receipts: list[StoredReceipt]) -> PreparedAppend:
+    def _commit_logged(
+        self, receipts: list[StoredReceipt], requests: list[RequestRecord | None]
+    ) -> PreparedAppend:
         """Commit the receipts as the log's next leaves with their signed
         checkpoint; when another writer appended first, rebuild and re-sign."""
         for _attempt in range(limits.log_conflict_retries_max):
@@ -187,7 +204,10 @@ class _WriterStage:
                 outbox.extend(self._outbox_for(receipt))
             try:
                 self._store.commit_batch(
-                    [ReceiptWrite(receipt) for receipt in prepared.receipts],
+                    [
+                        ReceiptWrite(receipt, request)
+                        for receipt, request in zip(prepared.receipts, requests, strict=True)
+                    ],
                     outbox,
                     prepared.log_append,
                 )
@@ -254,6 +274,7 @@ class LedgerWriter(StageOwner):
         queue_max: int,
         linger_ms: float,
         on_committed: Callable[[Sequence[StoredReceipt]], None] = lambda receipts: None,
+        on_log_damaged: Callable[[str], None] | None = None,
         stop_timeout_s: float = 5.0,
     ) -> None:
         super().__init__(link, stop_timeout_s)
@@ -271,7 +292,9 @@ class LedgerWriter(StageOwner):
             linger_ms,
             self.report_crash,
             on_committed,
+            on_log_damaged,
         )
+        self._on_log_damaged = on_log_damaged
         metrics.writer_queue_depth.set_function(self._stage.depth)
 
     def stage(self) -> _WriterStage:
@@ -279,7 +302,15 @@ class LedgerWriter(StageOwner):
 
     def on_start(self) -> None:
         self._store.check_writable()  # a store that cannot be written is a failed start
-        self._receipt_log.load()  # and so is a log whose tiles do not give its head
+        try:
+            self._receipt_log.load()
+        except LogDamaged as damage:
+            if self._on_log_damaged is None:
+                raise  # a failed start, as before halts were recorded
+            # A recorded halt, not a crash loop: the writer starts, charges
+            # are refused, and every batch that still arrives is refused too.
+            log.critical("ledger_writer.log_damaged", detail=str(damage))
+            self._on_log_damaged(str(damage))
         super().on_start()
 
     def attach(self) -> None:

@@ -25,6 +25,13 @@ from crypto._errors import (
     ProofError,
     ReceiptFieldError,
 )
+from crypto._evidence import (
+    EvidenceCheck,
+    EvidenceReport,
+    check_evidence,
+    evidence_verdict,
+    seal_bundle,
+)
 from crypto._jsonl import verify_jsonl
 from crypto._jws import VerificationResult
 from crypto._keyring import KeyRing
@@ -84,6 +91,8 @@ __all__ = [
     "CheckpointAnchor",
     "CheckpointError",
     "ConsistencyAnswer",
+    "EvidenceCheck",
+    "EvidenceReport",
     "HashReader",
     "HashedCore",
     "JWKSError",
@@ -107,10 +116,12 @@ __all__ = [
     "TrustedKeys",
     "VerificationResult",
     "canonical_json",
+    "check_evidence",
     "check_log_block",
     "checkpoint_note_text",
     "checkpoint_payload",
     "consistency_proof",
+    "evidence_verdict",
     "hash_core",
     "inclusion_proof",
     "leaf_hash",
@@ -123,6 +134,7 @@ __all__ = [
     "parse_tile_path",
     "receipt_hash",
     "receipt_leaf",
+    "seal_bundle",
     "seal_receipt",
     "sealed_document",
     "sign_checkpoint",

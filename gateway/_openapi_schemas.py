@@ -218,7 +218,11 @@ def _service_schemas() -> dict[str, Any]:
         "Jwks": _object({"keys": {"type": "array", "items": any_object}}),
         "Health": _object({"status": _const("ok")}),
         "Readiness": _object({"status": {"type": "string", "enum": ["ready", "unavailable"]},
-                              "reason": _STRING}, ("status",)),
+                              "reason": _STRING,
+                              "incident_id": {**_STRING, "description": "The open integrity "
+                                              "incident, when charges are halted."}},
+                             ("status",)),
+        **_halt_schemas(),
         "FaultResult": _object({"customer_id": _STRING, "crashed": _BOOL}),
         "ReconcileSummary": _object({"customers": _INT, "audits_ok": _INT,
                                      "audits_failed": _INT, "errors": _INT},
@@ -240,6 +244,33 @@ def _service_schemas() -> dict[str, Any]:
                           "mrr_minor": {"type": ["object", "null"]},
                           "receipts_by_currency_day": {"type": ["array", "null"]}},
                          ("customers_by_status", "active_trials")),
+    }
+
+
+def _halt_schemas() -> dict[str, Any]:
+    incident = _object({
+        "id": _STRING, "object": _const("integrity_incident"), "incident_id": _STRING,
+        "status": {"type": "string", "enum": ["open", "cleared"]},
+        "opened_at": _TIMESTAMP, "reason": _STRING, "detail": _STRING, "source": _STRING,
+        "customer_id": _NULLABLE_STRING, "receipt_id": _NULLABLE_STRING,
+        "cleared_at": {"type": ["string", "null"], "format": "date-time"},
+        "clear_reason": _NULLABLE_STRING, "halted": _BOOL,
+    }, ("id", "object", "incident_id", "status", "opened_at", "reason", "detail", "source"),
+        description="An integrity failure recorded in the ledger; while open, every "
+        "gateway of the store refuses charges. `halted` (after a clearing): whether "
+        "another incident still holds charges.")
+    return {
+        "IntegrityIncident": incident,
+        "IntegrityHalt": _object({
+            "object": _const("integrity_halt"), "halted": _BOOL,
+            "open": {"type": "array", "items": _ref("IntegrityIncident")},
+            "recent": {"type": "array", "items": _ref("IntegrityIncident")},
+        }),
+        "HaltClear": _object({
+            "incident_id": {**_STRING, "maxLength": 64},
+            "reason": {**_STRING, "minLength": 1,
+                       "maxLength": limits.halt_clear_reason_chars_max},
+        }, closed=True),
     }
 
 
@@ -269,6 +300,17 @@ def _log_schemas() -> dict[str, Any]:
             "object": _const("consistency_proof"), "first": _ref("Checkpoint"),
             "second": _ref("Checkpoint"), "proof": {"type": "array", "items": node},
         }),
+        "Evidence": _object({
+            "object": _const("dispute_evidence"), "version": _INT, "generated_at": _TIMESTAMP,
+            "receipt_id": _STRING, "customer_id": _STRING,
+            "receipt": {"type": "object", "description": "The receipt with its proof: "
+                        "`log` against its commit's checkpoint, or its own `signature`."},
+            "consistency": {"type": ["object", "null"], "description": "{tree_size, "
+                            "checkpoint, proof}: from the receipt's checkpoint to the latest."},
+            "chain": {"type": "array", "items": {"type": "object"}},
+            "jwks": {"type": "object"}, "request": {"type": ["object", "null"]},
+            "verdict": {"type": "object"}, "seal": _STRING,
+        }, description="Dispute evidence for one receipt (see crypto/README.md)."),
         "InclusionProof": _object({
             "object": _const("inclusion_proof"), "receipt_id": _STRING, "index": size,
             "tree_size": size, "inclusion": {"type": "array", "items": node},

@@ -14,13 +14,15 @@ from gateway import (
     openapi,
     routes_admin,
     routes_events,
+    routes_evidence,
+    routes_halt,
     routes_log,
     routes_public,
     routes_reversals,
 )
 from gateway.errors import ApiError, bad_request
 from gateway.http_metrics import HttpMetrics
-from gateway.services import SERVICES, Services
+from gateway.services import REQUEST_ID, SERVICES, Services
 from ledger import StoreUnavailable, limits
 
 log = structlog.get_logger(__name__)
@@ -72,6 +74,7 @@ def _route_name(request: web.Request) -> str:
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or _request_ids()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    request[REQUEST_ID] = request_id
     try:
         if request.query_string:
             _reject_unknown_query(request)
@@ -125,6 +128,8 @@ def build_app(services: Services, *extra_routes: web.RouteTableDef) -> web.Appli
     app.add_routes(routes_public.routes)
     app.add_routes(routes_events.routes)
     app.add_routes(routes_admin.routes)
+    app.add_routes(routes_halt.routes)
+    app.add_routes(routes_evidence.routes)
     app.add_routes(routes_log.routes)
     app.add_routes(routes_reversals.routes)
     for table in extra_routes:

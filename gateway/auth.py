@@ -69,6 +69,10 @@ class ApiKeyCache:
 
     async def customer_for(self, request: web.Request) -> str:
         """The customer the request's API key belongs to, or a 401."""
+        return (await self.key_for(request)).customer_id
+
+    async def key_for(self, request: web.Request) -> ApiKey:
+        """The request's API key (live, not revoked), or a 401."""
         key_hash = hash_api_key(bearer_token(request))
         now = time.monotonic()
         cached = self._entries.get(key_hash)
@@ -85,7 +89,7 @@ class ApiKeyCache:
             raise ApiError(401, "invalid_api_key", "the API key is not valid")
         if record.revoked_at is not None:
             raise ApiError(401, "api_key_revoked", "the API key was revoked")
-        return record.customer_id
+        return record
 
     def forget_key_id(self, key_id: str) -> None:
         for key_hash, (_, record) in list(self._entries.items()):

@@ -1,5 +1,6 @@
 """Operator commands over the admin API of a running service:
-`billing customers create`, `billing keys create|revoke`, `billing entitlements set`.
+`billing customers create`, `billing keys create|revoke`, `billing entitlements set`,
+`billing halt show|clear`.
 
 They talk HTTP (not to the store directly) because the embedded store belongs
 to the one serving process, and a remote deployment is reached the same way.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -70,6 +72,31 @@ def register(subparsers: Any) -> None:
     ent_set.add_argument("--status", default="active", help="active, trialing, canceled, ...")
     _common(ent_set)
     ent_set.set_defaults(handler=_set_entitlement)
+    _register_halt(subparsers)
+    evidence = subparsers.add_parser(
+        "evidence", help="the dispute evidence bundle of a receipt (sealed JSON, or HTML)"
+    )
+    evidence.add_argument("receipt_id")
+    evidence.add_argument("--output", "-o", help="write to this file (default: stdout)")
+    evidence.add_argument("--html", action="store_true", help="the page support sends")
+    _common(evidence)
+    evidence.set_defaults(handler=_evidence)
+
+
+def _register_halt(subparsers: Any) -> None:
+    halt = subparsers.add_parser("halt", help="integrity halts: show, or clear one")
+    halt_sub = halt.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = halt_sub.add_parser("show", help="open and recent integrity incidents, in full")
+    _common(show)
+    show.set_defaults(handler=_show_halt)
+    clear = halt_sub.add_parser(
+        "clear", help="lift one incident (recorded with your reason); charges resume "
+        "when no incident is open"
+    )
+    clear.add_argument("--incident", required=True, help="the incident id (inc_...)")
+    clear.add_argument("--reason", required=True, help="why the halt may be lifted")
+    _common(clear)
+    clear.set_defaults(handler=_clear_halt)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -93,6 +120,11 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
 
 def http_json(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
     """One JSON request with a bearer token; any failure is a one-line CommandError."""
+    return json.loads(http_bytes(url, token, method, path, body) or b"{}")
+
+
+def http_bytes(url: str, token: str, method: str, path: str, body: Any = None) -> bytes:
+    """One request with a bearer token, the body as sent; failures as for http_json."""
     from gateway.cli import CommandError
 
     data = None if body is None else json.dumps(body).encode()
@@ -104,7 +136,7 @@ def http_json(url: str, token: str, method: str, path: str, body: Any = None) ->
     )
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            return json.loads(response.read() or b"{}")
+            return bytes(response.read())
     except urllib.error.HTTPError as error:
         try:
             detail = json.loads(error.read())["error"]["message"]
@@ -142,3 +174,25 @@ def _set_entitlement(args: argparse.Namespace) -> int:
     body = {"quota": quota, "policy": args.policy, "status": args.status}
     path = f"/v1/customers/{args.customer_id}/entitlements/{args.entitlement_id}"
     return _print(_call(args, "PUT", path, body))
+
+
+def _show_halt(args: argparse.Namespace) -> int:
+    return _print(_call(args, "GET", "/v1/admin/halt"))
+
+
+def _clear_halt(args: argparse.Namespace) -> int:
+    body = {"incident_id": args.incident, "reason": args.reason}
+    return _print(_call(args, "POST", "/v1/admin/halt/clear", body))
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    """The bundle byte for byte (its seal covers its exact canonical form)."""
+    suffix = ".html" if args.html else ""
+    path = f"/v1/receipts/{args.receipt_id}/evidence{suffix}"
+    data = http_bytes(args.url, _token(args), "GET", path)
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return 0

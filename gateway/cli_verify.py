@@ -1,4 +1,5 @@
-"""`billing verify`: check a JSON-lines export of receipts offline against a JWKS."""
+"""`billing verify`: check a JSON-lines export of receipts offline against a
+JWKS, or (`--evidence`) a dispute evidence bundle."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from ledger.limits import jwks_bytes_max, log_document_bytes_max
+from ledger.limits import evidence_bytes_max, jwks_bytes_max, log_document_bytes_max
 
 fetch_timeout_s = 10.0
 count_chunk_bytes = 1 << 20
@@ -28,7 +29,14 @@ def register(subparsers: Any) -> None:
         "file", nargs="?", default="-", help="JSON-lines export, one receipt per line (- = stdin)"
     )
     parser.add_argument(
-        "--jwks", required=True, help="JWKS file or http(s) URL (e.g. .../.well-known/jwks.json)"
+        "--jwks",
+        help="JWKS file or http(s) URL (e.g. .../.well-known/jwks.json); required for an "
+        "export; for --evidence, the keys to trust instead of the bundle's own",
+    )
+    parser.add_argument(
+        "--evidence",
+        metavar="FILE",
+        help="check a dispute evidence bundle (billing evidence, GET .../evidence) instead",
     )
     parser.add_argument(
         "--known-head",
@@ -72,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from gateway.cli import CommandError
     from gateway.progress import receipt_progress
 
+    if args.evidence:
+        return _verify_evidence(args.evidence, args.jwks)
+    if not args.jwks:
+        raise CommandError("--jwks is required to verify an export")
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
     known_head = _known_head(args.known_head)
@@ -289,3 +301,24 @@ def _print_summary(report: Any, elapsed_s: float) -> int:
     receipt = f" (receipt {failure.receipt_id})" if failure.receipt_id else ""
     print(f"FAILED at {where}{receipt}: {failure.reason}: {failure.detail}")
     return 1
+
+
+def _verify_evidence(path: str, jwks_source: str | None) -> int:
+    """Exit 0 if every check of the bundle holds, 1 if one fails, 2 on bad input."""
+    import crypto
+    from gateway.cli import CommandError
+
+    try:
+        with open(path, "rb") as bundle_file:
+            data = bundle_file.read(evidence_bytes_max + 1)
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > evidence_bytes_max:
+        raise CommandError(f"{path} is larger than {evidence_bytes_max} bytes")
+    trusted = load_jwks(jwks_source) if jwks_source else None
+    report = crypto.check_evidence(data, trusted)
+    for check in report.checks:
+        mark = "ok  " if check.ok else "FAIL"
+        print(f"{mark} {check.name}: {check.detail}")
+    print("evidence holds" if report.valid else "evidence DOES NOT hold")
+    return 0 if report.valid else 1

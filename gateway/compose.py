@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,17 +28,20 @@ from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from actors.account import AccountDeps
 from actors.accounts import AccountDirectory
 from actors.archive_feed import ArchiveFeed
+from actors.halts import HaltRecorder, IntegrityFailure
 from actors.metrics import ActorMetrics
 from actors.outbox import OutboxMetrics, OutboxRelay
 from actors.pipeline import Pipeline
 from actors.receipt_log import LogAppender
 from actors.reconciler import Reconciler, ReconcilerMetrics
 from actors.signer import SignerPool
+from actors.startup_audit import audit_at_startup
 from actors.writer import LedgerWriter
 from crypto import (
     KeyRing,
     NoteKey,
     SigningKey,
+    TrustedKeys,
     load_or_create_dev_key,
     load_or_create_note_key,
     load_private_key_pem,
@@ -54,7 +58,13 @@ from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
 from gateway.thread_cpu import ThreadCpuCollector
 from gateway.web import WebSettings, add_web_routes, load_web_settings
-from ledger import LedgerError, SigningKeyRecord, StoredReceipt, limits
+from ledger import (
+    HaltIncident,
+    LedgerError,
+    SigningKeyRecord,
+    StoredReceipt,
+    limits,
+)
 from ledger.clock import utc_now_rfc3339
 from ledger.log_proofs import LogProofs
 from supervisor import ActorScheduler, ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
@@ -229,6 +239,13 @@ def _start(
     actor_metrics.runnable_accounts.set_function(deps.scheduler.runnable)
     readiness_box: list[Readiness] = []
 
+    def on_halt_recorded(incident: HaltIncident) -> None:
+        if readiness_box:
+            readiness_box[0].halted(incident)
+
+    halts = HaltRecorder(adapters.halts, utc_now_rfc3339, on_halt_recorded)
+    _audit_before_ready(adapters, key_ring, halts)
+
     def on_escalation(reason: str) -> None:
         log.critical("billing.escalated", reason=reason)
         if readiness_box:
@@ -259,11 +276,12 @@ def _start(
     # Signer and writer queues are sized from admission, as limits.writer_queue_max.
     stage_queue_max = settings.admission_queue_max * 2
 
-    def on_integrity_failure(reason: str) -> None:
-        # Repeated each round while the damage is there: idempotent by design.
-        log.critical("billing.integrity_halt", reason=reason)
-        if readiness_box:
-            readiness_box[0].halted_reason = f"integrity failure: {reason}"
+    def on_integrity_failure(failure: IntegrityFailure) -> None:
+        # Repeated each round while the damage is there: one open incident.
+        halts.record(failure, source="reconciler")
+
+    def on_log_damaged(detail: str) -> None:
+        halts.record(IntegrityFailure("log_damaged", detail), source="ledger_writer")
 
     children = [
         ChildSpec(
@@ -279,6 +297,7 @@ def _start(
                 queue_max=stage_queue_max,
                 linger_ms=settings.commit_linger_ms,
                 on_committed=after_commit,
+                on_log_damaged=on_log_damaged,
             ),
             restart="permanent",
             shutdown_timeout_ms=10_000,
@@ -357,10 +376,15 @@ def _start(
             return False
         return True
 
-    readiness = Readiness(tree_up=lambda: root.is_running, store_writable=store_writable)
-    readiness.refresh()
+    readiness = Readiness(
+        tree_up=lambda: root.is_running,
+        store_writable=store_writable,
+        open_halts=adapters.halts.open_halts,
+    )
+    readiness.refresh()  # before the first request: a recorded halt holds at once
     readiness_box.append(readiness)
     http_metrics = HttpMetrics(registry)
+    http_metrics.integrity_halted.set_function(lambda: 0 if readiness.halt is None else 1)
     admission = Admission(
         settings.admission_queue_max,
         settings.customer_inflight_max,
@@ -386,6 +410,7 @@ def _start(
         executor=executor,
         log_proofs=log_proofs,
         note_key=note_key,
+        halts=adapters.halts,
         jwks_body=orjson.dumps(key_ring.jwks()),
         extras={"tree": root.tree, "reconciler": lambda: root.child("reconciler")},
     )
@@ -401,6 +426,22 @@ def _start(
             stripe.add_routes,
             lambda app: add_web_routes(app, web_settings, stripe_settings.api_base),
         ],
+    )
+
+
+def _audit_before_ready(adapters: Adapters, key_ring: KeyRing, halts: HaltRecorder) -> None:
+    """Check every head the service builds on (see actors.startup_audit);
+    each failure is a recorded halt, so the service comes up unready."""
+    started_s = time.monotonic()
+    failures = 0
+    keys = TrustedKeys(key_ring.jwks())
+    for failure in audit_at_startup(adapters.store, adapters.store, keys):
+        failures += 1
+        halts.record(failure, source="startup_audit")
+    log.info(
+        "billing.startup_audit",
+        failures=failures,
+        duration_s=round(time.monotonic() - started_s, 3),
     )
 
 

@@ -107,6 +107,7 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     ),
     "tile_not_found": ErrorCode((404,), "No such tile in the log (yet)."),
     "api_key_not_found": ErrorCode((404,), "This customer has no API key with that id."),
+    "incident_not_found": ErrorCode((404,), "No integrity incident with that id."),
     "not_found": ErrorCode((404,), "The route is switched off on this server."),
     # Operators
     "invalid_email": ErrorCode((400,), "The email is not an email address."),
@@ -129,7 +130,8 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
         (429,), "Too many charges in flight for this customer; retry after the delay."
     ),
     "service_unavailable": ErrorCode(
-        (503,), "The service is starting, draining or halted on an integrity failure."
+        (503,), "The service is starting, draining or halted on an integrity failure "
+        "(the message names the incident id)."
     ),
     "account_unavailable": ErrorCode((503,), "The account is restarting; retry."),
     "store_unavailable": ErrorCode((503,), "The ledger is unavailable; retry."),

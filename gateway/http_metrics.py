@@ -45,3 +45,9 @@ class HttpMetrics:
         self.ready = Gauge(
             "billing_ready", "1 when the service accepts charges.", registry=registry
         )
+        self.integrity_halted = Gauge(
+            "billing_integrity_halted",
+            "1 while an integrity incident recorded in the ledger is open (charges "
+            "refused on every gateway of the store until an operator clears it).",
+            registry=registry,
+        )

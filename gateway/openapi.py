@@ -185,7 +185,8 @@ def _public_paths() -> dict[str, Any]:
         "/readyz": get("getReadiness", "Readiness: the service takes charges.", {
             **_ok(200, "Ready", "Readiness", {"status": "ready"}),
             **_ok(503, "Starting, draining or halted", "Readiness",
-                  {"status": "unavailable", "reason": "draining"}),
+                  {"status": "unavailable", "reason": "integrity halt: incident inc_5f0c2a9e",
+                   "incident_id": "inc_5f0c2a9e"}),
         }),
         "/metrics": get("getMetrics", "Prometheus metrics.", text),
         "/openapi.json": get("getOpenApi", "This OpenAPI 3.1 document.",
@@ -316,6 +317,11 @@ def _log_paths() -> dict[str, Any]:
     reader = (*_AUTH_KEY, "store_unavailable", "log_empty")
     text = {"200": {"description": "C2SP tlog-checkpoint signed note",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    evidence_html = {"200": {"description": "The evidence page",
+                             "content": {"text/html": {"schema": {"type": "string"}}}}}
+    evidence = {"200": {"description": "The sealed bundle", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Evidence"}},
+        "text/html": {"schema": {"type": "string"}}}}}
     tile = {"200": {"description": "C2SP tlog-tiles tile: concatenated 32-byte hashes",
                     "content": {"application/octet-stream": {"schema": {"type": "string"}}}}}
     receipt_id = _path_param("receipt_id", "The receipt's id", "rcpt_0123456789abcdef")
@@ -346,6 +352,19 @@ def _log_paths() -> dict[str, Any]:
                          "required": True},
                         _query_param("second", "The newer one's (default: the head).", size)],
             responses=_ok(200, "The proof", "ConsistencyProof"))},
+        "/v1/receipts/{receipt_id}/evidence": {"get": _operation(
+            "getReceiptEvidence", "Receipt log",
+            "Dispute evidence: the receipt, its proofs, the chain, keys and request, sealed.",
+            security="apiKey", codes=(*_AUTH_KEY, "receipt_not_found", "store_unavailable"),
+            description="The receipt's customer (API key) or an operator (admin token). "
+            "Canonical JSON (RFC 8785) sealed by a detached JWS; `billing verify --evidence` "
+            "checks it offline. `Accept: text/html` gives the page of /evidence.html.",
+            parameters=[receipt_id], responses=evidence)},
+        "/v1/receipts/{receipt_id}/evidence.html": {"get": _operation(
+            "getReceiptEvidenceHtml", "Receipt log",
+            "The same evidence as one HTML page (what support sends).", security="apiKey",
+            codes=(*_AUTH_KEY, "receipt_not_found", "store_unavailable"),
+            parameters=[receipt_id], responses=evidence_html)},
         "/v1/receipts/{receipt_id}/inclusion": {"get": _operation(
             "getReceiptInclusion", "Receipt log", "The receipt's inclusion proof against a "
             "checkpoint.", security="apiKey",
@@ -418,6 +437,20 @@ def _operator_tool_paths(customer_id: dict[str, Any]) -> dict[str, Any]:
             "reconcileNow", "Operators", "Audit every chain now and repair lagging copies.",
             security="adminToken", codes=(*_AUTH_ADMIN, "reconciler_unavailable"),
             responses=_ok(200, "What the pass found", "ReconcileSummary"))},
+        "/v1/admin/halt": {"get": _operation(
+            "getIntegrityHalt", "Operators",
+            "Integrity incidents: the open ones (charges refused) and the recent ones.",
+            security="adminToken", codes=(*_AUTH_ADMIN, "store_unavailable"),
+            responses=_ok(200, "The halt, in full", "IntegrityHalt"))},
+        "/v1/admin/halt/clear": {"post": _operation(
+            "clearIntegrityHalt", "Operators",
+            "Lift one integrity incident, saying why (recorded with it).",
+            security="adminToken",
+            codes=(*_AUTH_ADMIN, *_JSON_BODY, "invalid_value", "too_long",
+                   "incident_not_found", "store_unavailable"),
+            body=_body("HaltClear", {"clear": {"incident_id": "inc_5f0c2a9e",
+                                               "reason": "restored seq 2 from the archive"}}),
+            responses=_ok(200, "The incident, cleared", "IntegrityIncident"))},
     }
 
 

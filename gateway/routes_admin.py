@@ -37,6 +37,7 @@ ENTITLEMENT_STATUSES = ("active", "trialing", "past_due", "canceled", "unpaid", 
 
 
 def admin_services(request: web.Request) -> Services:
+    """The services, once the request carries the admin token (401 otherwise)."""
     services = request.app[SERVICES]
     require_token(request, services.settings.admin_token or "", "admin")
     return services

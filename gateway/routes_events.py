@@ -14,7 +14,7 @@ from gateway.rendering import (
     outcome_response,
 )
 from gateway.routes_log import documents_with_proofs, query_size
-from gateway.services import SERVICES, Services
+from gateway.services import REQUEST_ID, SERVICES, Services
 from gateway.validation import (
     IDEMPOTENCY_HEADER,
     EventRequest,
@@ -23,7 +23,8 @@ from gateway.validation import (
     reject_unknown,
 )
 from gateway.web import WEB, receipt_page, wants_html
-from ledger import limits
+from ledger import ApiKey, RequestRecord, limits
+from ledger.clock import utc_now_rfc3339
 from ledger.money import format_amount
 
 routes = web.RouteTableDef()
@@ -39,8 +40,10 @@ def origin_of(request: web.Request) -> str:
 
 def ensure_ready(services: Services) -> None:
     if not services.readiness.ready():
-        reason = services.readiness.halted_reason or "the service is not ready"
-        raise ApiError(503, "service_unavailable", reason, retry_after_s=5)
+        reason = services.readiness.public_reason()
+        raise ApiError(
+            503, "service_unavailable", f"charges are refused: {reason}", retry_after_s=5
+        )
 
 
 def _check_owner(event: EventRequest, customer_id: str, param: str = "customer_id") -> None:
@@ -49,10 +52,23 @@ def _check_owner(event: EventRequest, customer_id: str, param: str = "customer_i
         raise ApiError(404, "customer_not_found", "no such customer for this API key", param=param)
 
 
+def _request_record(request: web.Request, api_key: ApiKey) -> RequestRecord:
+    """Who asked, as this gateway saw it (dispute evidence; not signed)."""
+    return RequestRecord(
+        api_key_id=api_key.key_id,
+        client_address=request.remote or "",
+        user_agent=request.headers.get("User-Agent", "")[: limits.user_agent_chars_max],
+        received_at=utc_now_rfc3339(),
+        request_id=str(request.get(REQUEST_ID, ""))[: limits.request_id_chars_max],
+    )
+
+
 @routes.post("/v1/events")
 async def post_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    customer_id = await services.api_keys.customer_for(request)
+    api_key = await services.api_keys.key_for(request)
+    customer_id = api_key.customer_id
+    record = _request_record(request, api_key)
     ensure_ready(services)
     # Admission before the body is read and parsed: under overload a 429
     # must cost the saturated event loop as little as possible.
@@ -61,7 +77,7 @@ async def post_event(request: web.Request) -> web.Response:
         body = await read_json_body(request)
         event = parse_event(body, datetime.now(UTC), request.headers.get(IDEMPOTENCY_HEADER))
         _check_owner(event, customer_id)
-        outcome = await services.charge(event)
+        outcome = await services.charge(event, record)
     finally:
         latency_s = services.admission.leave_timed(customer_id, started_s)
         services.metrics.receipt_latency_s.observe(latency_s)
@@ -73,7 +89,9 @@ async def post_event_batch(request: web.Request) -> web.Response:
     """Up to `batch_events_max` events, each with its own result, charged in
     order per customer; the response comes once every item is durable."""
     services = request.app[SERVICES]
-    customer_id = await services.api_keys.customer_for(request)
+    api_key = await services.api_keys.key_for(request)
+    customer_id = api_key.customer_id
+    record = _request_record(request, api_key)
     ensure_ready(services)
     services.admission.refuse_if_saturated(customer_id)  # cheap 429 before reading the body
     if IDEMPOTENCY_HEADER in request.headers:
@@ -115,7 +133,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
     try:
         # One message to the one account actor: charged in the batch's order.
         ref = await services.account_ref(customer_id) if valid else None
-        outcomes = iter(await services.submit(valid, ref) if valid else [])
+        outcomes = iter(await services.submit(valid, ref, record) if valid else [])
     finally:
         services.admission.leave(customer_id, max(1, len(valid)))
     origin = origin_of(request)

@@ -33,14 +33,17 @@ async def readyz(request: web.Request) -> web.Response:
     readiness = request.app[SERVICES].readiness
     if readiness.ready():
         return json_response({"status": "ready"})
-    reason = readiness.halted_reason or ("draining" if readiness.draining else "not ready")
-    return json_response({"status": "unavailable", "reason": reason}, status=503)
+    body: dict[str, str] = {"status": "unavailable", "reason": readiness.public_reason()}
+    if readiness.halt is not None:
+        body["incident_id"] = readiness.halt.incident_id
+    return json_response(body, status=503)
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     services.metrics.ready.set(1 if services.readiness.ready() else 0)
+    services.metrics.integrity_halted.set(0 if services.readiness.halt is None else 1)
     body = generate_latest(services.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -7,7 +7,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import pykka
 from aiohttp import web
@@ -17,6 +17,7 @@ from actors import charges
 from actors.account import ask_charges
 from actors.accounts import AccountDirectory
 from actors.charges import BatchReplies, ChargeBatch, ChargeCommand, ChargeOutcome, refused
+from actors.halts import public_halt_reason
 from actors.pipeline import Unavailable
 from crypto import KeyRing, NoteKey
 from gateway.admission import Admission
@@ -24,35 +25,80 @@ from gateway.auth import ApiKeyCache
 from gateway.http_metrics import HttpMetrics
 from gateway.settings import Settings
 from gateway.validation import EventRequest
-from ledger import LedgerStore, ReceiptReadModel
+from ledger import (
+    HaltIncident,
+    IntegrityHalts,
+    LedgerError,
+    LedgerStore,
+    ReceiptReadModel,
+    RequestRecord,
+)
 from ledger.log_proofs import LogProofs
 from supervisor import SupervisorError
 
 T = TypeVar("T")
 
+# Where the middleware leaves the request's id (X-Request-Id) for handlers.
+REQUEST_ID: Final = "billing.request_id"
+
 
 @dataclass
 class Readiness:
-    """Whether charges are accepted: the tree is up, the store writable, and no
-    integrity halt or drain is in progress.
+    """Whether charges are accepted: the tree is up, the store writable, no
+    integrity incident is open in the store, and no drain is in progress.
 
     `ready()` is on the hot path and only reads flags; `refresh()` does the
     real checks and runs off the event loop (a store check waits behind the
     ledger writer's lock, which must never stall the loop or fail a charge).
+    It runs every second, so an incident recorded by any gateway on the
+    store, or cleared by an operator, reaches this one within seconds.
     """
 
     tree_up: Callable[[], bool]
     store_writable: Callable[[], bool]
+    open_halts: Callable[[], list[HaltIncident]] = list
+    # The supervision tree escalated: this process is going down (in memory).
     halted_reason: str | None = None
+    # The oldest open integrity incident of the store, as of the last refresh.
+    halt: HaltIncident | None = None
     draining: bool = False
     _healthy: bool = False
 
     def refresh(self) -> bool:
-        self._healthy = self.tree_up() and self.store_writable()
-        return self._healthy
+        healthy = self.tree_up() and self.store_writable()
+        try:
+            halts = self.open_halts()
+        except LedgerError:
+            healthy = False  # whether a halt is in force is unknown: not ready
+        else:
+            self.halt = halts[0] if halts else None
+        self._healthy = healthy
+        return healthy
+
+    def halted(self, incident: HaltIncident) -> None:
+        """An incident this process just recorded: effective now, not at the
+        next refresh."""
+        if self.halt is None:
+            self.halt = incident
 
     def ready(self) -> bool:
-        return self._healthy and self.halted_reason is None and not self.draining
+        return (
+            self._healthy
+            and self.halt is None
+            and self.halted_reason is None
+            and not self.draining
+        )
+
+    def public_reason(self) -> str:
+        """Why charges are refused, in words anyone may read: the incident id
+        of a halt, never whose ledger or which receipt (the admin route has that)."""
+        if self.halt is not None:
+            return public_halt_reason(self.halt)
+        if self.halted_reason is not None:
+            return "the supervision tree stopped"
+        if self.draining:
+            return "draining"
+        return "not ready"
 
 
 @dataclass
@@ -70,6 +116,7 @@ class Services:
     executor: concurrent.futures.ThreadPoolExecutor
     log_proofs: LogProofs
     note_key: NoteKey
+    halts: IntegrityHalts
     jwks_body: bytes = b""
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -90,7 +137,10 @@ class Services:
             return None
 
     def submit(
-        self, events: Sequence[EventRequest], ref: pykka.ActorRef[Any] | None
+        self,
+        events: Sequence[EventRequest],
+        ref: pykka.ActorRef[Any] | None,
+        request: RequestRecord | None = None,
     ) -> asyncio.Future[list[ChargeOutcome]]:
         """Queue one customer's charges on its actor as one message; the future
         resolves once every one is durable (or refused), with one outcome per
@@ -131,6 +181,7 @@ class Services:
                     event_timestamp=event.event_timestamp,
                     reply=replies.reply_for(index),
                     reverses=event.reverses,
+                    request=request,
                 )
                 for index, event in enumerate(events)
             )
@@ -138,10 +189,12 @@ class Services:
         ask_charges(ref, batch, replies.fail_unanswered)
         return future
 
-    async def charge(self, event: EventRequest) -> ChargeOutcome:
+    async def charge(
+        self, event: EventRequest, request: RequestRecord | None = None
+    ) -> ChargeOutcome:
         """Send one charge to its account actor and wait for the durable answer."""
         ref = await self.account_ref(event.customer_id)
-        (outcome,) = await self.submit([event], ref)
+        (outcome,) = await self.submit([event], ref, request)
         return outcome
 
 

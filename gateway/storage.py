@@ -17,6 +17,7 @@ import structlog
 from gateway.settings import Settings
 from ledger import (
     CommitFeed,
+    IntegrityHalts,
     LedgerStore,
     OutboxMessage,
     ReceiptArchive,
@@ -48,6 +49,8 @@ class Adapters:
     store: LedgerStore
     read_model: ReceiptReadModel
     archive: ReceiptArchive
+    # Integrity halts, recorded with the ledger of record.
+    halts: IntegrityHalts
     # Sinks fed through the outbox (topic -> deliver), at least once, in order
     # per customer. The embedded read model is the store itself: no topic.
     sinks: dict[str, Callable[[Sequence[StoredReceipt]], None]] = field(default_factory=dict)
@@ -79,6 +82,7 @@ class Adapters:
 
 def open_adapters(settings: Settings) -> Adapters:
     from ledger.local import FileArchive
+    from ledger.memory_halts import MemoryHalts
     from ledger.sqlite import SqliteLedger
 
     closers: list[Callable[[], None]] = []
@@ -88,9 +92,16 @@ def open_adapters(settings: Settings) -> Adapters:
     closers.append(store.close)
     sqlite = store if isinstance(store, SqliteLedger) else None
     separate_read_model = sqlite is None
+    halts: IntegrityHalts
     if sqlite is not None:
         read_model = sqlite
+        halts = sqlite
     else:
+        # The Spanner adapter has no halt table yet: halts in this process
+        # only, not seen by other gateways nor kept over a restart. Said
+        # loudly, and in deploy/README.
+        log.warning("billing.integrity_halts_not_durable", store=url.split(":", 1)[0])
+        halts = MemoryHalts()
         read_model = _open_read_model(settings, store)
         closers.append(read_model.close)
 
@@ -109,6 +120,7 @@ def open_adapters(settings: Settings) -> Adapters:
         store=store,
         read_model=read_model,
         archive=archive,
+        halts=halts,
         closers=closers,
     )
     if broadcast is not None:

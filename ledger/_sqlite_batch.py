@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ledger import limits
-from ledger._sqlite_rows import Row, receipt_params
+from ledger._sqlite_rows import Row, receipt_params, record_params
 from ledger.model import StoredReceipt
 from ledger.ports import ReceiptWrite
 
@@ -21,6 +21,8 @@ from ledger.ports import ReceiptWrite
 @dataclass(slots=True)
 class BatchPlan:
     receipts: list[Row] = field(default_factory=list)
+    # (receipt_id, api_key_id, client_address, user_agent, received_at, request_id)
+    requests: list[Row] = field(default_factory=list)
     # (new seq, new hash, new balance, customer, expected seq, expected hash, expected balance)
     account_cas: list[Row] = field(default_factory=list)
     # (delta, customer_id, entitlement_id)
@@ -36,6 +38,8 @@ def plan_batch(writes: Sequence[ReceiptWrite]) -> BatchPlan:
     receipt_owner: dict[str, str] = {}
     for write in writes:
         receipt = write.receipt
+        if write.request is not None:
+            plan.requests.append((receipt.receipt_id, *record_params(write.request)))
         by_customer.setdefault(receipt.customer_id, []).append(receipt)
         owner = receipt_owner.get(receipt.receipt_id)
         if owner is None:

@@ -151,6 +151,37 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX share_links_by_customer ON share_links (customer_id, created_at);
     """,
+    # 4: integrity halts. An open incident (cleared_at NULL) stops charges on
+    # every gateway of this store until an operator clears it with a reason;
+    # cleared incidents stay, as the record of who lifted what and why.
+    """
+    CREATE TABLE integrity_halts (
+        incident_id  TEXT PRIMARY KEY,
+        opened_at    TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        detail       TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        customer_id  TEXT,
+        receipt_id   TEXT,
+        cleared_at   TEXT,
+        clear_reason TEXT
+    );
+    CREATE INDEX integrity_halts_open ON integrity_halts (opened_at)
+        WHERE cleared_at IS NULL;
+    CREATE INDEX integrity_halts_by_time ON integrity_halts (opened_at);
+    """,
+    # 5: who asked for each charge (dispute evidence), written in the commit
+    # of its receipt; outside the signed receipt, never served to others.
+    """
+    CREATE TABLE charge_requests (
+        receipt_id     TEXT PRIMARY KEY,
+        api_key_id     TEXT NOT NULL,
+        client_address TEXT NOT NULL,
+        user_agent     TEXT NOT NULL,
+        received_at    TEXT NOT NULL,
+        request_id     TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -143,6 +143,18 @@ report_ids_max: Final = 100
 reconcile_interval_s_max: Final = 86_400.0
 # Failures and errors kept in a PassSummary; the counts stay exact beyond it.
 summary_items_max: Final = 100
+# Integrity halts: how many recent incidents the admin route lists, and how
+# long an operator's clearing reason and an incident's detail may be.
+halts_listed_max: Final = 100
+halt_clear_reason_chars_max: Final = 2_000
+halt_detail_chars_max: Final = 4_000
+# The request record kept with each charge (dispute evidence): client-sent
+# text is clipped, never refused (a long User-Agent is no reason to fail).
+user_agent_chars_max: Final = 512
+request_id_chars_max: Final = 128
+# A dispute evidence bundle read by `billing verify --evidence`: a receipt, a
+# chain of at most commit_batch_receipts_max + 1 receipts, proofs and keys.
+evidence_bytes_max: Final = 16 * 1024 * 1024
 
 # Stripe routes.
 # Stripe calls holding one of the shared executor's threads at once.

@@ -184,3 +184,42 @@ class SigningKeyRecord:
     alg: str
     public_jwk_json: str
     created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class HaltIncident:
+    """An integrity failure recorded in the ledger of record: while any
+    incident is open (`cleared_at` is None), every gateway on the store
+    refuses charges. Only an operator clears one, with a reason.
+
+    `reason` is a stable code (chain_broken, log_damaged, head_mismatch...);
+    `detail`, `customer_id` and `receipt_id` say where, for operators only:
+    public answers carry the incident id and nothing else. `source` is what
+    found it (reconciler, startup_audit, ledger_writer)."""
+
+    incident_id: str
+    opened_at: str
+    reason: str
+    detail: str
+    source: str
+    customer_id: str | None = None
+    receipt_id: str | None = None
+    cleared_at: str | None = None
+    clear_reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.cleared_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """Who asked for a charge, as the gateway saw the request: kept with the
+    receipt (same commit) but outside its signed core, for dispute evidence.
+    Never shown to another customer."""
+
+    api_key_id: str
+    client_address: str
+    user_agent: str
+    received_at: str
+    request_id: str

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ledger.model import (
     AccountState,
     ApiKey,
     Customer,
     Entitlement,
+    HaltIncident,
     LogAppend,
     LogCheckpoint,
     OutboxMessage,
+    RequestRecord,
     SigningKeyRecord,
     StoredReceipt,
     WebhookEvent,
@@ -39,6 +41,16 @@ class ReceiptWrite:
     """
 
     receipt: StoredReceipt
+    # Who asked for it, committed with it (adapters that keep request
+    # records; see ChargeRequests). None for receipts not from a request.
+    request: RequestRecord | None = None
+
+
+@runtime_checkable
+class ChargeRequests(Protocol):
+    """The request records committed with receipts (dispute evidence)."""
+
+    def charge_request(self, receipt_id: str) -> RequestRecord | None: ...
 
 
 class LogReader(Protocol):
@@ -188,6 +200,32 @@ class LedgerStore(LogReader, Protocol):
     def outbox_oldest(self) -> dict[str, str]:
         """`created_at` of the oldest undelivered message per topic (topics
         with no backlog are absent): how far delivery lags behind commits."""
+        ...
+
+
+class IntegrityHalts(Protocol):
+    """Integrity halts recorded with the ledger of record, so that every
+    gateway on the store sees them and a restart does not forget them."""
+
+    def record_halt(self, incident: HaltIncident) -> HaltIncident:
+        """Store `incident` unless an open incident with the same reason,
+        customer and receipt exists (an audit repeated while the damage is
+        there must not open a new incident each round); returns the open
+        incident that is stored."""
+        ...
+
+    def open_halts(self) -> list[HaltIncident]:
+        """The incidents not cleared yet, oldest first (the cheap read each
+        gateway makes every second)."""
+        ...
+
+    def recent_halts(self, limit: int) -> list[HaltIncident]:
+        """The newest `limit` incidents, open or cleared, newest first."""
+        ...
+
+    def clear_halt(self, incident_id: str, reason: str, cleared_at: str) -> HaltIncident:
+        """Clear an open incident with the operator's reason; clearing a
+        cleared one changes nothing and returns it. NotFound if unknown."""
         ...
 
 

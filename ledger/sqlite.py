@@ -20,6 +20,7 @@ from ledger import limits
 from ledger._sqlite_base import snapshot, transaction
 from ledger._sqlite_batch import BatchPlan, diagnose, plan_batch
 from ledger._sqlite_conn import FileLock, connect
+from ledger._sqlite_halts import SqliteHalts
 from ledger._sqlite_log import SqliteLog, check_stored_log, write_log
 from ledger._sqlite_queues import INSERT_OUTBOX, SqliteQueues
 from ledger._sqlite_rows import (
@@ -56,6 +57,7 @@ from ledger.model import (
     Entitlement,
     LogAppend,
     OutboxMessage,
+    RequestRecord,
     StoredReceipt,
 )
 from ledger.ports import ReceiptWrite
@@ -81,13 +83,16 @@ _ADD_USAGE_TAIL: Final = (
     "AND entitlements.entitlement_id = v.column3"
 )
 _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
+_REQUEST_COLUMNS: Final = "api_key_id, client_address, user_agent, received_at, request_id"
+_INSERT_REQUESTS: Final = f"INSERT INTO charge_requests (receipt_id, {_REQUEST_COLUMNS})"
 # Below SQLite's default limit of 999 host parameters per statement (one is
 # the customer id).
 _KEYS_PER_QUERY_MAX: Final = 500
 
 
-class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb):
-    """LedgerStore + ReceiptReadModel on one SQLite file. Build with `open()`."""
+class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts):
+    """LedgerStore + ReceiptReadModel (+ IntegrityHalts, WebAppStore) on one
+    SQLite file. Build with `open()`."""
 
     @classmethod
     def open(cls, path: Path) -> SqliteLedger:
@@ -164,6 +169,8 @@ class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb):
                 log.error("ledger.usage_without_entitlement", usage=plan.usage)
         if outbox_rows:
             execute_values(conn, INSERT_OUTBOX, outbox_rows)
+        if plan.requests:
+            execute_values(conn, _INSERT_REQUESTS, plan.requests)
 
     def load_account(self, customer_id: str) -> AccountState | None:
         with self._reading() as conn, snapshot(conn):
@@ -242,6 +249,12 @@ class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb):
             (position,),
         )
         return (0, None) if row is None else (int(row[0]), row[1])
+
+    def charge_request(self, receipt_id: str) -> RequestRecord | None:
+        row = self._one(
+            f"SELECT {_REQUEST_COLUMNS} FROM charge_requests WHERE receipt_id = ?", (receipt_id,)
+        )
+        return None if row is None else RequestRecord(*row)
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
         row = self._one(f"{_SELECT_RECEIPTS} WHERE receipt_id = ?", (receipt_id,))

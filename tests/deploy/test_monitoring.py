@@ -5,6 +5,7 @@ that never fires and a panel that stays empty, and nobody would notice."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,23 @@ def test_alert_rules_are_complete() -> None:
         assert rule["annotations"].get("description"), rule["alert"]
 
 
+def test_integrity_alerts_link_to_a_runbook_section_that_exists() -> None:
+    readme = (ALERTS.parents[1] / "README.md").read_text()
+    anchors = {
+        "#" + re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in readme.splitlines()
+        if line.startswith("## ")
+    }
+    document = yaml.safe_load(ALERTS.read_text())
+    (group,) = [g for g in document["groups"] if g["name"] == "billing.integrity"]
+    for rule in group["rules"]:
+        url = rule["annotations"].get("runbook_url", "")
+        if rule["alert"].startswith("BillingIntegrity"):
+            assert url.startswith("deploy/README.md#"), rule["alert"]
+        if url:
+            assert url.removeprefix("deploy/README.md") in anchors, (rule["alert"], url)
+
+
 def test_alerts_cover_what_the_design_says_operators_watch() -> None:
     selected = {
         selector.metric
@@ -159,7 +177,8 @@ def test_alerts_cover_what_the_design_says_operators_watch() -> None:
         "billing_outbox_backlog",
         "billing_outbox_lag_seconds_bucket",
         "supervisor_child_restarts_total",  # actor restarts
-        "billing_reconciler_integrity_failures_total",  # integrity halt
+        "billing_reconciler_integrity_failures_total",  # integrity failure found
+        "billing_integrity_halted",  # an incident is open: charges refused
     ):
         assert metric in selected, f"no alert watches {metric}"
 

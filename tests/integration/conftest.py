@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -20,6 +22,19 @@ from gateway.compose import Runtime, build_runtime
 from gateway.settings import Settings
 
 ADMIN_TOKEN = "adm_integration_test_token"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_billing_cli(*argv: str) -> tuple[int, str, str]:
+    """`billing ARGV...` in its own process, as an operator runs it (over
+    HTTP to the service): (exit status, stdout, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", *argv,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    return int(process.returncode or 0), out.decode(), err.decode()
 
 
 def now_rfc3339() -> str:

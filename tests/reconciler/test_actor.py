@@ -13,6 +13,7 @@ import pykka
 import pytest
 from prometheus_client import CollectorRegistry
 
+from actors.halts import IntegrityFailure
 from actors.reconciler import FullPass, PassSummary, Reconciler, ReconcilerMetrics
 from ledger.local import FileArchive
 from supervisor import ChildSpec, Supervisor, SupervisorFlags
@@ -28,10 +29,12 @@ class Alarm:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.reasons: list[str] = []
+        self.failures: list[IntegrityFailure] = []
 
-    def __call__(self, reason: str) -> None:
+    def __call__(self, failure: IntegrityFailure) -> None:
         with self._lock:
-            self.reasons.append(reason)
+            self.reasons.append(f"{failure.reason}: {failure.detail}")
+            self.failures.append(failure)
 
 
 class Harness:
@@ -144,6 +147,8 @@ def test_damaged_ledger_raises_the_alarm_and_is_not_copied(
     assert (summary.audits_ok, summary.audits_failed) == (1, 1)
     assert len(harness.alarm.reasons) == 1
     assert harness.alarm.reasons[0].startswith(f"{reason}: customer cus_bad")
+    # The halt records where: the customer (and the receipt, when one is named).
+    assert harness.alarm.failures[0].customer_id == "cus_bad"
     assert harness.sample("billing_reconciler_audit_failures_total", reason=reason) == 1
     # A damaged ledger is not copied over the archive that could prove it.
     assert harness.archive.read_customer("cus_bad") == []
