@@ -21,7 +21,7 @@ from crypto import (
     Checkpoint,
     LogProof,
     RightEdge,
-    SigningKey,
+    Signer,
     TileHashReader,
     receipt_leaf,
     sign_checkpoint,
@@ -45,7 +45,7 @@ class LogAppender:
     def __init__(
         self,
         store: LogReader,
-        key: Callable[[], SigningKey],
+        key: Callable[[], Signer],
         origin: str,
         now_rfc3339: Callable[[], str],
     ) -> None:

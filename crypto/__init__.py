@@ -19,6 +19,7 @@ from crypto._errors import (
     CheckpointError,
     JWKSError,
     KeyLoadError,
+    KmsError,
     LogError,
     NoteError,
     ProofError,
@@ -28,6 +29,14 @@ from crypto._jsonl import verify_jsonl
 from crypto._jws import VerificationResult
 from crypto._keyring import KeyRing
 from crypto._keys import SigningKey, load_or_create_dev_key, load_private_key_pem
+from crypto._kms import (
+    KMS_ENDPOINT,
+    KMS_KEY_URI_SCHEME,
+    GoogleAccessToken,
+    KmsSigningKey,
+    kms_call_deadline_ms,
+    kms_key_name,
+)
 from crypto._merkle import (
     EMPTY_ROOT,
     HashReader,
@@ -50,6 +59,7 @@ from crypto._note import (
 from crypto._receipt_log import LogBlockError, LogProof, check_log_block, receipt_leaf
 from crypto._seal import seal_receipt
 from crypto._sign_process import SigningProcess, SigningProcessError, sign_reply_timeout_ms
+from crypto._signer import Signer
 from crypto._tiles import (
     TILE_HEIGHT,
     TILE_WIDTH_MAX,
@@ -66,6 +76,8 @@ __all__ = [
     "CHECKPOINT_TYP",
     "EMPTY_ROOT",
     "GENESIS_HASH",
+    "KMS_ENDPOINT",
+    "KMS_KEY_URI_SCHEME",
     "RECEIPT_CORE_FIELDS",
     "TILE_HEIGHT",
     "TILE_WIDTH_MAX",
@@ -75,10 +87,13 @@ __all__ = [
     "ChainReport",
     "Checkpoint",
     "CheckpointError",
+    "GoogleAccessToken",
     "HashReader",
     "JWKSError",
     "KeyLoadError",
     "KeyRing",
+    "KmsError",
+    "KmsSigningKey",
     "LeafCheck",
     "LogBlockError",
     "LogError",
@@ -88,6 +103,7 @@ __all__ = [
     "ProofError",
     "ReceiptFieldError",
     "RightEdge",
+    "Signer",
     "SigningKey",
     "SigningProcess",
     "SigningProcessError",
@@ -101,6 +117,8 @@ __all__ = [
     "checkpoint_payload",
     "consistency_proof",
     "inclusion_proof",
+    "kms_call_deadline_ms",
+    "kms_key_name",
     "leaf_hash",
     "load_or_create_dev_key",
     "load_or_create_note_key",

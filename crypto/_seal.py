@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from crypto._keys import SigningKey
+from crypto._signer import Signer
 from crypto.receipt import core_bytes, hash_of_core_bytes
 
 
-def seal_receipt(core: Mapping[str, object], key: SigningKey) -> dict[str, object]:
+def seal_receipt(core: Mapping[str, object], key: Signer) -> dict[str, object]:
     """Core fields + receipt_hash + signature (JWS over JCS(core), detached).
 
     Canonicalizes once and reuses the bytes for both the hash and the signature.
