@@ -37,6 +37,8 @@ from loadtest.bench import (
     PhaseResult,
     create_customers,
     format_table,
+    on_uvloop,
+    open_loop,
     require_wrk,
     run_wrk,
 )
@@ -124,6 +126,9 @@ def measure(name: str, env: dict[str, str], args: argparse.Namespace, tmp: Path)
             per_commit = (receipts_1 - receipts_0) / commits
             commit_ms = (seconds_1 - seconds_0) * 1e3 / commits
             runs.append(Run(name, connections, result, per_commit, commit_ms))
+        if args.rate > 0:  # the per-instance target: a fixed rate, p99 from the send time
+            result = on_uvloop(open_loop(service.url, customers, args.rate, args.duration, name))
+            runs.append(Run(name, 0, result, 0.0, 0.0))
     return runs
 
 
@@ -151,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
     print()
     for connections in args.connections:
         print(summary([r for r in runs if r.connections == connections], connections))
+    for signer in ("pem", "kms"):
+        for r in (r for r in runs if r.connections == 0 and r.signer == signer):
+            print(
+                f"  open loop {args.rate:g}/s, {signer}: {r.result.accepted_per_s:.0f} charges/s,"
+                f" p50 {r.result.p50_ms:.1f} ms, p99 {r.result.p99_ms:.1f} ms"
+            )
     return 0
 
 
@@ -189,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--customers", type=int, default=1_000)
+    parser.add_argument(
+        "--rate", type=float, default=1_000.0, help="then an open loop at this rate (0: skip)"
+    )
     parser.add_argument("--alg", choices=("RS256", "ES256"), default="RS256")
     parser.add_argument(
         "--receipt-signing", choices=("checkpoint", "receipt"), default="checkpoint"
