@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from crypto import (
     CHECKPOINT_TYP,
     Checkpoint,
+    GoogleAccessToken,
     KeyLoadError,
     KeyRing,
     KmsError,
@@ -222,3 +224,12 @@ def test_a_kms_algorithm_receipts_do_not_use_is_refused(kms: FakeKms) -> None:
 def test_a_malformed_key_uri_is_refused(uri: str) -> None:
     with pytest.raises(KeyLoadError, match="gcpkms://projects/P"):
         KmsSigningKey.from_uri(uri, endpoint="http://127.0.0.1:9")
+
+
+def test_without_google_credentials_the_start_fails_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(KeyLoadError, match="no Google credentials for Cloud KMS") as error:
+        GoogleAccessToken()
+    assert "\n" not in str(error.value)
