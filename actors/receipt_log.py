@@ -22,7 +22,7 @@ from crypto import (
     LogError,
     LogProof,
     RightEdge,
-    SigningKey,
+    Signer,
     TileHashReader,
     receipt_leaf,
     sign_checkpoint,
@@ -73,7 +73,7 @@ class LogAppender:
     def __init__(
         self,
         store: LogReader,
-        key: Callable[[], SigningKey],
+        key: Callable[[], Signer],
         origin: str,
         now_rfc3339: Callable[[], str],
     ) -> None:

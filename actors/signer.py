@@ -23,7 +23,7 @@ from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
-from crypto import SigningKey, SigningProcess, SigningProcessError
+from crypto import KmsError, Signer, SigningKey, SigningProcess, SigningProcessError
 from ledger import limits
 from supervisor import Link
 
@@ -37,7 +37,7 @@ SignMany = Callable[[Sequence[bytes]], list[str]]
 class _SignerStage:
     def __init__(
         self,
-        key: SigningKey,
+        key: Signer,
         pipeline: Pipeline,
         workers: int,
         queue_max: int,
@@ -63,7 +63,10 @@ class _SignerStage:
         the supervisor starts the accounts as soon as this returns."""
         signers: list[SignMany] = [self._key.sign_detached_many] * len(self._queues)
         if self._use_processes:
-            self._processes = [SigningProcess(self._key) for _ in self._queues]
+            if not isinstance(self._key, SigningKey):  # the composition root chose threads
+                raise TypeError(f"signing processes need a PEM key, not {self._key!r}")
+            key = self._key
+            self._processes = [SigningProcess(key) for _ in self._queues]
             signers = [process.sign_detached_many for process in self._processes]
         self._threads = [
             threading.Thread(target=self._run, args=(q, sign), name=f"signer-{i}", daemon=True)
@@ -105,11 +108,12 @@ class _SignerStage:
                 signatures = sign_many([item.canonical_core for item in receipts])
             except Exception as error:
                 log.exception("signer.failed", receipts=len(receipts))
-                # A lost signing process is transient (the pool restarts) and
-                # nothing was charged: retry-safe. Anything else is a bug.
+                # A lost signing process is transient (the pool restarts), so is
+                # Cloud KMS out of reach, and nothing was charged: retry-safe.
+                # Anything else is a bug.
                 code, message = (
                     (STORE_UNAVAILABLE, "signing is restarting; retry with the same key")
-                    if isinstance(error, SigningProcessError)
+                    if isinstance(error, SigningProcessError | KmsError)
                     else (INTERNAL, "signing failed")
                 )
                 self._pipeline.give_up(receipts, code, message)
@@ -161,7 +165,7 @@ class SignerPool(StageOwner):
         self,
         link: Link,
         *,
-        key: SigningKey,
+        key: Signer,
         pipeline: Pipeline,
         workers: int,
         queue_max: int,

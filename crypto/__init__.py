@@ -20,6 +20,7 @@ from crypto._errors import (
     CheckpointError,
     JWKSError,
     KeyLoadError,
+    KmsError,
     LogError,
     NoteError,
     ProofError,
@@ -36,6 +37,14 @@ from crypto._jsonl import verify_jsonl
 from crypto._jws import VerificationResult
 from crypto._keyring import KeyRing
 from crypto._keys import SigningKey, load_or_create_dev_key, load_private_key_pem
+from crypto._kms import (
+    KMS_ENDPOINT,
+    KMS_KEY_URI_SCHEME,
+    GoogleAccessToken,
+    KmsSigningKey,
+    kms_call_deadline_ms,
+    kms_key_name,
+)
 from crypto._merkle import (
     EMPTY_ROOT,
     HashReader,
@@ -64,6 +73,7 @@ from crypto._receipt_log import (
 )
 from crypto._seal import HashedCore, hash_core, seal_receipt, sealed_document
 from crypto._sign_process import SigningProcess, SigningProcessError, sign_reply_timeout_ms
+from crypto._signer import Signer
 from crypto._tiles import (
     TILE_HEIGHT,
     TILE_WIDTH_MAX,
@@ -80,6 +90,8 @@ __all__ = [
     "CHECKPOINT_TYP",
     "EMPTY_ROOT",
     "GENESIS_HASH",
+    "KMS_ENDPOINT",
+    "KMS_KEY_URI_SCHEME",
     "RECEIPT_CORE_FIELDS",
     "TILE_HEIGHT",
     "TILE_WIDTH_MAX",
@@ -93,11 +105,14 @@ __all__ = [
     "ConsistencyAnswer",
     "EvidenceCheck",
     "EvidenceReport",
+    "GoogleAccessToken",
     "HashReader",
     "HashedCore",
     "JWKSError",
     "KeyLoadError",
     "KeyRing",
+    "KmsError",
+    "KmsSigningKey",
     "LeafCheck",
     "LogBlockError",
     "LogError",
@@ -108,6 +123,7 @@ __all__ = [
     "ProofError",
     "ReceiptFieldError",
     "RightEdge",
+    "Signer",
     "SigningKey",
     "SigningProcess",
     "SigningProcessError",
@@ -124,6 +140,8 @@ __all__ = [
     "evidence_verdict",
     "hash_core",
     "inclusion_proof",
+    "kms_call_deadline_ms",
+    "kms_key_name",
     "leaf_hash",
     "load_or_create_dev_key",
     "load_or_create_note_key",

@@ -17,8 +17,8 @@ from crypto._b64 import b64url_decode
 from crypto._canonical import canonical_json
 from crypto._errors import CheckpointError
 from crypto._jws import check_compact, header_typ
-from crypto._keys import SigningKey
 from crypto._merkle import HASH_BYTES
+from crypto._signer import Signer
 from crypto._trusted import TrustedKeys, trusted_keys
 from crypto.receipt import _RFC3339, json_integer_abs_max
 
@@ -62,7 +62,7 @@ def checkpoint_payload(checkpoint: Checkpoint) -> bytes:
     )
 
 
-def sign_checkpoint(checkpoint: Checkpoint, key: SigningKey) -> str:
+def sign_checkpoint(checkpoint: Checkpoint, key: Signer) -> str:
     """Compact JWS `header.payload.signature`, header {"alg","kid","typ"}."""
     return key.sign_compact(checkpoint_payload(checkpoint), typ=CHECKPOINT_TYP)
 

@@ -42,3 +42,8 @@ class CheckpointError(_ReasonError, ValueError):
 
 class NoteError(_ReasonError, ValueError):
     """A signed note (or note verifier key) is malformed or its signature does not verify."""
+
+
+class KmsError(RuntimeError):
+    """Cloud KMS did not sign: unreachable, refused, or an answer that does not
+    check out. Nothing was signed, so whatever waited on it may be retried."""

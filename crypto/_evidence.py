@@ -32,9 +32,9 @@ from crypto._errors import (
     ReceiptFieldError,
 )
 from crypto._jws import check_compact
-from crypto._keys import SigningKey
 from crypto._merkle import verify_consistency
 from crypto._receipt_log import LogBlockError, check_log_block
+from crypto._signer import Signer
 from crypto._trusted import TrustedKeys
 from crypto.receipt import core_bytes, hash_of_core_bytes
 
@@ -81,7 +81,7 @@ def evidence_verdict(bundle: Mapping[str, Any], keys: TrustedKeys) -> dict[str, 
     }
 
 
-def seal_bundle(bundle: Mapping[str, Any], key: SigningKey) -> bytes:
+def seal_bundle(bundle: Mapping[str, Any], key: Signer) -> bytes:
     """The bundle as written: canonical JSON with `seal` over all the rest."""
     body = {name: value for name, value in bundle.items() if name != "seal"}
     sealed = {**body, "seal": key.sign_detached(canonical_json(body))}

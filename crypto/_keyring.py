@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from crypto._errors import JWKSError
 from crypto._jwk import public_jwk, public_key_from_jwk
 from crypto._keys import SigningKey
+from crypto._signer import Signer
 
 
 class KeyRing:
@@ -18,7 +19,7 @@ class KeyRing:
 
     def __init__(
         self,
-        active: SigningKey,
+        active: Signer,
         others: Iterable[Mapping[str, str] | SigningKey] = (),
     ) -> None:
         self._active = active
@@ -30,7 +31,7 @@ class KeyRing:
                 self.add_public_jwk(other)
 
     @property
-    def active(self) -> SigningKey:
+    def active(self) -> Signer:
         return self._active
 
     def add_public_jwk(self, jwk: Mapping[str, str]) -> str:
@@ -42,7 +43,7 @@ class KeyRing:
         self._public.setdefault(canonical["kid"], canonical)
         return canonical["kid"]
 
-    def rotate(self, new_active: SigningKey) -> None:
+    def rotate(self, new_active: Signer) -> None:
         """Sign with `new_active` from now on; the old public key stays published."""
         self._public.setdefault(new_active.kid, new_active.public_jwk())
         self._active = new_active

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
 import secrets
@@ -12,29 +11,24 @@ from typing import Final
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from crypto._b64 import b64url_encode
 from crypto._errors import JWKSError, KeyLoadError
 from crypto._jwk import SUPPORTED_ALGS, alg_for_public_key, public_jwk, rsa_key_bits_min
+from crypto._signer import JwsSigning, ecdsa_der_to_jose
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 _SignFunction = Callable[[bytes], bytes]
 
-_P256_COORD_BYTES: Final = 32
 _RSA_PUBLIC_EXPONENT: Final = 65537
 _KEY_FILE_MODE: Final = 0o600
 _DATA_DIR_MODE: Final = 0o700
 
 
 class SigningKey:
-    """A private key that signs receipt payloads; safe to share between threads.
+    """A private key in this process that signs receipt payloads (the PEM
+    adapter of the `Signer` port); safe to share between threads."""
 
-    The protected header and the "header." prefix are computed once: signing is
-    on the charge path and is called from several signer threads at once.
-    """
-
-    __slots__ = ("_header_b64", "_private_key", "_public_jwk", "_sign", "alg", "kid")
+    __slots__ = ("_jws", "_private_key", "_public_jwk", "alg", "kid")
 
     def __init__(self, private_key: PrivateKey) -> None:
         try:
@@ -44,9 +38,7 @@ class SigningKey:
         self._private_key = private_key
         self._public_jwk = public_jwk(private_key.public_key())
         self.kid: str = self._public_jwk["kid"]
-        header = json.dumps({"alg": self.alg, "kid": self.kid}, separators=(",", ":"))
-        self._header_b64 = b64url_encode(header.encode("ascii"))
-        self._sign = _signer(private_key)
+        self._jws = JwsSigning(self.alg, self.kid, _signer(private_key))
 
     @classmethod
     def generate(cls, alg: str = "RS256") -> SigningKey:
@@ -64,17 +56,11 @@ class SigningKey:
 
     def sign_detached(self, payload: bytes) -> str:
         """Compact JWS over `payload` with the payload part left empty."""
-        signing_input = f"{self._header_b64}.{b64url_encode(payload)}".encode("ascii")
-        return f"{self._header_b64}..{b64url_encode(self._sign(signing_input))}"
+        return self._jws.sign_detached(payload)
 
     def sign_compact(self, payload: bytes, typ: str | None = None) -> str:
         """An ordinary compact JWS with `payload` embedded; header {"alg","kid"[,"typ"]}."""
-        header_b64 = self._header_b64
-        if typ is not None:
-            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-            header_b64 = b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
-        signing_input = f"{header_b64}.{b64url_encode(payload)}"
-        return f"{signing_input}.{b64url_encode(self._sign(signing_input.encode('ascii')))}"
+        return self._jws.sign_compact(payload, typ)
 
     def sign_detached_many(self, payloads: Sequence[bytes]) -> list[str]:
         """`sign_detached` of each payload, in order (as `SigningProcess` offers)."""
@@ -82,6 +68,9 @@ class SigningKey:
 
     def public_jwk(self) -> dict[str, str]:
         return dict(self._public_jwk)
+
+    def close(self) -> None:
+        """Nothing to release: the key is in memory (the `Signer` port asks)."""
 
     def private_pem(self) -> bytes:
         """PKCS#8 PEM, unencrypted: for writing to a 0600 file, never to a log."""
@@ -107,8 +96,7 @@ def _signer(key: PrivateKey) -> _SignFunction:
         ec_key = key
 
         def sign_ec(data: bytes) -> bytes:
-            r, s = decode_dss_signature(ec_key.sign(data, ec.ECDSA(hashes.SHA256())))
-            return r.to_bytes(_P256_COORD_BYTES, "big") + s.to_bytes(_P256_COORD_BYTES, "big")
+            return ecdsa_der_to_jose(ec_key.sign(data, ec.ECDSA(hashes.SHA256())))
 
         return sign_ec
     return key.sign

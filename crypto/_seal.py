@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import orjson
 
-from crypto._keys import SigningKey
+from crypto._signer import Signer
 from crypto.receipt import core_bytes, hash_of_core_bytes
 
 
@@ -40,7 +40,7 @@ def sealed_document(core: Mapping[str, object], receipt_hash: str, signature: st
     return orjson.dumps(document)
 
 
-def seal_receipt(core: Mapping[str, object], key: SigningKey) -> dict[str, object]:
+def seal_receipt(core: Mapping[str, object], key: Signer) -> dict[str, object]:
     """Core fields + receipt_hash + signature (JWS over JCS(core), detached), in one call."""
     hashed = hash_core(core)
     sealed: dict[str, object] = orjson.loads(

@@ -38,8 +38,12 @@ from actors.signer import SignerPool
 from actors.startup_audit import audit_at_startup
 from actors.writer import LedgerWriter
 from crypto import (
+    KMS_ENDPOINT,
+    GoogleAccessToken,
     KeyRing,
+    KmsSigningKey,
     NoteKey,
+    Signer,
     SigningKey,
     TrustedKeys,
     load_or_create_dev_key,
@@ -107,13 +111,20 @@ def load_note_key(settings: Settings) -> NoteKey:
     return load_or_create_note_key(path, settings.log_origin)
 
 
-def load_signing_key(settings: Settings) -> SigningKey:
+def load_signing_key(settings: Settings) -> Signer:
+    """Cloud KMS when BILLING_SIGNING_KEY names a key version, else the PEM
+    file, else a development key in the data dir."""
+    if settings.signing_key_uri is not None:
+        endpoint = settings.kms_endpoint or KMS_ENDPOINT
+        # Settings allow http:// only on loopback: a local fake, never given a token.
+        token = None if endpoint.startswith("http://") else GoogleAccessToken()
+        return KmsSigningKey.from_uri(settings.signing_key_uri, endpoint, token)
     if settings.signing_key_path is not None:
         return load_private_key_pem(settings.signing_key_path)
     return load_or_create_dev_key(settings.data_dir / KEYS_DIR, settings.signing_alg)
 
 
-def build_key_ring(adapters: Adapters, key: SigningKey) -> KeyRing:
+def build_key_ring(adapters: Adapters, key: Signer) -> KeyRing:
     """The active key plus every public key that ever signed (kept forever)."""
     adapters.store.record_signing_key(
         SigningKeyRecord(
@@ -171,6 +182,7 @@ class Runtime:
             log.error("runtime.tree_stop_timeout")
         self.account_scheduler.stop()
         self.services.executor.shutdown(wait=True, cancel_futures=True)
+        self.services.key_ring.active.close()
         self.adapters.close()
 
 
@@ -187,6 +199,7 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
     admin_token, generated = resolve_admin_token(settings)
     settings_with_token = replace(settings, admin_token=admin_token)
     adapters = open_adapters(settings)
+    key: Signer | None = None
     try:
         key = load_signing_key(settings)
         key_ring = build_key_ring(adapters, key)
@@ -196,6 +209,8 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
             web_settings,
         )
     except BaseException:
+        if key is not None:
+            key.close()
         adapters.close()
         raise
 
@@ -203,7 +218,7 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
 def _start(
     settings: Settings,
     adapters: Adapters,
-    key: SigningKey,
+    key: Signer,
     key_ring: KeyRing,
     note_key: NoteKey,
     admin_token_generated: bool,
@@ -447,12 +462,17 @@ def _audit_before_ready(adapters: Adapters, key_ring: KeyRing, halts: HaltRecord
 
 def _signer_specs(
     settings: Settings,
-    key: SigningKey,
+    key: Signer,
     pipeline: Pipeline,
     metrics: ActorMetrics,
     queue_max: int,
 ) -> list[ChildSpec]:
     """The per-receipt signer stage: only in `receipt` signing mode."""
+    # A signing process is handed the private key; a KMS key has none to hand,
+    # and its calls wait on the network, not the CPU: it signs in threads.
+    processes = settings.signer_processes and isinstance(key, SigningKey)
+    if settings.signer_processes and not processes:
+        log.warning("signer.threads_not_processes", reason="the key is in Cloud KMS", key=repr(key))
     return [
         ChildSpec(
             id="signer",
@@ -463,7 +483,7 @@ def _signer_specs(
                 workers=settings.effective_signer_workers,
                 queue_max=queue_max,
                 metrics=metrics,
-                processes=settings.signer_processes,
+                processes=processes,
             ),
             restart="permanent",
             shutdown_timeout_ms=10_000,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from crypto import KeyLoadError, kms_key_name
 from ledger import limits
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
@@ -34,6 +35,10 @@ class Settings:
     archive_url: str | None = None  # None: files in data_dir/archive
     admin_token: str | None = None  # None: generated and kept in data_dir
     signing_key_path: Path | None = None  # None: a development key in data_dir
+    # gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V:
+    # sign in Cloud KMS / Cloud HSM instead of with a PEM file (alg from the key).
+    signing_key_uri: str | None = None
+    kms_endpoint: str | None = None  # None: Google's; http:// (no auth) only on loopback
     signing_alg: str = "RS256"
     receipt_signing: str = "checkpoint"
     # The receipt log's name in its checkpoints and signed notes (C2SP
@@ -116,6 +121,7 @@ class Settings:
         if not 0 <= self.account_threads <= 10_000:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
         self._validate_public_url()
+        self._validate_kms()
         problems = limits.setting_problems(
             admission_queue_max=self.admission_queue_max,
             customer_inflight_max=self.customer_inflight_max,
@@ -150,6 +156,37 @@ class Settings:
         if parts.scheme == "http" and not (self.dev or _is_loopback(parts.hostname)):
             raise SettingsError(
                 "BILLING_PUBLIC_URL must be https:// (http:// only for a loopback host or --dev)"
+            )
+
+    def _validate_kms(self) -> None:
+        if self.signing_key_uri is None:
+            if self.kms_endpoint is not None:
+                raise SettingsError("BILLING_KMS_ENDPOINT is set but BILLING_SIGNING_KEY is not")
+            return
+        if self.signing_key_path is not None:
+            raise SettingsError(
+                "set BILLING_SIGNING_KEY (Cloud KMS) or BILLING_SIGNING_KEY_FILE (PEM), not both"
+            )
+        try:
+            kms_key_name(self.signing_key_uri)
+        except KeyLoadError as error:
+            raise SettingsError(f"BILLING_SIGNING_KEY: {error}") from None
+        if self.kms_endpoint is None:
+            return
+        parts = urlsplit(self.kms_endpoint)
+        # A bearer token never travels in clear text: http:// is a local fake, without auth.
+        plain_loopback = parts.scheme == "http" and _is_loopback(parts.hostname or "")
+        if (
+            not (parts.scheme == "https" or plain_loopback)
+            or not parts.hostname
+            or parts.path.strip("/")
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise SettingsError(
+                "BILLING_KMS_ENDPOINT must be https://host[:port] (http:// only on a loopback"
+                f" address), got {self.kms_endpoint!r}"
             )
 
 
@@ -213,6 +250,8 @@ def from_environment(
         archive_url=environ.get("BILLING_ARCHIVE") or None,
         admin_token=environ.get("BILLING_ADMIN_TOKEN") or None,
         signing_key_path=Path(key_path) if key_path else None,
+        signing_key_uri=environ.get("BILLING_SIGNING_KEY") or None,
+        kms_endpoint=environ.get("BILLING_KMS_ENDPOINT", "").rstrip("/") or None,
         signing_alg=environ.get("BILLING_SIGNING_ALG", defaults.signing_alg),
         receipt_signing=environ.get("BILLING_RECEIPT_SIGNING") or defaults.receipt_signing,
         log_origin=environ.get("BILLING_LOG_ORIGIN") or defaults.log_origin,

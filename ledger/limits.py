@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 # crypto cannot import ledger, so its own limit lives there; checked here.
-from crypto import sign_reply_timeout_ms
+from crypto import kms_call_deadline_ms, sign_reply_timeout_ms
 
 # RFC 8785 numbers are IEEE doubles: every integer in a receipt core must stay
 # strictly below 2**53 or the canonical form is not exact.
@@ -262,4 +262,8 @@ _check(json_depth_max >= 4, "depth too small for a batch request")
 _check(
     sign_reply_timeout_ms < actor_ask_timeout_ms,
     "a hung signing process must be given up (retry-safe) before the request times out",
+)
+_check(
+    kms_call_deadline_ms < actor_ask_timeout_ms,
+    "a Cloud KMS signature must be given up (retry-safe) before the request times out",
 )

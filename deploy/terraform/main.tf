@@ -1,7 +1,8 @@
 # Vexa Billing on Google Cloud: Cloud Run service (gateway + supervision tree),
 # Spanner (ledger of record), Firestore (receipt read model), Pub/Sub
-# (receipt broadcast), Cloud Storage (7-year receipt archive), Secret Manager
-# (signing key, tokens, Stripe secrets), and a Cloud Run job for
+# (receipt broadcast), Cloud Storage (7-year receipt archive), Cloud KMS with
+# HSM protection (the receipt signing key), Secret Manager (tokens, Stripe
+# secrets), and a Cloud Run job for
 # `billing migrate`. Names of environment variables are the ones
 # gateway/settings.py and gateway/stripe_settings.py read; tests/deploy checks it.
 
@@ -19,9 +20,14 @@ locals {
   broadcast_url  = "pubsub://projects/${var.project_id}/topics/${google_pubsub_topic.receipts.name}"
   archive_url    = "gs://${google_storage_bucket.archive.name}/${var.archive_prefix}"
 
-  # Mounted as a file: BILLING_SIGNING_KEY_FILE points at it.
-  signing_key_dir  = "/secrets/signing-key"
-  signing_key_file = "signing-key.pem"
+  # The receipt signing key lives in Cloud HSM and never leaves it: the
+  # service signs one checkpoint per commit with one asymmetricSign call.
+  # Cloud KMS algorithm for each JWS alg receipts use (crypto/_kms.py).
+  kms_algorithms = {
+    RS256 = "RSA_SIGN_PKCS1_2048_SHA256"
+    ES256 = "EC_SIGN_P256_SHA256"
+  }
+  signing_key_uri = "gcpkms://${google_kms_crypto_key.receipts.id}/cryptoKeyVersions/${var.signing_key_version}"
 
   # Secret Manager secret (name suffix) -> environment variable it feeds.
   secret_env = {
@@ -37,7 +43,7 @@ locals {
     var.optional_secrets,
   )
   env_secrets  = { for name in local.mounted_env_secrets : name => local.secret_env[name] }
-  secret_names = toset(concat(["signing-key"], keys(local.env_secrets)))
+  secret_names = toset(keys(local.env_secrets))
 
   # Cloud Run's deterministic URL (service-projectnumber.region.run.app): the
   # request's own URL behind its proxy says http://, so receipt links use this.
@@ -51,8 +57,7 @@ locals {
     BILLING_READ_MODEL            = local.read_model_url
     BILLING_BROADCAST             = local.broadcast_url
     BILLING_ARCHIVE               = local.archive_url
-    BILLING_SIGNING_KEY_FILE      = "${local.signing_key_dir}/${local.signing_key_file}"
-    BILLING_SIGNING_ALG           = var.signing_alg
+    BILLING_SIGNING_KEY           = local.signing_key_uri
     BILLING_ADMISSION_QUEUE_MAX   = tostring(var.admission_queue_max)
     BILLING_CUSTOMER_INFLIGHT_MAX = var.customer_inflight_max > 0 ? tostring(var.customer_inflight_max) : ""
     # os.cpu_count() sees the host's CPUs, not the instance's share: say it
@@ -86,6 +91,7 @@ resource "google_project_service" "apis" {
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "iam.googleapis.com",
+    "cloudkms.googleapis.com",
   ])
   service            = each.value
   disable_on_destroy = false
@@ -289,6 +295,40 @@ resource "google_storage_bucket_iam_member" "runtime_archive" {
   member = google_service_account.runtime.member
 }
 
+# --- Cloud KMS (Cloud HSM): the receipt signing key -----------------------------
+
+resource "google_kms_key_ring" "billing" {
+  name       = var.service_name
+  location   = var.region
+  depends_on = [google_project_service.apis]
+}
+
+# Version 1 is created with the key. Rotate by adding a version
+# (`gcloud kms keys versions create`) and setting signing_key_version: the
+# service keeps publishing every public key that ever signed, so older
+# receipts and checkpoints keep verifying.
+resource "google_kms_crypto_key" "receipts" {
+  name     = "receipt-signing"
+  key_ring = google_kms_key_ring.billing.id
+  purpose  = "ASYMMETRIC_SIGN"
+
+  version_template {
+    algorithm        = local.kms_algorithms[var.signing_alg]
+    protection_level = "HSM"
+  }
+
+  lifecycle {
+    prevent_destroy = true # every receipt ever issued is verified with its public key
+  }
+}
+
+# Sign and read the public key (the JWKS), nothing else: no key management.
+resource "google_kms_crypto_key_iam_member" "runtime_signer" {
+  crypto_key_id = google_kms_crypto_key.receipts.id
+  role          = "roles/cloudkms.signerVerifier"
+  member        = google_service_account.runtime.member
+}
+
 # --- Secret Manager --------------------------------------------------------------
 # Terraform creates the secrets, never their values (values stay out of the
 # state file): add each version with `gcloud secrets versions add`.
@@ -326,18 +366,6 @@ resource "google_cloud_run_v2_service" "billing" {
     scaling {
       min_instance_count = var.min_instances
       max_instance_count = var.max_instances
-    }
-
-    volumes {
-      name = "signing-key"
-      secret {
-        secret = google_secret_manager_secret.billing["signing-key"].secret_id
-        items {
-          version = "latest"
-          path    = local.signing_key_file
-          mode    = 256 # 0400
-        }
-      }
     }
 
     containers {
@@ -379,11 +407,6 @@ resource "google_cloud_run_v2_service" "billing" {
         }
       }
 
-      volume_mounts {
-        name       = "signing-key"
-        mount_path = local.signing_key_dir
-      }
-
       # Ready = the supervision tree is up and the ledger is writable
       # (GET /readyz); traffic is sent only after that.
       startup_probe {
@@ -421,6 +444,7 @@ resource "google_cloud_run_v2_service" "billing" {
 
   depends_on = [
     google_secret_manager_secret_iam_member.runtime,
+    google_kms_crypto_key_iam_member.runtime_signer,
     google_spanner_database_iam_member.runtime,
     google_spanner_instance_iam_member.locate,
     google_project_iam_member.runtime_firestore,

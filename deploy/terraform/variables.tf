@@ -87,13 +87,19 @@ variable "reconcile_interval_s" {
 }
 
 variable "signing_alg" {
-  description = "BILLING_SIGNING_ALG: algorithm of the signing key in Secret Manager (RS256, ES256 or EdDSA)."
+  description = "JWS algorithm of the receipt signing key in Cloud HSM: RS256 (RSA_SIGN_PKCS1_2048_SHA256) or ES256 (EC_SIGN_P256_SHA256). Fixed when the key is created."
   type        = string
   default     = "RS256"
   validation {
-    condition     = contains(["RS256", "ES256", "EdDSA"], var.signing_alg)
-    error_message = "signing_alg must be RS256, ES256 or EdDSA."
+    condition     = contains(["RS256", "ES256"], var.signing_alg)
+    error_message = "signing_alg must be RS256 or ES256."
   }
+}
+
+variable "signing_key_version" {
+  description = "BILLING_SIGNING_KEY: the version of the Cloud KMS signing key the service signs with (1 is created with the key; raise it after adding a version to rotate)."
+  type        = number
+  default     = 1
 }
 
 variable "public_url" {

@@ -95,9 +95,27 @@ def resolve(text: str, depth: int = 0) -> str:
         if expression.startswith("local."):
             value = local_values[expression[6:]]
             return resolve(str(value), depth + 1)
+        kms_key = re.fullmatch(r"google_kms_crypto_key\.(\w+)\.id", expression)
+        if kms_key:
+            return _kms_crypto_key_id(kms_key.group(1), depth)
         return _SAMPLE_ID
 
     return _INTERPOLATION.sub(substitute, text)
+
+
+def _kms_crypto_key_id(name: str, depth: int) -> str:
+    """The id Terraform gives a KMS key: its full resource name."""
+    key = resources("google_kms_crypto_key")[name]
+    ring_ref = re.fullmatch(r"\$\{google_kms_key_ring\.(\w+)\.id\}", key["key_ring"])
+    assert ring_ref, f"key {name}: key_ring is not a key ring's id ({key['key_ring']})"
+    ring = resources("google_kms_key_ring")[ring_ref.group(1)]
+    parts = [
+        "projects/${var.project_id}",
+        f"locations/{ring['location']}",
+        f"keyRings/{ring['name']}",
+        f"cryptoKeys/{key['name']}",
+    ]
+    return resolve("/".join(parts), depth + 1)
 
 
 # --- YAML and JSON monitoring files ------------------------------------------

@@ -108,7 +108,7 @@ def test_production_configuration_is_complete() -> None:
         "BILLING_READ_MODEL",
         "BILLING_BROADCAST",
         "BILLING_ARCHIVE",
-        "BILLING_SIGNING_KEY_FILE",
+        "BILLING_SIGNING_KEY",
         "BILLING_ADMIN_TOKEN",
     ):
         assert name in env, f"{name} is not set for Cloud Run"

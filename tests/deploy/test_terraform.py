@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from crypto import kms_key_name
+from crypto._kms import KMS_ALGORITHMS
 from gateway.cli import build_parser
 from gateway.settings import from_environment
 from ledger import gcp_urls
@@ -153,18 +155,35 @@ def test_probes_hit_the_service_health_routes() -> None:
     assert resources_block["cpu_idle"] is False
 
 
-def test_signing_key_file_is_where_the_secret_is_mounted() -> None:
+def test_the_service_signs_with_the_hsm_key_terraform_creates() -> None:
+    env = terraform_locals()["service_env"]
+    assert "BILLING_SIGNING_KEY_FILE" not in env  # the private key never leaves the HSM
+    uri = resolve(env["BILLING_SIGNING_KEY"])
+    keys = resources("google_kms_crypto_key")
+    (key_name,) = keys
+    key = keys[key_name]
+    assert kms_key_name(uri).startswith(resolve(f"${{google_kms_crypto_key.{key_name}.id}}"))
+    assert from_environment({"BILLING_SIGNING_KEY": uri}).signing_key_uri == uri
+    template = one(key["version_template"])
+    assert key["purpose"] == "ASYMMETRIC_SIGN"
+    assert template["protection_level"] == "HSM"
+    # The default algorithm is one the KMS adapter takes, and for the alg it says.
+    alg = terraform_variables()["signing_alg"]["default"]
+    algorithm = terraform_locals()["kms_algorithms"][alg]
+    assert KMS_ALGORITHMS[algorithm].jose_alg == alg
+    for alg_name, kms_algorithm in terraform_locals()["kms_algorithms"].items():
+        assert KMS_ALGORITHMS[kms_algorithm].jose_alg == alg_name
+
+
+def test_the_runtime_may_sign_with_the_key_and_nothing_more() -> None:
+    grants = resources("google_kms_crypto_key_iam_member")
+    runtime = [g for g in grants.values() if "service_account.runtime." in str(g["member"])]
+    assert [(g["role"], g["crypto_key_id"]) for g in runtime] == [
+        ("roles/cloudkms.signerVerifier", "${google_kms_crypto_key.receipts.id}")
+    ]
     service = resources("google_cloud_run_v2_service")["billing"]
-    template = one(service["template"])
-    container = one(template["containers"])
-    mounts = {m["name"]: m["mount_path"] for m in container["volume_mounts"]}
-    files = {
-        volume["name"]: [item["path"] for item in one(volume["secret"])["items"]]
-        for volume in template["volumes"]
-    }
-    mounted = {resolve(f"{mounts[name]}/{path}") for name in mounts for path in files[name]}
-    key_file = resolve(terraform_locals()["service_env"]["BILLING_SIGNING_KEY_FILE"])
-    assert key_file in mounted, f"{key_file} is not a mounted secret file ({mounted})"
+    granted = {f"${{google_kms_crypto_key_iam_member.{name}}}" for name in grants}
+    assert granted <= set(service["depends_on"]), "the service may start before it may sign"
 
 
 def test_runtime_service_account_cannot_change_the_schema() -> None:
