@@ -45,6 +45,9 @@ def registry(
         signing_key_path=signing_key_file,
         signer_workers=1,
         drain_timeout_s=1.0,
+        # The dashboard covers both signing modes; receipt mode also runs the
+        # signer stage and its signing processes, so it exports every series.
+        receipt_signing="receipt",
     ).validate()
     runtime = build_runtime(settings, {})
     try:
