@@ -28,6 +28,7 @@ from ledger import (
     ChainConflict,
     LedgerError,
     LedgerStore,
+    LogCheckpoint,
     LogConflict,
     OutboxMessage,
     ReceiptWrite,
@@ -45,9 +46,11 @@ _SMALL_BATCH = 8
 
 # Builds the outbox messages committed with each receipt (one per sink topic).
 OutboxFor = Callable[[StoredReceipt], Sequence[OutboxMessage]]
+# And with each commit's signed checkpoint (one per checkpoint sink topic).
+CheckpointOutboxFor = Callable[[LogCheckpoint], Sequence[OutboxMessage]]
 
 
-def no_outbox(receipt: StoredReceipt) -> Sequence[OutboxMessage]:
+def no_outbox(item: StoredReceipt | LogCheckpoint) -> Sequence[OutboxMessage]:
     return ()
 
 
@@ -59,6 +62,7 @@ class _WriterStage:
         pipeline: Pipeline,
         metrics: ActorMetrics,
         outbox_for: OutboxFor,
+        checkpoint_outbox_for: CheckpointOutboxFor,
         batch_max: int,
         queue_max: int,
         linger_ms: float,
@@ -70,6 +74,7 @@ class _WriterStage:
         self._pipeline = pipeline
         self._metrics = metrics
         self._outbox_for = outbox_for
+        self._checkpoint_outbox_for = checkpoint_outbox_for
         self._batch_max = batch_max
         self._linger_s = linger_ms / 1000.0
         self._on_fatal = on_fatal
@@ -185,6 +190,7 @@ class _WriterStage:
             outbox: list[OutboxMessage] = []
             for receipt in prepared.receipts:
                 outbox.extend(self._outbox_for(receipt))
+            outbox.extend(self._checkpoint_outbox_for(prepared.log_append.checkpoint))
             try:
                 self._store.commit_batch(
                     [ReceiptWrite(receipt) for receipt in prepared.receipts],
@@ -250,6 +256,7 @@ class LedgerWriter(StageOwner):
         pipeline: Pipeline,
         metrics: ActorMetrics,
         outbox_for: OutboxFor = no_outbox,
+        checkpoint_outbox_for: CheckpointOutboxFor = no_outbox,
         batch_max: int,
         queue_max: int,
         linger_ms: float,
@@ -266,6 +273,7 @@ class LedgerWriter(StageOwner):
             pipeline,
             metrics,
             outbox_for,
+            checkpoint_outbox_for,
             batch_max,
             queue_max,
             linger_ms,
