@@ -62,12 +62,12 @@ class _WriterStage:
         pipeline: Pipeline,
         metrics: ActorMetrics,
         outbox_for: OutboxFor,
-        checkpoint_outbox_for: CheckpointOutboxFor,
         batch_max: int,
         queue_max: int,
         linger_ms: float,
         on_fatal: Callable[[str], None],
         on_committed: Callable[[Sequence[StoredReceipt]], None],
+        checkpoint_outbox_for: CheckpointOutboxFor = no_outbox,
     ) -> None:
         self._store = store
         self._log = receipt_log
@@ -273,12 +273,12 @@ class LedgerWriter(StageOwner):
             pipeline,
             metrics,
             outbox_for,
-            checkpoint_outbox_for,
             batch_max,
             queue_max,
             linger_ms,
             self.report_crash,
             on_committed,
+            checkpoint_outbox_for,
         )
         metrics.writer_queue_depth.set_function(self._stage.depth)
 
