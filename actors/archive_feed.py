@@ -9,6 +9,10 @@ batch throughput (3,426 vs 2,467 events/s with no archive at all). Here the
 ledger's commit order is the queue and a cursor file is the acknowledgement:
 the same at-least-once, in-order delivery (the archive keeps one copy per
 receipt id), and nothing on the commit path.
+
+The log's signed checkpoints are followed the same way, from the stored
+checkpoints (`LogReader.log_checkpoints`) with a cursor of their own (the
+tree size and root hash last archived).
 """
 
 from __future__ import annotations
@@ -20,14 +24,64 @@ import structlog
 
 from actors.outbox import OutboxMetrics, backoff_s, run_passes
 from actors.stage_owner import LoopThread, StageOwner
-from ledger import CommitFeed, ReceiptArchive
+from ledger import CommitFeed, LogReader, ReceiptArchive
 from ledger.feed_cursor import FeedCursor
 from supervisor import Link
 
 log = structlog.get_logger(__name__)
 
-# The label the archive's delivery metrics carry, as when it was an outbox topic.
+# The labels the archive's delivery metrics carry, as for the outbox topics.
 ARCHIVE_TOPIC = "receipt.archive"
+CHECKPOINT_ARCHIVE_TOPIC = "checkpoint.archive"
+# Pending checkpoints are counted up to this many (a read per measurement):
+# past the backlog alert's 10,000, an exact count tells an SRE nothing more.
+_CHECKPOINT_BACKLOG_COUNTED_MAX = 20_000
+
+
+class _CheckpointFollower:
+    """Copies the stored checkpoints to the archive, oldest first."""
+
+    def __init__(
+        self, log_reader: LogReader, archive: ReceiptArchive, cursor: FeedCursor, batch_max: int
+    ) -> None:
+        self._log = log_reader
+        self._archive = archive
+        self._cursor = cursor
+        self._batch_max = batch_max
+        self.size = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        self.size = self._cursor.start_at(self._root_hex_at)
+
+    def _root_hex_at(self, tree_size: int) -> str | None:
+        checkpoint = self._log.log_checkpoint(tree_size)
+        return None if checkpoint is None else checkpoint.root_hash.hex()
+
+    def feed_once(self, metrics: OutboxMetrics) -> int:
+        checkpoints = self._log.log_checkpoints(self.size, self._batch_max)
+        if not checkpoints:
+            return 0
+        try:
+            self._archive.append_checkpoints(checkpoints)
+        except Exception as error:
+            self.failures += 1
+            metrics.failures.labels(topic=CHECKPOINT_ARCHIVE_TOPIC).inc()
+            log.warning(
+                "archive_feed.checkpoints_failed", attempts=self.failures, error=repr(error)
+            )
+            return 0
+        self.failures = 0
+        last = checkpoints[-1]
+        self._cursor.save(last.tree_size, last.root_hash.hex())
+        self.size = last.tree_size
+        metrics.record_delivered(CHECKPOINT_ARCHIVE_TOPIC, [c.timestamp for c in checkpoints])
+        return len(checkpoints)
+
+    def measure(self, metrics: OutboxMetrics) -> None:
+        pending = self._log.log_checkpoints(self.size, _CHECKPOINT_BACKLOG_COUNTED_MAX)
+        metrics.backlog.labels(topic=CHECKPOINT_ARCHIVE_TOPIC).set(len(pending))
+        metrics.oldest_pending(CHECKPOINT_ARCHIVE_TOPIC, pending[0].timestamp if pending else None)
 
 
 class ArchiveFeed(StageOwner):
@@ -42,6 +96,7 @@ class ArchiveFeed(StageOwner):
         cursor: FeedCursor,
         metrics: OutboxMetrics,
         wake: threading.Event,
+        checkpoints: tuple[LogReader, FeedCursor] | None = None,
         poll_interval_s: float = 0.25,
         pass_interval_s: float = 0.2,
         batch_max: int = 2_000,
@@ -59,6 +114,12 @@ class ArchiveFeed(StageOwner):
         self._measure_every_s = measure_every_s
         self._position = 0
         self._failures = 0
+        self._checkpoints: _CheckpointFollower | None = None
+        if checkpoints is not None:
+            log_reader, checkpoint_cursor = checkpoints
+            self._checkpoints = _CheckpointFollower(
+                log_reader, archive, checkpoint_cursor, batch_max
+            )
         self._loop = LoopThread("archive-feed", self._run, self.report_crash, wake.set)
 
     def stage(self) -> LoopThread:
@@ -66,6 +127,8 @@ class ArchiveFeed(StageOwner):
 
     def _run(self, stopping: threading.Event) -> None:
         self._position = self._cursor.start(self._feed)
+        if self._checkpoints is not None:
+            self._checkpoints.start()
         log.info("archive_feed.started", position=self._position)
         measured_at = 0.0
 
@@ -74,9 +137,10 @@ class ArchiveFeed(StageOwner):
             if time.monotonic() - measured_at >= self._measure_every_s:
                 self._measure_backlog()
                 measured_at = time.monotonic()
-            delivered = self.feed_once()
-            if self._failures:
-                stopping.wait(backoff_s(self._failures))
+            delivered = self.feed_once() + self.feed_checkpoints_once()
+            failures = max(self._failures, self._checkpoints.failures if self._checkpoints else 0)
+            if failures:
+                stopping.wait(backoff_s(failures))
             return delivered
 
         run_passes(
@@ -107,7 +171,15 @@ class ArchiveFeed(StageOwner):
         self._metrics.record_delivered(ARCHIVE_TOPIC, [r.recorded_at for r in receipts])
         return len(receipts)
 
+    def feed_checkpoints_once(self) -> int:
+        """Archive the next stored checkpoints; returns how many."""
+        if self._checkpoints is None:
+            return 0
+        return self._checkpoints.feed_once(self._metrics)
+
     def _measure_backlog(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.measure(self._metrics)
         count, oldest = self._feed.feed_backlog(self._position)
         self._metrics.backlog.labels(topic=ARCHIVE_TOPIC).set(count)
         self._metrics.oldest_pending(ARCHIVE_TOPIC, oldest)

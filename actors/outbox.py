@@ -1,5 +1,6 @@
 """OutboxRelay: delivers committed receipts from the ledger's outbox to their
-sinks (broadcast, read model, archive) at least once, in order per customer.
+sinks (broadcast, read model, archive) at least once, in order per customer,
+and the receipt log's signed checkpoints to theirs, in tree order.
 
 The outbox rows were written in the same transaction as the receipts, so a
 crash between commit and delivery loses nothing; a crash between delivery
@@ -20,7 +21,8 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from actors.stage_owner import LoopThread, LoopThreads, StageOwner
-from ledger import LedgerStore, OutboxMessage, StoredReceipt
+from ledger import LedgerStore, LogCheckpoint, OutboxMessage, StoredReceipt
+from ledger.checkpoint_codec import decode_log_checkpoint
 from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
 from ledger.receipt_codec import decode_stored_receipt
 from supervisor import Link
@@ -28,6 +30,7 @@ from supervisor import Link
 log = structlog.get_logger(__name__)
 
 Deliver = Callable[[Sequence[StoredReceipt]], None]
+DeliverCheckpoints = Callable[[Sequence[LogCheckpoint]], None]
 
 _BACKOFF_BASE_S = 0.5
 _BACKOFF_MAX_S = 300.0
@@ -113,6 +116,14 @@ def backoff_s(attempts: int) -> float:
     return float(min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
 
 
+def _deliver_receipts(deliver: Deliver, messages: Sequence[OutboxMessage]) -> None:
+    deliver([decode_stored_receipt(m.payload) for m in messages])
+
+
+def _deliver_checkpoints(deliver: DeliverCheckpoints, messages: Sequence[OutboxMessage]) -> None:
+    deliver([decode_log_checkpoint(m.payload) for m in messages])
+
+
 class OutboxRelay(StageOwner):
     name = "outbox relay"
 
@@ -124,13 +135,19 @@ class OutboxRelay(StageOwner):
         sinks: dict[str, Deliver],
         metrics: OutboxMetrics,
         wake: threading.Event,
+        checkpoint_sinks: dict[str, DeliverCheckpoints] | None = None,
         poll_interval_s: float = 0.25,
         pass_interval_s: float = 0.2,
         batch_max: int = 2_000,
     ) -> None:
         super().__init__(link, stop_timeout_s=10.0)
         self._store = store
-        self._sinks = dict(sinks)
+        # Each topic's sink, taking the topic's messages decoded.
+        self._sinks: dict[str, Callable[[Sequence[OutboxMessage]], None]] = {
+            topic: functools.partial(_deliver_receipts, deliver) for topic, deliver in sinks.items()
+        }
+        for topic, deliver_checkpoints in (checkpoint_sinks or {}).items():
+            self._sinks[topic] = functools.partial(_deliver_checkpoints, deliver_checkpoints)
         self._metrics = metrics
         self._poll_interval_s = poll_interval_s
         self._pass_interval_s = pass_interval_s
@@ -195,7 +212,7 @@ class OutboxRelay(StageOwner):
         # failure retries the whole batch, so no customer's order is broken.
         ready = messages
         try:
-            deliver([decode_stored_receipt(m.payload) for m in ready])
+            deliver(ready)
         except Exception as error:
             self._metrics.failures.labels(topic=topic).inc()
             log.warning("outbox.delivery_failed", topic=topic, error=repr(error))

@@ -28,6 +28,7 @@ from ledger import (
     ChainConflict,
     LedgerError,
     LedgerStore,
+    LogCheckpoint,
     LogConflict,
     OutboxMessage,
     ReceiptWrite,
@@ -46,9 +47,11 @@ _SMALL_BATCH = 8
 
 # Builds the outbox messages committed with each receipt (one per sink topic).
 OutboxFor = Callable[[StoredReceipt], Sequence[OutboxMessage]]
+# And with each commit's signed checkpoint (one per checkpoint sink topic).
+CheckpointOutboxFor = Callable[[LogCheckpoint], Sequence[OutboxMessage]]
 
 
-def no_outbox(receipt: StoredReceipt) -> Sequence[OutboxMessage]:
+def no_outbox(item: StoredReceipt | LogCheckpoint) -> Sequence[OutboxMessage]:
     return ()
 
 
@@ -66,6 +69,7 @@ class _WriterStage:
         on_fatal: Callable[[str], None],
         on_committed: Callable[[Sequence[StoredReceipt]], None],
         on_log_damaged: Callable[[str], None] | None = None,
+        checkpoint_outbox_for: CheckpointOutboxFor = no_outbox,
     ) -> None:
         self._store = store
         self._on_log_damaged = on_log_damaged
@@ -73,6 +77,7 @@ class _WriterStage:
         self._pipeline = pipeline
         self._metrics = metrics
         self._outbox_for = outbox_for
+        self._checkpoint_outbox_for = checkpoint_outbox_for
         self._batch_max = batch_max
         self._linger_s = linger_ms / 1000.0
         self._on_fatal = on_fatal
@@ -202,6 +207,7 @@ class _WriterStage:
             outbox: list[OutboxMessage] = []
             for receipt in prepared.receipts:
                 outbox.extend(self._outbox_for(receipt))
+            outbox.extend(self._checkpoint_outbox_for(prepared.log_append.checkpoint))
             try:
                 self._store.commit_batch(
                     [
@@ -270,6 +276,7 @@ class LedgerWriter(StageOwner):
         pipeline: Pipeline,
         metrics: ActorMetrics,
         outbox_for: OutboxFor = no_outbox,
+        checkpoint_outbox_for: CheckpointOutboxFor = no_outbox,
         batch_max: int,
         queue_max: int,
         linger_ms: float,
@@ -293,6 +300,7 @@ class LedgerWriter(StageOwner):
             self.report_crash,
             on_committed,
             on_log_damaged,
+            checkpoint_outbox_for,
         )
         self._on_log_damaged = on_log_damaged
         metrics.writer_queue_depth.set_function(self._stage.depth)

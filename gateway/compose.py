@@ -308,6 +308,7 @@ def _start(
                 pipeline=pipeline,
                 metrics=actor_metrics,
                 outbox_for=adapters.outbox_for,
+                checkpoint_outbox_for=adapters.checkpoint_outbox_for,
                 batch_max=settings.commit_batch_receipts_max,
                 queue_max=stage_queue_max,
                 linger_ms=settings.commit_linger_ms,
@@ -341,7 +342,12 @@ def _start(
         ChildSpec(
             id="outbox",
             start=lambda link: OutboxRelay.start(
-                link, store=store, sinks=adapters.sinks, metrics=outbox_metrics, wake=outbox_wake
+                link,
+                store=store,
+                sinks=adapters.sinks,
+                checkpoint_sinks=adapters.checkpoint_sinks,
+                metrics=outbox_metrics,
+                wake=outbox_wake,
             ),
             restart="permanent",
             shutdown_timeout_ms=15_000,
@@ -509,6 +515,7 @@ def _archive_feed_specs(
                 cursor=cursor,
                 metrics=metrics,
                 wake=wake,
+                checkpoints=adapters.checkpoint_feed,
             ),
             restart="permanent",
             shutdown_timeout_ms=15_000,

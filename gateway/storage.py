@@ -19,12 +19,15 @@ from ledger import (
     CommitFeed,
     IntegrityHalts,
     LedgerStore,
+    LogCheckpoint,
+    LogReader,
     OutboxMessage,
     ReceiptArchive,
     ReceiptBroadcast,
     ReceiptReadModel,
     StoredReceipt,
 )
+from ledger.checkpoint_codec import encode_log_checkpoint
 from ledger.feed_cursor import FeedCursor
 from ledger.receipt_codec import encode_stored_receipt
 
@@ -34,10 +37,17 @@ LEDGER_FILE = "ledger.sqlite3"
 ARCHIVE_DIR = "archive"
 # Beside the archive files it describes (they end in .jsonl).
 ARCHIVE_CURSOR_FILE = ".ledger-cursor.json"
+CHECKPOINT_CURSOR_FILE = ".log-cursor.json"
 
 TOPIC_READ_MODEL = "receipt.read_model"
 TOPIC_BROADCAST = "receipt.broadcast"
 TOPIC_ARCHIVE = "receipt.archive"
+# The receipt log's signed checkpoints: one message per commit per sink,
+# written in the commit that stores the checkpoint.
+TOPIC_CHECKPOINT_BROADCAST = "checkpoint.broadcast"
+TOPIC_CHECKPOINT_ARCHIVE = "checkpoint.archive"
+# One ordering key for every checkpoint: delivered in tree order.
+CHECKPOINT_ORDERING_KEY = "log"
 
 
 class StorageConfigError(ValueError):
@@ -61,6 +71,23 @@ class Adapters:
     # Embedded default: the archive follows the ledger's commit order itself
     # (actors.archive_feed) instead of going through the outbox.
     archive_feed: tuple[CommitFeed, FeedCursor] | None = None
+    # The log's checkpoints, as `sinks` (outbox) and `archive_feed` (embedded).
+    checkpoint_sinks: dict[str, Callable[[Sequence[LogCheckpoint]], None]] = field(
+        default_factory=dict
+    )
+    checkpoint_feed: tuple[LogReader, FeedCursor] | None = None
+
+    def checkpoint_outbox_for(self, checkpoint: LogCheckpoint) -> list[OutboxMessage]:
+        return [
+            OutboxMessage(
+                message_id=f"checkpoint:{checkpoint.tree_size}:{checkpoint.root_hash.hex()}:{topic}",
+                topic=topic,
+                ordering_key=CHECKPOINT_ORDERING_KEY,
+                payload=encode_log_checkpoint(checkpoint),
+                created_at=checkpoint.timestamp,
+            )
+            for topic in self.checkpoint_sinks
+        ]
 
     def outbox_for(self, receipt: StoredReceipt) -> list[OutboxMessage]:
         return [
@@ -125,11 +152,18 @@ def open_adapters(settings: Settings) -> Adapters:
     )
     if broadcast is not None:
         adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
+        adapters.checkpoint_sinks[TOPIC_CHECKPOINT_BROADCAST] = broadcast.publish_checkpoints
     if sqlite is not None and isinstance(archive, FileArchive):
         adapters.archive_feed = (sqlite, FeedCursor(archive.root / ARCHIVE_CURSOR_FILE))
-        _drop_outbox_topic(sqlite, TOPIC_ARCHIVE)
+        adapters.checkpoint_feed = (
+            sqlite,
+            FeedCursor(archive.root / CHECKPOINT_CURSOR_FILE, id_field="root_hash"),
+        )
+        for topic in (TOPIC_ARCHIVE, TOPIC_CHECKPOINT_ARCHIVE):
+            _drop_outbox_topic(sqlite, topic)
     else:
         adapters.sinks[TOPIC_ARCHIVE] = archive.append
+        adapters.checkpoint_sinks[TOPIC_CHECKPOINT_ARCHIVE] = archive.append_checkpoints
     if separate_read_model:
         adapters.sinks[TOPIC_READ_MODEL] = read_model.upsert_receipts
     return adapters

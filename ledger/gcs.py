@@ -8,6 +8,12 @@ is a no-op and an archived object is never rewritten. The bucket's retention
 policy (7 years for receipts) makes Cloud Storage refuse deletes and
 overwrites until it expires; `set_retention` sets it.
 
+The receipt log's signed checkpoints are objects too, one per checkpoint,
+`PREFIX/~log/checkpoints/TREE_SIZE-ROOT_HEX.jws` (size zero-padded so name
+order is tree order), whose body is the compact JWS and whose metadata holds
+its index fields. No customer folder can be `~log/`: an escaped id has "~"
+only before two upper-case hex digits.
+
 gcp-storage-emulator (what the tests run on) stores the retention policy and
 reports it back, but enforces neither it nor `ifGenerationMatch`: there a
 second append rewrites the object with identical bytes (new generation) and
@@ -26,16 +32,20 @@ from google.cloud.storage import Client as StorageClient
 
 from ledger._gcp_client import Lifecycle
 from ledger._gcp_receipts import receipt_from_text_fields, receipt_text_fields
+from ledger.checkpoint_codec import checkpoint_from_text_fields, checkpoint_text_fields
 from ledger.errors import StoreUnavailable, check_invariant
 from ledger.gcp_urls import parse_gcs_url
-from ledger.model import StoredReceipt
+from ledger.model import LogCheckpoint, StoredReceipt
 
-__all__ = ["RECEIPT_RETENTION_S", "GcsArchive"]
+__all__ = ["CHECKPOINT_FOLDER", "RECEIPT_RETENTION_S", "GcsArchive"]
 
 log = structlog.get_logger(__name__)
 
 request_timeout_s: Final = 60.0
 seq_digits: Final = 16  # 10**16 receipts per customer: beyond any chain
+tree_size_digits: Final = 20  # 10**20 leaves: beyond any log
+CHECKPOINT_FOLDER: Final = "~log/checkpoints/"
+_LIST_PAGE_MAX: Final = 1_000  # Cloud Storage lists at most 1,000 objects a page
 RECEIPT_RETENTION_S: Final = 7 * 366 * 24 * 3600  # seven years, leap days included
 
 _UNAVAILABLE: Final = (
@@ -182,6 +192,65 @@ class GcsArchive:
         for receipt in receipts:
             check_invariant(receipt.customer_id == customer_id, "archived under the wrong customer")
         return receipts
+
+    # -- the receipt log's checkpoints ------------------------------------------------
+    def checkpoint_object_name(self, checkpoint: LogCheckpoint) -> str:
+        check_invariant(0 < checkpoint.tree_size < 10**tree_size_digits, "tree_size out of range")
+        return (
+            f"{self._prefix}{CHECKPOINT_FOLDER}"
+            f"{checkpoint.tree_size:0{tree_size_digits}d}-{checkpoint.root_hash.hex()}.jws"
+        )
+
+    def append_checkpoints(self, checkpoints: Sequence[LogCheckpoint]) -> None:
+        """Create-only, like receipts: one object per (tree_size, root_hash)."""
+        self._life.check_open()
+        for checkpoint in checkpoints:
+            blob = self._bucket.blob(self.checkpoint_object_name(checkpoint))
+            blob.metadata = checkpoint_text_fields(checkpoint)
+            try:
+                blob.upload_from_string(
+                    checkpoint.jws.encode("ascii"),
+                    content_type="application/jose",
+                    if_generation_match=0,
+                    timeout=request_timeout_s,
+                )
+            except gexc.PreconditionFailed:
+                continue
+            except _UNAVAILABLE as error:
+                raise StoreUnavailable(f"gcs: {error}") from error
+        log.debug("gcs.checkpoints_appended", checkpoints=len(checkpoints))
+
+    def read_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
+        self._life.check_open()
+        folder = f"{self._prefix}{CHECKPOINT_FOLDER}"
+        # Names sort as (tree_size, root_hash), and a listing comes in name
+        # order: a page starts past after_size. gcp-storage-emulator ignores
+        # startOffset and page sizes, hence the skip and the stop here.
+        start = f"{folder}{after_size + 1:0{tree_size_digits}d}"
+        named: list[tuple[str, LogCheckpoint]] = []
+        try:
+            for blob in self._client.list_blobs(
+                self._bucket,
+                prefix=folder,
+                start_offset=start,
+                page_size=min(limit, _LIST_PAGE_MAX),
+                timeout=request_timeout_s,
+            ):
+                if len(named) >= limit:
+                    break
+                if blob.name < start:
+                    continue
+                jws = blob.download_as_bytes(timeout=request_timeout_s)
+                named.append((blob.name, checkpoint_from_text_fields(blob.metadata or {}, jws)))
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(f"gcs: {error}") from error
+        for name, checkpoint in named:
+            check_invariant(
+                name == self.checkpoint_object_name(checkpoint)
+                and checkpoint.tree_size > after_size,
+                f"archived checkpoint {name} does not hold what its name says",
+            )
+        return [checkpoint for _, checkpoint in named]
 
     def close(self) -> None:
         self._life.close(self._client.close, "gcs.close_failed")

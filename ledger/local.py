@@ -1,7 +1,8 @@
 """Embedded adapter: a file archive.
 
 `FileArchive` stands in for Cloud Storage
-(7-year retention): one append-only JSON-lines file per customer.
+(7-year retention): one append-only JSON-lines file per customer, and the
+receipt log's signed checkpoints in `log/`.
 """
 
 from __future__ import annotations
@@ -10,24 +11,37 @@ import base64
 import ctypes
 import json
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 import structlog
 
 from ledger._locks import locked
+from ledger.checkpoint_codec import decode_log_checkpoint, encode_log_checkpoint
 from ledger.errors import StoreUnavailable, check_invariant
-from ledger.model import StoredReceipt
+from ledger.model import LogCheckpoint, StoredReceipt
 
-__all__ = ["FileArchive"]
+__all__ = ["CHECKPOINT_DIR", "FileArchive"]
 
 log = structlog.get_logger(__name__)
 
+# Checkpoints live in a folder: every customer file is a *.jsonl FILE in the
+# root, so no customer id can name it.
+CHECKPOINT_DIR: Final = "log"
+# One checkpoint file per this many tree sizes: the ids remembered for
+# idempotency are those of the newest files only, however old the log grows
+# (one checkpoint per commit: millions a year).
+_TREE_SIZES_PER_FILE: Final = 1 << 16
+_CHECKPOINT_FILES_REMEMBERED_MAX: Final = 2
+_CHECKPOINT_FILE_RE: Final = re.compile(r"checkpoints-([0-9]{12})\.jsonl")
 
+_CheckpointKey = tuple[int, bytes]
+_T = TypeVar("_T")
 
 
 class FileArchive:
@@ -45,6 +59,9 @@ class FileArchive:
         self._known_ids: dict[str, set[str]] = {}
         self._file_names: dict[str, str] = {}
         self._unsynced: set[str] = set()  # customers whose last sync failed
+        # Checkpoint file number -> (tree_size, root_hash) in it, newest last.
+        self._checkpoint_keys: dict[int, set[_CheckpointKey]] = {}
+        self._unsynced_checkpoint_files: set[int] = set()
         self._closed = False
 
     @property
@@ -125,6 +142,75 @@ class FileArchive:
         with locked(self._lock, "archive"):
             self._closed = True
             self._known_ids.clear()
+            self._checkpoint_keys.clear()
+
+    # -- the receipt log's checkpoints ------------------------------------------
+    def append_checkpoints(self, checkpoints: Sequence[LogCheckpoint]) -> None:
+        """Durable on return, one line per (tree_size, root_hash)."""
+        by_file: dict[int, list[LogCheckpoint]] = {}
+        for checkpoint in checkpoints:
+            by_file.setdefault(checkpoint.tree_size // _TREE_SIZES_PER_FILE, []).append(checkpoint)
+        with locked(self._lock, "archive"):
+            if self._closed:
+                raise StoreUnavailable("archive is closed")
+            for number, batch in sorted(by_file.items()):
+                self._append_checkpoint_file(number, batch)
+
+    def _append_checkpoint_file(self, number: int, batch: list[LogCheckpoint]) -> None:
+        path = self._checkpoint_file(number)
+        known = self._checkpoint_keys.pop(number, None)
+        if known is None:
+            known = {_key(c) for c in _decoded(path, decode_log_checkpoint, repair=True)}
+        self._checkpoint_keys[number] = known  # newest last
+        while len(self._checkpoint_keys) > _CHECKPOINT_FILES_REMEMBERED_MAX:
+            del self._checkpoint_keys[next(iter(self._checkpoint_keys))]
+        lines: list[bytes] = []
+        for checkpoint in batch:
+            if _key(checkpoint) not in known:
+                known.add(_key(checkpoint))
+                lines.append(encode_log_checkpoint(checkpoint) + b"\n")
+        if not lines and number not in self._unsynced_checkpoint_files:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, _APPEND_FLAGS, 0o644)
+            try:
+                _write_all(fd, b"".join(lines))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            # As for receipts: re-read the file next time, and sync it again.
+            self._checkpoint_keys.pop(number, None)
+            self._unsynced_checkpoint_files.add(number)
+            raise StoreUnavailable(f"archive write failed: {exc}") from exc
+        self._unsynced_checkpoint_files.discard(number)
+
+    def read_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
+        first_number = (after_size + 1) // _TREE_SIZES_PER_FILE
+        found: list[LogCheckpoint] = []
+        with locked(self._lock, "archive"):
+            for number in self._checkpoint_file_numbers():
+                if number < first_number:
+                    continue
+                in_file = _decoded(self._checkpoint_file(number), decode_log_checkpoint)
+                unique = {_key(c): c for c in in_file if c.tree_size > after_size}
+                found.extend(unique[key] for key in sorted(unique))
+                if len(found) >= limit:
+                    break
+        return found[:limit]
+
+    def _checkpoint_file(self, number: int) -> Path:
+        return self._root / CHECKPOINT_DIR / f"checkpoints-{number:012d}.jsonl"
+
+    def _checkpoint_file_numbers(self) -> list[int]:
+        try:
+            names = os.listdir(self._root / CHECKPOINT_DIR)
+        except FileNotFoundError:
+            return []
+        matches = (_CHECKPOINT_FILE_RE.fullmatch(name) for name in names)
+        return sorted(int(match.group(1)) for match in matches if match)
 
     def _file(self, customer_id: str) -> Path:
         return Path(self._file_name(customer_id))
@@ -167,7 +253,15 @@ def _decode(line: bytes) -> StoredReceipt:
     return StoredReceipt(**record)
 
 
+def _key(checkpoint: LogCheckpoint) -> _CheckpointKey:
+    return (checkpoint.tree_size, checkpoint.root_hash)
+
+
 def _read_file(path: Path, *, repair: bool) -> list[StoredReceipt]:
+    return _decoded(path, _decode, repair=repair)
+
+
+def _decoded(path: Path, decode: Callable[[bytes], _T], *, repair: bool = False) -> list[_T]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -181,7 +275,7 @@ def _read_file(path: Path, *, repair: bool) -> list[StoredReceipt]:
             with path.open("r+b") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
                 os.fsync(handle.fileno())
-    return [_decode(line) for line in complete.split(b"\n") if line]
+    return [decode(line) for line in complete.split(b"\n") if line]
 
 
 # Files open at once between two syncs: well under the usual 1,024 open files

@@ -190,9 +190,7 @@ class LedgerStore(LogReader, Protocol):
         """Remove from the backlog; unknown ids are ignored (at-least-once)."""
         ...
 
-    def outbox_retry_later(
-        self, message_id: str, error: str, next_attempt_at: str
-    ) -> None: ...
+    def outbox_retry_later(self, message_id: str, error: str, next_attempt_at: str) -> None: ...
     def outbox_backlog(self) -> dict[str, int]:
         """Undelivered message count per topic."""
         ...
@@ -242,19 +240,35 @@ class ReceiptReadModel(Protocol):
 
 
 class ReceiptBroadcast(Protocol):
-    """Announces committed receipts: in-process embedded; Pub/Sub in
-    production, with the customer as ordering key."""
+    """Announces committed receipts and the log's signed checkpoints: Pub/Sub
+    in production, with the customer as ordering key for receipts and one
+    key for the log's checkpoints (a follower sees them in tree order)."""
 
     def publish(self, receipts: Sequence[StoredReceipt]) -> None: ...
+    def publish_checkpoints(self, checkpoints: Sequence[LogCheckpoint]) -> None:
+        """At least once, in the given order, told apart from receipts."""
+        ...
+
     def close(self) -> None: ...
 
 
 class ReceiptArchive(Protocol):
-    """Append-only long-term copy (7-year retention): files embedded; Cloud
-    Storage in production. Appending the same receipt twice keeps one copy."""
+    """Append-only long-term copy (7-year retention) of receipts and the
+    log's signed checkpoints: files embedded; Cloud Storage in production.
+    Appending the same receipt or checkpoint twice keeps one copy."""
 
     def append(self, receipts: Sequence[StoredReceipt]) -> None: ...
     def read_customer(self, customer_id: str) -> list[StoredReceipt]: ...
+    def append_checkpoints(self, checkpoints: Sequence[LogCheckpoint]) -> None:
+        """Durable on return. One copy per (tree_size, root_hash): two
+        checkpoints of one size with different roots (a fork) are both kept."""
+        ...
+
+    def read_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
+        """Archived checkpoints with tree_size > after_size, by (tree_size,
+        root_hash), at most `limit`: what a restore or an auditor pages through."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from actors.archive_feed import ARCHIVE_TOPIC, ArchiveFeed
+from actors.archive_feed import ARCHIVE_TOPIC, CHECKPOINT_ARCHIVE_TOPIC, ArchiveFeed
 from actors.outbox import OutboxMetrics
-from ledger import ReceiptWrite, StoredReceipt, StoreUnavailable
+from ledger import LogCheckpoint, ReceiptWrite, StoredReceipt, StoreUnavailable
 from ledger.feed_cursor import FeedCursor
 from ledger.local import FileArchive
 from ledger.sqlite import SqliteLedger
 from supervisor import Link
 from tests.contract._chain import Chain, customer, entitlement
+from tests.contract._log import LogWriter
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,7 +47,13 @@ def _commit(store: SqliteLedger, chain: Chain, count: int) -> list[StoredReceipt
 class Running:
     """An ArchiveFeed started for a test, stopped when the block ends."""
 
-    def __init__(self, store: SqliteLedger, archive: Any, cursor: FeedCursor) -> None:
+    def __init__(
+        self,
+        store: SqliteLedger,
+        archive: Any,
+        cursor: FeedCursor,
+        checkpoint_cursor: FeedCursor | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.wake = threading.Event()
         self.exits: list[Any] = []
@@ -59,6 +66,7 @@ class Running:
             poll_interval_s=0.05,
             pass_interval_s=0.0,
             measure_every_s=0.05,
+            checkpoints=None if checkpoint_cursor is None else (store, checkpoint_cursor),
         )
 
     def __enter__(self) -> Running:
@@ -69,8 +77,8 @@ class Running:
         self.ref.stop()
         assert not [e for e in self.exits if "normal" not in repr(e)], self.exits
 
-    def sample(self, name: str) -> float | None:
-        return self.registry.get_sample_value(name, {"topic": ARCHIVE_TOPIC})
+    def sample(self, name: str, topic: str = ARCHIVE_TOPIC) -> float | None:
+        return self.registry.get_sample_value(name, {"topic": topic})
 
 
 def _archived(root: Path, customer_id: str) -> list[StoredReceipt]:
@@ -209,3 +217,49 @@ def test_the_commit_feed_is_the_commit_order_with_a_backlog(store: SqliteLedger)
     assert store.feed_backlog(positions[-1]) == (0, None)
     store.commit_batch([ReceiptWrite(a.next().receipt)], [])
     assert store.feed_backlog(positions[-1])[0] == 1
+
+
+def _commit_logged(store: SqliteLedger, log: LogWriter, chain: Chain, count: int) -> LogCheckpoint:
+    writes, append = log.append([chain.next() for _ in range(count)])
+    store.commit_batch(writes, [], append)
+    log.landed(writes)
+    return append.checkpoint
+
+
+def _archived_checkpoints(root: Path) -> list[LogCheckpoint]:
+    archive = FileArchive(root)
+    try:
+        return archive.read_checkpoints(0, 1_000)
+    finally:
+        archive.close()
+
+
+def test_stored_checkpoints_reach_the_archive_once_with_their_own_cursor(
+    store: SqliteLedger, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    cursors = FeedCursor(root / ".cursor.json"), FeedCursor(root / ".log.json", "root_hash")
+    log, chain = LogWriter(), Chain("cus_a")
+    made = [_commit_logged(store, log, chain, n) for n in (2, 1, 3)]
+    archive = FileArchive(root)
+    delivered = "billing_outbox_delivered_total"
+    with Running(store, archive, *cursors) as feed:
+        assert wait_for(lambda: feed.sample(delivered, CHECKPOINT_ARCHIVE_TOPIC) == 3, WAIT_S)
+        made.append(_commit_logged(store, log, chain, 1))
+        feed.wake.set()
+        assert wait_for(lambda: feed.sample(delivered, CHECKPOINT_ARCHIVE_TOPIC) == 4, WAIT_S)
+        assert feed.sample("billing_outbox_delivered_total") == 7  # the receipts too
+    archive.close()
+
+    while_down = _commit_logged(store, log, chain, 2)
+    cursors[1].save(3, "00" * 32)  # names another root: the log was replaced
+    archive = FileArchive(root)
+    with Running(store, archive, *cursors) as feed:
+        # Everything again (the archive keeps one copy), then the new one.
+        assert wait_for(lambda: feed.sample(delivered, CHECKPOINT_ARCHIVE_TOPIC) == 5, WAIT_S)
+        assert wait_for(
+            lambda: feed.sample("billing_outbox_backlog", CHECKPOINT_ARCHIVE_TOPIC) == 0, WAIT_S
+        )
+    archive.close()
+    assert _archived_checkpoints(root) == [*made, while_down]
+    assert [c.tree_size for c in made] == [2, 3, 6, 7]

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from crypto.receipt import GENESIS_HASH
-from ledger.model import Customer, Entitlement, OutboxMessage, StoredReceipt
+from ledger.model import Customer, Entitlement, LogCheckpoint, OutboxMessage, StoredReceipt
 from ledger.ports import ReceiptWrite
 
 T0 = "2026-01-01T00:00:00.000000Z"
@@ -109,3 +109,10 @@ def outbox_message(
         payload=message_id.encode(),
         created_at=created_at,
     )
+
+
+def log_checkpoint(tree_size: int, fork: int = 0) -> LogCheckpoint:
+    """A checkpoint as the archive and broadcast see one: they index the JWS,
+    never verify it. `fork` > 0 gives another root for the same size."""
+    root_hash = hashlib.sha256(f"root {tree_size} {fork}".encode()).digest()
+    return LogCheckpoint(tree_size, root_hash, ts(tree_size % 3600), f"e30.size-{tree_size}.c2ln")

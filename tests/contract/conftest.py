@@ -36,7 +36,7 @@ import pytest
 
 from ledger.local import FileArchive
 from ledger.memory_halts import MemoryHalts
-from ledger.model import StoredReceipt
+from ledger.model import LogCheckpoint, StoredReceipt
 from ledger.ports import ReceiptBroadcast
 from ledger.sqlite import SqliteLedger
 from tests.emulators import (  # noqa: F401  (fixtures the Google Cloud factories ask for)
@@ -51,10 +51,11 @@ from tests.gcp import contract_factories as gcp
 @dataclass(frozen=True)
 class BroadcastUnderTest:
     """The broadcast port and how to observe it: `subscribe(fn)` makes `fn`
-    receive every published receipt (at least once, per customer in order)."""
+    receive every published receipt and checkpoint (at least once, a
+    customer's receipts in order, the log's checkpoints in order)."""
 
     port: ReceiptBroadcast
-    subscribe: Callable[[Callable[[StoredReceipt], None]], None]
+    subscribe: Callable[[Callable[[StoredReceipt | LogCheckpoint], None]], None]
 
 
 Factory = Callable[[pytest.FixtureRequest], AbstractContextManager[Any]]

@@ -5,33 +5,47 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
-from ledger.model import StoredReceipt
-from tests.contract._chain import Chain
+from ledger.model import LogCheckpoint, StoredReceipt
+from tests.contract._chain import Chain, log_checkpoint
 from tests.contract.conftest import BroadcastUnderTest
 
 DELIVERY_TIMEOUT_S = 10.0
 
 
 class Collector:
+    """Receipts and checkpoints as they arrive, each list in arrival order."""
+
     def __init__(self) -> None:
         self.received: list[StoredReceipt] = []
+        self.checkpoints: list[LogCheckpoint] = []
         self._lock = threading.Lock()
 
-    def __call__(self, receipt: StoredReceipt) -> None:
+    def __call__(self, item: StoredReceipt | LogCheckpoint) -> None:
         with self._lock:
-            self.received.append(receipt)
+            if isinstance(item, LogCheckpoint):
+                self.checkpoints.append(item)
+            else:
+                self.received.append(item)
 
-    def wait_for(self, count: int) -> list[StoredReceipt]:
+    def _wait(self, enough: Callable[[], bool]) -> None:
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
         while time.monotonic() < deadline:
             with self._lock:
-                unique = {r.receipt_id: r for r in self.received}
-            if len(unique) >= count:
-                break
+                if enough():
+                    return
             time.sleep(0.01)
+
+    def wait_for(self, count: int) -> list[StoredReceipt]:
+        self._wait(lambda: len({r.receipt_id for r in self.received}) >= count)
         with self._lock:
             return list(self.received)
+
+    def wait_for_checkpoints(self, count: int) -> list[LogCheckpoint]:
+        self._wait(lambda: len({c.tree_size for c in self.checkpoints}) >= count)
+        with self._lock:
+            return list(self.checkpoints)
 
 
 def _first_delivery_order(received: list[StoredReceipt], customer_id: str) -> list[int]:
@@ -82,3 +96,24 @@ def test_a_receipts_leaf_index_arrives_as_published(broadcast: BroadcastUnderTes
 
     received = {r.receipt_id: r for r in collector.wait_for(2)}
     assert received == {before_log.receipt_id: before_log, in_log.receipt_id: in_log}
+
+
+def test_checkpoints_arrive_in_tree_order_told_apart_from_receipts(
+    broadcast: BroadcastUnderTest,
+) -> None:
+    collector = Collector()
+    broadcast.subscribe(collector)
+    chain = Chain("log")  # a customer named like the log's ordering key
+    broadcast.port.publish_checkpoints([log_checkpoint(1), log_checkpoint(2)])
+    broadcast.port.publish([chain.next().receipt])
+    broadcast.port.publish_checkpoints([log_checkpoint(3)])
+    broadcast.port.publish([chain.next().receipt])
+
+    checkpoints = collector.wait_for_checkpoints(3)
+    first_seen: list[int] = []
+    for checkpoint in checkpoints:
+        if checkpoint.tree_size not in first_seen:
+            first_seen.append(checkpoint.tree_size)
+    assert first_seen == [1, 2, 3]
+    assert {c.tree_size: c for c in checkpoints} == {n: log_checkpoint(n) for n in (1, 2, 3)}
+    assert _first_delivery_order(collector.wait_for(2), "log") == [1, 2]

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from ledger._gcp_receipts import receipt_from_text_fields
 from ledger.firestore import FirestoreReadModel
 from ledger.gcs import GcsArchive
-from ledger.model import StoredReceipt
-from ledger.pubsub import PubSubBroadcast
+from ledger.model import LogCheckpoint, StoredReceipt
+from ledger.pubsub import PubSubBroadcast, decode_message
 from ledger.spanner import SpannerLedger
 from tests.gcp._data import PROJECT, unique
 
@@ -70,7 +69,7 @@ def make_pubsub(request: pytest.FixtureRequest) -> Iterator[Any]:
     streams: list[Any] = []
     lock = threading.Lock()
 
-    def subscribe(fn: Callable[[StoredReceipt], None]) -> None:
+    def subscribe(fn: Callable[[StoredReceipt | LogCheckpoint], None]) -> None:
         path = subscriber.subscription_path(PROJECT, unique("sub"))
         subscriber.create_subscription(
             request={"name": path, "topic": topic, "enable_message_ordering": True},
@@ -79,7 +78,7 @@ def make_pubsub(request: pytest.FixtureRequest) -> Iterator[Any]:
 
         def on_message(message: Any) -> None:
             try:
-                fn(receipt_from_text_fields(dict(message.attributes), message.data))
+                fn(decode_message(dict(message.attributes), message.data))
             except Exception:
                 message.nack()
             else:

@@ -1,7 +1,8 @@
 """The embedded archive (`<data-dir>/archive`) holds every receipt the service
-acknowledged, following the ledger without an outbox copy, and a data
-directory from an earlier version (archive messages still in its outbox)
-is taken over without losing or doubling any."""
+acknowledged and every signed checkpoint of its receipt log, following the
+ledger without an outbox copy, and a data directory from an earlier version
+(archive messages still in its outbox) is taken over without losing or
+doubling any."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from crypto import verify_checkpoint
 from gateway.storage import ARCHIVE_DIR, LEDGER_FILE, TOPIC_ARCHIVE
-from ledger import OutboxMessage, StoredReceipt
+from ledger import LogCheckpoint, OutboxMessage, StoredReceipt
 from ledger.local import FileArchive
 from ledger.receipt_codec import encode_stored_receipt
 from ledger.sqlite import SqliteLedger
@@ -42,6 +44,43 @@ async def _until_archived(data_dir: Path, customer_id: str, count: int) -> list[
         if len(archived) >= count or asyncio.get_running_loop().time() > deadline:
             return archived
         await asyncio.sleep(0.05)
+
+
+def _archived_checkpoints(data_dir: Path) -> list[LogCheckpoint]:
+    archive = FileArchive(data_dir / ARCHIVE_DIR)
+    try:
+        return archive.read_checkpoints(0, 10_000)
+    finally:
+        archive.close()
+
+
+async def test_every_signed_checkpoint_is_archived_and_verifies_with_the_jwks(
+    service: Service, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    customers = [await service.create_customer() for _ in range(3)]
+    await asyncio.gather(
+        *(service.post_event(c, service.event(c)) for c in customers for _ in range(10))
+    )
+    for customer_ in customers[:2]:  # and a few commits of one receipt each
+        assert (await service.post_event(customer_, service.event(customer_)))[0] == 202
+    async with service.session.get(
+        "/v1/log/checkpoints", params={"limit": 1000}, headers=service.admin
+    ) as response:
+        history = (await response.json())["data"]
+    assert history[-1]["tree_size"] == 32
+
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while len(archived := _archived_checkpoints(data_dir)) < len(history):
+        assert asyncio.get_running_loop().time() < deadline, archived
+        await asyncio.sleep(0.05)
+    assert [c.jws for c in archived] == [c["checkpoint"] for c in history]
+    jwks = await service.jwks()
+    for checkpoint in archived:
+        signed = verify_checkpoint(checkpoint.jws, jwks)
+        assert (signed.tree_size, signed.root_hash) == (checkpoint.tree_size, checkpoint.root_hash)
+        assert signed.timestamp == checkpoint.timestamp
+    assert _outbox_rows(data_dir) == 0  # followed from the ledger, not queued
 
 
 async def test_every_acknowledged_receipt_is_archived_with_no_outbox_copy(

@@ -12,7 +12,7 @@ from ledger import local
 from ledger.errors import StoreUnavailable
 from ledger.local import FileArchive
 from ledger.model import StoredReceipt
-from tests.contract._chain import Chain
+from tests.contract._chain import Chain, log_checkpoint
 
 
 def test_archive_survives_a_new_instance_and_stays_idempotent(tmp_path: Path) -> None:
@@ -156,3 +156,28 @@ def test_a_pass_over_more_customers_than_open_files_allowed_succeeds(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     for receipt in receipts:
         assert archive.read_customer(receipt.customer_id) == [receipt]
+
+
+def test_checkpoints_survive_a_new_instance_and_a_torn_line(tmp_path: Path) -> None:
+    first = FileArchive(tmp_path)
+    first.append_checkpoints([log_checkpoint(1), log_checkpoint(2)])
+    first.close()
+    (checkpoint_file,) = (tmp_path / local.CHECKPOINT_DIR).iterdir()
+    with checkpoint_file.open("ab") as handle:
+        handle.write(b'{"jws":"e30.')  # a crash mid-append
+
+    second = FileArchive(tmp_path)
+    assert second.read_checkpoints(0, 10) == [log_checkpoint(1), log_checkpoint(2)]
+    second.append_checkpoints([log_checkpoint(n) for n in (1, 2, 3)])
+    assert second.read_checkpoints(0, 10) == [log_checkpoint(n) for n in (1, 2, 3)]
+    assert len(checkpoint_file.read_bytes().splitlines()) == 3  # on disk once each
+
+
+def test_old_checkpoint_files_are_forgotten_yet_still_idempotent(tmp_path: Path) -> None:
+    archive = FileArchive(tmp_path)
+    far_apart = [1, 2**16, 2**17, 2**18]  # four files: more than are remembered
+    archive.append_checkpoints([log_checkpoint(n) for n in far_apart])
+    archive.append_checkpoints([log_checkpoint(n) for n in far_apart])  # at least once
+    assert archive.read_checkpoints(0, 10) == [log_checkpoint(n) for n in far_apart]
+    files = sorted((tmp_path / local.CHECKPOINT_DIR).iterdir())
+    assert [len(f.read_bytes().splitlines()) for f in files] == [1, 1, 1, 1]
