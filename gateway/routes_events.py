@@ -59,7 +59,7 @@ def _request_record(request: web.Request, api_key: ApiKey) -> RequestRecord:
         client_address=request.remote or "",
         user_agent=request.headers.get("User-Agent", "")[: limits.user_agent_chars_max],
         received_at=utc_now_rfc3339(),
-        request_id=str(request.get(REQUEST_ID, ""))[: limits.request_id_chars_max],
+        request_id=request.get(REQUEST_ID, "")[: limits.request_id_chars_max],
     )
 
 

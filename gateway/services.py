@@ -39,7 +39,7 @@ from supervisor import SupervisorError
 T = TypeVar("T")
 
 # Where the middleware leaves the request's id (X-Request-Id) for handlers.
-REQUEST_ID: Final = "billing.request_id"
+REQUEST_ID: Final = web.RequestKey("billing.request_id", str)
 
 
 @dataclass
