@@ -9,13 +9,21 @@ from collections import Counter
 import pytest
 from google.cloud import spanner
 
-from ledger import GENESIS_HASH, ChainConflict, HaltIncident, ReceiptWrite, StoreUnavailable
+from ledger import (
+    GENESIS_HASH,
+    ChainConflict,
+    ChargeRequests,
+    HaltIncident,
+    ReceiptWrite,
+    StoreUnavailable,
+)
 from ledger._gcp_receipts import RECEIPT_FIELDS
 from ledger._spanner_codec import encode_bytes
 from ledger.gcp_urls import parse_spanner_url
 from ledger.model import ApiKey
 from ledger.spanner import SpannerLedger
 from ledger.spanner_schema import MIGRATIONS, apply_migrations, pending_versions
+from ledger.web_store import WebAppStore
 from tests.contract._chain import T0, Chain, customer, entitlement
 from tests.contract._log import LogWriter, assert_one_log, race_appends
 from tests.gcp import _data as d
@@ -266,3 +274,12 @@ def test_two_gateways_append_to_one_log_without_reusing_an_index(spanner_url: st
     finally:
         for writer in writers:
             writer.close()
+
+
+def test_the_web_app_and_the_evidence_route_take_the_spanner_store() -> None:
+    """Both check the store's type at request time: the web app answers 501
+    and evidence bundles go without a request record for a store that is not
+    a WebAppStore / ChargeRequests."""
+    store = SpannerLedger(object())
+    assert isinstance(store, WebAppStore)
+    assert isinstance(store, ChargeRequests)
