@@ -12,7 +12,6 @@ from google.cloud import spanner
 from ledger import (
     GENESIS_HASH,
     ChainConflict,
-    ChargeRequests,
     HaltIncident,
     ReceiptWrite,
     StoreUnavailable,
@@ -23,7 +22,6 @@ from ledger.gcp_urls import parse_spanner_url
 from ledger.model import ApiKey
 from ledger.spanner import SpannerLedger
 from ledger.spanner_schema import MIGRATIONS, apply_migrations, pending_versions
-from ledger.web_store import WebAppStore
 from tests.contract._chain import T0, Chain, customer, entitlement
 from tests.contract._log import LogWriter, assert_one_log, race_appends
 from tests.gcp import _data as d
@@ -276,10 +274,31 @@ def test_two_gateways_append_to_one_log_without_reusing_an_index(spanner_url: st
             writer.close()
 
 
-def test_the_web_app_and_the_evidence_route_take_the_spanner_store() -> None:
-    """Both check the store's type at request time: the web app answers 501
-    and evidence bundles go without a request record for a store that is not
-    a WebAppStore / ChargeRequests."""
-    store = SpannerLedger(object())
-    assert isinstance(store, WebAppStore)
-    assert isinstance(store, ChargeRequests)
+
+def test_two_gateways_finding_the_same_failure_at_once_open_one_incident(
+    spanner_url: str,
+) -> None:
+    """Both audits race to record it; the read-write transaction makes the
+    loser see the winner's incident instead of opening a second one."""
+    stores = [SpannerLedger.open(spanner_url) for _ in range(2)]
+    start = threading.Barrier(len(stores))
+    recorded: dict[int, HaltIncident] = {}
+
+    def record(n: int) -> None:
+        start.wait(timeout=10)
+        recorded[n] = stores[n].record_halt(
+            HaltIncident(f"inc_{n}", T0, "hash_mismatch", f"found by {n}", "reconciler",
+                         "cus_a", "rcpt_1")
+        )
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in range(len(stores))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert recorded[0] == recorded[1]
+        assert stores[1].open_halts() == [recorded[0]]
+    finally:
+        for store in stores:
+            store.close()
