@@ -8,7 +8,10 @@ transactions over many small ones.
 
 Thread-safe: the google client's Database pools sessions across threads.
 Every RPC carries a timeout; a transaction retries on ABORTED until
-`transaction_timeout_s`, then the store is reported unavailable.
+`_spanner_base.transaction_timeout_s`, then the store is reported
+unavailable. Integrity halts and the web app's tables are in
+`_spanner_halts` and `_spanner_web`; request records for dispute evidence
+are written by `commit_batch` with their receipts.
 """
 
 from __future__ import annotations
