@@ -109,7 +109,6 @@ class Adapters:
 
 def open_adapters(settings: Settings) -> Adapters:
     from ledger.local import FileArchive
-    from ledger.memory_halts import MemoryHalts
     from ledger.sqlite import SqliteLedger
 
     closers: list[Callable[[], None]] = []
@@ -124,11 +123,7 @@ def open_adapters(settings: Settings) -> Adapters:
         read_model = sqlite
         halts = sqlite
     else:
-        # The Spanner adapter has no halt table yet: halts in this process
-        # only, not seen by other gateways nor kept over a restart. Said
-        # loudly, and in deploy/README.
-        log.warning("billing.integrity_halts_not_durable", store=url.split(":", 1)[0])
-        halts = MemoryHalts()
+        halts = _spanner_halts(store)
         read_model = _open_read_model(settings, store)
         closers.append(read_model.close)
 
@@ -181,6 +176,15 @@ def open_store(url: str) -> LedgerStore:
 
         return SpannerLedger.open(url)
     raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
+
+
+def _spanner_halts(store: LedgerStore) -> IntegrityHalts:
+    """Halts live in the ledger of record, so every gateway on it sees them."""
+    from ledger.spanner import SpannerLedger
+
+    if not isinstance(store, SpannerLedger):
+        raise StorageConfigError(f"{type(store).__name__} keeps no integrity halts")
+    return store
 
 
 def _drop_outbox_topic(store: LedgerStore, topic: str) -> None:

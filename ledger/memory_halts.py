@@ -1,7 +1,6 @@
-"""Integrity halts held in this process only: for a store whose adapter has
-no halt table yet (Spanner, for now). Not durable and not shared:
-a restart forgets them and other gateways never see them, which the
-composition root says loudly at start-up. Also the fake for unit tests."""
+"""Integrity halts held in this process only: the fake for unit tests. Not
+durable and not shared (a restart forgets them, other gateways never see
+them), so no composition root uses it: both ledger adapters keep halts."""
 
 from __future__ import annotations
 

@@ -8,16 +8,18 @@ transactions over many small ones.
 
 Thread-safe: the google client's Database pools sessions across threads.
 Every RPC carries a timeout; a transaction retries on ABORTED until
-`transaction_timeout_s`, then the store is reported unavailable.
+`_spanner_base.transaction_timeout_s`, then the store is reported
+unavailable. Integrity halts and the web app's tables are in
+`_spanner_halts` and `_spanner_web`; request records for dispute evidence
+are written by `commit_batch` with their receipts.
 """
 
 from __future__ import annotations
 
-import random
+import dataclasses
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
 
 import structlog
 from google.api_core import exceptions as gexc
@@ -25,9 +27,18 @@ from google.cloud import spanner
 from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, param_types
 
 from crypto.receipt import GENESIS_HASH
-from ledger._gcp_client import TRANSIENT_ERRORS, Lifecycle, release_quietly
+from ledger._gcp_client import release_quietly
 from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
+from ledger._spanner_base import (
+    API_KEY_COLS,
+    INT,
+    STR,
+    api_key_from_row,
+    one,
+    page_limit,
+)
 from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, request_timeout_s
+from ledger._spanner_halts import SpannerHalts
 from ledger._spanner_log import (
     CHECKPOINT_SELECT,
     HEAD_SELECT,
@@ -36,6 +47,7 @@ from ledger._spanner_log import (
     read_tiles,
     write_log,
 )
+from ledger._spanner_web import SpannerWeb
 from ledger.errors import (
     AlreadyExists,
     ChainConflict,
@@ -55,6 +67,7 @@ from ledger.model import (
     LogAppend,
     LogCheckpoint,
     OutboxMessage,
+    RequestRecord,
     SigningKeyRecord,
     StoredReceipt,
     WebhookEvent,
@@ -66,25 +79,13 @@ __all__ = ["SpannerLedger"]
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-
-# Total time a transaction may spend retrying ABORTED before giving up.
-transaction_timeout_s: Final = 60.0
 outbox_messages_max: Final = commit_batch_receipts_max * 4
 # Outbox rows one query of `pending_outbox` reads; a call pages on until it has
 # its `limit` of due messages or the topic ends.
 outbox_scan_page_rows: Final = receipts_page_max
-# The emulator's way of aborting an overlapping transaction (see `_call`).
-_disguised_abort_retries_max: Final = 30
-_DISGUISED_ABORTS: Final = (
-    "Transaction not found",
-    "Invalid transaction ID",
-    "after it has been committed or rolledback",
-)
 
 _CUSTOMER_COLS: Final = ("customer_id", "email", "currency", "created_at", "stripe_customer_id")
 _ACCOUNT_COLS: Final = ("customer_id", "seq", "last_receipt_hash", "balance_minor")
-_API_KEY_COLS: Final = ("key_id", "key_hash", "customer_id", "created_at", "revoked_at")
 _ENTITLEMENT_COLS: Final = (
     "customer_id",
     "entitlement_id",
@@ -99,6 +100,11 @@ _ENTITLEMENT_COLS: Final = (
     "trial_end",
     "cancel_at_period_end",
     "used_minor",
+)
+# The receipt's id, then RequestRecord's fields in order.
+_REQUEST_COLS: Final = (
+    "receipt_id",
+    *(field.name for field in dataclasses.fields(RequestRecord)),
 )
 _SIGNING_KEY_COLS: Final = ("kid", "alg", "public_jwk_json", "created_at")
 _WEBHOOK_COLS: Final = (
@@ -122,10 +128,8 @@ _OUTBOX_COLS: Final = (
     "last_error",
 )
 _RECEIPT_SELECT: Final = ", ".join(RECEIPT_FIELDS)
-_STR: Final = param_types.STRING
-_INT: Final = param_types.INT64
 _TIMESTAMP: Final = param_types.TIMESTAMP
-_STR_ARRAY: Final = param_types.Array(_STR)  # type: ignore[no-untyped-call]
+_STR_ARRAY: Final = param_types.Array(STR)  # type: ignore[no-untyped-call]
 # Commit order, with the primary key last so that the order is total and a
 # page can start strictly after the previous one's last row.
 _OUTBOX_PAGE_SELECT: Final = (
@@ -139,16 +143,8 @@ _OUTBOX_PAGE_AFTER: Final = (
 _OUTBOX_PAGE_ORDER: Final = " ORDER BY committed_at, position, message_id LIMIT @n"
 
 
-def _is_disguised_abort(error: Exception) -> bool:
-    return any(text in str(error) for text in _DISGUISED_ABORTS)
-
-
 def _customer(row: Sequence[Any]) -> Customer:
     return Customer(*row)
-
-
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(*row)
 
 
 def _entitlement(row: Sequence[Any]) -> Entitlement:
@@ -164,21 +160,16 @@ def _entitlement_row(entitlement: Entitlement, used_minor: int) -> tuple[Any, ..
     )
 
 
+def _request_row(receipt: StoredReceipt, request: RequestRecord) -> tuple[Any, ...]:
+    return (receipt.receipt_id, *dataclasses.astuple(request))
+
+
 def _webhook(row: Sequence[Any]) -> WebhookEvent:
     return WebhookEvent(*decode_bytes(row))
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMessage:
     return OutboxMessage(*decode_bytes(row))
-
-
-def _one(rows: list[T]) -> T | None:
-    check_invariant(len(rows) <= 1, "a unique lookup returned several rows")
-    return rows[0] if rows else None
-
-
-def _page_limit(limit: int) -> int:
-    return max(0, min(int(limit), receipts_page_max))
 
 
 class _Chains:
@@ -258,17 +249,13 @@ def _read_chains(txn: Any, receipts: Sequence[StoredReceipt]) -> _Chains:
     return chains
 
 
-class SpannerLedger:
-    """LedgerStore on Cloud Spanner.
+class SpannerLedger(SpannerHalts, SpannerWeb):
+    """LedgerStore on Cloud Spanner; also its IntegrityHalts, ChargeRequests
+    and WebAppStore (the halts' and the web app's parts live in their modules).
 
     Build with `SpannerLedger.open("spanner://projects/P/instances/I/databases/D")`,
     or wrap an existing `google.cloud.spanner_v1.Database`.
     """
-
-    def __init__(self, database: Any, *, client: Any | None = None) -> None:
-        self._database = database
-        self._client = client
-        self._life = Lifecycle("Spanner ledger")
 
     @classmethod
     def open(cls, url: str, *, create: bool = False, migrate: bool = False) -> SpannerLedger:
@@ -291,56 +278,6 @@ class SpannerLedger:
             raise StoreUnavailable(f"{parsed}: {error}") from error
         log.info("spanner.opened", database=parsed.database_path)
         return cls(database, client=client)
-
-    # -- plumbing -------------------------------------------------------------
-    def _call(self, action: Callable[[], T]) -> T:
-        """Run one store operation, mapping transport failures to StoreUnavailable.
-
-        The emulator aborts a transaction that overlaps another one (another
-        process's, or a snapshot's) but reports it as NOT_FOUND "Transaction
-        not found" or FAILED_PRECONDITION "Invalid transaction ID" instead of
-        ABORTED, which the client would retry: those run the whole operation
-        again (a transaction re-reads under its locks, so it is safe), boundedly.
-        """
-        self._life.check_open()
-        for attempt in range(1, _disguised_abort_retries_max + 1):
-            try:
-                return self._call_once(action)
-            except (gexc.NotFound, gexc.FailedPrecondition) as error:
-                if not _is_disguised_abort(error):
-                    raise
-                if attempt == _disguised_abort_retries_max:
-                    raise StoreUnavailable(f"spanner: {error}") from error
-                # Full jitter: overlapping writers must stop colliding.
-                time.sleep(random.uniform(0.0, min(0.25, 0.005 * 2**attempt)))
-        raise AssertionError("unreachable")
-
-    def _call_once(self, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except TRANSIENT_ERRORS as error:
-            raise StoreUnavailable(f"spanner: {error}") from error
-
-    def _transact(self, work: Callable[[Any], T]) -> T:
-        def run() -> T:
-            result: T = self._database.run_in_transaction(work, timeout_secs=transaction_timeout_s)
-            return result
-
-        return self._call(run)
-
-    def _query(
-        self, sql: str, params: dict[str, Any] | None = None, types: dict[str, Any] | None = None
-    ) -> list[list[Any]]:
-        def run() -> list[list[Any]]:
-            with self._database.snapshot() as snapshot:
-                return [
-                    list(row)
-                    for row in snapshot.execute_sql(
-                        sql, params=params, param_types=types, timeout=request_timeout_s
-                    )
-                ]
-
-        return self._call(run)
 
     # -- lifecycle --------------------------------------------------------------
     def close(self) -> None:
@@ -378,6 +315,7 @@ class SpannerLedger:
         check_invariant(len(outbox) <= outbox_messages_max, "outbox batch too large")
         receipts = [write.receipt for write in writes]
         log_indexes_of(receipts, log_append)  # the append's own shape, before any I/O
+        requests = [_request_row(w.receipt, w.request) for w in writes if w.request is not None]
 
         def work(txn: Any) -> None:
             # One read per table for the whole batch, all under the transaction's
@@ -399,6 +337,8 @@ class SpannerLedger:
                     ("customer_id", "entitlement_id", "used_minor"),
                     [(cid, eid, used) for (cid, eid), used in chains.usage.items()],
                 )
+            if requests:
+                txn.insert("ChargeRequests", _REQUEST_COLS, requests)
             if outbox:
                 _insert_outbox(txn, outbox)
             if log_append is not None:
@@ -441,12 +381,12 @@ class SpannerLedger:
                         f"SELECT {', '.join(_ENTITLEMENT_COLS)} FROM Entitlements "
                         "WHERE customer_id = @c",
                         params={"c": customer_id},
-                        param_types={"c": _STR},
+                        param_types={"c": STR},
                         timeout=request_timeout_s,
                     )
                 )
-            customer = _one(customer_rows)
-            account = _one(account_rows)
+            customer = one(customer_rows)
+            account = one(account_rows)
             if customer is None or account is None:
                 return None
             entitlements = {row[1]: _entitlement(row) for row in entitlement_rows}
@@ -472,7 +412,7 @@ class SpannerLedger:
                     )
                 )
 
-        row = _one(self._call(run))
+        row = one(self._call(run))
         return None if row is None else (int(row[1]), str(row[2]), int(row[3]))
 
     def stats_receipts_by_currency_day(self) -> list[tuple[str, str, int, int]]:
@@ -486,7 +426,7 @@ class SpannerLedger:
     def _receipt_query(
         self, where: str, params: dict[str, Any], suffix: str = ""
     ) -> list[StoredReceipt]:
-        types = {name: (_INT if isinstance(v, int) else _STR) for name, v in params.items()}
+        types = {name: (INT if isinstance(v, int) else STR) for name, v in params.items()}
         rows = self._query(f"SELECT {_RECEIPT_SELECT} FROM {where}{suffix}", params, types)
         return [receipt_from_row(decode_bytes(row)) for row in rows]
 
@@ -503,20 +443,20 @@ class SpannerLedger:
             f"SELECT {_RECEIPT_SELECT} FROM Receipts@{{FORCE_INDEX=ReceiptsByKey}} "
             "WHERE customer_id = @c AND idempotency_key IN UNNEST(@keys)",
             {"c": customer_id, "keys": keys},
-            {"c": _STR, "keys": _STR_ARRAY},
+            {"c": STR, "keys": _STR_ARRAY},
         )
         receipts = (receipt_from_row(decode_bytes(row)) for row in rows)
         return {receipt.idempotency_key: receipt for receipt in receipts}
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
-        return _one(
+        return one(
             self._receipt_query(
                 "Receipts@{FORCE_INDEX=ReceiptsById} WHERE receipt_id = @r", {"r": receipt_id}
             )
         )
 
     def list_receipts(self, customer_id: str, after_seq: int, limit: int) -> list[StoredReceipt]:
-        page = _page_limit(limit)
+        page = page_limit(limit)
         if page == 0:
             return []
         return self._receipt_query(
@@ -536,27 +476,38 @@ class SpannerLedger:
             if len(page) < receipts_page_max:
                 return
 
+    def charge_request(self, receipt_id: str) -> RequestRecord | None:
+        row = one(
+            self._query(
+                f"SELECT {', '.join(_REQUEST_COLS[1:])} FROM ChargeRequests "
+                "WHERE receipt_id = @r",
+                {"r": receipt_id},
+                {"r": STR},
+            )
+        )
+        return None if row is None else RequestRecord(*row)
+
     # -- the receipt log (LogReader) ---------------------------------------------------
     def log_head(self) -> LogCheckpoint | None:
-        row = _one(self._query(HEAD_SELECT))
+        row = one(self._query(HEAD_SELECT))
         return None if row is None else checkpoint_from_row(row)
 
     def log_checkpoint(self, tree_size: int) -> LogCheckpoint | None:
-        row = _one(
+        row = one(
             self._query(
-                f"{CHECKPOINT_SELECT} WHERE tree_size = @s", {"s": int(tree_size)}, {"s": _INT}
+                f"{CHECKPOINT_SELECT} WHERE tree_size = @s", {"s": int(tree_size)}, {"s": INT}
             )
         )
         return None if row is None else checkpoint_from_row(row)
 
     def log_checkpoints(self, after_size: int, limit: int) -> list[LogCheckpoint]:
-        page = _page_limit(limit)
+        page = page_limit(limit)
         if page == 0:
             return []
         rows = self._query(
             f"{CHECKPOINT_SELECT} WHERE tree_size > @a ORDER BY tree_size LIMIT @n",
             {"a": int(after_size), "n": page},
-            {"a": _INT, "n": _INT},
+            {"a": INT, "n": INT},
         )
         return [checkpoint_from_row(row) for row in rows]
 
@@ -568,7 +519,7 @@ class SpannerLedger:
         return self._call(run)
 
     def receipts_by_log_index(self, start: int, limit: int) -> list[StoredReceipt]:
-        page = _page_limit(limit)
+        page = page_limit(limit)
         if page == 0:
             return []
         return self._receipt_query(
@@ -599,9 +550,9 @@ class SpannerLedger:
         rows = self._query(
             f"SELECT {', '.join(_CUSTOMER_COLS)} FROM Customers WHERE customer_id = @c",
             {"c": customer_id},
-            {"c": _STR},
+            {"c": STR},
         )
-        row = _one(rows)
+        row = one(rows)
         return None if row is None else _customer(row)
 
     def _customer_by(self, column: str, value: str) -> Customer | None:
@@ -610,7 +561,7 @@ class SpannerLedger:
             f"SELECT {', '.join(_CUSTOMER_COLS)} FROM Customers@{{FORCE_INDEX={index}}} "
             f"WHERE {column} = @v ORDER BY created_at, customer_id LIMIT 1",
             {"v": value},
-            {"v": _STR},
+            {"v": STR},
         )
         return _customer(rows[0]) if rows else None
 
@@ -620,20 +571,11 @@ class SpannerLedger:
     def find_customer_by_stripe_id(self, stripe_customer_id: str) -> Customer | None:
         return self._customer_by("stripe_customer_id", stripe_customer_id)
 
-    def _update_count(self, sql: str, params: dict[str, Any], types: dict[str, Any]) -> int:
-        def work(txn: Any) -> int:
-            count: int = txn.execute_update(
-                sql, params=params, param_types=types, timeout=request_timeout_s
-            )
-            return count
-
-        return self._transact(work)
-
     def set_stripe_customer_id(self, customer_id: str, stripe_customer_id: str) -> None:
         count = self._update_count(
             "UPDATE Customers SET stripe_customer_id = @s WHERE customer_id = @c",
             {"s": stripe_customer_id, "c": customer_id},
-            {"s": _STR, "c": _STR},
+            {"s": STR, "c": STR},
         )
         if count == 0:
             raise NotFound(f"customer {customer_id!r}")
@@ -647,7 +589,7 @@ class SpannerLedger:
     def create_api_key(self, api_key: ApiKey) -> None:
         def work(txn: Any) -> None:
             txn.insert(
-                "ApiKeys", _API_KEY_COLS, [tuple(getattr(api_key, c) for c in _API_KEY_COLS)]
+                "ApiKeys", API_KEY_COLS, [tuple(getattr(api_key, c) for c in API_KEY_COLS)]
             )
 
         try:
@@ -657,13 +599,13 @@ class SpannerLedger:
 
     def resolve_api_key(self, key_hash: str) -> ApiKey | None:
         rows = self._query(
-            f"SELECT {', '.join(_API_KEY_COLS)} FROM ApiKeys@{{FORCE_INDEX=ApiKeysByHash}} "
+            f"SELECT {', '.join(API_KEY_COLS)} FROM ApiKeys@{{FORCE_INDEX=ApiKeysByHash}} "
             "WHERE key_hash = @h",
             {"h": key_hash},
-            {"h": _STR},
+            {"h": STR},
         )
-        row = _one(rows)
-        return None if row is None else _api_key(row)
+        row = one(rows)
+        return None if row is None else api_key_from_row(row)
 
     def revoke_api_key(self, customer_id: str, key_id: str, revoked_at: str) -> None:
         count = self._update_count(
@@ -671,7 +613,7 @@ class SpannerLedger:
             "UPDATE ApiKeys SET revoked_at = COALESCE(revoked_at, @t) "
             "WHERE key_id = @k AND customer_id = @c",
             {"t": revoked_at, "k": key_id, "c": customer_id},
-            {"t": _STR, "k": _STR, "c": _STR},
+            {"t": STR, "k": STR, "c": STR},
         )
         if count == 0:
             raise NotFound(f"api key {key_id!r} of customer {customer_id!r}")
@@ -699,7 +641,7 @@ class SpannerLedger:
         rows = self._query(
             f"SELECT {', '.join(_ENTITLEMENT_COLS)} FROM Entitlements WHERE customer_id = @c",
             {"c": customer_id},
-            {"c": _STR},
+            {"c": STR},
         )
         return {str(row[1]): _entitlement(row) for row in rows}
 
@@ -754,8 +696,8 @@ class SpannerLedger:
             "WHERE processed_at IS NULL AND received_at <= @now "
             "AND (next_attempt_at IS NULL OR next_attempt_at <= @now) "
             "ORDER BY received_at, event_id LIMIT @n",
-            {"now": now, "n": _page_limit(limit)},
-            {"now": _STR, "n": _INT},
+            {"now": now, "n": page_limit(limit)},
+            {"now": STR, "n": INT},
         )
         return [_webhook(row) for row in rows]
 
@@ -764,7 +706,7 @@ class SpannerLedger:
             "UPDATE WebhookEvents SET processed_at = @t, next_attempt_at = NULL "
             "WHERE event_id = @e",
             {"t": processed_at, "e": event_id},
-            {"t": _STR, "e": _STR},
+            {"t": STR, "e": STR},
         )
 
     def mark_webhook_failed(self, event_id: str, error: str, next_attempt_at: str) -> None:
@@ -772,7 +714,7 @@ class SpannerLedger:
             "UPDATE WebhookEvents SET attempts = attempts + 1, last_error = @err, "
             "next_attempt_at = @next WHERE event_id = @e",
             {"err": error, "next": next_attempt_at, "e": event_id},
-            {"err": _STR, "next": _STR, "e": _STR},
+            {"err": STR, "next": STR, "e": STR},
         )
 
     # -- outbox ------------------------------------------------------------------------
@@ -793,7 +735,7 @@ class SpannerLedger:
         # one call reads the same snapshot, so the pass sees one consistent
         # backlog. It reads on past blocked rows however many there are: a
         # bound there would starve the due messages behind them.
-        wanted = _page_limit(limit)
+        wanted = page_limit(limit)
         if wanted == 0:
             return []
 
@@ -826,7 +768,7 @@ class SpannerLedger:
             "UPDATE Outbox SET attempts = attempts + 1, last_error = @err, "
             "next_attempt_at = @next WHERE message_id = @m",
             {"err": error, "next": next_attempt_at, "m": message_id},
-            {"err": _STR, "next": _STR, "m": _STR},
+            {"err": STR, "next": STR, "m": STR},
         )
 
     def outbox_backlog(self) -> dict[str, int]:
@@ -861,12 +803,12 @@ def _cursor(row: Sequence[Any]) -> _OutboxCursor:
 def _outbox_page(snapshot: Any, topic: str, after: _OutboxCursor | None) -> Iterator[Any]:
     """One page of a topic's outbox rows in commit order, after `after`."""
     params: dict[str, Any] = {"topic": topic, "n": outbox_scan_page_rows}
-    types: dict[str, Any] = {"topic": _STR, "n": _INT}
+    types: dict[str, Any] = {"topic": STR, "n": INT}
     sql = _OUTBOX_PAGE_SELECT
     if after is not None:
         sql += _OUTBOX_PAGE_AFTER
         params.update(c=after[0], p=after[1], m=after[2])
-        types.update(c=_TIMESTAMP, p=_INT, m=_STR)
+        types.update(c=_TIMESTAMP, p=INT, m=STR)
     result: Iterator[Any] = snapshot.execute_sql(
         sql + _OUTBOX_PAGE_ORDER, params=params, param_types=types, timeout=request_timeout_s
     )

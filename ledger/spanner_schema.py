@@ -174,6 +174,51 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) PRIMARY KEY (head_id)""",
         ),
     ),
+    Migration(
+        3,
+        "integrity halts, charge request records, share links and API keys by customer",
+        (
+            # An open incident (cleared_at NULL) stops charges on every gateway
+            # of the database until an operator clears it with a reason;
+            # cleared incidents stay, as the record of who lifted what and why.
+            """CREATE TABLE IntegrityHalts (
+                incident_id STRING(128) NOT NULL,
+                opened_at STRING(32) NOT NULL,
+                reason STRING(128) NOT NULL,
+                detail STRING(MAX) NOT NULL,
+                source STRING(64) NOT NULL,
+                customer_id STRING(64),
+                receipt_id STRING(128),
+                cleared_at STRING(32),
+                clear_reason STRING(MAX),
+            ) PRIMARY KEY (incident_id)""",
+            "CREATE INDEX IntegrityHaltsByTime ON IntegrityHalts(opened_at)",
+            # Who asked for each charge (dispute evidence), written in the
+            # transaction of its receipt; outside the signed receipt.
+            """CREATE TABLE ChargeRequests (
+                receipt_id STRING(128) NOT NULL,
+                api_key_id STRING(128) NOT NULL,
+                client_address STRING(MAX) NOT NULL,
+                user_agent STRING(MAX) NOT NULL,
+                received_at STRING(32) NOT NULL,
+                request_id STRING(MAX) NOT NULL,
+            ) PRIMARY KEY (receipt_id)""",
+            # The web app: a revocable link to one receipt; only the SHA-256
+            # of its token is kept.
+            """CREATE TABLE ShareLinks (
+                link_id STRING(128) NOT NULL,
+                token_hash STRING(128) NOT NULL,
+                customer_id STRING(64) NOT NULL,
+                receipt_id STRING(128) NOT NULL,
+                created_at STRING(32) NOT NULL,
+                revoked_at STRING(32),
+            ) PRIMARY KEY (link_id)""",
+            "CREATE UNIQUE INDEX ShareLinksByToken ON ShareLinks(token_hash)",
+            "CREATE INDEX ShareLinksByCustomer ON ShareLinks(customer_id, created_at)",
+            # The dashboard lists a customer's keys.
+            "CREATE INDEX ApiKeysByCustomer ON ApiKeys(customer_id, created_at)",
+        ),
+    ),
 )
 
 _VERSION_TABLE: Final = "SchemaMigrations"

@@ -1,9 +1,9 @@
 """What the web app reads and writes beyond the LedgerStore port: a
 customer's API keys listed, receipt share links, and usage per day.
 
-A separate port so the adapters that do not serve the web app (Firestore
-read model, Spanner until it has the table) are not forced to grow it: the
-web app checks `isinstance(store, WebAppStore)` and says what it cannot show.
+A separate port so a store that does not serve the web app is not forced
+to grow it: the web app checks `isinstance(store, WebAppStore)` and says
+what it cannot show. Both ledger adapters (SQLite, Spanner) implement it.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _server(workdir: Path) -> Iterator[tuple[Any, Any]]:
-    from tests.gcp.test_serve_spanner import provision
+    from tests.gcp._stack import provision
     from tests.integration._proc import running_server
     from tests.integration.conftest import ADMIN_TOKEN
 

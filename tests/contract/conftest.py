@@ -94,8 +94,16 @@ BROADCAST_FACTORIES: dict[str, Factory] = {
     "pubsub": gcp.make_pubsub,
 }
 ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive, "gcs": gcp.make_gcs}
-# Spanner joins once its adapter has a halt table (it does not yet).
-INTEGRITY_HALTS_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "memory": make_memory_halts}
+INTEGRITY_HALTS_FACTORIES: dict[str, Factory] = {
+    "sqlite": make_sqlite,
+    "memory": make_memory_halts,
+    "spanner": gcp.make_spanner,
+}
+# Ledger stores that keep who asked for each charge (ChargeRequests): their
+# `commit_batch` writes the request records, `charge_request` reads them.
+CHARGE_REQUESTS_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
+# Ledger stores that serve the web app (WebAppStore, on top of LedgerStore).
+WEB_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
 
 
 # -- the fixtures the suites use: one test per registered adapter -----------------------
@@ -113,3 +121,5 @@ read_model = _adapter_fixture(READ_MODEL_FACTORIES, "read_model")
 broadcast = _adapter_fixture(BROADCAST_FACTORIES, "broadcast")  # yields BroadcastUnderTest
 archive = _adapter_fixture(ARCHIVE_FACTORIES, "archive")
 integrity_halts = _adapter_fixture(INTEGRITY_HALTS_FACTORIES, "integrity_halts")
+charge_requests_store = _adapter_fixture(CHARGE_REQUESTS_FACTORIES, "charge_requests_store")
+web_store = _adapter_fixture(WEB_STORE_FACTORIES, "web_store")

@@ -7,6 +7,7 @@ top-level conftest, and this one is not.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from tests.emulators import (  # noqa: F401  (fixtures, found by name)
     storage_emulator,
 )
 from tests.gcp._data import PROJECT, unique
+from tests.gcp._stack import GcpStack, provision
+from tests.integration._proc import ServerProcess, running_server
 
 
 @pytest.fixture
@@ -29,3 +32,27 @@ def spanner_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url = f"spanner://projects/{PROJECT}/instances/test/databases/{unique('db')}"
     SpannerLedger.open(url, create=True, migrate=True).close()
     yield url
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest) -> GcpStack:
+    """Fresh Spanner, Firestore, Pub/Sub and Cloud Storage resources."""
+    for emulator in ("spanner", "firestore", "pubsub", "storage"):
+        request.getfixturevalue(f"{emulator}_emulator")
+    return provision()
+
+
+@pytest.fixture
+def two_servers(
+    tmp_path: Path,
+    signing_key_file: Path,
+    stack: GcpStack,
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    args = ("--store", stack.store)
+    for name in ("a", "b"):  # a data dir each (logs, nothing of the ledger)
+        (tmp_path / name).mkdir()
+    with (
+        running_server(tmp_path / "a", signing_key_file, args=args, env=stack.env(), name="a") as a,
+        running_server(tmp_path / "b", signing_key_file, args=args, env=stack.env(), name="b") as b,
+    ):
+        yield a, b

@@ -19,11 +19,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,14 +28,11 @@ import pytest
 from crypto import verify_chain, verify_consistency
 from ledger import GENESIS_HASH
 from ledger.checkpoint_codec import CHECKPOINT_KIND
-from tests.gcp._data import PROJECT, unique
+from tests.gcp._stack import GcpStack
 from tests.integration._proc import (
     ServerProcess,
-    billing_command,
     client_session,
     remote_service,
-    running_server,
-    server_env,
 )
 from tests.integration.conftest import Customer, Service
 
@@ -50,102 +44,6 @@ SHARED_KEYS_PER_CUSTOMER = 3  # the same request sent to both processes at once
 CONCURRENCY = 16
 RETRIES_MAX = 60
 SINK_TIMEOUT_S = 45.0
-
-
-@dataclass(frozen=True)
-class GcpStack:
-    """The URLs a deployment would be given, on freshly created resources."""
-
-    store: str
-    read_model: str
-    broadcast: str
-    archive: str
-    subscription: str  # an ordered pull subscription on the broadcast topic
-    bucket: str
-    collection: str
-
-    def env(self) -> dict[str, str]:
-        return {
-            "BILLING_READ_MODEL": self.read_model,
-            "BILLING_BROADCAST": self.broadcast,
-            "BILLING_ARCHIVE": self.archive,
-            # Every outbox row of a charge race is due at once: poll often.
-            "BILLING_RECONCILE_INTERVAL_S": "3600",
-        }
-
-
-def migrate(store_url: str) -> None:
-    """`billing migrate --store URL --create`, as a deploy step would run it."""
-    result = subprocess.run(
-        [*billing_command(), "migrate", "--store", store_url, "--create"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=server_env(None),
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def provision() -> GcpStack:
-    """Fresh resources on the emulators named by the *_EMULATOR_HOST variables."""
-    from google.cloud import pubsub_v1
-    from google.cloud import storage as gcs
-
-    database = unique("db")
-    topic, subscription, bucket, collection = (
-        unique("receipts"),
-        unique("sub"),
-        unique("archive"),
-        unique("receipts"),
-    )
-    store = f"spanner://projects/{PROJECT}/instances/serve/databases/{database}"
-    migrate(store)
-    publisher = pubsub_v1.PublisherClient()
-    topic_path = publisher.topic_path(PROJECT, topic)
-    publisher.create_topic(name=topic_path, timeout=30)
-    subscriber = pubsub_v1.SubscriberClient()
-    subscription_path = subscriber.subscription_path(PROJECT, subscription)
-    subscriber.create_subscription(
-        request={"name": subscription_path, "topic": topic_path, "enable_message_ordering": True},
-        timeout=30,
-    )
-    subscriber.close()
-    client = gcs.Client()
-    client.create_bucket(bucket)
-    client.close()
-    return GcpStack(
-        store=store,
-        read_model=f"firestore://projects/{PROJECT}?collection={collection}",
-        broadcast=f"pubsub://projects/{PROJECT}/topics/{topic}",
-        archive=f"gs://{bucket}",
-        subscription=subscription_path,
-        bucket=bucket,
-        collection=collection,
-    )
-
-
-@pytest.fixture
-def stack(
-    spanner_emulator: str, firestore_emulator: str, pubsub_emulator: str, storage_emulator: str
-) -> GcpStack:
-    return provision()
-
-
-@pytest.fixture
-def two_servers(
-    tmp_path: Path,
-    signing_key_file: Path,
-    stack: GcpStack,
-) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    args = ("--store", stack.store)
-    for name in ("a", "b"):  # a data dir each (logs, nothing of the ledger)
-        (tmp_path / name).mkdir()
-    with (
-        running_server(tmp_path / "a", signing_key_file, args=args, env=stack.env(), name="a") as a,
-        running_server(tmp_path / "b", signing_key_file, args=args, env=stack.env(), name="b") as b,
-    ):
-        yield a, b
 
 
 @dataclass

@@ -9,10 +9,17 @@ from collections import Counter
 import pytest
 from google.cloud import spanner
 
-from ledger import GENESIS_HASH, ChainConflict, ReceiptWrite, StoreUnavailable
+from ledger import (
+    GENESIS_HASH,
+    ChainConflict,
+    HaltIncident,
+    ReceiptWrite,
+    StoreUnavailable,
+)
 from ledger._gcp_receipts import RECEIPT_FIELDS
 from ledger._spanner_codec import encode_bytes
 from ledger.gcp_urls import parse_spanner_url
+from ledger.model import ApiKey
 from ledger.spanner import SpannerLedger
 from ledger.spanner_schema import MIGRATIONS, apply_migrations, pending_versions
 from tests.contract._chain import T0, Chain, customer, entitlement
@@ -180,7 +187,8 @@ def test_a_version_1_database_migrates_to_the_receipt_log(spanner_emulator: str)
         SpannerLedger.open(url, create=True)  # created, not migrated
     database = _database(url)
     assert apply_migrations(database, MIGRATIONS[:1]) == [1]
-    assert pending_versions(database) == [2]
+    later = [m.version for m in MIGRATIONS[1:]]
+    assert pending_versions(database) == later
     old = Chain("cus_old")
     v1_receipt = old.next().receipt
     v1_columns = [c for c in RECEIPT_FIELDS if c != "log_index"]
@@ -199,7 +207,7 @@ def test_a_version_1_database_migrates_to_the_receipt_log(spanner_emulator: str)
             "Receipts", v1_columns, [encode_bytes([getattr(v1_receipt, c) for c in v1_columns])]
         )
 
-    assert apply_migrations(database) == [2]
+    assert apply_migrations(database) == later
     store = SpannerLedger.open(url)
     try:
         assert store.list_receipts("cus_old", 0, 10) == old.made
@@ -211,6 +219,40 @@ def test_a_version_1_database_migrates_to_the_receipt_log(spanner_emulator: str)
         assert store.log_head() == append.checkpoint
     finally:
         store.close()
+
+
+def test_a_version_2_database_migrates_to_halts_requests_and_share_links(
+    spanner_emulator: str,
+) -> None:
+    """A deployed database (receipt log, no halt table) refuses to open until
+    `billing migrate`, then keeps its rows and serves the new tables: its
+    existing keys are listed through the new index, its old receipts have no
+    request record, and a halt is recorded and read back."""
+    url = f"spanner://projects/vexa-test/instances/test/databases/{d.unique('db')}"
+    with pytest.raises(StoreUnavailable, match="billing migrate"):
+        SpannerLedger.open(url, create=True)
+    database = _database(url)
+    assert apply_migrations(database, MIGRATIONS[:2]) == [1, 2]
+    store = SpannerLedger(database)  # a version-2 gateway's writes
+    store.create_customer(customer("cus_old"))
+    store.put_entitlement(entitlement("cus_old"))
+    store.create_api_key(ApiKey("key_old", "hash_old", "cus_old", T0))
+    chain = Chain("cus_old")
+    store.commit_batch([chain.next()], [])
+    with pytest.raises(StoreUnavailable, match=r"\[3\] not applied"):
+        SpannerLedger.open(url)
+
+    assert apply_migrations(database) == [3]
+    upgraded = SpannerLedger.open(url)
+    try:
+        assert [k.key_id for k in upgraded.list_api_keys("cus_old")] == ["key_old"]
+        assert upgraded.charge_request(chain.made[0].receipt_id) is None
+        assert upgraded.usage_by_day("cus_old", "2026-01-01")[0].amount_minor == 100
+        incident = HaltIncident("inc_1", T0, "chain_broken", "seq 1", "reconciler", "cus_old")
+        assert upgraded.record_halt(incident) == incident
+        assert upgraded.open_halts() == [incident]
+    finally:
+        upgraded.close()
 
 
 def test_two_gateways_append_to_one_log_without_reusing_an_index(spanner_url: str) -> None:
@@ -230,3 +272,33 @@ def test_two_gateways_append_to_one_log_without_reusing_an_index(spanner_url: st
     finally:
         for writer in writers:
             writer.close()
+
+
+
+def test_two_gateways_finding_the_same_failure_at_once_open_one_incident(
+    spanner_url: str,
+) -> None:
+    """Both audits race to record it; the read-write transaction makes the
+    loser see the winner's incident instead of opening a second one."""
+    stores = [SpannerLedger.open(spanner_url) for _ in range(2)]
+    start = threading.Barrier(len(stores))
+    recorded: dict[int, HaltIncident] = {}
+
+    def record(n: int) -> None:
+        start.wait(timeout=10)
+        recorded[n] = stores[n].record_halt(
+            HaltIncident(f"inc_{n}", T0, "hash_mismatch", f"found by {n}", "reconciler",
+                         "cus_a", "rcpt_1")
+        )
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in range(len(stores))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert recorded[0] == recorded[1]
+        assert stores[1].open_halts() == [recorded[0]]
+    finally:
+        for store in stores:
+            store.close()

@@ -108,8 +108,11 @@ class ServerProcess:
             )
         return self.proc
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> ServerProcess:
-        """Spawn, read the URL from the banner, and wait until /readyz is 200."""
+    def start(
+        self, timeout_s: float = START_TIMEOUT_S, *, until_ready: bool = True
+    ) -> ServerProcess:
+        """Spawn, read the URL from the banner, and wait until /readyz is 200
+        (unless not `until_ready`: a server that must come up unready)."""
         proc = self.spawn()
         deadline = time.monotonic() + timeout_s
         while not self.url:
@@ -125,7 +128,8 @@ class ServerProcess:
                 self.kill()
                 raise AssertionError(f"no banner within {timeout_s}s:\n{self.stderr()}")
             time.sleep(0.05)
-        wait_ready(self.url, deadline)
+        if until_ready:
+            wait_ready(self.url, deadline)
         return self
 
     def stdout(self) -> str:
