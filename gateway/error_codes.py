@@ -136,5 +136,8 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "account_unavailable": ErrorCode((503,), "The account is restarting; retry."),
     "store_unavailable": ErrorCode((503,), "The ledger is unavailable; retry."),
     "reconciler_unavailable": ErrorCode((503,), "The reconciler is restarting; retry."),
+    "not_supported": ErrorCode(
+        (501,), "This deployment's ledger store cannot answer this yet (SQLite can)."
+    ),
     "internal_error": ErrorCode((500,), "A bug on our side; nothing leaks, the log has it."),
 }

@@ -3,6 +3,7 @@ fault-injection hook used by chaos tests when it is enabled."""
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 import secrets
@@ -17,16 +18,18 @@ from gateway.services import SERVICES, Services
 from gateway.validation import (
     optional_str,
     parse_money,
+    query_int,
     read_json_body,
     reject_unknown,
     require_currency,
     require_object,
     require_str,
 )
-from ledger import AlreadyExists, Customer, Entitlement, NotFound, limits
+from ledger import AlreadyExists, ApiKey, Customer, Entitlement, NotFound, limits
 from ledger.api_keys import issue_api_key
 from ledger.clock import utc_now_rfc3339
 from ledger.money import format_amount
+from ledger.web_store import WebAppStore
 
 routes = web.RouteTableDef()
 
@@ -88,6 +91,33 @@ async def create_customer(request: web.Request) -> web.Response:
     return json_response(customer_body(customer), status=201)
 
 
+@routes.get("/v1/customers")
+async def list_customers(request: web.Request) -> web.Response:
+    """Customers in id order, a page at a time (`starting_after` = the last id
+    of the previous page). Reads every id once per page: an operator's tool,
+    not a hot path."""
+    services = admin_services(request)
+    limit = query_int(request, "limit", 20, 1, limits.customers_page_max)
+    after = request.query.get("starting_after", "")
+
+    def page() -> tuple[list[Customer], bool]:
+        ids = sorted(services.store.list_customer_ids())
+        start = bisect.bisect_right(ids, after) if after else 0
+        chosen = ids[start : start + limit]
+        found = [services.store.get_customer(customer_id) for customer_id in chosen]
+        return [c for c in found if c is not None], start + limit < len(ids)
+
+    customers, has_more = await services.blocking(page)
+    return json_response(
+        {
+            "object": "list",
+            "data": [customer_body(c) for c in customers],
+            "has_more": has_more,
+            "url": request.path,
+        }
+    )
+
+
 @routes.get("/v1/customers/{customer_id}")
 async def get_customer(request: web.Request) -> web.Response:
     services = admin_services(request)
@@ -123,6 +153,38 @@ async def create_api_key(request: web.Request) -> web.Response:
             "customer_id": customer.customer_id,
         },
         status=201,
+    )
+
+
+def api_key_body(key: ApiKey) -> dict[str, Any]:
+    """A key as listed: never its secret (shown once, not stored) nor its hash."""
+    return {
+        "id": key.key_id,
+        "object": "api_key",
+        "key_id": key.key_id,
+        "customer_id": key.customer_id,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+        "status": "active" if key.revoked_at is None else "revoked",
+    }
+
+
+@routes.get("/v1/customers/{customer_id}/api-keys")
+async def list_api_keys(request: web.Request) -> web.Response:
+    """The customer's keys, newest first, revoked ones included."""
+    services = admin_services(request)
+    customer = await _existing_customer(services, request.match_info["customer_id"])
+    store = services.store
+    if not isinstance(store, WebAppStore):
+        raise ApiError(501, "not_supported", "this ledger store cannot list API keys yet")
+    keys = await services.blocking(store.list_api_keys, customer.customer_id)
+    return json_response(
+        {
+            "object": "list",
+            "data": [api_key_body(key) for key in keys],
+            "has_more": len(keys) >= limits.api_keys_listed_max,
+            "url": request.path,
+        }
     )
 
 

@@ -103,6 +103,8 @@ actor_ask_timeout_ms: Final = 10_000
 
 # Reading receipts back.
 receipts_page_max: Final = 1_000
+# An operator's list of customers (GET /v1/customers), per page.
+customers_page_max: Final = 100
 
 # The receipt log. A commit that finds the log moved (another gateway on the
 # same store appended first) rebuilds and re-signs this many times at most,
