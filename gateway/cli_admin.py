@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.parse
@@ -18,23 +17,25 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway.environment import cli_default
+
 _TIMEOUT_S = 15.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default=os.environ.get("BILLING_URL", "http://127.0.0.1:8080"),
+        default=cli_default("BILLING_URL", "http://127.0.0.1:8080"),
         help="service URL (default $BILLING_URL or http://127.0.0.1:8080)",
     )
     parser.add_argument(
         "--admin-token",
-        default=os.environ.get("BILLING_ADMIN_TOKEN"),
+        default=cli_default("BILLING_ADMIN_TOKEN"),
         help="admin token (default $BILLING_ADMIN_TOKEN, else read from --data-dir)",
     )
     parser.add_argument(
         "--data-dir",
-        default=os.environ.get("BILLING_DATA_DIR", "data"),
+        default=cli_default("BILLING_DATA_DIR", "data"),
         help="data dir of a local service, to find its generated admin token",
     )
 
