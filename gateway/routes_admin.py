@@ -14,6 +14,7 @@ from aiohttp import web
 from actors.reconciler import FullPass
 from gateway.auth import require_token
 from gateway.errors import ApiError, bad_request, json_response
+from gateway.logs import audit
 from gateway.services import SERVICES, Services
 from gateway.validation import (
     optional_str,
@@ -88,6 +89,8 @@ async def create_customer(request: web.Request) -> web.Response:
         raise ApiError(
             409, "customer_exists", f"customer {customer_id!r} already exists", param="customer_id"
         ) from None
+    audit(request, "customer.create", customer_id=customer.customer_id,
+          currency=customer.currency)
     return json_response(customer_body(customer), status=201)
 
 
@@ -144,6 +147,7 @@ async def create_api_key(request: web.Request) -> web.Response:
             live=not services.settings.dev,  # sk_live_ unless in development
         )
     )
+    audit(request, "api_key.create", customer_id=customer.customer_id, key_id=record.key_id)
     return json_response(
         {
             "id": record.key_id,
@@ -202,6 +206,7 @@ async def revoke_api_key(request: web.Request) -> web.Response:
             404, "api_key_not_found", "this customer has no such API key", param="key_id"
         ) from None
     services.api_keys.forget_key_id(key_id)
+    audit(request, "api_key.revoke", customer_id=customer.customer_id, key_id=key_id)
     return json_response(
         {"id": key_id, "object": "api_key", "key_id": key_id, "revoked": True, "deleted": True}
     )
@@ -262,6 +267,9 @@ async def put_entitlement(request: web.Request) -> web.Response:
     await services.blocking(services.store.put_entitlement, entitlement)
     # The live actor must see the new quota/status before its next charge.
     services.directory.reload(customer.customer_id)
+    audit(request, "entitlement.put", customer_id=customer.customer_id,
+          entitlement_id=entitlement_id, quota_minor=entitlement.quota_minor,
+          policy=entitlement.policy, status=entitlement.status)
     stored = await services.blocking(services.store.get_entitlements, customer.customer_id)
     return json_response(entitlement_body(stored[entitlement_id], customer.currency))
 
@@ -274,6 +282,7 @@ async def inject_fault(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "fault injection is disabled")
     customer_id = request.match_info["customer_id"]
     crashed = services.directory.inject_fault(customer_id, "requested by operator")
+    audit(request, "fault.inject", customer_id=customer_id, crashed=crashed)
     return json_response({"customer_id": customer_id, "crashed": crashed})
 
 
@@ -295,4 +304,5 @@ async def reconcile_now(request: web.Request) -> web.Response:
             503, "reconciler_unavailable", "the reconciler is restarting", retry_after_s=5
         )
     summary = await services.blocking(lambda: child.ask(FullPass(repair=True), timeout=600.0))
+    audit(request, "reconcile.run", repair=True)
     return json_response(dataclasses.asdict(summary))

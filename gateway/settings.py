@@ -34,7 +34,7 @@ SERVICE_VARIABLES: Final = frozenset({
     "BILLING_SIGNER_PROCESSES", "BILLING_COMMIT_LINGER_MS", "BILLING_ACCOUNT_IDLE_S",
     "BILLING_ACCOUNT_THREADS", "BILLING_DRAIN_TIMEOUT_S", "BILLING_RECONCILE_INTERVAL_S",
     "BILLING_FAULT_INJECTION", "BILLING_DEV", "BILLING_PUBLIC_URL", "BILLING_LOG_LEVEL",
-    "BILLING_SECRETS_DIR",
+    "BILLING_SECRETS_DIR", "BILLING_TRACE_PROJECT", "BILLING_ACCESS_LOG_PER_S_MAX",
 })
 
 
@@ -86,6 +86,10 @@ class Settings:
     # request, allowed only in development or on a loopback address.
     public_url: str | None = None
     log_level: str = "info"
+    # The Google Cloud project in log lines' trace names (projects/P/traces/T),
+    # which link them to Cloud Trace; None: the bare trace id.
+    trace_project: str | None = None
+    access_log_per_s_max: int = limits.access_log_lines_per_s_max
     secrets_dir: Path | None = None
 
     @property
@@ -134,6 +138,8 @@ class Settings:
             raise SettingsError("BILLING_RECONCILE_INTERVAL_S must be in (0, 86400]")
         if self.request_timeout_ms <= 0:
             raise SettingsError("request timeout must be positive")
+        if not 0 <= self.access_log_per_s_max <= 1_000_000:
+            raise SettingsError("BILLING_ACCESS_LOG_PER_S_MAX must be between 0 and 1000000")
         if not 0 <= self.cpus <= 4_096:
             raise SettingsError("BILLING_CPUS must be between 0 (automatic) and 4096")
         if not 0 <= self.account_threads <= 10_000:
@@ -304,6 +310,10 @@ def from_environment(
         dev=dev or _bool(environ, "BILLING_DEV"),
         public_url=environ.get("BILLING_PUBLIC_URL", "").rstrip("/") or None,
         log_level=environ.get("BILLING_LOG_LEVEL", defaults.log_level).lower(),
+        trace_project=environ.get("BILLING_TRACE_PROJECT") or None,
+        access_log_per_s_max=_int(
+            environ, "BILLING_ACCESS_LOG_PER_S_MAX", defaults.access_log_per_s_max
+        ),
         secrets_dir=Path(secrets_dir) if secrets_dir else None,
     )
     return settings.validate()

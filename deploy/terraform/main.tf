@@ -66,6 +66,7 @@ locals {
     BILLING_DRAIN_TIMEOUT_S      = tostring(var.drain_timeout_s)
     BILLING_RECONCILE_INTERVAL_S = tostring(var.reconcile_interval_s)
     BILLING_LOG_LEVEL            = var.log_level
+    BILLING_TRACE_PROJECT        = var.project_id
     BILLING_PUBLIC_URL           = local.public_url
     STRIPE_PLANS                 = var.stripe_plans
     STRIPE_TRIAL_PRICE_ID        = var.stripe_trial_price_id
