@@ -78,6 +78,12 @@ SECURITY_SCHEMES: Final = {
         "scheme": "bearer",
         "description": "The web app's service token (`BILLING_SERVICE_TOKEN`).",
     },
+    "metricsToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The Prometheus scraper's token (`BILLING_METRICS_TOKEN`); not "
+        "needed in development or on a loopback listener without one.",
+    },
     "stripeSignature": {
         "type": "apiKey",
         "in": "header",
@@ -188,7 +194,11 @@ def _public_paths() -> dict[str, Any]:
                   {"status": "unavailable", "reason": "integrity halt: incident inc_5f0c2a9e",
                    "incident_id": "inc_5f0c2a9e"}),
         }),
-        "/metrics": get("getMetrics", "Prometheus metrics.", text),
+        "/metrics": {"get": _operation(
+            "getMetrics", "Public", "Prometheus metrics (the scraper's token outside "
+            "development).", security="metricsToken",
+            codes=("missing_api_key", "invalid_token", "metrics_token_not_configured"),
+            responses=text)},
         "/openapi.json": get("getOpenApi", "This OpenAPI 3.1 document.",
                              {"200": {"description": "The document",
                                       "content": {"application/json": {

@@ -35,6 +35,7 @@ SERVICE_VARIABLES: Final = frozenset({
     "BILLING_ACCOUNT_THREADS", "BILLING_DRAIN_TIMEOUT_S", "BILLING_RECONCILE_INTERVAL_S",
     "BILLING_FAULT_INJECTION", "BILLING_DEV", "BILLING_PUBLIC_URL", "BILLING_LOG_LEVEL",
     "BILLING_SECRETS_DIR", "BILLING_TRACE_PROJECT", "BILLING_ACCESS_LOG_PER_S_MAX",
+    "BILLING_METRICS_TOKEN",
 })
 
 
@@ -86,6 +87,9 @@ class Settings:
     # request, allowed only in development or on a loopback address.
     public_url: str | None = None
     log_level: str = "info"
+    # The bearer token the Prometheus scraper sends for GET /metrics. None:
+    # metrics open in development or on loopback, closed on a public listener.
+    metrics_token: str | None = None
     # The Google Cloud project in log lines' trace names (projects/P/traces/T),
     # which link them to Cloud Trace; None: the bare trace id.
     trace_project: str | None = None
@@ -157,7 +161,7 @@ class Settings:
 
     def _validate_public_url(self) -> None:
         if self.public_url is None:
-            if not (self.dev or _is_loopback(self.host)):
+            if not (self.dev or is_loopback(self.host)):
                 raise SettingsError(
                     "BILLING_PUBLIC_URL is required outside --dev when serving on "
                     f"{self.host}: receipt URLs are built from it"
@@ -177,7 +181,7 @@ class Settings:
                 "BILLING_PUBLIC_URL must be an absolute URL such as https://billing.example.com "
                 f"(no query, credentials or final /), got {self.public_url!r}"
             )
-        if parts.scheme == "http" and not (self.dev or _is_loopback(parts.hostname)):
+        if parts.scheme == "http" and not (self.dev or is_loopback(parts.hostname)):
             raise SettingsError(
                 "BILLING_PUBLIC_URL must be https:// (http:// only for a loopback host or --dev)"
             )
@@ -199,7 +203,7 @@ class Settings:
             return
         parts = urlsplit(self.kms_endpoint)
         # A bearer token never travels in clear text: http:// is a local fake, without auth.
-        plain_loopback = parts.scheme == "http" and _is_loopback(parts.hostname or "")
+        plain_loopback = parts.scheme == "http" and is_loopback(parts.hostname or "")
         if (
             not (parts.scheme == "https" or plain_loopback)
             or not parts.hostname
@@ -214,7 +218,7 @@ class Settings:
             )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -311,6 +315,7 @@ def from_environment(
         public_url=environ.get("BILLING_PUBLIC_URL", "").rstrip("/") or None,
         log_level=environ.get("BILLING_LOG_LEVEL", defaults.log_level).lower(),
         trace_project=environ.get("BILLING_TRACE_PROJECT") or None,
+        metrics_token=environ.get("BILLING_METRICS_TOKEN", "").strip() or None,
         access_log_per_s_max=_int(
             environ, "BILLING_ACCESS_LOG_PER_S_MAX", defaults.access_log_per_s_max
         ),

@@ -32,13 +32,14 @@ locals {
   # Secret Manager secret (name suffix) -> environment variable it feeds.
   secret_env = {
     "admin-token"           = "BILLING_ADMIN_TOKEN"
+    "metrics-token"         = "BILLING_METRICS_TOKEN" # the Prometheus scraper's (monitoring/prometheus-scrape.yaml)
     "stripe-secret-key"     = "STRIPE_SECRET_KEY"
     "stripe-webhook-secret" = "STRIPE_WEBHOOK_SECRET" # several, comma-separated, during a rotation
     "service-token"         = "BILLING_SERVICE_TOKEN"
     "admin-api-token"       = "ADMIN_API_TOKEN"
   }
   mounted_env_secrets = setunion(
-    ["admin-token"],
+    ["admin-token", "metrics-token"],
     var.stripe_enabled ? ["stripe-secret-key", "stripe-webhook-secret"] : [],
     var.optional_secrets,
   )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.integration._proc import client_session, remote_service, running_server
 from tests.integration.conftest import Service
 
@@ -90,3 +92,26 @@ async def test_metrics_have_a_duration_histogram_by_route_and_no_created_series(
     assert bucket in text
     assert 'route="/v1/customers/{customer_id}/api-keys"' in text  # a template, not an id
     assert customer.customer_id not in text
+
+
+async def _metrics_status(service: Service, token: str | None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with service.session.get("/metrics", headers=headers) as response:
+        return response.status, await response.text()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"metrics_token": "mtk_scraper"}])
+async def test_metrics_need_the_scrapers_token_when_one_is_set(service: Service) -> None:
+    assert (await _metrics_status(service, None))[0] == 401
+    assert (await _metrics_status(service, service.runtime.services.settings.admin_token))[0] == 401
+    status, text = await _metrics_status(service, "mtk_scraper")
+    assert status == 200 and "billing_ready" in text
+
+
+@pytest.mark.parametrize("settings_overrides", [{
+    "dev": False, "host": "0.0.0.0", "public_url": "https://billing.example.com",
+}])
+async def test_metrics_are_closed_on_a_public_listener_without_a_token(service: Service) -> None:
+    status, text = await _metrics_status(service, None)
+    assert status == 401 and "metrics_token_not_configured" in text
+    assert "billing_ready" not in text
