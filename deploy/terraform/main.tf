@@ -107,6 +107,25 @@ resource "google_artifact_registry_repository" "billing" {
   format        = "DOCKER"
   description   = "Vexa Billing images, pushed by Cloud Build."
   depends_on    = [google_project_service.apis]
+
+  # Keep the last 10 images (rollback targets) whatever their age; delete
+  # untagged ones after 90 days. KEEP wins over DELETE.
+  cleanup_policy_dry_run = false
+  cleanup_policies {
+    id     = "keep-last-10"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 10
+    }
+  }
+  cleanup_policies {
+    id     = "delete-untagged-after-90-days"
+    action = "DELETE"
+    condition {
+      tag_state  = "UNTAGGED"
+      older_than = "7776000s"
+    }
+  }
 }
 
 # --- Service accounts ------------------------------------------------------------
