@@ -198,6 +198,21 @@ def _account_schemas() -> dict[str, Any]:
             "api_key": {**_STRING, "description": "The secret, shown this once."},
             "key_id": _STRING, "customer_id": _STRING,
         }),
+        "CustomerList": _object({
+            "object": _const("list"), "data": {"type": "array", "items": _ref("Customer")},
+            "has_more": _BOOL, "url": _STRING,
+        }),
+        "ApiKeyListed": _object({
+            "id": _STRING, "object": _const("api_key"), "key_id": _STRING,
+            "customer_id": _STRING, "created_at": _TIMESTAMP,
+            "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+            "status": {"type": "string", "enum": ["active", "revoked"]},
+        }, description="A key as listed: its secret is shown once, when issued, and "
+           "never again; its hash is never shown."),
+        "ApiKeyList": _object({
+            "object": _const("list"), "data": {"type": "array", "items": _ref("ApiKeyListed")},
+            "has_more": _BOOL, "url": _STRING,
+        }),
         "DeletedApiKey": _object({
             "id": _STRING, "object": _const("api_key"), "key_id": _STRING,
             "revoked": {"const": True}, "deleted": {"const": True},

@@ -3,6 +3,7 @@ and request metrics; routes from the routes_* modules."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -22,6 +23,7 @@ from gateway import (
 )
 from gateway.errors import ApiError, bad_request
 from gateway.http_metrics import HttpMetrics
+from gateway.logs import AccessLogSampler, log_access, trace_context
 from gateway.services import REQUEST_ID, SERVICES, Services
 from ledger import StoreUnavailable, limits
 
@@ -31,6 +33,7 @@ _request_ids = IdMinter("req_")
 
 # The request counters the middleware feeds; set by api_app.
 HTTP_METRICS: Final = web.AppKey("http_metrics", HttpMetrics)
+ACCESS_LOG: Final = web.AppKey("access_log", AccessLogSampler)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,8 +75,9 @@ def _route_name(request: web.Request) -> str:
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
     request_id = request.headers.get("X-Request-Id") or _request_ids()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    structlog.contextvars.bind_contextvars(request_id=request_id, **trace_context(request.headers))
     request[REQUEST_ID] = request_id
     try:
         if request.query_string:
@@ -109,21 +113,33 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             log.exception("http.unhandled_error", path=request.path, method=request.method)
             response = ApiError(500, "internal_error", "an internal error occurred").response()
     response.headers["X-Request-Id"] = request_id
-    metrics = request.app[HTTP_METRICS]
-    metrics.requests.labels(_route_name(request), str(response.status)).inc()
+    _observe(request, response.status, time.perf_counter() - started)
     return response
 
 
-def api_app(metrics: HttpMetrics) -> web.Application:
+def _observe(request: web.Request, status: int, elapsed_s: float) -> None:
+    """The request's metrics and its access log line (route templates, not
+    paths: one series per route however many ids)."""
+    metrics = request.app[HTTP_METRICS]
+    route = _route_name(request)
+    metrics.requests.labels(route, str(status)).inc()
+    metrics.request_duration_s.labels(route, request.method, str(status)).observe(elapsed_s)
+    log_access(request, route, status, elapsed_s * 1000.0, request.app[ACCESS_LOG])
+
+
+def api_app(
+    metrics: HttpMetrics, access_log_per_s_max: int = limits.access_log_lines_per_s_max
+) -> web.Application:
     """An app with the gateway's conventions (error middleware, body bound,
-    request metrics) and no routes yet."""
+    request metrics, access log) and no routes yet."""
     app = web.Application(middlewares=[api_middleware], client_max_size=limits.body_bytes_max)
     app[HTTP_METRICS] = metrics
+    app[ACCESS_LOG] = AccessLogSampler(access_log_per_s_max, metrics.access_log_dropped.inc)
     return app
 
 
 def build_app(services: Services, *extra_routes: web.RouteTableDef) -> web.Application:
-    app = api_app(services.metrics)
+    app = api_app(services.metrics, services.settings.access_log_per_s_max)
     app[SERVICES] = services
     app.add_routes(routes_public.routes)
     app.add_routes(routes_events.routes)

@@ -68,4 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m gateway.cli`, this file is `__main__`, and the commands
+    # raise `gateway.cli.CommandError`, another class than this copy's: call
+    # the imported module's main, or every one-line error is a traceback.
+    from gateway import cli as _imported
+
+    sys.exit(_imported.main())

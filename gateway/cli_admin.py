@@ -1,6 +1,6 @@
 """Operator commands over the admin API of a running service:
-`billing customers create`, `billing keys create|revoke`, `billing entitlements set`,
-`billing halt show|clear`.
+`billing customers create|list|get`, `billing keys create|list|revoke`,
+`billing entitlements set`, `billing halt show|clear`, `billing evidence`.
 
 They talk HTTP (not to the store directly) because the embedded store belongs
 to the one serving process, and a remote deployment is reached the same way.
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from gateway.environment import cli_default
 
 _TIMEOUT_S = 15.0
 
@@ -23,17 +25,17 @@ _TIMEOUT_S = 15.0
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default=os.environ.get("BILLING_URL", "http://127.0.0.1:8080"),
+        default=cli_default("BILLING_URL", "http://127.0.0.1:8080"),
         help="service URL (default $BILLING_URL or http://127.0.0.1:8080)",
     )
     parser.add_argument(
         "--admin-token",
-        default=os.environ.get("BILLING_ADMIN_TOKEN"),
+        default=cli_default("BILLING_ADMIN_TOKEN"),
         help="admin token (default $BILLING_ADMIN_TOKEN, else read from --data-dir)",
     )
     parser.add_argument(
         "--data-dir",
-        default=os.environ.get("BILLING_DATA_DIR", "data"),
+        default=cli_default("BILLING_DATA_DIR", "data"),
         help="data dir of a local service, to find its generated admin token",
     )
 
@@ -47,40 +49,64 @@ def register(subparsers: Any) -> None:
     create.add_argument("--id", dest="customer_id", help="customer id (default: generated)")
     _common(create)
     create.set_defaults(handler=_create_customer)
+    listing = customers_sub.add_parser("list", help="list customers in id order, a page at a time")
+    listing.add_argument("--limit", type=int, default=20, help="customers per page (1-100)")
+    listing.add_argument("--starting-after", help="a customer id: the page after it")
+    _common(listing)
+    listing.set_defaults(handler=_list_customers)
+    get = customers_sub.add_parser("get", help="show one customer")
+    get.add_argument("customer_id", help="the customer's id")
+    _common(get)
+    get.set_defaults(handler=_get_customer)
+    _register_keys(subparsers)
+    _register_entitlements(subparsers)
+    _register_halt(subparsers)
+    evidence = subparsers.add_parser(
+        "evidence", help="the dispute evidence bundle of a receipt (sealed JSON, or HTML)"
+    )
+    evidence.add_argument("receipt_id", help="the receipt's id (rcpt_...)")
+    evidence.add_argument("--output", "-o", help="write to this file (default: stdout)")
+    evidence.add_argument("--html", action="store_true", help="the page support sends")
+    _common(evidence)
+    evidence.set_defaults(handler=_evidence)
 
+
+def _register_keys(subparsers: Any) -> None:
     keys = subparsers.add_parser("keys", help="manage customer API keys")
     keys_sub = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
     key_create = keys_sub.add_parser("create", help="issue an API key (shown once)")
     key_create.add_argument("customer_id", help="the customer the key acts for")
     _common(key_create)
     key_create.set_defaults(handler=_create_key)
+    key_list = keys_sub.add_parser(
+        "list", help="a customer's keys, newest first (ids and dates, never a secret)"
+    )
+    key_list.add_argument("customer_id", help="the customer whose keys to list")
+    _common(key_list)
+    key_list.set_defaults(handler=_list_keys)
     key_revoke = keys_sub.add_parser("revoke", help="revoke an API key")
-    key_revoke.add_argument("customer_id")
+    key_revoke.add_argument("customer_id", help="the customer the key acts for")
     key_revoke.add_argument("key_id", help="the key_id printed when the key was issued")
     _common(key_revoke)
     key_revoke.set_defaults(handler=_revoke_key)
 
+
+def _register_entitlements(subparsers: Any) -> None:
     entitlements = subparsers.add_parser("entitlements", help="manage entitlements")
     ent_sub = entitlements.add_subparsers(dest="action", metavar="ACTION", required=True)
     ent_set = ent_sub.add_parser("set", help="create or update an entitlement")
-    ent_set.add_argument("customer_id")
-    ent_set.add_argument("entitlement_id")
+    ent_set.add_argument("customer_id", help="the customer it belongs to")
+    ent_set.add_argument("entitlement_id", help="its id, e.g. api_calls")
     ent_set.add_argument(
         "--quota", required=True, help='decimal amount such as "1000.00", or "unlimited"'
     )
-    ent_set.add_argument("--policy", choices=("hard", "soft"), default="hard")
+    ent_set.add_argument(
+        "--policy", choices=("hard", "soft"), default="hard",
+        help="hard refuses a charge past the quota, soft charges it (default hard)",
+    )
     ent_set.add_argument("--status", default="active", help="active, trialing, canceled, ...")
     _common(ent_set)
     ent_set.set_defaults(handler=_set_entitlement)
-    _register_halt(subparsers)
-    evidence = subparsers.add_parser(
-        "evidence", help="the dispute evidence bundle of a receipt (sealed JSON, or HTML)"
-    )
-    evidence.add_argument("receipt_id")
-    evidence.add_argument("--output", "-o", help="write to this file (default: stdout)")
-    evidence.add_argument("--html", action="store_true", help="the page support sends")
-    _common(evidence)
-    evidence.set_defaults(handler=_evidence)
 
 
 def _register_halt(subparsers: Any) -> None:
@@ -157,6 +183,26 @@ def _create_customer(args: argparse.Namespace) -> int:
     if args.customer_id:
         body["customer_id"] = args.customer_id
     return _print(_call(args, "POST", "/v1/customers", body))
+
+
+def _list_customers(args: argparse.Namespace) -> int:
+    query = {"limit": str(args.limit)}
+    if args.starting_after:
+        query["starting_after"] = args.starting_after
+    return _print(_call(args, "GET", "/v1/customers?" + urllib.parse.urlencode(query)))
+
+
+def _get_customer(args: argparse.Namespace) -> int:
+    return _print(_call(args, "GET", "/v1/customers/" + _segment(args.customer_id)))
+
+
+def _list_keys(args: argparse.Namespace) -> int:
+    return _print(_call(args, "GET", f"/v1/customers/{_segment(args.customer_id)}/api-keys"))
+
+
+def _segment(value: str) -> str:
+    """One path segment: an id with "/" or "?" in it cannot reach another route."""
+    return urllib.parse.quote(value, safe="")
 
 
 def _create_key(args: argparse.Namespace) -> int:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.parse
 from typing import IO, Any
+
+from gateway.environment import cli_default
 
 export_page_receipts = 1000  # the API's receipts_page_max
 
@@ -36,12 +37,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("output", help="JSON-lines file to write (OUTPUT.head gets the head)")
     parser.add_argument(
         "--url",
-        default=os.environ.get("BILLING_URL", "http://127.0.0.1:8080"),
+        default=cli_default("BILLING_URL", "http://127.0.0.1:8080"),
         help="service URL (default $BILLING_URL or http://127.0.0.1:8080)",
     )
     parser.add_argument(
         "--api-key",
-        default=os.environ.get("BILLING_API_KEY"),
+        default=cli_default("BILLING_API_KEY"),
         help="the customer's API key (default $BILLING_API_KEY)",
     )
     parser.add_argument(

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from gateway.environment import cli_default
+
 STATE_DIR_NAME = "vexa-billing"
 
 
@@ -111,7 +113,7 @@ def _trusted_keys(jwks_source: str | None, store: Any) -> Any:
 
 def _default_state(origin: str | None) -> Path:
     """One state file per log origin, in the user's data directory (XDG)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    base = cli_default("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     name = hashlib.sha256((origin or "").encode()).hexdigest()[:16]
     return Path(base) / STATE_DIR_NAME / "log-audit" / f"{name}.json"
 

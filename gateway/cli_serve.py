@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except SettingsError as error:
         raise CommandError(str(error)) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.trace_project)
     from gateway.compose import ListenError, build_runtime, run_server
     from gateway.devmode import print_banner, seed_demo
     from gateway.gc_tuning import tune_gc_for_serving

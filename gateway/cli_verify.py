@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
+from gateway.environment import cli_default
 from ledger.limits import evidence_bytes_max, jwks_bytes_max, log_document_bytes_max
 
 fetch_timeout_s = 10.0
@@ -57,7 +58,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--api-key",
-        default=os.environ.get("BILLING_API_KEY"),
+        default=cli_default("BILLING_API_KEY"),
         help="API key for --checkpoint URLs and --url (default $BILLING_API_KEY)",
     )
     parser.add_argument(

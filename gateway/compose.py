@@ -23,7 +23,12 @@ from pathlib import Path
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from actors.account import AccountDeps
 from actors.accounts import AccountDirectory
@@ -191,6 +196,9 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
 
     `environ` feeds the Stripe settings (secret files or variables); None
     leaves Stripe unconfigured."""
+    # No `*_created` series: one more per counter and histogram child, which
+    # Prometheus does not need (process-wide; here, not at import).
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
     stripe_settings = load_stripe_settings(settings.secrets_dir, environ or {})
     web_settings = load_web_settings(
         settings.secrets_dir, environ or {}, settings.data_dir, dev=settings.dev

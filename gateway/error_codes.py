@@ -29,6 +29,9 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "invalid_api_key": ErrorCode((401,), "The API key is unknown."),
     "api_key_revoked": ErrorCode((401,), "The API key was revoked; ask for a new one."),
     "invalid_token": ErrorCode((401,), "The admin token is not valid."),
+    "metrics_token_not_configured": ErrorCode(
+        (401,), "GET /metrics on a public listener needs BILLING_METRICS_TOKEN on the server."
+    ),
     "invalid_service_token": ErrorCode((401,), "The service token is missing or not valid."),
     # The request itself
     "unsupported_media_type": ErrorCode((415,), "The body must be sent as application/json."),
@@ -136,5 +139,8 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "account_unavailable": ErrorCode((503,), "The account is restarting; retry."),
     "store_unavailable": ErrorCode((503,), "The ledger is unavailable; retry."),
     "reconciler_unavailable": ErrorCode((503,), "The reconciler is restarting; retry."),
+    "not_supported": ErrorCode(
+        (501,), "This deployment's ledger store cannot answer this yet (SQLite can)."
+    ),
     "internal_error": ErrorCode((500,), "A bug on our side; nothing leaks, the log has it."),
 }

@@ -15,6 +15,19 @@ class HttpMetrics:
             ["route", "status"],
             registry=registry,
         )
+        self.request_duration_s = Histogram(
+            "billing_http_request_duration_seconds",
+            "From a request's arrival in the gateway to its answer, by route template, "
+            "method and status.",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.access_log_dropped = Counter(
+            "billing_access_log_dropped_total",
+            "Access log lines not written: over BILLING_ACCESS_LOG_PER_S_MAX a second.",
+            registry=registry,
+        )
         self.receipt_latency_s = Histogram(
             "billing_receipt_latency_seconds",
             "From admission to a durable receipt (or refusal) for one charge.",

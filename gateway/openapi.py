@@ -78,6 +78,12 @@ SECURITY_SCHEMES: Final = {
         "scheme": "bearer",
         "description": "The web app's service token (`BILLING_SERVICE_TOKEN`).",
     },
+    "metricsToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The Prometheus scraper's token (`BILLING_METRICS_TOKEN`); not "
+        "needed in development or on a loopback listener without one.",
+    },
     "stripeSignature": {
         "type": "apiKey",
         "in": "header",
@@ -188,7 +194,11 @@ def _public_paths() -> dict[str, Any]:
                   {"status": "unavailable", "reason": "integrity halt: incident inc_5f0c2a9e",
                    "incident_id": "inc_5f0c2a9e"}),
         }),
-        "/metrics": get("getMetrics", "Prometheus metrics.", text),
+        "/metrics": {"get": _operation(
+            "getMetrics", "Public", "Prometheus metrics (the scraper's token outside "
+            "development).", security="metricsToken",
+            codes=("missing_api_key", "invalid_token", "metrics_token_not_configured"),
+            responses=text)},
         "/openapi.json": get("getOpenApi", "This OpenAPI 3.1 document.",
                              {"200": {"description": "The document",
                                       "content": {"application/json": {
@@ -389,6 +399,20 @@ def _admin_paths() -> dict[str, Any]:
     customer_id = _path_param("customer_id", "The customer's id", "cus_42")
     store = ("store_unavailable",)
     found = (*_AUTH_ADMIN, "customer_not_found", *store)
+    list_customers = _operation(
+        "listCustomers", "Operators", "Customers in id order, a page at a time.",
+        security="adminToken", codes=(*_AUTH_ADMIN, "invalid_type", "out_of_range", *store),
+        parameters=[
+            _query_param("limit", "Customers per page (default 20).", {
+                "type": "integer", "minimum": 1, "maximum": limits.customers_page_max}),
+            _query_param("starting_after", "A customer id: the page after it.",
+                         {"type": "string", "minLength": 1, "maxLength": 255}),
+        ],
+        responses=_ok(200, "One page", "CustomerList"))
+    list_keys = _operation(
+        "listApiKeys", "Operators", "The customer's API keys, newest first (never a secret "
+        "or its hash).", security="adminToken", codes=(*found, "not_supported"),
+        parameters=[customer_id], responses=_ok(200, "The keys", "ApiKeyList"))
     return {
         "/v1/customers": {"post": _operation(
             "createCustomer", "Operators", "Create a customer.", security="adminToken",
@@ -396,14 +420,14 @@ def _admin_paths() -> dict[str, Any]:
                    "unknown_currency", "customer_exists", *store),
             body=_body("CustomerCreate", {"customer": {
                 "customer_id": "cus_42", "email": "ops@example.com", "currency": "USD"}}),
-            responses=_ok(201, "Created", "Customer"))},
+            responses=_ok(201, "Created", "Customer")), "get": list_customers},
         "/v1/customers/{customer_id}": {"get": _operation(
             "getCustomer", "Operators", "One customer.", security="adminToken", codes=found,
             parameters=[customer_id], responses=_ok(200, "The customer", "Customer"))},
         "/v1/customers/{customer_id}/api-keys": {"post": _operation(
             "createApiKey", "Operators", "Issue an API key (the secret is shown once).",
             security="adminToken", codes=found, parameters=[customer_id],
-            responses=_ok(201, "Issued", "ApiKey"))},
+            responses=_ok(201, "Issued", "ApiKey")), "get": list_keys},
         "/v1/customers/{customer_id}/api-keys/{key_id}": {"delete": _operation(
             "revokeApiKey", "Operators", "Revoke an API key (at once in this process).",
             security="adminToken", codes=(*found, "api_key_not_found"),

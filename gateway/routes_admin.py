@@ -3,6 +3,7 @@ fault-injection hook used by chaos tests when it is enabled."""
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 import secrets
@@ -13,20 +14,23 @@ from aiohttp import web
 from actors.reconciler import FullPass
 from gateway.auth import require_token
 from gateway.errors import ApiError, bad_request, json_response
+from gateway.logs import audit
 from gateway.services import SERVICES, Services
 from gateway.validation import (
     optional_str,
     parse_money,
+    query_int,
     read_json_body,
     reject_unknown,
     require_currency,
     require_object,
     require_str,
 )
-from ledger import AlreadyExists, Customer, Entitlement, NotFound, limits
+from ledger import AlreadyExists, ApiKey, Customer, Entitlement, NotFound, limits
 from ledger.api_keys import issue_api_key
 from ledger.clock import utc_now_rfc3339
 from ledger.money import format_amount
+from ledger.web_store import WebAppStore
 
 routes = web.RouteTableDef()
 
@@ -85,7 +89,36 @@ async def create_customer(request: web.Request) -> web.Response:
         raise ApiError(
             409, "customer_exists", f"customer {customer_id!r} already exists", param="customer_id"
         ) from None
+    audit(request, "customer.create", customer_id=customer.customer_id,
+          currency=customer.currency)
     return json_response(customer_body(customer), status=201)
+
+
+@routes.get("/v1/customers")
+async def list_customers(request: web.Request) -> web.Response:
+    """Customers in id order, a page at a time (`starting_after` = the last id
+    of the previous page). Reads every id once per page: an operator's tool,
+    not a hot path."""
+    services = admin_services(request)
+    limit = query_int(request, "limit", 20, 1, limits.customers_page_max)
+    after = request.query.get("starting_after", "")
+
+    def page() -> tuple[list[Customer], bool]:
+        ids = sorted(services.store.list_customer_ids())
+        start = bisect.bisect_right(ids, after) if after else 0
+        chosen = ids[start : start + limit]
+        found = [services.store.get_customer(customer_id) for customer_id in chosen]
+        return [c for c in found if c is not None], start + limit < len(ids)
+
+    customers, has_more = await services.blocking(page)
+    return json_response(
+        {
+            "object": "list",
+            "data": [customer_body(c) for c in customers],
+            "has_more": has_more,
+            "url": request.path,
+        }
+    )
 
 
 @routes.get("/v1/customers/{customer_id}")
@@ -114,6 +147,7 @@ async def create_api_key(request: web.Request) -> web.Response:
             live=not services.settings.dev,  # sk_live_ unless in development
         )
     )
+    audit(request, "api_key.create", customer_id=customer.customer_id, key_id=record.key_id)
     return json_response(
         {
             "id": record.key_id,
@@ -123,6 +157,38 @@ async def create_api_key(request: web.Request) -> web.Response:
             "customer_id": customer.customer_id,
         },
         status=201,
+    )
+
+
+def api_key_body(key: ApiKey) -> dict[str, Any]:
+    """A key as listed: never its secret (shown once, not stored) nor its hash."""
+    return {
+        "id": key.key_id,
+        "object": "api_key",
+        "key_id": key.key_id,
+        "customer_id": key.customer_id,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+        "status": "active" if key.revoked_at is None else "revoked",
+    }
+
+
+@routes.get("/v1/customers/{customer_id}/api-keys")
+async def list_api_keys(request: web.Request) -> web.Response:
+    """The customer's keys, newest first, revoked ones included."""
+    services = admin_services(request)
+    customer = await _existing_customer(services, request.match_info["customer_id"])
+    store = services.store
+    if not isinstance(store, WebAppStore):
+        raise ApiError(501, "not_supported", "this ledger store cannot list API keys yet")
+    keys = await services.blocking(store.list_api_keys, customer.customer_id)
+    return json_response(
+        {
+            "object": "list",
+            "data": [api_key_body(key) for key in keys],
+            "has_more": len(keys) >= limits.api_keys_listed_max,
+            "url": request.path,
+        }
     )
 
 
@@ -140,6 +206,7 @@ async def revoke_api_key(request: web.Request) -> web.Response:
             404, "api_key_not_found", "this customer has no such API key", param="key_id"
         ) from None
     services.api_keys.forget_key_id(key_id)
+    audit(request, "api_key.revoke", customer_id=customer.customer_id, key_id=key_id)
     return json_response(
         {"id": key_id, "object": "api_key", "key_id": key_id, "revoked": True, "deleted": True}
     )
@@ -200,6 +267,9 @@ async def put_entitlement(request: web.Request) -> web.Response:
     await services.blocking(services.store.put_entitlement, entitlement)
     # The live actor must see the new quota/status before its next charge.
     services.directory.reload(customer.customer_id)
+    audit(request, "entitlement.put", customer_id=customer.customer_id,
+          entitlement_id=entitlement_id, quota_minor=entitlement.quota_minor,
+          policy=entitlement.policy, status=entitlement.status)
     stored = await services.blocking(services.store.get_entitlements, customer.customer_id)
     return json_response(entitlement_body(stored[entitlement_id], customer.currency))
 
@@ -212,6 +282,7 @@ async def inject_fault(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "fault injection is disabled")
     customer_id = request.match_info["customer_id"]
     crashed = services.directory.inject_fault(customer_id, "requested by operator")
+    audit(request, "fault.inject", customer_id=customer_id, crashed=crashed)
     return json_response({"customer_id": customer_id, "crashed": crashed})
 
 
@@ -233,4 +304,5 @@ async def reconcile_now(request: web.Request) -> web.Response:
             503, "reconciler_unavailable", "the reconciler is restarting", retry_after_s=5
         )
     summary = await services.blocking(lambda: child.ask(FullPass(repair=True), timeout=600.0))
+    audit(request, "reconcile.run", repair=True)
     return json_response(dataclasses.asdict(summary))

@@ -19,6 +19,7 @@ from gateway.validation import (
     IDEMPOTENCY_HEADER,
     EventRequest,
     parse_event,
+    query_int,
     read_json_body,
     reject_unknown,
 )
@@ -182,19 +183,6 @@ async def get_receipt(request: web.Request) -> web.StreamResponse:
     return json_response(document)
 
 
-def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request("invalid_type", f"{name} must be an integer", name) from None
-    if not low <= value <= high:
-        raise bad_request("out_of_range", f"{name} must be between {low} and {high}", name)
-    return value
-
-
 async def _cursor_seq(services: Services, customer_id: str, request: web.Request, name: str) -> int:
     """The seq of the receipt a `starting_after`/`ending_before` id names
     (the customer's own; another's is as unknown as a missing one)."""
@@ -221,7 +209,7 @@ async def list_receipts(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
     cursor = _one_cursor(request)
-    limit = _query_int(request, "limit", 100, 1, limits.receipts_page_max)
+    limit = query_int(request, "limit", 100, 1, limits.receipts_page_max)
     if cursor == "ending_before":
         # Seqs are 1, 2, 3... per customer: the page before seq n starts at n - limit.
         before_seq = await _cursor_seq(services, customer_id, request, cursor)
@@ -230,7 +218,7 @@ async def list_receipts(request: web.Request) -> web.Response:
     elif cursor == "starting_after":
         after_seq = await _cursor_seq(services, customer_id, request, cursor)
     else:
-        after_seq = _query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
+        after_seq = query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
     # The ledger of record answers: it is never behind, unlike a read model.
     page = []
     if limit > 0:

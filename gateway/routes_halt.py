@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import ApiError, json_response
+from gateway.logs import audit
 from gateway.routes_admin import admin_services
 from gateway.validation import read_json_body, reject_unknown, require_object, require_str
 from ledger import HaltIncident, NotFound, limits
@@ -77,6 +78,7 @@ async def clear_halt(request: web.Request) -> web.Response:
         incident_reason=incident.reason,
         customer_id=incident.customer_id,
     )
+    audit(request, "halt.clear", incident_id=incident.incident_id, reason=incident.clear_reason)
     await services.blocking(services.readiness.refresh)  # this gateway at once
     return json_response(
         {**incident_body(incident), "halted": services.readiness.halt is not None}

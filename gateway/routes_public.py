@@ -1,5 +1,6 @@
-"""Unauthenticated routes: JWKS, health, readiness, Prometheus metrics, and
-the API contract (OpenAPI document and its docs page)."""
+"""Unauthenticated routes: JWKS, health, readiness, the API contract (OpenAPI
+document and its docs page); and Prometheus metrics, behind the scraper's
+token outside development."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import docs_page, openapi
-from gateway.errors import DOCS_PATH, json_response
+from gateway.auth import require_token
+from gateway.errors import DOCS_PATH, ApiError, json_response
 from gateway.services import SERVICES
+from gateway.settings import Settings, is_loopback
 
 routes = web.RouteTableDef()
 
@@ -39,9 +42,23 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body, status=503)
 
 
+def require_metrics_access(request: web.Request, settings: Settings) -> None:
+    """With BILLING_METRICS_TOKEN, only its holder (the Prometheus scraper)
+    reads the metrics; without one they are open only in development or on
+    a loopback listener, never on a public one (Cloud Run's URL)."""
+    if settings.metrics_token:
+        require_token(request, settings.metrics_token, "metrics")
+    elif not (settings.dev or is_loopback(settings.host)):
+        raise ApiError(
+            401, "metrics_token_not_configured",
+            "metrics are not public: the scraper needs BILLING_METRICS_TOKEN set on the server",
+        )
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    require_metrics_access(request, services.settings)
     services.metrics.ready.set(1 if services.readiness.ready() else 0)
     services.metrics.integrity_halted.set(0 if services.readiness.halt is None else 1)
     body = generate_latest(services.registry)

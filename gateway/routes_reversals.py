@@ -10,6 +10,7 @@ from aiohttp import web
 
 from actors.charges import reversal_key
 from gateway.errors import ApiError, bad_request
+from gateway.logs import audit
 from gateway.rendering import outcome_response
 from gateway.routes_admin import admin_services
 from gateway.routes_events import ensure_ready, origin_of
@@ -74,4 +75,9 @@ async def post_reversal(request: web.Request) -> web.Response:
     if original is None:
         raise ApiError(404, "receipt_not_found", "no such receipt", param="receipt_id")
     outcome = await services.charge(_reversal(body, original, operator_key))
+    reversal = outcome.receipt
+    audit(request, "receipt.reverse", receipt_id=receipt_id, customer_id=original.customer_id,
+          outcome=outcome.kind, reversal_id=None if reversal is None else reversal.receipt_id,
+          amount_minor=None if reversal is None else reversal.amount_minor,
+          reason=body.get("reason"))
     return outcome_response(outcome, origin_of(request))

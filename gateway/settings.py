@@ -9,15 +9,34 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 from crypto import KeyLoadError, kms_key_name
+from gateway.environment import DeclaredEnvironment
 from ledger import limits
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 # checkpoint: one signed checkpoint per commit, an inclusion proof per receipt;
 # receipt: also a detached JWS on every receipt (the original format).
 RECEIPT_SIGNING_MODES = ("checkpoint", "receipt")
+
+
+# Every variable `from_environment` reads (it reads through this table: see
+# gateway/environment.py); README.md's Settings section documents each.
+SERVICE_VARIABLES: Final = frozenset({
+    "BILLING_HOST", "BILLING_PORT", "BILLING_DATA_DIR", "BILLING_STORE", "BILLING_READ_MODEL",
+    "BILLING_BROADCAST", "BILLING_ARCHIVE", "BILLING_ADMIN_TOKEN", "BILLING_SIGNING_KEY_FILE",
+    "BILLING_SIGNING_KEY", "BILLING_KMS_ENDPOINT", "BILLING_SIGNING_ALG",
+    "BILLING_RECEIPT_SIGNING", "BILLING_LOG_ORIGIN", "BILLING_LOG_NOTE_KEY_FILE",
+    "BILLING_ADMISSION_QUEUE_MAX", "BILLING_CUSTOMER_INFLIGHT_MAX", "BILLING_LOOP_LAG_MAX_MS",
+    "BILLING_ADMISSION_LATENCY_TARGET_MS", "BILLING_CPUS", "BILLING_SIGNER_WORKERS",
+    "BILLING_SIGNER_PROCESSES", "BILLING_COMMIT_LINGER_MS", "BILLING_ACCOUNT_IDLE_S",
+    "BILLING_ACCOUNT_THREADS", "BILLING_DRAIN_TIMEOUT_S", "BILLING_RECONCILE_INTERVAL_S",
+    "BILLING_FAULT_INJECTION", "BILLING_DEV", "BILLING_PUBLIC_URL", "BILLING_LOG_LEVEL",
+    "BILLING_SECRETS_DIR", "BILLING_TRACE_PROJECT", "BILLING_ACCESS_LOG_PER_S_MAX",
+    "BILLING_METRICS_TOKEN",
+})
 
 
 class SettingsError(ValueError):
@@ -68,6 +87,13 @@ class Settings:
     # request, allowed only in development or on a loopback address.
     public_url: str | None = None
     log_level: str = "info"
+    # The bearer token the Prometheus scraper sends for GET /metrics. None:
+    # metrics open in development or on loopback, closed on a public listener.
+    metrics_token: str | None = None
+    # The Google Cloud project in log lines' trace names (projects/P/traces/T),
+    # which link them to Cloud Trace; None: the bare trace id.
+    trace_project: str | None = None
+    access_log_per_s_max: int = limits.access_log_lines_per_s_max
     secrets_dir: Path | None = None
 
     @property
@@ -116,6 +142,8 @@ class Settings:
             raise SettingsError("BILLING_RECONCILE_INTERVAL_S must be in (0, 86400]")
         if self.request_timeout_ms <= 0:
             raise SettingsError("request timeout must be positive")
+        if not 0 <= self.access_log_per_s_max <= 1_000_000:
+            raise SettingsError("BILLING_ACCESS_LOG_PER_S_MAX must be between 0 and 1000000")
         if not 0 <= self.cpus <= 4_096:
             raise SettingsError("BILLING_CPUS must be between 0 (automatic) and 4096")
         if not 0 <= self.account_threads <= 10_000:
@@ -133,7 +161,7 @@ class Settings:
 
     def _validate_public_url(self) -> None:
         if self.public_url is None:
-            if not (self.dev or _is_loopback(self.host)):
+            if not (self.dev or is_loopback(self.host)):
                 raise SettingsError(
                     "BILLING_PUBLIC_URL is required outside --dev when serving on "
                     f"{self.host}: receipt URLs are built from it"
@@ -153,7 +181,7 @@ class Settings:
                 "BILLING_PUBLIC_URL must be an absolute URL such as https://billing.example.com "
                 f"(no query, credentials or final /), got {self.public_url!r}"
             )
-        if parts.scheme == "http" and not (self.dev or _is_loopback(parts.hostname)):
+        if parts.scheme == "http" and not (self.dev or is_loopback(parts.hostname)):
             raise SettingsError(
                 "BILLING_PUBLIC_URL must be https:// (http:// only for a loopback host or --dev)"
             )
@@ -175,7 +203,7 @@ class Settings:
             return
         parts = urlsplit(self.kms_endpoint)
         # A bearer token never travels in clear text: http:// is a local fake, without auth.
-        plain_loopback = parts.scheme == "http" and _is_loopback(parts.hostname or "")
+        plain_loopback = parts.scheme == "http" and is_loopback(parts.hostname or "")
         if (
             not (parts.scheme == "https" or plain_loopback)
             or not parts.hostname
@@ -190,7 +218,7 @@ class Settings:
             )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -235,7 +263,11 @@ def from_environment(
     store_url: str | None = None,
     dev: bool = False,
 ) -> Settings:
-    """Flags (when given) override `BILLING_*` variables, which override defaults."""
+    """Flags (when given) override `BILLING_*` variables, which override defaults.
+
+    The commit batch size and the charge answer timeout are not read: nothing
+    needed to change them (issue 21); tests set the fields directly."""
+    environ = DeclaredEnvironment(environ, SERVICE_VARIABLES)
     defaults = Settings()
     key_path = environ.get("BILLING_SIGNING_KEY_FILE")
     note_key = environ.get("BILLING_LOG_NOTE_KEY_FILE")
@@ -271,13 +303,9 @@ def from_environment(
         signer_processes=_bool(
             environ, "BILLING_SIGNER_PROCESSES", default=defaults.signer_processes
         ),
-        commit_batch_receipts_max=_int(
-            environ, "BILLING_COMMIT_BATCH_MAX", defaults.commit_batch_receipts_max
-        ),
         commit_linger_ms=_float(environ, "BILLING_COMMIT_LINGER_MS", defaults.commit_linger_ms),
         account_idle_s=_float(environ, "BILLING_ACCOUNT_IDLE_S", defaults.account_idle_s),
         account_threads=_int(environ, "BILLING_ACCOUNT_THREADS", defaults.account_threads),
-        request_timeout_ms=_int(environ, "BILLING_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms),
         drain_timeout_s=_float(environ, "BILLING_DRAIN_TIMEOUT_S", defaults.drain_timeout_s),
         reconcile_interval_s=_float(
             environ, "BILLING_RECONCILE_INTERVAL_S", defaults.reconcile_interval_s
@@ -286,6 +314,11 @@ def from_environment(
         dev=dev or _bool(environ, "BILLING_DEV"),
         public_url=environ.get("BILLING_PUBLIC_URL", "").rstrip("/") or None,
         log_level=environ.get("BILLING_LOG_LEVEL", defaults.log_level).lower(),
+        trace_project=environ.get("BILLING_TRACE_PROJECT") or None,
+        metrics_token=environ.get("BILLING_METRICS_TOKEN", "").strip() or None,
+        access_log_per_s_max=_int(
+            environ, "BILLING_ACCESS_LOG_PER_S_MAX", defaults.access_log_per_s_max
+        ),
         secrets_dir=Path(secrets_dir) if secrets_dir else None,
     )
     return settings.validate()

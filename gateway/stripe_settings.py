@@ -12,18 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import stripe
 
 from actors._stripe_plans import PlanSpec
+from gateway.environment import DeclaredEnvironment
 from ledger.limits import (
     meter_event_name_chars_max,
     payment_grace_s_max,
     stripe_network_retries_max,
 )
 
-__all__ = ["SettingsError", "StripeSettings", "build_stripe_client", "load"]
+__all__ = ["STRIPE_VARIABLES", "SettingsError", "StripeSettings", "build_stripe_client", "load"]
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 DEFAULT_ENTITLEMENT_ID = "subscription"
@@ -48,6 +49,13 @@ _SECRET_SOURCES: Mapping[str, str] = {
     "portal-return-url": "PORTAL_RETURN_URL",
     "service-token": "BILLING_SERVICE_TOKEN",
 }
+
+# Every variable `load` reads (through this table; see gateway/environment.py).
+STRIPE_VARIABLES: Final = frozenset({
+    *_SECRET_SOURCES.values(), "STRIPE_API_BASE", "STRIPE_TRIAL_PRICE_ID",
+    "STRIPE_CHECKOUT_PRICE_ID", "STRIPE_CHECKOUT_SUCCESS_URL", "STRIPE_CHECKOUT_CANCEL_URL",
+    "STRIPE_PLANS", "STRIPE_ENTITLEMENT_ID", "STRIPE_PAYMENT_GRACE_S",
+})
 
 
 class SettingsError(ValueError):
@@ -167,6 +175,7 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
 
 def load(secrets_dir: Path | None, environ: Mapping[str, str]) -> StripeSettings:
     """Build the settings once, in the composition root."""
+    environ = DeclaredEnvironment(environ, STRIPE_VARIABLES)
     webhook_raw = _read_secret(secrets_dir, "stripe-webhook-secret", environ) or ""
     webhook_secrets = tuple(
         line.strip() for line in webhook_raw.replace(",", "\n").splitlines() if line.strip()

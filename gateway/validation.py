@@ -92,6 +92,20 @@ def _shape(value: Any, cap: int) -> tuple[int, bool]:
     return 1 + depth, has_float
 
 
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; absent or empty is the default."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request("invalid_type", f"{name} must be an integer", name) from None
+    if not low <= value <= high:
+        raise bad_request("out_of_range", f"{name} must be between {low} and {high}", name)
+    return value
+
+
 def reject_unknown(body: dict[str, Any], known: Collection[str], prefix: str = "") -> None:
     """A parameter we do not read is a 400, as Stripe answers: a typo such as
     `ammount` must not be ignored silently."""

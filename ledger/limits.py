@@ -103,6 +103,11 @@ actor_ask_timeout_ms: Final = 10_000
 
 # Reading receipts back.
 receipts_page_max: Final = 1_000
+# Access log lines a second (one per request below it, sampled above; the
+# dropped ones are counted): a line costs ~10 us of the event loop.
+access_log_lines_per_s_max: Final = 100
+# An operator's list of customers (GET /v1/customers), per page.
+customers_page_max: Final = 100
 
 # The receipt log. A commit that finds the log moved (another gateway on the
 # same store appended first) rebuilds and re-signs this many times at most,

@@ -32,13 +32,14 @@ locals {
   # Secret Manager secret (name suffix) -> environment variable it feeds.
   secret_env = {
     "admin-token"           = "BILLING_ADMIN_TOKEN"
+    "metrics-token"         = "BILLING_METRICS_TOKEN" # the Prometheus scraper's (monitoring/prometheus-scrape.yaml)
     "stripe-secret-key"     = "STRIPE_SECRET_KEY"
     "stripe-webhook-secret" = "STRIPE_WEBHOOK_SECRET" # several, comma-separated, during a rotation
     "service-token"         = "BILLING_SERVICE_TOKEN"
     "admin-api-token"       = "ADMIN_API_TOKEN"
   }
   mounted_env_secrets = setunion(
-    ["admin-token"],
+    ["admin-token", "metrics-token"],
     var.stripe_enabled ? ["stripe-secret-key", "stripe-webhook-secret"] : [],
     var.optional_secrets,
   )
@@ -66,6 +67,7 @@ locals {
     BILLING_DRAIN_TIMEOUT_S      = tostring(var.drain_timeout_s)
     BILLING_RECONCILE_INTERVAL_S = tostring(var.reconcile_interval_s)
     BILLING_LOG_LEVEL            = var.log_level
+    BILLING_TRACE_PROJECT        = var.project_id
     BILLING_PUBLIC_URL           = local.public_url
     STRIPE_PLANS                 = var.stripe_plans
     STRIPE_TRIAL_PRICE_ID        = var.stripe_trial_price_id
@@ -105,6 +107,25 @@ resource "google_artifact_registry_repository" "billing" {
   format        = "DOCKER"
   description   = "Vexa Billing images, pushed by Cloud Build."
   depends_on    = [google_project_service.apis]
+
+  # Keep the last 10 images (rollback targets) whatever their age; delete
+  # untagged ones after 90 days. KEEP wins over DELETE.
+  cleanup_policy_dry_run = false
+  cleanup_policies {
+    id     = "keep-last-10"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 10
+    }
+  }
+  cleanup_policies {
+    id     = "delete-untagged-after-90-days"
+    action = "DELETE"
+    condition {
+      tag_state  = "UNTAGGED"
+      older_than = "7776000s"
+    }
+  }
 }
 
 # --- Service accounts ------------------------------------------------------------

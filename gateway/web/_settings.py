@@ -8,8 +8,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
+from gateway.environment import DeclaredEnvironment
 from gateway.settings import SettingsError
 
 SESSION_SECRET_FILE = "web-session-secret"
@@ -20,6 +22,11 @@ _SECRET_SOURCES: Mapping[str, str] = {
     "oidc-client-secret": "BILLING_OIDC_CLIENT_SECRET",
     "session-secret": "BILLING_SESSION_SECRET",
 }
+
+# Every variable `load_web_settings` reads (through this table).
+WEB_VARIABLES: Final = frozenset(
+    {*_SECRET_SOURCES.values(), "BILLING_OIDC_ISSUER", "BILLING_OIDC_NAME"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,7 @@ def load_web_settings(
     secrets_dir: Path | None, environ: Mapping[str, str], data_dir: Path, *, dev: bool
 ) -> WebSettings:
     """Built once by the composition root."""
+    environ = DeclaredEnvironment(environ, WEB_VARIABLES)
     issuer = environ.get("BILLING_OIDC_ISSUER", "").strip().rstrip("/") or None
     if issuer is not None:
         parts = urlsplit(issuer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -12,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from gateway.cli import build_parser
 from tests.deploy.deploy_files import REPO, Instruction, dockerfile_stages
@@ -21,10 +23,46 @@ def _final(keyword: str) -> list[Instruction]:
     return [i for i in dockerfile_stages()[-1] if i.keyword == keyword]
 
 
-def test_base_image_is_python_3_11_slim() -> None:
-    for stage in dockerfile_stages():
-        image = stage[0].arguments.split()[0]
-        assert image == "python:3.11-slim", image
+def test_base_image_is_python_3_11_slim_pinned_by_digest() -> None:
+    images = {stage[0].arguments.split()[0] for stage in dockerfile_stages()}
+    (image,) = images  # one base for both stages
+    name, _, digest = image.partition("@")
+    assert name == "python:3.11-slim", image
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{image} is not pinned by digest"
+
+
+def _lock() -> dict[str, str]:
+    """deploy/requirements.lock: normalized name -> exact version."""
+    text = (REPO / "deploy" / "requirements.lock").read_text()
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in re.findall(r"(?m)^([A-Za-z0-9_.\-]+)==([^ \\;]+)", text)
+    }
+
+
+def test_the_lock_pins_every_dependency_of_pyproject_with_hashes() -> None:
+    lock = _lock()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        parsed = Requirement(requirement)
+        name = re.sub(r"[-_.]+", "-", parsed.name).lower()
+        assert name in lock, f"{parsed.name} is not in deploy/requirements.lock"
+        assert parsed.specifier.contains(lock[name]), (
+            f"the lock's {parsed.name}=={lock[name]} does not satisfy {requirement!r}: "
+            "run uv pip compile again (see deploy/README.md)"
+        )
+    text = (REPO / "deploy" / "requirements.lock").read_text()
+    for block in re.split(r"(?m)^(?=[A-Za-z0-9])", text):
+        if "==" in block:
+            assert "--hash=sha256:" in block, block.splitlines()[0]
+
+
+def test_the_image_installs_from_the_lock_with_hashes() -> None:
+    runs = [i.arguments for stage in dockerfile_stages() for i in stage if i.keyword == "RUN"]
+    assert any("--require-hashes -r requirements.lock" in run for run in runs)
+    assert any("--no-deps ." in run for run in runs), "the project's own install resolves again"
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "!deploy/requirements.lock" in ignore, ".dockerignore drops the lock"
 
 
 def test_runs_as_a_non_root_user() -> None:

@@ -15,11 +15,19 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.compose import build_runtime
-from gateway.settings import Settings
-from tests.deploy.deploy_files import DEPLOY, dashboard_exprs, parse_promql
+from gateway.settings import SERVICE_VARIABLES, Settings
+from tests.deploy.deploy_files import (
+    DEPLOY,
+    TERRAFORM,
+    dashboard_exprs,
+    parse_promql,
+    terraform_locals,
+    terraform_variables,
+)
 
 ALERTS = DEPLOY / "monitoring" / "alerts.yaml"
 DASHBOARD = DEPLOY / "monitoring" / "grafana-dashboard.json"
+SCRAPE = DEPLOY / "monitoring" / "prometheus-scrape.yaml"
 
 # Sample names prometheus_client exposes for one metric family, by type.
 _SUFFIXES = {
@@ -70,6 +78,7 @@ def exported(registry: CollectorRegistry) -> dict[str, frozenset[str]]:
             labels |= {label for s in family.samples if s.name == sample for label in s.labels}
             bucket = {"le"} if suffix == "_bucket" else set()
             names[sample] = labels | bucket | _TARGET_LABELS
+    names["up"] = _TARGET_LABELS  # Prometheus's own series per scraped target
     return names
 
 
@@ -150,21 +159,57 @@ def test_alert_rules_are_complete() -> None:
         assert rule["annotations"].get("description"), rule["alert"]
 
 
-def test_integrity_alerts_link_to_a_runbook_section_that_exists() -> None:
+def _readme_anchors() -> set[str]:
+    """GitHub's anchors for deploy/README.md's ## and ### headings."""
     readme = (ALERTS.parents[1] / "README.md").read_text()
-    anchors = {
-        "#" + re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+    return {
+        "#" + re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
         for line in readme.splitlines()
-        if line.startswith("## ")
+        if line.startswith(("## ", "### "))
     }
-    document = yaml.safe_load(ALERTS.read_text())
-    (group,) = [g for g in document["groups"] if g["name"] == "billing.integrity"]
-    for rule in group["rules"]:
+
+
+def test_every_alert_links_to_a_runbook_section_that_exists() -> None:
+    anchors = _readme_anchors()
+    for rule in _alert_rules():
         url = rule["annotations"].get("runbook_url", "")
-        if rule["alert"].startswith("BillingIntegrity"):
-            assert url.startswith("deploy/README.md#"), rule["alert"]
-        if url:
-            assert url.removeprefix("deploy/README.md") in anchors, (rule["alert"], url)
+        assert url.startswith("deploy/README.md#"), f"{rule['alert']} has no runbook link"
+        assert url.removeprefix("deploy/README.md") in anchors, (rule["alert"], url)
+    by_name = {rule["alert"]: rule for rule in _alert_rules()}
+    assert by_name["BillingIntegrityHalted"]["annotations"]["runbook_url"].endswith(
+        "#integrity-halt"
+    )
+
+
+def _scrape_job() -> dict[str, Any]:
+    (job,) = yaml.safe_load(SCRAPE.read_text())["scrape_configs"]
+    return dict(job)
+
+
+def test_no_targets_up_and_instances_at_max_watch_the_scrape_job_terraform_sizes() -> None:
+    job = _scrape_job()["job_name"]
+    rules = {rule["alert"]: rule for rule in _alert_rules()}
+    absent = str(rules["BillingNoTargetsUp"]["expr"])
+    assert absent.replace(" ", "").startswith(f'absent(up{{job="{job}"}}'), absent
+    at_max = str(rules["BillingInstancesAtMax"]["expr"])
+    assert f'up{{job="{job}"}}' in at_max
+    threshold = int(at_max.rsplit(">=", 1)[1])
+    assert threshold == terraform_variables()["max_instances"]["default"], (
+        "the alert's threshold is not Terraform's max_instances"
+    )
+    jobs = {label for _, expr in _all_queries() for label in re.findall(r'job="([^"]+)"', expr)}
+    assert jobs == {job}, "alerts or dashboard select another scrape job"
+
+
+def test_the_scraper_holds_the_metrics_token_terraform_gives_the_service() -> None:
+    job = _scrape_job()
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
+    secret = Path(job["authorization"]["credentials_file"]).name
+    secret_env = terraform_locals()["secret_env"]
+    assert secret_env[secret] == "BILLING_METRICS_TOKEN"
+    assert "BILLING_METRICS_TOKEN" in SERVICE_VARIABLES
+    assert f'"{secret}"' in (TERRAFORM / "main.tf").read_text().split("mounted_env_secrets")[1]
 
 
 def test_alerts_cover_what_the_design_says_operators_watch() -> None:

@@ -199,3 +199,17 @@ def test_the_service_is_told_its_instance_cpus() -> None:
     assert resolve(env["BILLING_CPUS"]) == str(terraform_variables()["cpu"]["default"])
     settings = from_environment({"BILLING_CPUS": resolve(env["BILLING_CPUS"])}).validate()
     assert settings.effective_cpus == terraform_variables()["cpu"]["default"]
+
+
+def test_artifact_registry_keeps_the_last_ten_and_drops_untagged_after_90_days() -> None:
+    repository = resources("google_artifact_registry_repository")["billing"]
+    assert repository.get("cleanup_policy_dry_run") in (False, "false")
+    policies = {p["id"]: p for p in repository["cleanup_policies"]}
+    keep = policies["keep-last-10"]
+    assert keep["action"] == "KEEP"
+    assert one(keep["most_recent_versions"])["keep_count"] == 10
+    delete = policies["delete-untagged-after-90-days"]
+    assert delete["action"] == "DELETE"
+    condition = one(delete["condition"])
+    assert condition["tag_state"] == "UNTAGGED"
+    assert condition["older_than"] == f"{90 * 86_400}s"

@@ -223,7 +223,7 @@ async def test_errors_during_requests_are_logged_as_json_with_the_request_id(
         assert unavailable, "no charge was queued behind the crash"
 
         async def logged() -> bool:
-            return any(r.get("event") == "account.crashed" for r in server.log_records())
+            return any(r.get("message") == "account.crashed" for r in server.log_records())
 
         assert await wait_until(logged, timeout_s=5)
     lines = [line for line in server.stderr().splitlines() if line.strip()]
@@ -231,15 +231,17 @@ async def test_errors_during_requests_are_logged_as_json_with_the_request_id(
     assert len(records) == len(lines), "every stderr line is one JSON object:\n" + "\n".join(
         line for line in lines if not line.startswith("{")
     )[:2000]
-    by_request = {r["request_id"]: r for r in records if "request_id" in r}
+    by_request = {
+        r["request_id"]: r for r in records if "request_id" in r and r["message"] == "http.error"
+    }
     for _, answer, headers in unavailable:
         request_id = {k.lower(): v for k, v in headers.items()}["x-request-id"]
         assert request_id in by_request, f"no log line for request {request_id}"
         record = by_request[request_id]
-        assert record["level"] in ("warning", "error")
+        assert record["severity"] in ("WARNING", "ERROR")
         assert record["code"] == answer["error"]["code"]
         assert record["status"] == 503
-    crashes = [r for r in records if r.get("event") == "account.crashed"]
+    crashes = [r for r in records if r.get("message") == "account.crashed"]
     assert crashes and all(r["customer_id"] == customer.customer_id for r in crashes)
     # The actor's traceback is in the JSON too, not loose lines on stderr.
     assert any("injected fault" in r.get("exception", "") for r in records)

@@ -224,7 +224,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(
         assert elapsed < drain_timeout_s, f"took {elapsed:.1f}s to stop"
         assert refused
         assert "Traceback" not in server.stderr()
-        events = [r.get("event") for r in server.log_records()]
+        events = [r.get("message") for r in server.log_records()]
         assert "billing.draining" in events and "billing.stopped" in events
 
         server.start()

@@ -189,5 +189,5 @@ async def test_the_document_is_served(service: Service) -> None:
         document = await response.json()
     assert document["openapi"].startswith("3.1")
     assert set(document["components"]["securitySchemes"]) == {
-        "apiKey", "adminToken", "serviceToken", "stripeSignature"}
+        "apiKey", "adminToken", "serviceToken", "metricsToken", "stripeSignature"}
     assert "/v1/events" in document["paths"]
