@@ -510,8 +510,9 @@ _WEB_PAGES: Final = (
     ("post", "/signin/demo", "webSignInDemo", "Development only: sign in as the demo customer.",
      (), "text/html"),
     ("post", "/signout", "webSignOut", "Sign out.", (), "text/html"),
-    ("get", "/dashboard", "webDashboard", "Balance, usage, receipts, keys, share links.",
-     ("before",), "text/html"),
+    ("get", "/dashboard", "webDashboard", "Balance, usage, receipts, keys, share links "
+     "(`checkout`: back from Stripe Checkout, the page reloads until the subscription is "
+     "active).", ("before", "checkout"), "text/html"),
     ("post", "/dashboard/api-keys", "webCreateApiKey", "Create an API key (shown once).", (),
      "text/html"),
     ("post", "/dashboard/api-keys/{key_id}/revoke", "webRevokeApiKey", "Revoke an API key.",

@@ -7,54 +7,14 @@ Screenshots of every page at desktop and phone widths go to screenshots/."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import Customer, Service
-from tests.web.conftest import SCREENSHOTS
+from tests.web.conftest import screenshots, sign_in
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 VERDICT_TIMEOUT_MS = 15_000
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run `apt-get install -y chromium` (Debian) and retry")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                    args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def screenshots(page: Any, name: str) -> None:
-    """The current page at every width."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    for width_name, (width, height) in WIDTHS.items():
-        await page.set_viewport_size({"width": width, "height": height})
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
-    await page.set_viewport_size({"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]})
-
-
-async def sign_in(page: Any, service: Service, email: str, *, shoot: bool = False) -> None:
-    await page.goto(service.url + "/signin")
-    if shoot:
-        await screenshots(page, "signin")
-    await page.click("#signin-oidc")
-    await page.fill("#login_email", email)
-    await page.click("#login")
-    await page.wait_for_url(service.url + "/dashboard")
 
 
 async def charge(service: Service, customer: Customer, **overrides: Any) -> dict[str, Any]:
