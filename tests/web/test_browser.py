@@ -127,6 +127,7 @@ async def test_a_shared_link_verifies_signed_out_and_stops_when_revoked(
     web_service: Service, browser: Any
 ) -> None:
     customer = await web_service.create_customer()
+    await charge(web_service, customer)
     receipt = await charge(web_service, customer)
     owner = await browser.new_page()
     await sign_in(owner, web_service, f"{customer.customer_id}@example.com")
@@ -139,7 +140,8 @@ async def test_a_shared_link_verifies_signed_out_and_stops_when_revoked(
     await auditor.goto(url)
     state, text = await verdict(auditor)
     assert state == "verified", text
-    assert "not shared here" in text or "first receipt" in text
+    # The link to receipt 1 is checked too, through the log, without its contents.
+    assert "links to receipt 1, whose hash is leaf 0 of the signed log" in text, text
     await screenshots(auditor, "shared-receipt")
     await owner.goto(web_service.url + "/dashboard#shares")
     await owner.locator("tr[data-link-id] button", has_text="Revoke").click()
@@ -148,3 +150,30 @@ async def test_a_shared_link_verifies_signed_out_and_stops_when_revoked(
     assert response.status == 404
     assert "revoked" in await auditor.inner_text("main")
     await screenshots(auditor, "error-revoked-share")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda d: d.update(receipt_hash="sha256:" + "ab" * 32), "chain_broken"),
+        (lambda d: d["log"].update(index=d["log"]["index"] + 1), "not_in_log"),
+    ],
+    ids=["other-hash", "other-leaf"],
+)
+async def test_a_shared_page_fails_when_the_link_to_the_previous_receipt_does_not_hold(
+    web_service: Service, browser: Any, change: Any, reason: str
+) -> None:
+    customer = await web_service.create_customer()
+    for _ in range(3):
+        receipt = await charge(web_service, customer)
+    owner = await browser.new_page()
+    await sign_in(owner, web_service, f"{customer.customer_id}@example.com")
+    await owner.goto(receipt["receipt_url"])
+    await owner.click("text=Share with an auditor")
+    url = await owner.input_value("#share-url")
+    auditor = await (await browser.new_context()).new_page()
+    await auditor.route("**/share/*/previous", _altered("previous", change))
+    await auditor.goto(url)
+    state, text = await verdict(auditor)
+    assert state == "failed", text
+    assert reason in text, text
