@@ -123,20 +123,26 @@ async def test_an_altered_receipt_fails_and_the_page_says_why(
         await screenshots(page, "receipt-altered")
 
 
+async def share_the_last_of(service: Service, browser: Any, *, receipts: int
+                            ) -> tuple[Any, str]:
+    """A new customer charged `receipts` times shares the last receipt from
+    its page: (the owner's page, the share URL)."""
+    customer = await service.create_customer()
+    for _ in range(receipts):
+        receipt = await charge(service, customer)
+    owner = await browser.new_page()
+    await sign_in(owner, service, f"{customer.customer_id}@example.com")
+    await owner.goto(receipt["receipt_url"])
+    await owner.click("text=Share with an auditor")
+    return owner, await owner.input_value("#share-url")
+
+
 async def test_a_shared_link_verifies_signed_out_and_stops_when_revoked(
     web_service: Service, browser: Any
 ) -> None:
-    customer = await web_service.create_customer()
-    await charge(web_service, customer)
-    receipt = await charge(web_service, customer)
-    owner = await browser.new_page()
-    await sign_in(owner, web_service, f"{customer.customer_id}@example.com")
-    await owner.goto(receipt["receipt_url"])
-    await owner.click("text=Share with an auditor")
-    url = await owner.input_value("#share-url")
+    owner, url = await share_the_last_of(web_service, browser, receipts=2)
     await screenshots(owner, "share-created")
-    auditor_context = await browser.new_context()  # no cookies: signed out
-    auditor = await auditor_context.new_page()
+    auditor = await (await browser.new_context()).new_page()  # no cookies: signed out
     await auditor.goto(url)
     state, text = await verdict(auditor)
     assert state == "verified", text
@@ -163,14 +169,7 @@ async def test_a_shared_link_verifies_signed_out_and_stops_when_revoked(
 async def test_a_shared_page_fails_when_the_link_to_the_previous_receipt_does_not_hold(
     web_service: Service, browser: Any, change: Any, reason: str
 ) -> None:
-    customer = await web_service.create_customer()
-    for _ in range(3):
-        receipt = await charge(web_service, customer)
-    owner = await browser.new_page()
-    await sign_in(owner, web_service, f"{customer.customer_id}@example.com")
-    await owner.goto(receipt["receipt_url"])
-    await owner.click("text=Share with an auditor")
-    url = await owner.input_value("#share-url")
+    _, url = await share_the_last_of(web_service, browser, receipts=3)
     auditor = await (await browser.new_context()).new_page()
     await auditor.route("**/share/*/previous", _altered("previous", change))
     await auditor.goto(url)
