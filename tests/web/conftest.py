@@ -161,12 +161,34 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
+# What every page must hold at every width: one h1, a name for every control
+# and image, and nothing wider than the screen (a phone scrolls only down).
+_PAGE_PROBLEMS = """() => {
+  const problems = [];
+  if (document.querySelectorAll("h1").length !== 1) problems.push("not exactly one h1");
+  for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+    const labelled = el.getAttribute("aria-label") || (el.id && document.querySelector(
+      `label[for="${el.id}"]`)) || el.closest("label");
+    if (!labelled) problems.push("unlabelled " + (el.id || el.name || el.tagName));
+  }
+  for (const img of document.querySelectorAll("img:not([alt]), svg[role=img]:not([aria-labelledby])")) {
+    problems.push("image without text " + img.outerHTML.slice(0, 60));
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth) {
+    problems.push("wider than the screen: " + document.documentElement.scrollWidth + "px");
+  }
+  return problems;
+}"""
+
+
 async def screenshots(page: Any, name: str) -> None:
-    """The current page at every width."""
+    """The current page at every width, checked for the basics of access."""
     SCREENSHOTS.mkdir(exist_ok=True)
     for width_name, (width, height) in WIDTHS.items():
         await page.set_viewport_size({"width": width, "height": height})
         await page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
+        problems = await page.evaluate(_PAGE_PROBLEMS)
+        assert not problems, f"{name} at {width_name} width: {problems}"
     await page.set_viewport_size({"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]})
 
 
