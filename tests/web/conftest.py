@@ -171,7 +171,8 @@ _PAGE_PROBLEMS = """() => {
       `label[for="${el.id}"]`)) || el.closest("label");
     if (!labelled) problems.push("unlabelled " + (el.id || el.name || el.tagName));
   }
-  for (const img of document.querySelectorAll("img:not([alt]), svg[role=img]:not([aria-labelledby])")) {
+  const unnamed = "img:not([alt]), svg[role=img]:not([aria-labelledby])";
+  for (const img of document.querySelectorAll(unnamed)) {
     problems.push("image without text " + img.outerHTML.slice(0, 60));
   }
   if (document.documentElement.scrollWidth > window.innerWidth) {
