@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Go's sumdb/tlog and sumdb/note), and Chromium for the browser tests.
 SYSTEM_PACKAGES := golang-go golang-golang-x-mod-dev chromium
 
-.PHONY: serve test lint system-deps loadtest bench clean
+.PHONY: serve test lint system-deps browser-check loadtest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ system-deps:
 	  else echo "make: missing Debian packages:$$missing (apt-get install$$missing)"; fi; \
 	fi
 
+# The browser tests drive Chromium (tests/web/conftest.py reads the same path):
+# after system-deps, a missing browser stops `make test` with one line.
+CHROMIUM_PATH = $(or $(VEXA_TEST_CHROMIUM),/usr/bin/chromium)
+browser-check:
+	@[ -x "$(CHROMIUM_PATH)" ] || { echo "make: Chromium is missing at $(CHROMIUM_PATH): run 'apt-get install -y chromium' (or 'make system-deps' as root) and retry"; exit 1; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -39,7 +45,7 @@ lint: $(STAMP)
 	  || { echo "deploy/terraform is not formatted: run terraform fmt -recursive deploy/terraform"; exit 1; }; \
 	else echo "make: terraform not found; skipping terraform fmt -check"; fi
 
-test: system-deps lint
+test: system-deps browser-check lint
 	$(BIN)/pytest -q
 
 loadtest: $(STAMP)

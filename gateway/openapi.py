@@ -104,6 +104,15 @@ def _ok(status: int, description: str, schema_name: str, example: Any = None) ->
     return {str(status): {"description": description, "content": _json(schema_name, example)}}
 
 
+def _receipt_responses() -> dict[str, Any]:
+    """A receipt as JSON, or as the page a browser asked for (Accept: text/html)."""
+    ok = _ok(200, "The receipt (or, for a browser, its page)", "Receipt")
+    ok["200"]["content"]["text/html"] = {"schema": {"type": "string"}}
+    ok["303"] = {"description": "A signed-out browser: to /signin?next=<this path>",
+                 "headers": {"Location": {"schema": {"type": "string"}}}}
+    return ok
+
+
 def _error_responses(codes: tuple[str, ...]) -> dict[str, Any]:
     """One Error response per status the codes come with, listing them."""
     by_status: dict[int, list[str]] = {}
@@ -281,7 +290,11 @@ def _receipt_paths() -> dict[str, Any]:
         "/v1/receipts/{receipt_id}": {"get": _operation(
             "getReceipt", "Receipts", "One receipt, signed, as stored.", security="apiKey",
             codes=(*_AUTH_KEY, "receipt_not_found", "store_unavailable"),
-            parameters=[receipt_id], responses=_ok(200, "The receipt", "Receipt"))},
+            description="JSON by default. A browser (`Accept` lists `text/html` before any "
+            "JSON type) gets the receipt's page instead: signed in with the web app's "
+            "session cookie rather than an API key (signed out: a 303 to /signin), it "
+            "verifies the receipt in the browser against the JWKS.",
+            parameters=[receipt_id], responses=_receipt_responses())},
         "/v1/receipts": {"get": _operation(
             "listReceipts", "Receipts", "The customer's receipts in chain order (oldest first).",
             security="apiKey",
@@ -534,8 +547,9 @@ _WEB_PAGES: Final = (
     ("post", "/signin/demo", "webSignInDemo", "Development only: sign in as the demo customer.",
      (), "text/html"),
     ("post", "/signout", "webSignOut", "Sign out.", (), "text/html"),
-    ("get", "/dashboard", "webDashboard", "Balance, usage, receipts, keys, share links.",
-     ("before",), "text/html"),
+    ("get", "/dashboard", "webDashboard", "Balance, usage, receipts, keys, share links "
+     "(`checkout`: back from Stripe Checkout, the page reloads until the subscription is "
+     "active).", ("before", "checkout"), "text/html"),
     ("post", "/dashboard/api-keys", "webCreateApiKey", "Create an API key (shown once).", (),
      "text/html"),
     ("post", "/dashboard/api-keys/{key_id}/revoke", "webRevokeApiKey", "Revoke an API key.",
@@ -556,6 +570,9 @@ _WEB_PAGES: Final = (
      (), "text/html"),
     ("get", "/share/{token}/document", "webSharedReceiptDocument",
      "A shared receipt with its proof.", (), "application/json"),
+    ("get", "/share/{token}/previous", "webSharedReceiptPrevious",
+     "The receipt before a shared one: its seq, hash and inclusion proof only (the page "
+     "checks the chain link against the signed log).", (), "application/json"),
     ("get", "/static/{name}", "webStatic", "The web app's CSS and JavaScript.", (), "text/css"),
 )
 

@@ -209,19 +209,37 @@ async def portal(request: web.Request) -> web.StreamResponse:
     return json_response(await ctx.run(_portal, ctx, customer_id, email))
 
 
-def _portal(ctx: StripeContext, customer_id: str | None, email: str | None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ReturnUrls:
+    """Where Stripe sends the browser back to: the configured URLs (an
+    external web app), or the built-in web app's own pages."""
+
+    success_url: str
+    cancel_url: str
+    portal_return_url: str
+
+
+def _configured_urls(ctx: StripeContext) -> ReturnUrls:
+    settings = ctx.settings
+    success = settings.checkout_success_url or ""
+    return ReturnUrls(success, settings.checkout_cancel_url or success,
+                      settings.portal_return_url or "")
+
+
+def _portal(ctx: StripeContext, customer_id: str | None, email: str | None,
+            back: ReturnUrls | None = None) -> dict[str, Any]:
     who = _resolve_customer(ctx, customer_id, email)
     if who.stripe_customer_id is None:
         raise ApiError(404, "customer_not_found", "no billing account for this customer",
                        param="email" if customer_id is None else "customer_id")
-    return {"kind": "portal", "url": _portal_url(ctx, who.stripe_customer_id),
+    urls = back or _configured_urls(ctx)
+    return {"kind": "portal", "url": _portal_url(ctx, who.stripe_customer_id, urls),
             "stripe_customer_id": who.stripe_customer_id}
 
 
-def _portal_url(ctx: StripeContext, stripe_customer_id: str) -> str:
+def _portal_url(ctx: StripeContext, stripe_customer_id: str, urls: ReturnUrls) -> str:
     session = ctx.client().v1.billing_portal.sessions.create(
-        params={"customer": stripe_customer_id,
-                "return_url": ctx.settings.portal_return_url or ""})
+        params={"customer": stripe_customer_id, "return_url": urls.portal_return_url})
     return str(field_of(session, "url"))
 
 
@@ -233,21 +251,25 @@ async def resolve_url(request: web.Request) -> web.StreamResponse:
     return json_response(await ctx.run(_resolve, ctx, customer_id, email))
 
 
-def _resolve(ctx: StripeContext, customer_id: str | None, email: str | None) -> dict[str, Any]:
+def _resolve(ctx: StripeContext, customer_id: str | None, email: str | None,
+             back: ReturnUrls | None = None) -> dict[str, Any]:
+    """Checkout for a customer without a chargeable subscription; the portal
+    for one who has one (subscribing twice would bill twice)."""
     client, settings = ctx.client(), ctx.settings
+    urls = back or _configured_urls(ctx)
     who = _resolve_customer(ctx, customer_id, email)
     if who.stripe_customer_id is not None:
         subscriptions = list_subscriptions(client, who.stripe_customer_id)
         if any(field_of(s, "status") in CHARGEABLE for s in subscriptions):
-            if not settings.portal_return_url:
+            if not urls.portal_return_url:
                 raise not_configured("the portal return URL")
-            return {"kind": "portal", "url": _portal_url(ctx, who.stripe_customer_id),
+            return {"kind": "portal", "url": _portal_url(ctx, who.stripe_customer_id, urls),
                     "stripe_customer_id": who.stripe_customer_id}
     params: dict[str, Any] = {
         "mode": "subscription",
         "line_items": [{"price": settings.checkout_price_id, "quantity": 1}],
-        "success_url": settings.checkout_success_url,
-        "cancel_url": settings.checkout_cancel_url or settings.checkout_success_url,
+        "success_url": urls.success_url,
+        "cancel_url": urls.cancel_url,
     }
     if who.stripe_customer_id is not None:
         params["customer"] = who.stripe_customer_id

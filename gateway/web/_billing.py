@@ -12,11 +12,14 @@ from actors._stripe_plans import field_of
 from gateway import routes_web_app
 from gateway.errors import ApiError
 from gateway.stripe_context import STRIPE, StripeContext
-from gateway.web._http import PageError, adopt_session, page, redirect, render
+from gateway.web._http import PageError, adopt_session, origin, page, redirect, render
 from gateway.web._session import Session, new_session
 from ledger.money import format_amount
 
 routes = web.RouteTableDef()
+
+# Stripe puts the Checkout Session's id in the success URL in place of this.
+CHECKOUT_SESSION_ID = "{CHECKOUT_SESSION_ID}"
 
 
 def _stripe(request: web.Request) -> StripeContext:
@@ -49,6 +52,10 @@ def _plan_rows(ctx: StripeContext | None, prices: dict[str, Any]) -> list[dict[s
             "price": None if amount is None
             else f"{format_amount(int(amount), currency)} {currency}",
             "interval": field_of(recurring, "interval") if recurring is not None else None,
+            # Which card carries Subscribe and which the trial (their price ids).
+            "checkout": price is not None
+            and field_of(price, "id") == ctx.settings.checkout_price_id,
+            "trial": price is not None and field_of(price, "id") == ctx.settings.trial_price_id,
         })
     return rows
 
@@ -74,15 +81,27 @@ def _signed_in_email(session: Session) -> str | None:
     return session.email if session.signed_in else None
 
 
+def _back_here(request: web.Request) -> routes_web_app.ReturnUrls:
+    """Stripe's pages send the browser back to this web app: the dashboard
+    after Checkout (which waits there for the webhooks), pricing on cancel."""
+    here = origin(request)
+    return routes_web_app.ReturnUrls(
+        success_url=f"{here}/dashboard?checkout={CHECKOUT_SESSION_ID}",
+        cancel_url=f"{here}/pricing", portal_return_url=f"{here}/dashboard")
+
+
 @routes.post("/pricing/subscribe")
 @page
 async def subscribe(request: web.Request, session: Session) -> web.StreamResponse:
+    """Checkout, or the portal for a customer who is already subscribed."""
     email = _signed_in_email(session)
     if email is None:
         return redirect("/signin?next=/pricing")
     ctx = _stripe(request)
+    if not ctx.settings.checkout_price_id:
+        raise PageError(503, "Subscriptions are not configured on this server.")
     result = await ctx.run(routes_web_app.resolve_billing_url, ctx, session.customer_id,
-                           None if session.customer_id else email)
+                           None if session.customer_id else email, _back_here(request))
     return redirect(str(result["url"]))
 
 
@@ -92,7 +111,8 @@ async def manage_billing(request: web.Request, session: Session) -> web.StreamRe
     if session.customer_id is None:
         return redirect("/signin?next=/dashboard")
     ctx = _stripe(request)
-    result = await ctx.run(routes_web_app.portal_url_for, ctx, session.customer_id, None)
+    result = await ctx.run(routes_web_app.portal_url_for, ctx, session.customer_id, None,
+                           _back_here(request))
     return redirect(str(result["url"]))
 
 

@@ -6,6 +6,7 @@ customer only: no id from the browser is trusted without that check."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from gateway.web._chart import since_day, usage_chart
 from gateway.web._http import (
     WEB,
     PageError,
+    adopt_session,
     page,
     redirect,
     render,
@@ -84,9 +86,26 @@ def _row(receipt: StoredReceipt) -> dict[str, Any]:
 async def dashboard(request: web.Request, session: Session) -> web.StreamResponse:
     if not session.signed_in:
         return redirect("/signin?next=/dashboard")
+    session = await _with_account(request, session)
+    # Back from Checkout: the subscription arrives by webhook, maybe a moment later.
+    checkout = "checkout" in request.query
     if session.customer_id is None:
-        return render(request, "dashboard.html", account=None)
-    return await _render_dashboard(request, session.customer_id)
+        return render(request, "dashboard.html", account=None, activating=checkout)
+    return await _render_dashboard(request, session.customer_id, activating=checkout)
+
+
+async def _with_account(request: web.Request, session: Session) -> Session:
+    """An email that had no account at sign-in may have one now (after
+    Checkout): look again, and keep the answer in the session."""
+    if session.customer_id is not None or session.email is None:
+        return session
+    services = services_of(request)
+    customer = await services.blocking(services.store.find_customer_by_email, session.email)
+    if customer is None:
+        return session
+    found = dataclasses.replace(session, customer_id=customer.customer_id)
+    adopt_session(request, found)
+    return found
 
 
 async def _render_dashboard(
@@ -120,6 +139,8 @@ async def _render_dashboard(
         shares=await services.blocking(store.list_share_links, customer_id),
         billing=STRIPE in request.app and request.app[STRIPE].settings.enabled,
         new_key=extra.get("new_key"),
+        activating=bool(extra.get("activating"))
+        and not any(e.chargeable for e in account.entitlements.values()),
     )
 
 

@@ -30,6 +30,7 @@ from gateway.web._session import (
     write_session,
 )
 from gateway.web._settings import WebSettings
+from ledger.clock import parse_rfc3339
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,18 @@ class PageError(Exception):
         self.message = message
 
 
+def when(rfc3339: str | None) -> str:
+    """A stored timestamp as people read it ("2026-12-05 10:36 UTC"); receipt
+    pages keep the exact value, which is part of what is signed."""
+    if not rfc3339:
+        return ""
+    try:
+        moment = parse_rfc3339(rfc3339)
+    except ValueError:
+        return rfc3339
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
 @dataclass(frozen=True)
 class WebContext:
     settings: WebSettings
@@ -64,6 +77,7 @@ class WebContext:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
+        templates.filters["when"] = when
         origins = [*STRIPE_PAGE_ORIGINS, *extra_form_origins]
         if settings.oidc_issuer:
             parts = urlsplit(settings.oidc_issuer)

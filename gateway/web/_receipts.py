@@ -66,9 +66,19 @@ def _fields(receipt: StoredReceipt) -> dict[str, Any]:
 
 
 async def _receipt_view(
-    request: web.Request, receipt: StoredReceipt, document_url: str, *, shared: bool
+    request: web.Request, receipt: StoredReceipt, document_url: str, *,
+    shared_token: str | None = None,
 ) -> web.Response:
-    previous = None if shared else await _previous(request, receipt)
+    """The owner's page links to the previous receipt; a shared page checks
+    the link through the share token (the previous hash, not its contents)."""
+    previous = None if shared_token is not None else await _previous(request, receipt)
+    if receipt.seq <= 1:
+        previous_url = None
+    elif shared_token is not None:
+        previous_url = f"/share/{shared_token}/previous"
+    else:
+        previous_url = (None if previous is None
+                        else f"/dashboard/receipts/{previous.receipt_id}/document")
     return render(
         request,
         "receipt.html",
@@ -76,7 +86,8 @@ async def _receipt_view(
         receipt_id=receipt.receipt_id,
         document_url=document_url,
         previous=previous,
-        shared=shared,
+        previous_url=previous_url,
+        shared=shared_token is not None,
     )
 
 
@@ -87,9 +98,7 @@ async def receipt_page(request: web.Request, session: Session) -> web.StreamResp
     if not session.signed_in:
         return redirect(f"/signin?next=/v1/receipts/{receipt_id}")
     receipt = await owned_receipt(request, session, receipt_id)
-    return await _receipt_view(
-        request, receipt, f"/dashboard/receipts/{receipt_id}/document", shared=False
-    )
+    return await _receipt_view(request, receipt, f"/dashboard/receipts/{receipt_id}/document")
 
 
 async def _document(request: web.Request, receipt: StoredReceipt) -> web.Response:
@@ -158,7 +167,7 @@ async def _shared_receipt(request: web.Request) -> tuple[str, StoredReceipt]:
 @page
 async def shared_page(request: web.Request, session: Session) -> web.StreamResponse:
     token, receipt = await _shared_receipt(request)
-    return await _receipt_view(request, receipt, f"/share/{token}/document", shared=True)
+    return await _receipt_view(request, receipt, f"/share/{token}/document", shared_token=token)
 
 
 @routes.get("/share/{token}/document")
@@ -166,3 +175,21 @@ async def shared_page(request: web.Request, session: Session) -> web.StreamRespo
 async def shared_document(request: web.Request, session: Session) -> web.StreamResponse:
     _, receipt = await _shared_receipt(request)
     return await _document(request, receipt)
+
+
+@routes.get("/share/{token}/previous")
+@page
+async def shared_previous(request: web.Request, session: Session) -> web.StreamResponse:
+    """What a share link allows of the receipt before the shared one: its seq,
+    hash and inclusion proof, enough to check the chain link against the
+    signed log, and none of its fields (amount, usage, times)."""
+    _, receipt = await _shared_receipt(request)
+    previous = await _previous(request, receipt)
+    if previous is None:
+        raise PageError(404, "The shared receipt is the first of its chain.")
+    (document,) = await documents_with_proofs(services_of(request), [previous])
+    linked = {"object": "receipt_link", "seq": document["seq"],
+              "receipt_hash": document["receipt_hash"]}
+    if "log" in document:
+        linked["log"] = document["log"]
+    return json_response(linked)

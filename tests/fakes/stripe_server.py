@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.fakes._threaded import ThreadedServer
+from tests.fakes.stripe_pages import PAGES_PREFIX, WebhookTarget, add_page_routes, page_url
 
 # Stripe's own example objects (a subset of fixtures3.json from stripe/openapi,
 # unchanged, MIT licence in STRIPE_FIXTURES_LICENSE).
@@ -93,8 +94,14 @@ class StripeError(Exception):
 class FakeStripe:
     """State plus an aiohttp app. Thread-safe: tests mutate while the server serves."""
 
-    def __init__(self, api_key: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, *, serve_pages: bool = False) -> None:
+        """`serve_pages`: Checkout and portal session URLs point at this fake's
+        own pages (stripe_pages.py) instead of Stripe's hosts."""
         self.api_key = api_key or "sk_test_" + secrets.token_hex(12)
+        self.serve_pages = serve_pages
+        self.webhook_target: WebhookTarget | None = None  # where the pages send events
+        self.webhook_deliveries: list[tuple[str, int]] = []  # (event type, HTTP status)
+        self.checkout_line_items: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.customers: dict[str, dict[str, Any]] = {}
@@ -314,10 +321,13 @@ class FakeStripe:
         r.add_post("/v1/billing/meter_events", self._json(self._post_meter_event))
         r.add_get("/v1/billing/meters/{id}/event_summaries", self._json(self._meter_summaries))
         r.add_post("/v1/invoiceitems", self._json(self._post_invoice_item))
+        add_page_routes(app, self)
         return app
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(PAGES_PREFIX):  # pages for a browser: no API key
+            return await handler(request)
         request_id = "req_" + secrets.token_hex(7)
         headers = {"Request-Id": request_id}
         mode = self._take_failure()
@@ -504,9 +514,10 @@ class FakeStripe:
         session.update(id=session_id, mode=params["mode"], customer=params.get("customer"),
                        customer_email=params.get("customer_email"),
                        success_url=params["success_url"], cancel_url=params.get("cancel_url"),
-                       url=f"https://checkout.stripe.com/c/pay/{session_id}",
+                       url=page_url(self, "checkout", session_id),
                        payment_intent=None, status="open", created=int(time.time()))
         self.checkout_sessions.append(session)
+        self.checkout_line_items[session_id] = list(params.get("line_items") or [])
         return 200, copy.deepcopy(session)
 
     def _post_portal(self, request: web.Request) -> tuple[int, Any]:
@@ -518,7 +529,7 @@ class FakeStripe:
         session = fixture("billing_portal.session")
         session_id = "bps_" + secrets.token_hex(12)
         session.update(id=session_id, customer=customer, return_url=params.get("return_url"),
-                       url=f"https://billing.stripe.com/p/session/{session_id}", flow=None,
+                       url=page_url(self, "portal", session_id), flow=None,
                        created=int(time.time()), livemode=False)
         self.portal_sessions.append(session)
         return 200, copy.deepcopy(session)

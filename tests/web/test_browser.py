@@ -7,54 +7,14 @@ Screenshots of every page at desktop and phone widths go to screenshots/."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import Customer, Service
-from tests.web.conftest import SCREENSHOTS
+from tests.web.conftest import screenshots, sign_in
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 VERDICT_TIMEOUT_MS = 15_000
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run `apt-get install -y chromium` (Debian) and retry")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                    args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def screenshots(page: Any, name: str) -> None:
-    """The current page at every width."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    for width_name, (width, height) in WIDTHS.items():
-        await page.set_viewport_size({"width": width, "height": height})
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
-    await page.set_viewport_size({"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]})
-
-
-async def sign_in(page: Any, service: Service, email: str, *, shoot: bool = False) -> None:
-    await page.goto(service.url + "/signin")
-    if shoot:
-        await screenshots(page, "signin")
-    await page.click("#signin-oidc")
-    await page.fill("#login_email", email)
-    await page.click("#login")
-    await page.wait_for_url(service.url + "/dashboard")
 
 
 async def charge(service: Service, customer: Customer, **overrides: Any) -> dict[str, Any]:
@@ -163,23 +123,31 @@ async def test_an_altered_receipt_fails_and_the_page_says_why(
         await screenshots(page, "receipt-altered")
 
 
+async def share_the_last_of(service: Service, browser: Any, *, receipts: int
+                            ) -> tuple[Any, str]:
+    """A new customer charged `receipts` times shares the last receipt from
+    its page: (the owner's page, the share URL)."""
+    customer = await service.create_customer()
+    for _ in range(receipts):
+        receipt = await charge(service, customer)
+    owner = await browser.new_page()
+    await sign_in(owner, service, f"{customer.customer_id}@example.com")
+    await owner.goto(receipt["receipt_url"])
+    await owner.click("text=Share with an auditor")
+    return owner, await owner.input_value("#share-url")
+
+
 async def test_a_shared_link_verifies_signed_out_and_stops_when_revoked(
     web_service: Service, browser: Any
 ) -> None:
-    customer = await web_service.create_customer()
-    receipt = await charge(web_service, customer)
-    owner = await browser.new_page()
-    await sign_in(owner, web_service, f"{customer.customer_id}@example.com")
-    await owner.goto(receipt["receipt_url"])
-    await owner.click("text=Share with an auditor")
-    url = await owner.input_value("#share-url")
+    owner, url = await share_the_last_of(web_service, browser, receipts=2)
     await screenshots(owner, "share-created")
-    auditor_context = await browser.new_context()  # no cookies: signed out
-    auditor = await auditor_context.new_page()
+    auditor = await (await browser.new_context()).new_page()  # no cookies: signed out
     await auditor.goto(url)
     state, text = await verdict(auditor)
     assert state == "verified", text
-    assert "not shared here" in text or "first receipt" in text
+    # The link to receipt 1 is checked too, through the log, without its contents.
+    assert "links to receipt 1, whose hash is leaf 0 of the signed log" in text, text
     await screenshots(auditor, "shared-receipt")
     await owner.goto(web_service.url + "/dashboard#shares")
     await owner.locator("tr[data-link-id] button", has_text="Revoke").click()
@@ -188,3 +156,23 @@ async def test_a_shared_link_verifies_signed_out_and_stops_when_revoked(
     assert response.status == 404
     assert "revoked" in await auditor.inner_text("main")
     await screenshots(auditor, "error-revoked-share")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda d: d.update(receipt_hash="sha256:" + "ab" * 32), "chain_broken"),
+        (lambda d: d["log"].update(index=d["log"]["index"] + 1), "not_in_log"),
+    ],
+    ids=["other-hash", "other-leaf"],
+)
+async def test_a_shared_page_fails_when_the_link_to_the_previous_receipt_does_not_hold(
+    web_service: Service, browser: Any, change: Any, reason: str
+) -> None:
+    _, url = await share_the_last_of(web_service, browser, receipts=3)
+    auditor = await (await browser.new_context()).new_page()
+    await auditor.route("**/share/*/previous", _altered("previous", change))
+    await auditor.goto(url)
+    state, text = await verdict(auditor)
+    assert state == "failed", text
+    assert reason in text, text

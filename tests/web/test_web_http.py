@@ -122,6 +122,7 @@ async def test_no_page_or_export_shows_another_customers_data(web_service: Servi
 
 async def test_a_share_link_opens_signed_out_until_it_is_revoked(web_service: Service) -> None:
     customer = await web_service.create_customer()
+    first = await _charge(web_service, customer, usage_description="the first, private call")
     receipt = await _charge(web_service, customer)
     client = await http_sign_in(web_service, f"{customer.customer_id}@example.com")
     async with client:
@@ -136,6 +137,10 @@ async def test_a_share_link_opens_signed_out_until_it_is_revoked(web_service: Se
                 assert shared.status == 200 and receipt["receipt_hash"] in await shared.text()
             async with stranger.get(token_path + "/document") as document:
                 assert (await document.json())["receipt_hash"] == receipt["receipt_hash"]
+            async with stranger.get(token_path + "/previous") as previous:
+                linked = await previous.json()  # the link's hash and proof, no contents
+                assert set(linked) == {"object", "seq", "receipt_hash", "log"}
+                assert linked["receipt_hash"] == first["receipt_hash"] and linked["seq"] == 1
             async with stranger.get(token_path[:-2] + "xx") as guessed:
                 assert guessed.status == 404
             async with client.get("/dashboard") as dashboard:
@@ -143,7 +148,7 @@ async def test_a_share_link_opens_signed_out_until_it_is_revoked(web_service: Se
             async with client.post(f"/dashboard/shares/{link_id}/revoke",
                                    data={"csrf_token": csrf}) as revoked:
                 assert revoked.status == 200
-            for path in (token_path, token_path + "/document"):
+            for path in (token_path, token_path + "/document", token_path + "/previous"):
                 async with stranger.get(path) as gone:
                     assert gone.status == 404
                     assert receipt["receipt_hash"] not in await gone.text()

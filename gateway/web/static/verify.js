@@ -179,17 +179,39 @@
     try { return await response.json(); } catch (error) { throw new Failure("invalid_json", what + " is not JSON"); }
   }
 
-  async function checkPrevious(receipt, previousUrl) {
+  // The previous receipt is either whole (the owner's page: its core is hashed
+  // again) or only its seq, hash and log proof (a shared page: its hash must be
+  // a leaf of the signed log). Either way it must be receipt seq - 1 and its
+  // hash the one this receipt links to.
+  async function checkPrevious(receipt, previousUrl, jwks) {
     if (receipt.seq === 1) {
       if (receipt.previous_receipt_hash !== GENESIS) throw new Failure("chain_broken", "the first receipt must link to the genesis hash");
       return "It is the first receipt of its chain";
     }
     if (!previousUrl) return "It links to the previous receipt by hash (not shared here)";
     const previous = await fetchJson(previousUrl, "the previous receipt");
-    if (previous.receipt_hash !== receipt.previous_receipt_hash || previous.seq !== receipt.seq - 1) {
+    if (!previous || previous.receipt_hash !== receipt.previous_receipt_hash || previous.seq !== receipt.seq - 1) {
       throw new Failure("chain_broken", "previous_receipt_hash is not the hash of receipt " + (receipt.seq - 1));
     }
-    return "It links to receipt " + previous.seq + " by that receipt's hash";
+    if (CORE.every((name) => name in previous)) {
+      checkFields(previous);
+      const computed = "sha256:" + hex(await sha256(encoder.encode(canonicalCore(previous))));
+      if (computed !== previous.receipt_hash) {
+        throw new Failure("chain_broken", "receipt " + previous.seq + "'s fields do not hash to its receipt_hash");
+      }
+      return "It links to receipt " + previous.seq + " by that receipt's hash";
+    }
+    if (!("log" in previous)) {
+      return "It links to receipt " + previous.seq + " by hash; that receipt is not in a signed checkpoint yet, so its hash is not checked here";
+    }
+    try {
+      await checkLog(previous.log, previous.receipt_hash, jwks);
+    } catch (error) {
+      if (error instanceof Failure) throw new Failure(error.reason, "receipt " + previous.seq + ": " + error.message);
+      throw error;
+    }
+    return "It links to receipt " + previous.seq + ", whose hash is leaf " + previous.log.index +
+      " of the signed log (its contents are not shared)";
   }
 
   async function verify(section, say) {
@@ -210,7 +232,7 @@
     }
     if ("signature" in receipt) say(await checkSignature(receipt.signature, coreBytes, jwks));
     if ("log" in receipt) say(await checkLog(receipt.log, receipt.receipt_hash, jwks));
-    say(await checkPrevious(receipt, section.dataset.previousUrl));
+    say(await checkPrevious(receipt, section.dataset.previousUrl, jwks));
   }
 
   function show(section, state, title, detail) {
