@@ -15,6 +15,7 @@ import structlog
 
 from actors.account import AccountActor, AccountDeps, InjectFault, Reload
 from actors.pipeline import Unavailable
+from ledger import LedgerError
 from supervisor import DynamicSupervisor, Link
 
 log = structlog.get_logger(__name__)
@@ -27,8 +28,12 @@ class AccountDirectory:
         accounts: Callable[[], DynamicSupervisor | None],
         idle_s: float,
         stop_timeout_ms: int = 5_000,
+        check_before_use: Callable[[str], bool] = lambda customer_id: True,
     ) -> None:
         self._deps = deps
+        # The start-up audit of this account's head, if it has not run yet
+        # (actors.startup_audit): False means the head is broken.
+        self._check_before_use = check_before_use
         self._accounts = accounts
         self._idle_s = idle_s
         self._stop_timeout_ms = stop_timeout_ms
@@ -54,6 +59,12 @@ class AccountDirectory:
         ref = self.lookup(customer_id)
         if ref is not None:
             return ref
+        try:
+            healthy = self._check_before_use(customer_id)
+        except LedgerError as error:
+            raise Unavailable(f"the account could not be audited: {error}") from error
+        if not healthy:
+            raise Unavailable("integrity halt: this account's head failed its audit")
         deps = self._deps
 
         def start(link: Link) -> pykka.ActorRef[Any]:

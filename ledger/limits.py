@@ -94,6 +94,10 @@ writer_queue_max: Final = stage_queue_max(admission_queue_max)
 # doubled: a store read or a reload holds up every account); 2 per CPU
 # leaves room for blocking reads.
 account_idle_s: Final = 60.0
+# The start-up audit of account heads runs this long before the service
+# reports ready, then in the background (actors.startup_audit): 100,000
+# heads took 4.4 s, over the 2 s start-to-ready budget.
+startup_audit_before_ready_ms: Final = 500
 account_scheduler_threads_per_cpu: Final = 2
 # With a remote ledger (Spanner) an actor's store read (start, reload, keys
 # after a reload) waits a network round trip with its thread held: more

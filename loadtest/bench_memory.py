@@ -119,7 +119,8 @@ def seed_ledger(data_dir: Path, customers: int) -> list[tuple[str, str]]:
         for n in range(customers):
             customer_id = f"cus_mem{n:07d}"
             store.create_customer(Customer(customer_id, f"{customer_id}@example.com", "USD", now))
-            store.put_entitlement(Entitlement(customer_id, "api_calls", None, "soft", "active", now))
+            entitlement = Entitlement(customer_id, "api_calls", None, "soft", "active", now)
+            store.put_entitlement(entitlement)
             _, secret = issue_api_key(store, customer_id, now)
             seeded.append((customer_id, secret))
     finally:
