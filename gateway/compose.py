@@ -606,7 +606,9 @@ async def _refresh_readiness_forever(services: Services, interval_s: float = 1.0
 
 
 async def _passivate_forever(services: Services) -> None:
-    interval_s = max(1.0, services.settings.account_idle_s / 4)
+    # Every second, not every idle_s / 4: a burst of new customers must not
+    # overshoot account_actors_live_max by 15 s of them.
+    interval_s = limits.account_passivation_interval_s
     while True:
         await asyncio.sleep(interval_s)
         try:
