@@ -210,6 +210,9 @@ writer_cache_kib_max: Final = 128 * 1024
 # on almost every commit; a larger WAL lets a hot index page be copied once per
 # checkpoint instead of once per batch. Also the bound on the WAL's size.
 wal_autocheckpoint_pages_max: Final = 16_384
+# Customers whose archived receipt ids the file archive keeps in memory
+# (ledger.local.FileArchive); one dropped is read from its file again.
+archive_customers_cached_max: Final = 10_000
 # Read connections kept open between reads; more may be open at a peak, and
 # those close when given back.
 reader_idle_max: Final = 32

@@ -156,3 +156,19 @@ def test_a_pass_over_more_customers_than_open_files_allowed_succeeds(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     for receipt in receipts:
         assert archive.read_customer(receipt.customer_id) == [receipt]
+
+
+def test_the_ids_kept_in_memory_are_bounded_and_a_dropped_customer_stays_idempotent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "archive_customers_cached_max", 2)
+    chains = [Chain(f"cus_{n}") for n in range(4)]
+    archive = FileArchive(tmp_path)
+    first = [chain.next().receipt for chain in chains]
+    archive.append(first)
+    assert list(archive._known_ids) == ["cus_2", "cus_3"]
+    assert set(archive._file_names) == {"cus_2", "cus_3"}
+    # cus_0 was dropped from memory: delivered again, it is read from its file.
+    archive.append([first[0], chains[0].next().receipt])
+    assert [r.seq for r in archive.read_customer("cus_0")] == [1, 2]
+    assert len(archive._known_ids) == 2
