@@ -104,12 +104,15 @@ class AccountDirectory:
         if excess > 0:
             candidates += heapq.nsmallest(excess, ((at, cid) for cid, at in seen if at >= cutoff))
         stopped = 0
-        for at, customer_id in candidates:
-            if self._deps.activity.get(customer_id) != at:
-                continue  # busy again since (or already gone)
-            supervisor.terminate_child(customer_id, timeout_ms=self._stop_timeout_ms)
-            self._deps.activity.pop(customer_id, None)
-            stopped += 1
+        batch_max = limits.passivation_batch_max
+        for start in range(0, len(candidates), batch_max):
+            # Busy again since (or already gone): left alone.
+            chunk = tuple(cid for at, cid in candidates[start:start + batch_max]
+                          if self._deps.activity.get(cid) == at)
+            supervisor.terminate_children(chunk, timeout_ms=self._stop_timeout_ms)
+            for customer_id in chunk:
+                self._deps.activity.pop(customer_id, None)
+            stopped += len(chunk)
         if stopped:
             self._deps.metrics.passivations.inc(stopped)
             log.info("accounts.passivated", count=stopped, over_live_max=max(0, excess))

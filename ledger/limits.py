@@ -101,6 +101,8 @@ account_idle_s: Final = 60.0
 # costs one account read.
 account_actors_live_max: Final = 10_000
 account_passivation_interval_s: Final = 1.0
+# Actors stopped together in one round trip to the accounts supervisor.
+passivation_batch_max: Final = 1_000
 # The start-up audit of account heads runs this long before the service
 # reports ready, then in the background (actors.startup_audit): 100,000
 # heads took 4.4 s, over the 2 s start-to-ready budget.
