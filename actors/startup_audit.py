@@ -91,6 +91,9 @@ class AccountHeadAudit:
         self._ids: list[str] | None = None  # None: not listed yet
         self._next = 0  # accounts before this index are checked
         self._early: set[str] = set()  # checked out of order, at or past _next
+        # Heads found broken: refused for good (the halt is recorded; a charge
+        # racing the halt into readiness must not build on them either).
+        self._broken: set[str] = set()
         self._done = False
         self.failures = 0
         self.checked = 0
@@ -127,8 +130,10 @@ class AccountHeadAudit:
         """Check this account now unless it was; False if its head is broken
         (the failure is recorded: the service halts)."""
         if self._done:
-            return True
+            return customer_id not in self._broken
         with self._lock:
+            if customer_id in self._broken:
+                return False
             if self._done or customer_id in self._early or self._reached(customer_id):
                 return True
             healthy = self._check(customer_id)  # LedgerError: not checked yet
@@ -147,6 +152,7 @@ class AccountHeadAudit:
         if problem is None:
             return True
         self.failures += 1
+        self._broken.add(customer_id)
         self._on_failure(problem)
         return False
 

@@ -55,7 +55,24 @@ async def test_an_account_used_before_the_audit_reaches_it_is_checked_first(
         assert audit.run(10.0) is True
         # The background pass does not check (nor report) the victim again.
         assert len(found) == 1 and audit.checked == 3
-        assert audit.check_before_use(victim.customer_id) is True  # done: no more checks
+        assert audit.check_before_use(bystander.customer_id) is True
+        assert audit.check_before_use(victim.customer_id) is False  # still refused
+    finally:
+        store.close()
+
+
+async def test_a_head_the_background_pass_found_broken_is_refused_on_use(
+    tmp_path: Path, signing_key_file: Path
+) -> None:
+    # The race a charge can lose: the background pass finds the head broken
+    # just after the charge passed the readiness check.
+    data_dir, made = await _ledger_with_a_tampered_head(tmp_path, signing_key_file, 3)
+    store = SqliteLedger.open(data_dir / LEDGER)
+    try:
+        audit = AccountHeadAudit(store, lambda failure: None)
+        assert audit.run(10.0) is True
+        assert audit.check_before_use(made[0].customer_id) is False
+        assert audit.check_before_use(made[1].customer_id) is True
     finally:
         store.close()
 
