@@ -6,6 +6,7 @@ threads: see `supervisor._scheduled`)."""
 from __future__ import annotations
 
 import contextlib
+import heapq
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ import structlog
 
 from actors.account import AccountActor, AccountDeps, InjectFault, Reload
 from actors.pipeline import Unavailable
+from ledger import LedgerError, limits
 from supervisor import DynamicSupervisor, Link
 
 log = structlog.get_logger(__name__)
@@ -27,8 +29,14 @@ class AccountDirectory:
         accounts: Callable[[], DynamicSupervisor | None],
         idle_s: float,
         stop_timeout_ms: int = 5_000,
+        check_before_use: Callable[[str], bool] = lambda customer_id: True,
+        live_max: int | None = None,
     ) -> None:
         self._deps = deps
+        # The start-up audit of this account's head, if it has not run yet
+        # (actors.startup_audit): False means the head is broken.
+        self._check_before_use = check_before_use
+        self._live_max = limits.account_actors_live_max if live_max is None else live_max
         self._accounts = accounts
         self._idle_s = idle_s
         self._stop_timeout_ms = stop_timeout_ms
@@ -54,6 +62,12 @@ class AccountDirectory:
         ref = self.lookup(customer_id)
         if ref is not None:
             return ref
+        try:
+            healthy = self._check_before_use(customer_id)
+        except LedgerError as error:
+            raise Unavailable(f"the account could not be audited: {error}") from error
+        if not healthy:
+            raise Unavailable("integrity halt: this account's head failed its audit")
         deps = self._deps
 
         def start(link: Link) -> pykka.ActorRef[Any]:
@@ -77,20 +91,29 @@ class AccountDirectory:
         return True
 
     def passivate_idle(self) -> int:
-        """Stop actors idle for longer than `idle_s`; returns how many."""
+        """Stop actors idle for longer than `idle_s`, and the least recently
+        active beyond `live_max` (a live actor holds ~13 KiB: 100,000 touched
+        within `idle_s` held 2.6 GiB); returns how many were stopped."""
         supervisor = self._accounts()
         if supervisor is None:
             return 0
         cutoff = time.monotonic() - self._idle_s
-        idle = [cid for cid, seen in list(self._deps.activity.items()) if seen < cutoff]
+        seen = list(self._deps.activity.items())
+        candidates = [(at, cid) for cid, at in seen if at < cutoff]
+        excess = len(seen) - len(candidates) - self._live_max
+        if excess > 0:
+            candidates += heapq.nsmallest(excess, ((at, cid) for cid, at in seen if at >= cutoff))
         stopped = 0
-        for customer_id in idle:
-            if self._deps.activity.get(customer_id, cutoff + 1) >= cutoff:
-                continue  # became busy again
-            supervisor.terminate_child(customer_id, timeout_ms=self._stop_timeout_ms)
-            self._deps.activity.pop(customer_id, None)
-            stopped += 1
+        batch_max = limits.passivation_batch_max
+        for start in range(0, len(candidates), batch_max):
+            # Busy again since (or already gone): left alone.
+            chunk = tuple(cid for at, cid in candidates[start:start + batch_max]
+                          if self._deps.activity.get(cid) == at)
+            supervisor.terminate_children(chunk, timeout_ms=self._stop_timeout_ms)
+            for customer_id in chunk:
+                self._deps.activity.pop(customer_id, None)
+            stopped += len(chunk)
         if stopped:
             self._deps.metrics.passivations.inc(stopped)
-            log.info("accounts.passivated", count=stopped)
+            log.info("accounts.passivated", count=stopped, over_live_max=max(0, excess))
         return stopped

@@ -1,4 +1,4 @@
-"""The audit before ready: cheap checks that every head the service is about
+"""The audit at start-up: cheap checks that every head the service is about
 to build on is the head of what is stored.
 
 A full audit hashes every receipt (the reconciler's job, in the background);
@@ -7,13 +7,24 @@ and the root its stored tiles give) and each account head against its last
 receipt (seq, hash, balance, and that receipt's own hash and columns). A
 failure becomes a recorded halt, so the service starts, answers reads, and
 stays unready until an operator clears it: a crash loop would hide the reason.
+
+The log head is always checked before the service reports ready (every
+commit builds on it). The account heads cost ~44 us each (two reads and a
+hash): 4.4 s for 100,000 customers, over the 2 s start-to-ready budget. So
+`AccountHeadAudit` checks them in customer id order before ready for at most
+`startup_audit_before_ready_ms`, then goes on in the background; an account
+not yet reached is checked on its first use, before its actor starts, so no
+charge ever builds on an unchecked head.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import orjson
+import structlog
 
 from actors.halts import IntegrityFailure
 from actors.receipt_log import LogDamaged, rebuild_edge
@@ -29,7 +40,9 @@ from crypto import (
 from ledger import LedgerStore, LogReader, StoredReceipt
 from ledger.model import LogCheckpoint
 
-__all__ = ["audit_at_startup"]
+__all__ = ["AccountHeadAudit", "audit_at_startup", "audit_log_at_startup"]
+
+log = structlog.get_logger(__name__)
 
 # The row's columns that must say what the signed receipt says.
 _INDEXED = ("receipt_id", "customer_id", "seq", "amount_minor", "currency",
@@ -41,13 +54,107 @@ def audit_at_startup(
 ) -> Iterator[IntegrityFailure]:
     """Every failure found, log first then customers in id order (LedgerError
     if the store cannot be read: that is not a finding)."""
-    problem = _check_log(log_reader, keys)
+    problem = audit_log_at_startup(log_reader, keys)
     if problem is not None:
         yield problem
     for customer_id in store.list_customer_ids():
         problem = _check_account_head(store, customer_id)
         if problem is not None:
             yield problem
+
+
+def audit_log_at_startup(log_reader: LogReader, keys: TrustedKeys) -> IntegrityFailure | None:
+    """The log head's check, which must pass before the service reports ready."""
+    return _check_log(log_reader, keys)
+
+
+class AccountHeadAudit:
+    """Every account head present at start-up, checked once: in id order by
+    `run` (before ready, then in the background), or by `check_before_use`
+    for an account used before `run` reached it.
+
+    Thread-safe: `run` runs on one thread while requests start actors on
+    others. What it holds (the id list and the accounts checked out of order)
+    is dropped once every account is checked.
+    """
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        on_failure: Callable[[IntegrityFailure], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._on_failure = on_failure
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ids: list[str] | None = None  # None: not listed yet
+        self._next = 0  # accounts before this index are checked
+        self._early: set[str] = set()  # checked out of order, at or past _next
+        # Heads found broken: refused for good (the halt is recorded; a charge
+        # racing the halt into readiness must not build on them either).
+        self._broken: set[str] = set()
+        self._done = False
+        self.failures = 0
+        self.checked = 0
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def run(self, duration_s: float, chunk: int = 200) -> bool:
+        """Check accounts in id order for about `duration_s`; True when all are."""
+        deadline_s = self._clock() + duration_s
+        while not self._done and self._clock() < deadline_s:
+            self._run_chunk(chunk)
+        return self._done
+
+    def _run_chunk(self, chunk: int) -> None:
+        with self._lock:
+            if self._ids is None:
+                self._ids = sorted(self._store.list_customer_ids())
+            ids = self._ids
+            end = min(len(ids), self._next + chunk)
+            for index in range(self._next, end):
+                customer_id = ids[index]
+                if customer_id not in self._early:
+                    self._check(customer_id)
+                self._early.discard(customer_id)
+            self._next = end
+            if end == len(ids):
+                self._done, self._ids, self._early = True, None, set()
+                log.info("billing.startup_audit_accounts_done",
+                         checked=self.checked, failures=self.failures)
+
+    def check_before_use(self, customer_id: str) -> bool:
+        """Check this account now unless it was; False if its head is broken
+        (the failure is recorded: the service halts)."""
+        if self._done:
+            return customer_id not in self._broken
+        with self._lock:
+            if customer_id in self._broken:
+                return False
+            if self._done or customer_id in self._early or self._reached(customer_id):
+                return True
+            healthy = self._check(customer_id)  # LedgerError: not checked yet
+            self._early.add(customer_id)
+            return healthy
+
+    def _reached(self, customer_id: str) -> bool:
+        # Ids are checked in sorted order: an id below the next one to check
+        # was checked, or was created after the list was read (nothing to audit).
+        ids = self._ids
+        return ids is not None and self._next > 0 and customer_id <= ids[self._next - 1]
+
+    def _check(self, customer_id: str) -> bool:
+        self.checked += 1
+        problem = _check_account_head(self._store, customer_id)
+        if problem is None:
+            return True
+        self.failures += 1
+        self._broken.add(customer_id)
+        self._on_failure(problem)
+        return False
 
 
 def _check_log(log_reader: LogReader, keys: TrustedKeys) -> IntegrityFailure | None:

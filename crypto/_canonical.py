@@ -27,13 +27,24 @@ def canonical_json(obj: object) -> bytes:
         raise CanonicalizationError(str(error)) from error
 
 
+def kept_bytes(data: bytes) -> bytes:
+    """`data` in a block of its own size, for bytes that are kept.
+
+    orjson (3.13) returns its output in the buffer it wrote into, at least
+    4 KiB, never shrunk: a 600-byte receipt kept by a live account actor
+    held 4-8 KiB (tracemalloc: 12 KiB of the ~25 KiB kept per live actor).
+    """
+    return memoryview(data).tobytes()
+
+
 def canonical_core_json(core: Mapping[str, str | int | None]) -> bytes:
     """JCS of a checked receipt core (see module docstring for why this is exact).
 
     Callers guarantee the shape (crypto.receipt.check_core): ASCII keys, values
-    of exact type str, int within +-(2**53 - 1), or None.
+    of exact type str, int within +-(2**53 - 1), or None. Kept in memory
+    while the receipt is in flight, hence `kept_bytes`.
     """
     try:
-        return orjson.dumps(core, option=orjson.OPT_SORT_KEYS)
+        return kept_bytes(orjson.dumps(core, option=orjson.OPT_SORT_KEYS))
     except orjson.JSONEncodeError as error:  # lone surrogates: no UTF-8, no JCS
         raise CanonicalizationError(f"input contains non-UTF-8 codepoints: {error}") from error

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import orjson
 
+from crypto._canonical import kept_bytes
 from crypto._signer import Signer
 from crypto.receipt import core_bytes, hash_of_core_bytes
 
@@ -37,7 +38,7 @@ def sealed_document(core: Mapping[str, object], receipt_hash: str, signature: st
     document["receipt_hash"] = receipt_hash
     if signature is not None:
         document["signature"] = signature
-    return orjson.dumps(document)
+    return kept_bytes(orjson.dumps(document))  # kept with the receipt: see kept_bytes
 
 
 def seal_receipt(core: Mapping[str, object], key: Signer) -> dict[str, object]:

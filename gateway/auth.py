@@ -61,11 +61,19 @@ class ApiKeyCache:
         store: LedgerStore,
         executor: concurrent.futures.Executor,
         ttl_s: float = API_KEY_CACHE_TTL_S,
+        entries_max: int = api_key_cache_entries_max,
     ) -> None:
         self._store = store
         self._executor = executor
         self._ttl_s = ttl_s
+        self._entries_max = entries_max
+        # In expiry order (every entry lives ttl_s from its insertion, and a
+        # refreshed one is moved to the end): expired and evicted entries are
+        # both taken from the front.
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     async def customer_for(self, request: web.Request) -> str:
         """The customer the request's API key belongs to, or a 401."""
@@ -82,14 +90,25 @@ class ApiKeyCache:
             record = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._store.resolve_api_key, key_hash
             )
-            if len(self._entries) >= api_key_cache_entries_max:
-                self._entries.clear()
-            self._entries[key_hash] = (now + self._ttl_s, record)
+            self._insert(key_hash, now, record)
         if record is None:
             raise ApiError(401, "invalid_api_key", "the API key is not valid")
         if record.revoked_at is not None:
             raise ApiError(401, "api_key_revoked", "the API key was revoked")
         return record
+
+    def _insert(self, key_hash: str, now: float, record: ApiKey | None) -> None:
+        """Drop what expired, then the soonest to expire while full: the cache
+        held every key seen (~700 B each, 100,000 keys ~70 MiB) until it was
+        cleared whole at its bound."""
+        entries = self._entries
+        entries.pop(key_hash, None)
+        while entries:
+            oldest = next(iter(entries))
+            if entries[oldest][0] > now and len(entries) < self._entries_max:
+                break
+            del entries[oldest]
+        entries[key_hash] = (now + self._ttl_s, record)
 
     def forget_key_id(self, key_id: str) -> None:
         for key_hash, (_, record) in list(self._entries.items()):

@@ -40,7 +40,7 @@ from actors.pipeline import Pipeline
 from actors.receipt_log import LogAppender
 from actors.reconciler import Reconciler, ReconcilerMetrics
 from actors.signer import SignerPool
-from actors.startup_audit import audit_at_startup
+from actors.startup_audit import AccountHeadAudit, audit_log_at_startup
 from actors.writer import LedgerWriter
 from crypto import (
     KMS_ENDPOINT,
@@ -158,6 +158,7 @@ class Runtime:
     admin_token: str
     admin_token_generated: bool
     account_scheduler: ActorScheduler
+    account_audit: AccountHeadAudit
     app_hooks: list[Callable[[web.Application], None]] = field(default_factory=list)
 
     def make_app(self) -> web.Application:
@@ -174,6 +175,7 @@ class Runtime:
             asyncio.create_task(_refresh_readiness_forever(self.services)),
             asyncio.create_task(_passivate_forever(self.services)),
             asyncio.create_task(watch_loop_lag(self.services.admission)),
+            asyncio.create_task(_audit_accounts_in_background(self.services, self.account_audit)),
         ]
         yield
         for task in tasks:
@@ -267,7 +269,7 @@ def _start(
             readiness_box[0].halted(incident)
 
     halts = HaltRecorder(adapters.halts, utc_now_rfc3339, on_halt_recorded)
-    _audit_before_ready(adapters, key_ring, halts)
+    account_audit = _audit_before_ready(adapters, key_ring, halts)
 
     def on_escalation(reason: str) -> None:
         log.critical("billing.escalated", reason=reason)
@@ -393,7 +395,10 @@ def _start(
         child = root.child("accounts")
         return child if isinstance(child, DynamicSupervisor) else None
 
-    directory = AccountDirectory(deps, accounts, idle_s=settings.account_idle_s)
+    directory = AccountDirectory(
+        deps, accounts, idle_s=settings.account_idle_s,
+        check_before_use=account_audit.check_before_use,
+    )
     directory_box.append(directory)
     pipeline.on_chain_failed = directory.reload
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="blocking")
@@ -451,6 +456,7 @@ def _start(
         admin_token=settings.admin_token or "",
         admin_token_generated=admin_token_generated,
         account_scheduler=deps.scheduler,
+        account_audit=account_audit,
         app_hooks=[
             stripe.add_routes,
             lambda app: add_web_routes(app, web_settings, stripe_settings.api_base),
@@ -458,20 +464,41 @@ def _start(
     )
 
 
-def _audit_before_ready(adapters: Adapters, key_ring: KeyRing, halts: HaltRecorder) -> None:
-    """Check every head the service builds on (see actors.startup_audit);
-    each failure is a recorded halt, so the service comes up unready."""
+def _audit_before_ready(
+    adapters: Adapters, key_ring: KeyRing, halts: HaltRecorder
+) -> AccountHeadAudit:
+    """Check the log head, then account heads for at most
+    `startup_audit_before_ready_ms` (see actors.startup_audit); each failure
+    is a recorded halt, so the service comes up (or turns) unready."""
     started_s = time.monotonic()
-    failures = 0
-    keys = TrustedKeys(key_ring.jwks())
-    for failure in audit_at_startup(adapters.store, adapters.store, keys):
-        failures += 1
+    problem = audit_log_at_startup(adapters.store, TrustedKeys(key_ring.jwks()))
+    if problem is not None:
+        halts.record(problem, source="startup_audit")
+
+    def record(failure: IntegrityFailure) -> None:
         halts.record(failure, source="startup_audit")
+
+    audit = AccountHeadAudit(adapters.store, record)
+    audit.run(limits.startup_audit_before_ready_ms / 1000.0)
     log.info(
         "billing.startup_audit",
-        failures=failures,
+        failures=audit.failures + (problem is not None),
+        accounts_checked=audit.checked,
+        accounts_done=audit.done,
         duration_s=round(time.monotonic() - started_s, 3),
     )
+    return audit
+
+
+async def _audit_accounts_in_background(services: Services, audit: AccountHeadAudit) -> None:
+    """The rest of the start-up audit, a slice at a time, after ready."""
+    while not audit.done:
+        try:
+            await services.blocking(audit.run, 0.05)
+        except Exception:  # the store is unreachable: accounts are checked on use
+            log.exception("billing.startup_audit_failed")
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(0)
 
 
 def _signer_specs(
@@ -594,7 +621,9 @@ async def _refresh_readiness_forever(services: Services, interval_s: float = 1.0
 
 
 async def _passivate_forever(services: Services) -> None:
-    interval_s = max(1.0, services.settings.account_idle_s / 4)
+    # Every second, not every idle_s / 4: a burst of new customers must not
+    # overshoot account_actors_live_max by 15 s of them.
+    interval_s = limits.account_passivation_interval_s
     while True:
         await asyncio.sleep(interval_s)
         try:

@@ -94,6 +94,19 @@ writer_queue_max: Final = stage_queue_max(admission_queue_max)
 # doubled: a store read or a reload holds up every account); 2 per CPU
 # leaves room for blocking reads.
 account_idle_s: Final = 60.0
+# Live account actors past which the least recently active are passivated
+# even before `account_idle_s` (checked every `account_passivation_interval_s`):
+# one holds ~13 KiB while live, and a burst of 100,000 customers within the
+# idle time held 2.6 GiB. 10,000 keep ~130 MiB; restarting a passivated one
+# costs one account read.
+account_actors_live_max: Final = 10_000
+account_passivation_interval_s: Final = 1.0
+# Actors stopped together in one round trip to the accounts supervisor.
+passivation_batch_max: Final = 1_000
+# The start-up audit of account heads runs this long before the service
+# reports ready, then in the background (actors.startup_audit): 100,000
+# heads took 4.4 s, over the 2 s start-to-ready budget.
+startup_audit_before_ready_ms: Final = 500
 account_scheduler_threads_per_cpu: Final = 2
 # With a remote ledger (Spanner) an actor's store read (start, reload, keys
 # after a reload) waits a network round trip with its thread held: more
@@ -186,7 +199,9 @@ reversal_reason_chars_max: Final = 500
 
 # Gateway.
 jwks_bytes_max: Final = 1024 * 1024
-api_key_cache_entries_max: Final = 100_000
+# API keys cached (for API_KEY_CACHE_TTL_S each, ~700 B each): a key used
+# more rarely than 10,000 others in the TTL is read from the store again.
+api_key_cache_entries_max: Final = 10_000
 # In flight per customer up to which nobody counts as heavy (Admission.refuse_if_saturated).
 light_inflight_max: Final = 4
 # Net container allocations before a young collection (CPython's default: 700).
@@ -202,6 +217,9 @@ writer_cache_kib_max: Final = 128 * 1024
 # on almost every commit; a larger WAL lets a hot index page be copied once per
 # checkpoint instead of once per batch. Also the bound on the WAL's size.
 wal_autocheckpoint_pages_max: Final = 16_384
+# Customers whose archived receipt ids the file archive keeps in memory
+# (ledger.local.FileArchive); one dropped is read from its file again.
+archive_customers_cached_max: Final = 10_000
 # Read connections kept open between reads; more may be open at a peak, and
 # those close when given back.
 reader_idle_max: Final = 32

@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -24,6 +25,7 @@ import structlog
 from ledger._locks import locked
 from ledger.checkpoint_codec import decode_log_checkpoint, encode_log_checkpoint
 from ledger.errors import StoreUnavailable, check_invariant
+from ledger.limits import archive_customers_cached_max
 from ledger.model import LogCheckpoint, StoredReceipt
 
 __all__ = ["CHECKPOINT_DIR", "FileArchive"]
@@ -50,13 +52,18 @@ class FileArchive:
     Append-only and fsync'd before `append` returns. Idempotent on receipt_id:
     the ids already in a customer's file are remembered (loaded on first use),
     so delivering the same receipts twice (the outbox is at-least-once) keeps
-    one copy. One process per root directory.
+    one copy. One process per root directory. Those ids are kept for the
+    `archive_customers_cached_max` customers archived most recently: kept
+    for every customer ever archived, they grew the service by ~0.5 KiB per
+    customer touched; a customer dropped has its file read again on its
+    next append.
     """
 
     def __init__(self, root_dir: Path) -> None:
         self._root = Path(root_dir)
         self._lock = threading.Lock()
-        self._known_ids: dict[str, set[str]] = {}
+        # Least recently archived first; a customer's file name and ids together.
+        self._known_ids: OrderedDict[str, set[str]] = OrderedDict()
         self._file_names: dict[str, str] = {}
         self._unsynced: set[str] = set()  # customers whose last sync failed
         # Checkpoint file number -> (tree_size, root_hash) in it, newest last.
@@ -124,6 +131,11 @@ class FileArchive:
             path = self._file(customer_id)
             known = {receipt.receipt_id for receipt in _read_file(path, repair=True)}
             self._known_ids[customer_id] = known
+            while len(self._known_ids) > archive_customers_cached_max:
+                dropped, _ = self._known_ids.popitem(last=False)
+                self._file_names.pop(dropped, None)
+        else:
+            self._known_ids.move_to_end(customer_id)
         lines: list[bytes] = []
         for receipt in batch:
             if receipt.receipt_id not in known:
@@ -142,6 +154,7 @@ class FileArchive:
         with locked(self._lock, "archive"):
             self._closed = True
             self._known_ids.clear()
+            self._file_names.clear()
             self._checkpoint_keys.clear()
 
     # -- the receipt log's checkpoints ------------------------------------------

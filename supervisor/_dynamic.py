@@ -44,6 +44,15 @@ class _TerminateChild(NamedTuple):
     """How long to wait for it before abandoning it."""
 
 
+class _TerminateChildren(NamedTuple):
+    """Asked of a dynamic supervisor: stop these children for good, all at once."""
+
+    child_ids: tuple[str, ...]
+    """The children to stop (unknown ids are skipped)."""
+    timeout_ms: int
+    """How long to wait for all of them before abandoning those still running."""
+
+
 class _DynamicSupervisorActor(SupervisorCore):
     _concurrent = True  # children are independent: stop them all at once
 
@@ -59,6 +68,8 @@ class _DynamicSupervisorActor(SupervisorCore):
             return self._start_dynamic(message.child_id, message.start)
         if isinstance(message, _TerminateChild):
             return self._terminate(message.child_id, message.timeout_ms)
+        if isinstance(message, _TerminateChildren):
+            return self._terminate_many(message.child_ids, message.timeout_ms)
         return super()._handle_call(message)
 
     def _start_dynamic(self, child_id: str, start: StartFunc) -> pykka.ActorRef[Any]:
@@ -111,6 +122,15 @@ class _DynamicSupervisorActor(SupervisorCore):
         self._stop_children([child], concurrent=False, timeout_ms=timeout_ms)
         self._remove(child)
         return was_running
+
+    def _terminate_many(self, child_ids: tuple[str, ...], timeout_ms: int) -> int:
+        known = self._children
+        children = [known[cid] for cid in dict.fromkeys(child_ids) if cid in known]
+        running = sum(1 for child in children if child.state == "running")
+        self._stop_children(children, concurrent=True, timeout_ms=timeout_ms)
+        for child in children:
+            self._remove(child)
+        return running
 
     def _restart(self, failed: Child, reason: str) -> None:
         self._restart_one(failed, reason, failed.spec.id)
@@ -209,6 +229,23 @@ class DynamicSupervisor(SupervisorHandle):
         passivates itself with `self.stop()` (a normal exit)."""
         stopped: bool = self._call(
             _TerminateChild(child_id, timeout_ms), timeout_ms + call_timeout_ms
+        )
+        return stopped
+
+    def terminate_children(
+        self,
+        child_ids: tuple[str, ...],
+        timeout_ms: int = 5000,
+        *,
+        call_timeout_ms: int = call_timeout_ms_default,
+    ) -> int:
+        """`terminate_child` for many at once: all are asked to stop, then
+        waited for together up to `timeout_ms`. One at a time, passivating
+        under load stopped ~50 children a second (a round trip through two
+        busy threads each), fewer than were started. Returns how many were
+        running."""
+        stopped: int = self._call(
+            _TerminateChildren(tuple(child_ids), timeout_ms), timeout_ms + call_timeout_ms
         )
         return stopped
 

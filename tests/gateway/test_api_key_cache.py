@@ -70,3 +70,27 @@ async def test_an_expired_entry_is_read_again(ledger: SqliteLedger) -> None:
         await cache.customer_for(_request(secret))
         await cache.customer_for(_request(secret))
     assert counting.lookups == 2
+
+
+async def test_the_cache_never_holds_more_than_its_bound_and_drops_expired_keys(
+    ledger: SqliteLedger,
+) -> None:
+    secrets = [issue_api_key(ledger, "cus_a", NOW)[1] for _ in range(12)]
+    counting = CountingStore(ledger)
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        cache = ApiKeyCache(counting, executor, entries_max=5)  # type: ignore[arg-type]
+        for secret in secrets:
+            assert await cache.customer_for(_request(secret)) == "cus_a"
+            assert len(cache) <= 5
+        # The most recent keys are still cached; the oldest were read again.
+        lookups = counting.lookups
+        for secret in secrets[-5:]:
+            await cache.customer_for(_request(secret))
+        assert counting.lookups == lookups
+        await cache.customer_for(_request(secrets[0]))
+        assert counting.lookups == lookups + 1
+
+        expiring = ApiKeyCache(counting, executor, ttl_s=0.0)  # type: ignore[arg-type]
+        for secret in secrets:
+            await expiring.customer_for(_request(secret))
+        assert len(expiring) == 1  # each insert dropped the expired ones

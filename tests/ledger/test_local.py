@@ -181,3 +181,19 @@ def test_old_checkpoint_files_are_forgotten_yet_still_idempotent(tmp_path: Path)
     assert archive.read_checkpoints(0, 10) == [log_checkpoint(n) for n in far_apart]
     files = sorted((tmp_path / local.CHECKPOINT_DIR).iterdir())
     assert [len(f.read_bytes().splitlines()) for f in files] == [1, 1, 1, 1]
+
+
+def test_the_ids_kept_in_memory_are_bounded_and_a_dropped_customer_stays_idempotent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "archive_customers_cached_max", 2)
+    chains = [Chain(f"cus_{n}") for n in range(4)]
+    archive = FileArchive(tmp_path)
+    first = [chain.next().receipt for chain in chains]
+    archive.append(first)
+    assert list(archive._known_ids) == ["cus_2", "cus_3"]
+    assert set(archive._file_names) == {"cus_2", "cus_3"}
+    # cus_0 was dropped from memory: delivered again, it is read from its file.
+    archive.append([first[0], chains[0].next().receipt])
+    assert [r.seq for r in archive.read_customer("cus_0")] == [1, 2]
+    assert len(archive._known_ids) == 2

@@ -137,3 +137,14 @@ def test_start_child_from_the_supervisor_thread_is_refused_not_deadlocked(
 
     accounts.start_child("outer", nested)
     assert len(errors) == 1 and "own thread" in str(errors[0])
+
+
+def test_terminate_children_stops_many_at_once_and_forgets_them(
+    accounts: DynamicSupervisor, journal: Journal
+) -> None:
+    refs = [accounts.start_child(f"c{n}", factory(f"c{n}", journal)) for n in range(5)]
+    assert accounts.terminate_children(("c0", "c1", "c2", "c2", "nope"), timeout_ms=2000) == 3
+    assert [ref.is_alive() for ref in refs] == [False, False, False, True, True]
+    assert [i.id for i in accounts.which_children()] == ["c3", "c4"]
+    assert accounts.count_children()["specs"] == 2
+    assert accounts.terminate_children((), timeout_ms=2000) == 0
