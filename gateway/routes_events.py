@@ -182,7 +182,7 @@ async def get_receipt(request: web.Request) -> web.StreamResponse:
     return json_response(document)
 
 
-def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -221,7 +221,7 @@ async def list_receipts(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     customer_id = await services.api_keys.customer_for(request)
     cursor = _one_cursor(request)
-    limit = _query_int(request, "limit", 100, 1, limits.receipts_page_max)
+    limit = query_int(request, "limit", 100, 1, limits.receipts_page_max)
     if cursor == "ending_before":
         # Seqs are 1, 2, 3... per customer: the page before seq n starts at n - limit.
         before_seq = await _cursor_seq(services, customer_id, request, cursor)
@@ -230,7 +230,7 @@ async def list_receipts(request: web.Request) -> web.Response:
     elif cursor == "starting_after":
         after_seq = await _cursor_seq(services, customer_id, request, cursor)
     else:
-        after_seq = _query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
+        after_seq = query_int(request, "after_seq", 0, 0, limits.json_safe_integer_max)
     # The ledger of record answers: it is never behind, unlike a read model.
     page = []
     if limit > 0:

@@ -69,6 +69,10 @@ class Settings:
     public_url: str | None = None
     log_level: str = "info"
     secrets_dir: Path | None = None
+    # Threshold alerts: percent of quota, for entitlements that set none of
+    # their own (POST /v1/entitlements/{id}/alert_thresholds); () : none.
+    alert_thresholds_pct: tuple[int, ...] = (50, 80, 100)
+    webhook_timeout_ms: int = 10_000
 
     @property
     def effective_cpus(self) -> int:
@@ -122,6 +126,7 @@ class Settings:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
         self._validate_public_url()
         self._validate_kms()
+        self._validate_webhooks()
         problems = limits.setting_problems(
             admission_queue_max=self.admission_queue_max,
             customer_inflight_max=self.customer_inflight_max,
@@ -133,7 +138,7 @@ class Settings:
 
     def _validate_public_url(self) -> None:
         if self.public_url is None:
-            if not (self.dev or _is_loopback(self.host)):
+            if not (self.dev or is_loopback(self.host)):
                 raise SettingsError(
                     "BILLING_PUBLIC_URL is required outside --dev when serving on "
                     f"{self.host}: receipt URLs are built from it"
@@ -153,9 +158,18 @@ class Settings:
                 "BILLING_PUBLIC_URL must be an absolute URL such as https://billing.example.com "
                 f"(no query, credentials or final /), got {self.public_url!r}"
             )
-        if parts.scheme == "http" and not (self.dev or _is_loopback(parts.hostname)):
+        if parts.scheme == "http" and not (self.dev or is_loopback(parts.hostname)):
             raise SettingsError(
                 "BILLING_PUBLIC_URL must be https:// (http:// only for a loopback host or --dev)"
+            )
+
+    def _validate_webhooks(self) -> None:
+        problem = threshold_problem(self.alert_thresholds_pct)
+        if problem is not None:
+            raise SettingsError(f"BILLING_ALERT_THRESHOLDS_PCT: {problem}")
+        if not 0 < self.webhook_timeout_ms <= limits.webhook_timeout_ms_max:
+            raise SettingsError(
+                f"BILLING_WEBHOOK_TIMEOUT_MS must be in (0, {limits.webhook_timeout_ms_max}]"
             )
 
     def _validate_kms(self) -> None:
@@ -175,7 +189,7 @@ class Settings:
             return
         parts = urlsplit(self.kms_endpoint)
         # A bearer token never travels in clear text: http:// is a local fake, without auth.
-        plain_loopback = parts.scheme == "http" and _is_loopback(parts.hostname or "")
+        plain_loopback = parts.scheme == "http" and is_loopback(parts.hostname or "")
         if (
             not (parts.scheme == "https" or plain_loopback)
             or not parts.hostname
@@ -190,13 +204,38 @@ class Settings:
             )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def threshold_problem(thresholds_pct: tuple[int, ...]) -> str | None:
+    """What is wrong with a list of alert thresholds (None: nothing); the
+    setting and the per-entitlement route share it."""
+    if len(thresholds_pct) > limits.alert_thresholds_max:
+        return f"at most {limits.alert_thresholds_max} thresholds"
+    if len(set(thresholds_pct)) != len(thresholds_pct):
+        return "a threshold is listed twice"
+    for pct in thresholds_pct:
+        if type(pct) is not int or not 1 <= pct <= limits.alert_threshold_pct_max:
+            return f"each threshold is a whole percent from 1 to {limits.alert_threshold_pct_max}"
+    return None
+
+
+def _thresholds(environ: Mapping[str, str], default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = environ.get("BILLING_ALERT_THRESHOLDS_PCT")
+    if raw is None:
+        return default
+    try:
+        return tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(
+            f"BILLING_ALERT_THRESHOLDS_PCT must be percentages like 50,80,100, got {raw!r}"
+        ) from None
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -287,5 +326,7 @@ def from_environment(
         public_url=environ.get("BILLING_PUBLIC_URL", "").rstrip("/") or None,
         log_level=environ.get("BILLING_LOG_LEVEL", defaults.log_level).lower(),
         secrets_dir=Path(secrets_dir) if secrets_dir else None,
+        alert_thresholds_pct=_thresholds(environ, defaults.alert_thresholds_pct),
+        webhook_timeout_ms=_int(environ, "BILLING_WEBHOOK_TIMEOUT_MS", defaults.webhook_timeout_ms),
     )
     return settings.validate()
