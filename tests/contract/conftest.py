@@ -95,6 +95,8 @@ BROADCAST_FACTORIES: dict[str, Factory] = {
 ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive, "gcs": gcp.make_gcs}
 # Spanner joins once its adapter has a halt table (it does not yet).
 INTEGRITY_HALTS_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "memory": make_memory_halts}
+# Spanner joins once its adapter has the webhook tables (see ledger.webhook_store).
+WEBHOOK_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
 
 
 # -- the fixtures the suites use: one test per registered adapter -----------------------
@@ -112,3 +114,4 @@ read_model = _adapter_fixture(READ_MODEL_FACTORIES, "read_model")
 broadcast = _adapter_fixture(BROADCAST_FACTORIES, "broadcast")  # yields BroadcastUnderTest
 archive = _adapter_fixture(ARCHIVE_FACTORIES, "archive")
 integrity_halts = _adapter_fixture(INTEGRITY_HALTS_FACTORIES, "integrity_halts")
+webhook_store = _adapter_fixture(WEBHOOK_STORE_FACTORIES, "webhook_store")
