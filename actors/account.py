@@ -49,10 +49,12 @@ from actors.ids import SecretIdMinter
 from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
+from actors.threshold_alerts import AlertState, ThresholdAlerts
 from crypto import hash_core
 from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
 from ledger.clock import parse_rfc3339
 from ledger.model import UNPAID_STATUSES
+from ledger.webhook_store import OutboundEvent
 from supervisor import ActorScheduler, Link, ScheduledActor
 
 log = structlog.get_logger(__name__)
@@ -90,6 +92,8 @@ class AccountDeps:
     settled_keys_max: int = 128
     # See Entitlement.in_payment_grace; 0: an unpaid entitlement is refused at once.
     payment_grace_s: float = 0.0
+    # Threshold alerts (actors.threshold_alerts); None: the store keeps no events.
+    alerts: ThresholdAlerts | None = None
 
 
 class _ReplyFuture(pykka.Future[Any]):
@@ -175,6 +179,8 @@ class AccountActor(ScheduledActor):
         # Per reversed receipt: (minor units reversed, reversals), counting
         # those in flight; filled from the store on a receipt's first reversal.
         self._reversed: dict[str, tuple[int, int]] = {}
+        # Thresholds and what fired, reloaded with the rest (see _alert_events).
+        self._alerts: AlertState | None = None
 
     @classmethod
     def _create_future(cls) -> pykka.Future[Any]:
@@ -220,6 +226,8 @@ class AccountActor(ScheduledActor):
         self._entitlements = dict(account.entitlements)
         self._used_minor = {eid: e.used_minor for eid, e in account.entitlements.items()}
         self._reversed = {}
+        if self._deps.alerts is not None:
+            self._alerts = self._deps.alerts.load(self.customer_id)
 
     # -- messages --------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -303,7 +311,8 @@ class AccountActor(ScheduledActor):
             left = 0 if original is None else original.amount_minor - total
             command = dataclasses.replace(command, amount_minor=-left)
         entitlement = self._entitlements[command.entitlement_id]
-        used_after = self._used_minor.get(command.entitlement_id, 0) + command.amount_minor
+        used_before = self._used_minor.get(command.entitlement_id, 0)
+        used_after = used_before + command.amount_minor
         quota_remaining = (
             None if entitlement.quota_minor is None else entitlement.quota_minor - used_after
         )
@@ -341,6 +350,8 @@ class AccountActor(ScheduledActor):
             receipt_hash=hashed.receipt_hash,
             previous_receipt_hash=self._last_hash,
             request=command.request,
+            events=self._alert_events(entitlement, used_before, used_after, command.currency,
+                                      receipt_id, recorded_at),
             core=core,
             canonical_core=hashed.canonical,
             first_reply=command.reply,
@@ -357,6 +368,8 @@ class AccountActor(ScheduledActor):
         self._last_hash = pending.receipt_hash
         self._balance_minor = balance_after
         self._used_minor[command.entitlement_id] = used_after
+        if self._alerts is not None:
+            self._alerts.mark(pending.events)
         if command.reverses is not None:
             total, count = self._reversed[command.reverses]
             self._reversed[command.reverses] = (total - command.amount_minor, count + 1)
@@ -364,6 +377,16 @@ class AccountActor(ScheduledActor):
         stored.pop(command.idempotency_key, None)  # no longer known from the read
         if command.idempotency_key in unread:
             self._may_count_repeats = True
+
+    def _alert_events(self, entitlement: Entitlement, used_before: int, used_after: int,
+                      currency: str, receipt_id: str, recorded_at: str
+                      ) -> tuple[OutboundEvent, ...]:
+        """Threshold alerts this charge sets off, committed with its receipt.
+        A failed commit makes the actor reload, and with it what fired."""
+        if self._alerts is None:
+            return ()
+        return self._alerts.crossed(entitlement, used_before, used_after, currency,
+                                    receipt_id, recorded_at)
 
     def _answered_from_history(
         self, command: ChargeCommand, fingerprint: str, stored_by_key: _StoredByKey

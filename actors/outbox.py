@@ -7,6 +7,10 @@ crash between commit and delivery loses nothing; a crash between delivery
 and acknowledgement delivers again, which every sink absorbs (idempotent by
 receipt_id). A failing sink is retried with exponential backoff; one
 customer's later messages wait behind its failed one (order per customer).
+
+A message sink (`message_sinks`) takes a topic's raw messages instead of
+receipts and answers for each one (customer webhooks: one customer's
+failing endpoint must not hold back every other customer's events).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -31,6 +36,19 @@ log = structlog.get_logger(__name__)
 
 Deliver = Callable[[Sequence[StoredReceipt]], None]
 DeliverCheckpoints = Callable[[Sequence[LogCheckpoint]], None]
+
+
+@dataclass(slots=True)
+class MessageResults:
+    """What a message sink did with a batch: the messages it delivered, and an
+    error for each one that failed (retried with backoff). Any other message
+    is left as it was, for the next pass."""
+
+    delivered: list[OutboxMessage] = field(default_factory=list)
+    failed: dict[str, tuple[OutboxMessage, str]] = field(default_factory=dict)
+
+
+DeliverMessages = Callable[[Sequence[OutboxMessage]], MessageResults]
 
 _BACKOFF_BASE_S = 0.5
 _BACKOFF_MAX_S = 300.0
@@ -139,6 +157,7 @@ class OutboxRelay(StageOwner):
         poll_interval_s: float = 0.25,
         pass_interval_s: float = 0.2,
         batch_max: int = 2_000,
+        message_sinks: dict[str, DeliverMessages] | None = None,
     ) -> None:
         super().__init__(link, stop_timeout_s=10.0)
         self._store = store
@@ -148,6 +167,8 @@ class OutboxRelay(StageOwner):
         }
         for topic, deliver_checkpoints in (checkpoint_sinks or {}).items():
             self._sinks[topic] = functools.partial(_deliver_checkpoints, deliver_checkpoints)
+        self._message_sinks = dict(message_sinks or {})
+        topics = [*self._sinks, *self._message_sinks]
         self._metrics = metrics
         self._poll_interval_s = poll_interval_s
         self._pass_interval_s = pass_interval_s
@@ -157,7 +178,7 @@ class OutboxRelay(StageOwner):
         # receipt) must not hold back the others; it once delayed the
         # broadcast by 13 s. A coordinator fans the writer's wake-ups out to
         # them and measures the backlog.
-        self._topic_wakes = {topic: threading.Event() for topic in self._sinks}
+        self._topic_wakes = {topic: threading.Event() for topic in topics}
         loops = [LoopThread("outbox-relay", self._coordinate, self.report_crash, wake.set)]
         loops += [
             LoopThread(
@@ -166,7 +187,7 @@ class OutboxRelay(StageOwner):
                 self.report_crash,
                 self._topic_wakes[topic].set,
             )
-            for topic in self._sinks
+            for topic in topics
         ]
         self._loops = LoopThreads(loops)
 
@@ -198,7 +219,7 @@ class OutboxRelay(StageOwner):
         """Every topic's backlog, including ones other relays deliver (Admin API)."""
         backlog = self._store.outbox_backlog()
         oldest = self._store.outbox_oldest()
-        for topic in set(backlog) | set(oldest) | set(self._sinks):
+        for topic in set(backlog) | set(oldest) | set(self._topic_wakes):
             self._metrics.backlog.labels(topic=topic).set(backlog.get(topic, 0))
             self._metrics.oldest_pending(topic, oldest.get(topic))
 
@@ -207,6 +228,8 @@ class OutboxRelay(StageOwner):
         messages = self._store.pending_outbox(topic, utc_now_rfc3339(), self._batch_max)
         if not messages:
             return 0
+        if topic in self._message_sinks:
+            return self._relay_messages(topic, messages)
         deliver = self._sinks[topic]
         # Delivered together, in the store's order (ordered per customer); a
         # failure retries the whole batch, so no customer's order is broken.
@@ -221,6 +244,21 @@ class OutboxRelay(StageOwner):
         self._store.outbox_delivered([m.message_id for m in ready])
         self._metrics.record_delivered(topic, [m.created_at for m in ready])
         return len(ready)
+
+    def _relay_messages(self, topic: str, messages: list[OutboxMessage]) -> int:
+        try:
+            results = self._message_sinks[topic](messages)
+        except Exception as broke:  # the sink itself broke: as for a receipt sink
+            results = MessageResults(failed={m.message_id: (m, repr(broke)) for m in messages})
+        if results.delivered:
+            self._store.outbox_delivered([m.message_id for m in results.delivered])
+            self._metrics.record_delivered(topic, [m.created_at for m in results.delivered])
+        for message, error in results.failed.values():
+            self._metrics.failures.labels(topic=topic).inc()
+            log.warning("outbox.delivery_failed", topic=topic, message_id=message.message_id,
+                        error=error)
+            self._retry_later([message], error)
+        return len(results.delivered)
 
     def _retry_later(self, messages: Sequence[OutboxMessage], error: str) -> None:
         now = datetime.now(UTC)

@@ -15,6 +15,7 @@ from typing import Any
 from actors.charges import ChargeOutcome, Reply, refused
 from crypto import sealed_document
 from ledger import RequestRecord, StoredReceipt
+from ledger.webhook_store import OutboundEvent
 
 
 @dataclass(slots=True)
@@ -37,6 +38,7 @@ class PendingReceipt:
     receipt: StoredReceipt | None = None
     outcome: ChargeOutcome | None = None
     request: RequestRecord | None = None  # committed with the receipt
+    events: tuple[OutboundEvent, ...] = ()  # threshold alerts, committed with it too
     _extra_replies: list[Reply] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

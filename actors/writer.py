@@ -24,6 +24,7 @@ from actors.pending import Barrier, PendingReceipt, settle_queue
 from actors.pipeline import Pipeline, Unavailable
 from actors.receipt_log import LogAppender, LogDamaged, PreparedAppend
 from actors.stage_owner import StageOwner
+from actors.threshold_alerts import events_outbox
 from ledger import (
     ChainConflict,
     LedgerError,
@@ -32,7 +33,6 @@ from ledger import (
     LogConflict,
     OutboxMessage,
     ReceiptWrite,
-    RequestRecord,
     StoredReceipt,
     StoreUnavailable,
     limits,
@@ -188,7 +188,7 @@ class _WriterStage:
         if len(receipts) != len(pending):
             raise RuntimeError("an unsealed receipt reached the ledger writer")
         started = time.perf_counter()
-        prepared = self._commit_logged(receipts, [p.request for p in pending])
+        prepared = self._commit_logged(receipts, pending)
         self._log.adopt(prepared)
         self._metrics.commit_latency_s.observe(time.perf_counter() - started)
         self._metrics.commit_batch_receipts.observe(len(receipts))
@@ -198,21 +198,22 @@ class _WriterStage:
         self._on_committed(prepared.receipts)
 
     def _commit_logged(
-        self, receipts: list[StoredReceipt], requests: list[RequestRecord | None]
+        self, receipts: list[StoredReceipt], pending: list[PendingReceipt]
     ) -> PreparedAppend:
         """Commit the receipts as the log's next leaves with their signed
         checkpoint; when another writer appended first, rebuild and re-sign."""
         for _attempt in range(limits.log_conflict_retries_max):
             prepared = self._log.prepare(receipts)
             outbox: list[OutboxMessage] = []
-            for receipt in prepared.receipts:
+            for receipt, item in zip(prepared.receipts, pending, strict=True):
                 outbox.extend(self._outbox_for(receipt))
+                outbox.extend(events_outbox(item.events))
             outbox.extend(self._checkpoint_outbox_for(prepared.log_append.checkpoint))
             try:
                 self._store.commit_batch(
                     [
-                        ReceiptWrite(receipt, request)
-                        for receipt, request in zip(prepared.receipts, requests, strict=True)
+                        ReceiptWrite(receipt, item.request, item.events)
+                        for receipt, item in zip(prepared.receipts, pending, strict=True)
                     ],
                     outbox,
                     prepared.log_append,

@@ -334,6 +334,62 @@ def _log_schemas() -> dict[str, Any]:
     }
 
 
+def _webhook_schemas() -> dict[str, Any]:
+    endpoint = _object({
+        "id": _STRING, "object": _const("webhook_endpoint"),
+        "url": {"type": "string", "format": "uri", "maxLength": limits.webhook_url_chars_max},
+        "status": _const("enabled"), "created": _INT,
+        "previous_secret_expires_at": {**_NULLABLE_STRING, "description": "Until then the "
+                                       "rotated-out secret signs too (a second `v1=`)."},
+        "secret": {"type": "string", "pattern": "^whsec_", "description": "Only when "
+                   "created or rotated: keep it, it is not shown again."},
+    }, ("id", "object", "url", "status", "created", "previous_secret_expires_at"))
+    delivery = _object({
+        "status": {"type": "string", "enum": ["pending", "delivered", "no_endpoint"]},
+        "attempts": _INT, "last_attempt_at": _NULLABLE_STRING,
+        "last_error": _NULLABLE_STRING, "delivered_at": _NULLABLE_STRING,
+    })
+    threshold = _object({
+        "object": _const("usage_threshold"), "customer_id": _STRING, "entitlement_id": _STRING,
+        "threshold_pct": _INT, "quota": _AMOUNT, "quota_minor": _INT, "used": _AMOUNT,
+        "used_minor": _INT, "currency": _CURRENCY, "period_start": _NULLABLE_STRING,
+        "period_end": _NULLABLE_STRING, "receipt_id": _STRING,
+    })
+    event = _object({
+        "id": {"type": "string", "pattern": "^evt_"}, "object": _const("event"),
+        "type": _const("entitlement.usage_threshold.reached"), "created": _INT,
+        "data": _object({"object": threshold}), "delivery": delivery,
+    }, description="As POSTed to the endpoints (without `delivery`), signed in the "
+       "`Vexa-Signature` header the way Stripe signs its webhooks.")
+    pct = {"type": "integer", "minimum": 1, "maximum": limits.alert_threshold_pct_max}
+    pcts = {"type": "array", "items": pct, "maxItems": limits.alert_thresholds_max,
+            "uniqueItems": True}
+    return {
+        "WebhookEndpointCreate": _object({"url": {
+            "type": "string", "minLength": 1, "maxLength": limits.webhook_url_chars_max,
+            "description": "https:// (http:// only to a loopback host in development)."}},
+            closed=True),
+        "WebhookSecretRotate": _object({"previous_secret_expires_in_s": {
+            "type": "integer", "minimum": 0, "maximum": limits.webhook_secret_overlap_s_max,
+            "description": "How long the old secret keeps signing (default 86400)."}}, (),
+            closed=True),
+        "WebhookEndpoint": endpoint,
+        "WebhookEndpointList": _object({"object": _const("list"), "data": {
+            "type": "array", "items": _ref("WebhookEndpoint")}, "has_more": _BOOL,
+            "url": _STRING}),
+        "DeletedWebhookEndpoint": _object({"id": _STRING, "object": _const("webhook_endpoint"),
+                                           "deleted": {"const": True}}),
+        "OutboundEvent": event,
+        "OutboundEventList": _object({"object": _const("list"), "data": {
+            "type": "array", "items": _ref("OutboundEvent")}, "has_more": _BOOL,
+            "url": _STRING}),
+        "AlertThresholdsSet": _object({"thresholds_pct": pcts}, closed=True),
+        "AlertThresholds": _object({"object": _const("alert_thresholds"),
+                                    "entitlement_id": _STRING, "thresholds_pct": pcts,
+                                    "default": _BOOL}),
+    }
+
+
 def component_schemas(error_codes: tuple[str, ...]) -> dict[str, Any]:
     """Every schema the operations refer to, by name."""
     return {
@@ -343,4 +399,5 @@ def component_schemas(error_codes: tuple[str, ...]) -> dict[str, Any]:
         **_log_schemas(),
         **_account_schemas(),
         **_service_schemas(),
+        **_webhook_schemas(),
     }

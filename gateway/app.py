@@ -20,6 +20,7 @@ from gateway import (
     routes_log,
     routes_public,
     routes_reversals,
+    routes_webhooks,
 )
 from gateway.errors import ApiError, bad_request
 from gateway.http_metrics import HttpMetrics
@@ -148,6 +149,7 @@ def build_app(services: Services, *extra_routes: web.RouteTableDef) -> web.Appli
     app.add_routes(routes_evidence.routes)
     app.add_routes(routes_log.routes)
     app.add_routes(routes_reversals.routes)
+    app.add_routes(routes_webhooks.routes)
     for table in extra_routes:
         app.add_routes(table)
     return app

@@ -67,6 +67,7 @@ from gateway.stripe_settings import load as load_stripe_settings
 from gateway.stripe_wiring import wire_stripe
 from gateway.thread_cpu import ThreadCpuCollector
 from gateway.web import WebSettings, add_web_routes, load_web_settings
+from gateway.webhook_wiring import wire_webhooks
 from ledger import (
     HaltIncident,
     LedgerError,
@@ -252,6 +253,7 @@ def _start(
         origin=settings.log_origin,
         now_rfc3339=utc_now_rfc3339,
     )
+    webhooks = wire_webhooks(settings, adapters.store, registry)
     deps = AccountDeps(
         store=adapters.store,
         pipeline=pipeline,
@@ -260,6 +262,7 @@ def _start(
         activity={},
         scheduler=ActorScheduler(settings.effective_account_threads, "accounts"),
         payment_grace_s=float(stripe_settings.payment_grace_s),
+        alerts=webhooks.alerts,
     )
     actor_metrics.runnable_accounts.set_function(deps.scheduler.runnable)
     readiness_box: list[Readiness] = []
@@ -358,6 +361,7 @@ def _start(
                 checkpoint_sinks=adapters.checkpoint_sinks,
                 metrics=outbox_metrics,
                 wake=outbox_wake,
+                message_sinks=webhooks.message_sinks,
             ),
             restart="permanent",
             shutdown_timeout_ms=15_000,

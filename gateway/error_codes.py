@@ -52,7 +52,7 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "out_of_range": ErrorCode((400,), "A number is outside the allowed range."),
     "resource_missing": ErrorCode(
         (400, 404),
-        "No such route (404), or a list cursor names no receipt of yours (400).",
+        "No such route (404), or a list cursor names no receipt (or event) of yours (400).",
     ),
     "method_not_allowed": ErrorCode((405,), "The route does not take this HTTP method."),
     "http_error": ErrorCode((400,), "The HTTP request itself was malformed."),
@@ -78,7 +78,9 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "idempotency_key_reuse": ErrorCode(
         (409,), "The idempotency key was already used with a different request."
     ),
-    "entitlement_not_found": ErrorCode((400,), "The customer has no such entitlement."),
+    "entitlement_not_found": ErrorCode(
+        (400, 404), "The customer has no such entitlement (404 when it is in the path)."
+    ),
     "currency_mismatch": ErrorCode((400,), "The currency is not the customer's currency."),
     "quota_exceeded": ErrorCode((402,), "The charge would exceed the entitlement's hard quota."),
     "entitlement_inactive": ErrorCode(
@@ -112,6 +114,17 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "api_key_not_found": ErrorCode((404,), "This customer has no API key with that id."),
     "incident_not_found": ErrorCode((404,), "No integrity incident with that id."),
     "not_found": ErrorCode((404,), "The route is switched off on this server."),
+    "webhook_endpoint_not_found": ErrorCode(
+        (404,), "No such webhook endpoint (or it is another customer's)."
+    ),
+    # Customer webhooks
+    "invalid_url": ErrorCode(
+        (400,), "The endpoint URL must be https:// (http:// only to a loopback host in "
+        "development)."
+    ),
+    "webhook_endpoint_limit": ErrorCode(
+        (400,), "The customer already has as many webhook endpoints as allowed (16)."
+    ),
     # Operators
     "invalid_email": ErrorCode((400,), "The email is not an email address."),
     "customer_exists": ErrorCode((409,), "A customer with this id already exists."),

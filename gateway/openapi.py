@@ -577,6 +577,85 @@ _WEB_PAGES: Final = (
 )
 
 
+def _webhook_paths() -> dict[str, Any]:
+    endpoint_id = _path_param("endpoint_id", "The endpoint's id", "we_0123456789abcdef")
+    entitlement_id = _path_param("entitlement_id", "The entitlement's id", "api_calls")
+    cursor = {"type": "string", "minLength": 1, "maxLength": 255}
+    off = ("not_found",)  # a store without webhook tables
+    return {
+        "/v1/webhook_endpoints": {
+            "post": _operation(
+                "createWebhookEndpoint", "Webhooks", "Register an endpoint for your events.",
+                security="apiKey", codes=(*_AUTH_KEY, *_JSON_BODY, *off, "invalid_value",
+                                          "too_long", "invalid_url", "webhook_endpoint_limit",
+                                          "store_unavailable"),
+                body=_body("WebhookEndpointCreate", {"https": {"url": "https://example.com/h"}}),
+                responses=_ok(201, "The endpoint, with its signing secret (shown once)",
+                              "WebhookEndpoint"),
+                description="Every event of yours is POSTed to every endpoint, signed in "
+                "`Vexa-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>` "
+                "(Stripe's scheme: `stripe.WebhookSignature.verify_header` checks it)."),
+            "get": _operation(
+                "listWebhookEndpoints", "Webhooks", "Your endpoints (without secrets).",
+                security="apiKey", codes=(*_AUTH_KEY, *off, "store_unavailable"),
+                responses=_ok(200, "A list object", "WebhookEndpointList")),
+        },
+        "/v1/webhook_endpoints/{endpoint_id}": {"delete": _operation(
+            "deleteWebhookEndpoint", "Webhooks", "Delete an endpoint.", security="apiKey",
+            codes=(*_AUTH_KEY, *off, "webhook_endpoint_not_found", "store_unavailable"),
+            parameters=[endpoint_id],
+            responses=_ok(200, "Deleted", "DeletedWebhookEndpoint"))},
+        "/v1/webhook_endpoints/{endpoint_id}/rotate_secret": {"post": _operation(
+            "rotateWebhookSecret", "Webhooks", "A new signing secret, with an overlap.",
+            security="apiKey",
+            codes=(*_AUTH_KEY, *_JSON_BODY, *off, "out_of_range", "webhook_endpoint_not_found",
+                   "store_unavailable"),
+            parameters=[endpoint_id],
+            body={**_body("WebhookSecretRotate", {"a day": {},
+                                                  "an hour": {"previous_secret_expires_in_s":
+                                                              3600}}), "required": False},
+            responses=_ok(200, "The endpoint with its new secret (shown once)",
+                          "WebhookEndpoint"),
+            description="Until `previous_secret_expires_at` every delivery carries two `v1=` "
+            "signatures, the new secret's first, as Stripe does during a secret roll.")},
+        "/v1/events/outbound": {"get": _operation(
+            "listOutboundEvents", "Webhooks", "Events sent to you, newest first.",
+            security="apiKey",
+            codes=(*_AUTH_KEY, *off, "invalid_type", "out_of_range", "parameter_conflict",
+                   "resource_missing", "store_unavailable"),
+            parameters=[
+                _query_param("limit", "Events per page (default 10).", {
+                    "type": "integer", "minimum": 1,
+                    "maximum": limits.outbound_events_page_max}),
+                _query_param("starting_after", "An event id: the older page after it.", cursor),
+                _query_param("ending_before", "An event id: the newer page before it.", cursor),
+            ],
+            responses=_ok(200, "A list object", "OutboundEventList"),
+            description="Each event as it was POSTed, with `delivery`: its status, attempts "
+            "and last error. Retries send the same `id`: deduplicate on it.")},
+        "/v1/entitlements/{entitlement_id}/alert_thresholds": {
+            "get": _operation(
+                "getAlertThresholds", "Webhooks", "The entitlement's usage alert thresholds.",
+                security="apiKey", codes=(*_AUTH_KEY, *off, "entitlement_not_found",
+                                          "store_unavailable"),
+                parameters=[entitlement_id],
+                responses=_ok(200, "Percent of quota; `default` when not set",
+                              "AlertThresholds")),
+            "post": _operation(
+                "setAlertThresholds", "Webhooks", "Set the entitlement's alert thresholds.",
+                security="apiKey",
+                codes=(*_AUTH_KEY, *_JSON_BODY, *off, "invalid_value", "entitlement_not_found",
+                       "store_unavailable"),
+                parameters=[entitlement_id],
+                body=_body("AlertThresholdsSet", {"three": {"thresholds_pct": [50, 80, 100]},
+                                                  "none": {"thresholds_pct": []}}),
+                responses=_ok(200, "The thresholds now", "AlertThresholds"),
+                description="Each threshold fires once per billing period, when a charge "
+                "takes usage to it (an `entitlement.usage_threshold.reached` event)."),
+        },
+    }
+
+
 def _web_paths() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for method, path, operation_id, summary, query, media in _WEB_PAGES:
@@ -609,9 +688,9 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "tags": [{"name": name} for name in
                  ("Charges", "Receipts", "Receipt log", "Operators", "Stripe", "Web app",
-                  "Public")],
+                  "Webhooks", "Public")],
         "paths": {**_event_paths(), **_receipt_paths(), **_log_paths(), **_admin_paths(),
-                  **_stripe_paths(), **_public_paths(), **_web_paths()},
+                  **_stripe_paths(), **_public_paths(), **_web_paths(), **_webhook_paths()},
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
             "schemas": schemas.component_schemas(tuple(ERROR_CODES)),

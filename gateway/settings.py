@@ -35,7 +35,7 @@ SERVICE_VARIABLES: Final = frozenset({
     "BILLING_ACCOUNT_THREADS", "BILLING_DRAIN_TIMEOUT_S", "BILLING_RECONCILE_INTERVAL_S",
     "BILLING_FAULT_INJECTION", "BILLING_DEV", "BILLING_PUBLIC_URL", "BILLING_LOG_LEVEL",
     "BILLING_SECRETS_DIR", "BILLING_TRACE_PROJECT", "BILLING_ACCESS_LOG_PER_S_MAX",
-    "BILLING_METRICS_TOKEN",
+    "BILLING_METRICS_TOKEN", "BILLING_ALERT_THRESHOLDS_PCT", "BILLING_WEBHOOK_TIMEOUT_MS",
 })
 
 
@@ -95,6 +95,10 @@ class Settings:
     trace_project: str | None = None
     access_log_per_s_max: int = limits.access_log_lines_per_s_max
     secrets_dir: Path | None = None
+    # Threshold alerts: percent of quota, for entitlements that set none of
+    # their own (POST /v1/entitlements/{id}/alert_thresholds); () : none.
+    alert_thresholds_pct: tuple[int, ...] = (50, 80, 100)
+    webhook_timeout_ms: int = 10_000
 
     @property
     def effective_cpus(self) -> int:
@@ -150,6 +154,7 @@ class Settings:
             raise SettingsError("BILLING_ACCOUNT_THREADS must be between 0 (automatic) and 10000")
         self._validate_public_url()
         self._validate_kms()
+        self._validate_webhooks()
         problems = limits.setting_problems(
             admission_queue_max=self.admission_queue_max,
             customer_inflight_max=self.customer_inflight_max,
@@ -184,6 +189,15 @@ class Settings:
         if parts.scheme == "http" and not (self.dev or is_loopback(parts.hostname)):
             raise SettingsError(
                 "BILLING_PUBLIC_URL must be https:// (http:// only for a loopback host or --dev)"
+            )
+
+    def _validate_webhooks(self) -> None:
+        problem = threshold_problem(self.alert_thresholds_pct)
+        if problem is not None:
+            raise SettingsError(f"BILLING_ALERT_THRESHOLDS_PCT: {problem}")
+        if not 0 < self.webhook_timeout_ms <= limits.webhook_timeout_ms_max:
+            raise SettingsError(
+                f"BILLING_WEBHOOK_TIMEOUT_MS must be in (0, {limits.webhook_timeout_ms_max}]"
             )
 
     def _validate_kms(self) -> None:
@@ -225,6 +239,31 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def threshold_problem(thresholds_pct: tuple[int, ...]) -> str | None:
+    """What is wrong with a list of alert thresholds (None: nothing); the
+    setting and the per-entitlement route share it."""
+    if len(thresholds_pct) > limits.alert_thresholds_max:
+        return f"at most {limits.alert_thresholds_max} thresholds"
+    if len(set(thresholds_pct)) != len(thresholds_pct):
+        return "a threshold is listed twice"
+    for pct in thresholds_pct:
+        if type(pct) is not int or not 1 <= pct <= limits.alert_threshold_pct_max:
+            return f"each threshold is a whole percent from 1 to {limits.alert_threshold_pct_max}"
+    return None
+
+
+def _thresholds(environ: Mapping[str, str], default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = environ.get("BILLING_ALERT_THRESHOLDS_PCT")
+    if raw is None:
+        return default
+    try:
+        return tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(
+            f"BILLING_ALERT_THRESHOLDS_PCT must be percentages like 50,80,100, got {raw!r}"
+        ) from None
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -320,5 +359,7 @@ def from_environment(
             environ, "BILLING_ACCESS_LOG_PER_S_MAX", defaults.access_log_per_s_max
         ),
         secrets_dir=Path(secrets_dir) if secrets_dir else None,
+        alert_thresholds_pct=_thresholds(environ, defaults.alert_thresholds_pct),
+        webhook_timeout_ms=_int(environ, "BILLING_WEBHOOK_TIMEOUT_MS", defaults.webhook_timeout_ms),
     )
     return settings.validate()

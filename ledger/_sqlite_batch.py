@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ledger import limits
 from ledger._sqlite_rows import Row, receipt_params, record_params
+from ledger._sqlite_webhooks import event_params, events_already_fired
 from ledger.model import StoredReceipt
 from ledger.ports import ReceiptWrite
 
@@ -23,6 +24,8 @@ class BatchPlan:
     receipts: list[Row] = field(default_factory=list)
     # (receipt_id, api_key_id, client_address, user_agent, received_at, request_id)
     requests: list[Row] = field(default_factory=list)
+    # Outbound events (threshold alerts), see ledger._sqlite_webhooks.
+    events: list[Row] = field(default_factory=list)
     # (new seq, new hash, new balance, customer, expected seq, expected hash, expected balance)
     account_cas: list[Row] = field(default_factory=list)
     # (delta, customer_id, entitlement_id)
@@ -40,6 +43,7 @@ def plan_batch(writes: Sequence[ReceiptWrite]) -> BatchPlan:
         receipt = write.receipt
         if write.request is not None:
             plan.requests.append((receipt.receipt_id, *record_params(write.request)))
+        plan.events.extend(event_params(event) for event in write.events)
         by_customer.setdefault(receipt.customer_id, []).append(receipt)
         owner = receipt_owner.get(receipt.receipt_id)
         if owner is None:
@@ -108,6 +112,8 @@ def diagnose(conn: sqlite3.Connection, plan: BatchPlan) -> dict[str, str]:
     """Every offending customer of a failed batch and why, read outside any
     transaction while the caller still holds the write lock."""
     reasons = dict(plan.conflicts)
+    for customer_id in events_already_fired(conn, plan.events):
+        reasons.setdefault(customer_id, "event_already_stored")
     for customer_id, run in plan.by_customer.items():
         if customer_id in reasons:
             continue

@@ -182,6 +182,52 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         request_id     TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: outbound webhooks (threshold alerts). A customer's endpoints (the
+    # secret is kept: it signs every delivery); thresholds set per
+    # entitlement; and the events, written in the commit of the receipt that
+    # crossed the threshold, at most one per (entitlement, period, threshold),
+    # with their delivery record. position orders a customer's events.
+    """
+    CREATE TABLE webhook_endpoints (
+        endpoint_id                TEXT PRIMARY KEY,
+        customer_id                TEXT NOT NULL,
+        url                        TEXT NOT NULL,
+        secret                     TEXT NOT NULL,
+        created_at                 TEXT NOT NULL,
+        previous_secret            TEXT,
+        previous_secret_expires_at TEXT
+    );
+    CREATE INDEX webhook_endpoints_by_customer ON webhook_endpoints (customer_id, created_at);
+
+    CREATE TABLE alert_thresholds (
+        customer_id    TEXT NOT NULL,
+        entitlement_id TEXT NOT NULL,
+        thresholds_pct TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        PRIMARY KEY (customer_id, entitlement_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE outbound_events (
+        position        INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL UNIQUE,
+        customer_id     TEXT NOT NULL,
+        event_type      TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        body            BLOB NOT NULL,
+        entitlement_id  TEXT NOT NULL,
+        period_start    TEXT NOT NULL,
+        threshold_pct   INTEGER NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        last_attempt_at TEXT,
+        last_error      TEXT,
+        delivered_at    TEXT,
+        delivered_to    TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX outbound_events_once
+        ON outbound_events (customer_id, entitlement_id, period_start, threshold_pct);
+    CREATE INDEX outbound_events_by_customer ON outbound_events (customer_id, position);
+    """,
 )
 
 

@@ -197,6 +197,20 @@ reversal_key_overhead_chars_max: Final = 64
 # The reason a reversal gives (shown in its receipt's usage_description).
 reversal_reason_chars_max: Final = 500
 
+# Customer webhooks (threshold alerts).
+# Stripe allows 16 webhook endpoints per account; each event goes to every one.
+webhook_endpoints_per_customer_max: Final = 16
+webhook_url_chars_max: Final = 2_048
+alert_thresholds_max: Final = 10
+# Above 100: a soft quota can be overrun, and its customer may want to know.
+alert_threshold_pct_max: Final = 1_000
+# Stripe's own page bound for list endpoints.
+outbound_events_page_max: Final = 100
+# One POST to a customer's endpoint (Stripe waits at most ~20 s).
+webhook_timeout_ms_max: Final = 30_000
+# How long a rotated-out secret still signs (Stripe: up to 7 days for a roll).
+webhook_secret_overlap_s_max: Final = 7 * 86_400
+
 # Gateway.
 jwks_bytes_max: Final = 1024 * 1024
 # API keys cached (for API_KEY_CACHE_TTL_S each, ~700 B each): a key used

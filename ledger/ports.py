@@ -25,6 +25,7 @@ from ledger.model import (
     StoredReceipt,
     WebhookEvent,
 )
+from ledger.webhook_store import OutboundEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,11 @@ class ReceiptWrite:
     # Who asked for it, committed with it (adapters that keep request
     # records; see ChargeRequests). None for receipts not from a request.
     request: RequestRecord | None = None
+    # Events this receipt set off (threshold alerts), committed with it by
+    # adapters that implement WebhookStore; at most one per (customer,
+    # entitlement, period, threshold): a second one fails the commit as a
+    # ChainConflict of its customer, who reloads what already fired.
+    events: tuple[OutboundEvent, ...] = ()
 
 
 @runtime_checkable

@@ -42,6 +42,7 @@ from ledger._sqlite_rows import (
 )
 from ledger._sqlite_schema import migrate
 from ledger._sqlite_web import SqliteWeb
+from ledger._sqlite_webhooks import INSERT_EVENTS, SqliteWebhooks
 from ledger.errors import (
     AlreadyExists,
     ChainConflict,
@@ -90,8 +91,8 @@ _INSERT_REQUESTS: Final = f"INSERT INTO charge_requests (receipt_id, {_REQUEST_C
 _KEYS_PER_QUERY_MAX: Final = 500
 
 
-class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts):
-    """LedgerStore + ReceiptReadModel (+ IntegrityHalts, WebAppStore) on one
+class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts, SqliteWebhooks):
+    """LedgerStore + ReceiptReadModel (+ IntegrityHalts, WebAppStore, WebhookStore) on one
     SQLite file. Build with `open()`."""
 
     @classmethod
@@ -171,6 +172,11 @@ class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts):
             execute_values(conn, INSERT_OUTBOX, outbox_rows)
         if plan.requests:
             execute_values(conn, _INSERT_REQUESTS, plan.requests)
+        if plan.events:
+            try:
+                execute_values(conn, INSERT_EVENTS, plan.events)
+            except sqlite3.IntegrityError:  # fired already: see ReceiptWrite.events
+                raise _Rollback from None
 
     def load_account(self, customer_id: str) -> AccountState | None:
         with self._reading() as conn, snapshot(conn):

@@ -104,6 +104,8 @@ INTEGRITY_HALTS_FACTORIES: dict[str, Factory] = {
 CHARGE_REQUESTS_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
 # Ledger stores that serve the web app (WebAppStore, on top of LedgerStore).
 WEB_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
+# Spanner joins once its adapter has the webhook tables (see ledger.webhook_store).
+WEBHOOK_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
 
 
 # -- the fixtures the suites use: one test per registered adapter -----------------------
@@ -123,3 +125,4 @@ archive = _adapter_fixture(ARCHIVE_FACTORIES, "archive")
 integrity_halts = _adapter_fixture(INTEGRITY_HALTS_FACTORIES, "integrity_halts")
 charge_requests_store = _adapter_fixture(CHARGE_REQUESTS_FACTORIES, "charge_requests_store")
 web_store = _adapter_fixture(WEB_STORE_FACTORIES, "web_store")
+webhook_store = _adapter_fixture(WEBHOOK_STORE_FACTORIES, "webhook_store")
