@@ -182,6 +182,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         request_id     TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: our answers to Stripe disputes, one row per dispute: the uploaded
+    # evidence file first, then the time Stripe took the evidence. A row with
+    # submitted_at set means "answered": a replayed webhook stops there.
+    # (The Spanner adapter has no such table yet: see gateway/storage.py.)
+    """
+    CREATE TABLE dispute_submissions (
+        dispute_id     TEXT PRIMARY KEY,
+        invoice_id     TEXT NOT NULL,
+        customer_id    TEXT NOT NULL,
+        file_id        TEXT NOT NULL,
+        receipt_count  INTEGER NOT NULL,
+        recorded_at    TEXT NOT NULL,
+        submitted_at   TEXT,
+        dispute_status TEXT
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from ledger.local import FileArchive
+from ledger.memory_disputes import MemoryDisputes
 from ledger.memory_halts import MemoryHalts
 from ledger.model import StoredReceipt
 from ledger.ports import ReceiptBroadcast
@@ -86,6 +87,11 @@ def make_memory_halts(request: pytest.FixtureRequest) -> Iterator[MemoryHalts]:
     yield MemoryHalts()
 
 
+@contextlib.contextmanager
+def make_memory_disputes(request: pytest.FixtureRequest) -> Iterator[MemoryDisputes]:
+    yield MemoryDisputes()
+
+
 # -- the registries: add Google Cloud adapters here --------------------------------
 LEDGER_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
 READ_MODEL_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "firestore": gcp.make_firestore}
@@ -95,6 +101,11 @@ BROADCAST_FACTORIES: dict[str, Factory] = {
 ARCHIVE_FACTORIES: dict[str, Factory] = {"file": make_file_archive, "gcs": gcp.make_gcs}
 # Spanner joins once its adapter has a halt table (it does not yet).
 INTEGRITY_HALTS_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "memory": make_memory_halts}
+# Spanner joins once its adapter has a dispute table (it does not yet).
+DISPUTE_SUBMISSIONS_FACTORIES: dict[str, Factory] = {
+    "sqlite": make_sqlite,
+    "memory": make_memory_disputes,
+}
 
 
 # -- the fixtures the suites use: one test per registered adapter -----------------------
@@ -112,3 +123,4 @@ read_model = _adapter_fixture(READ_MODEL_FACTORIES, "read_model")
 broadcast = _adapter_fixture(BROADCAST_FACTORIES, "broadcast")  # yields BroadcastUnderTest
 archive = _adapter_fixture(ARCHIVE_FACTORIES, "archive")
 integrity_halts = _adapter_fixture(INTEGRITY_HALTS_FACTORIES, "integrity_halts")
+dispute_submissions = _adapter_fixture(DISPUTE_SUBMISSIONS_FACTORIES, "dispute_submissions")
