@@ -37,3 +37,11 @@ class StripeMetrics:
             "Entitlement updates delivered to the Admin API.",
             registry=self.registry,
         )
+        self.disputes = Counter(
+            "billing_stripe_disputes",
+            "Stripe disputes by outcome: submitted (evidence taken), ignored (not our "
+            "invoice or customer, or no longer open), refused (Stripe refused the evidence: "
+            "answer it by hand), retry_later.",
+            ["result"],
+            registry=self.registry,
+        )

@@ -21,6 +21,7 @@ __all__ = [
     "PlanSpec",
     "choose_best_subscription",
     "entitlement_from_subscription",
+    "epoch_to_rfc3339",
     "field_of",
     "monthly_amount",
     "no_subscription_entitlement",
@@ -105,7 +106,7 @@ def choose_best_subscription(subscriptions: Iterable[Any]) -> Any | None:
     return best
 
 
-def _epoch_to_rfc3339(epoch_s: int | None) -> str | None:
+def epoch_to_rfc3339(epoch_s: int | None) -> str | None:
     if epoch_s is None:
         return None
     return format_rfc3339(datetime.fromtimestamp(int(epoch_s), UTC))
@@ -170,9 +171,9 @@ def entitlement_from_subscription(
         updated_at=updated_at,
         plan=plan,
         max_bots=max_bots,
-        period_start=_epoch_to_rfc3339(start),
-        period_end=_epoch_to_rfc3339(end),
-        trial_end=_epoch_to_rfc3339(field_of(subscription, "trial_end")),
+        period_start=epoch_to_rfc3339(start),
+        period_end=epoch_to_rfc3339(end),
+        trial_end=epoch_to_rfc3339(field_of(subscription, "trial_end")),
         cancel_at_period_end=bool(field_of(subscription, "cancel_at_period_end", False)),
     )
 

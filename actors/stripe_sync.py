@@ -1,8 +1,10 @@
-"""StripeSync: turns recorded Stripe webhook events into entitlements.
+"""StripeSync: turns recorded Stripe webhook events into entitlements, and
+answers disputes.
 
 The webhook route only verifies and records events (durably, deduplicated by
 id); this actor takes due events from the store, reconciles each named
-customer from Stripe's current state, and marks the event processed. When
+customer from Stripe's current state (or, for `charge.dispute.created`,
+submits the evidence: actors.stripe_disputes), and marks the event processed. When
 Stripe cannot be reached the event stays pending and is retried with
 exponential backoff, so nothing is lost while Stripe is down.
 """
@@ -21,6 +23,12 @@ from actors._stripe_metrics import StripeMetrics
 from actors._stripe_plans import PlanSpec
 from actors._stripe_poll import Doorbell, PollingActor, RetryPolicy
 from actors._stripe_reconcile import ADMIN_API_TOPIC, Reconciler, ReconcileResult, SkipEvent
+from actors.stripe_disputes import (
+    DISPUTE_CREATED,
+    DisputeIgnored,
+    DisputeResponder,
+    dispute_id_of,
+)
 from ledger import LedgerStore, WebhookEvent
 from ledger.clock import utc_now_rfc3339
 from ledger.limits import webhook_batch_max, webhook_error_chars_max
@@ -43,11 +51,12 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 HANDLED_EVENT_PREFIXES: Final = ("customer.subscription.", "checkout.session.", "invoice.")
+HANDLED_EVENT_TYPES: Final = frozenset({DISPUTE_CREATED})
 WEBHOOK_RETRY: Final = RetryPolicy(base_s=2.0, max_s=3600.0)
 
 
 def is_handled_event(event_type: str) -> bool:
-    return event_type.startswith(HANDLED_EVENT_PREFIXES)
+    return event_type.startswith(HANDLED_EVENT_PREFIXES) or event_type in HANDLED_EVENT_TYPES
 
 
 def stripe_customer_of(event: dict[str, Any]) -> str | None:
@@ -79,6 +88,7 @@ class StripeSyncWorker:
         batch_max: int = webhook_batch_max,
         retry: RetryPolicy = WEBHOOK_RETRY,
         clock: Callable[[], str] = utc_now_rfc3339,
+        disputes: DisputeResponder | None = None,
     ) -> None:
         self._store = store
         self._reconciler = reconciler
@@ -86,6 +96,7 @@ class StripeSyncWorker:
         self._batch_max = batch_max
         self._retry = retry
         self._clock = clock
+        self._disputes = disputes
 
     def run_once(self) -> bool:
         """Process due events; True if a full batch was taken (more may be due)."""
@@ -94,6 +105,9 @@ class StripeSyncWorker:
         # Several events about one customer need one reconciliation.
         by_customer: dict[str, list[WebhookEvent]] = {}
         for event in events:
+            if event.event_type == DISPUTE_CREATED:
+                self._dispute(event)
+                continue
             customer = self._customer_of(event)
             if customer is None:
                 self._store.mark_webhook_processed(event.event_id, self._clock())
@@ -107,12 +121,38 @@ class StripeSyncWorker:
     def _customer_of(self, event: WebhookEvent) -> str | None:
         if not is_handled_event(event.event_type):
             return None
+        decoded = _decoded(event)
+        return stripe_customer_of(decoded) if decoded is not None else None
+
+    def _dispute(self, event: WebhookEvent) -> None:
+        """Answer the dispute (once; see actors.stripe_disputes)."""
+        decoded = _decoded(event)
+        dispute_id = dispute_id_of(decoded) if decoded is not None else None
+        if dispute_id is None or self._disputes is None:
+            log.warning("stripe_dispute.not_handled", event_id=event.event_id,
+                        reason="no dispute id" if dispute_id is None else "no evidence source")
+            self._settle_dispute(event, "ignored")
+            return
         try:
-            decoded = orjson.loads(event.payload)
-        except orjson.JSONDecodeError:
-            log.error("stripe_sync.payload_unreadable", event_id=event.event_id)
-            return None
-        return stripe_customer_of(decoded) if isinstance(decoded, dict) else None
+            self._disputes.respond(dispute_id, event.attempts)
+        except DisputeIgnored as ignored:
+            log.warning("stripe_dispute.ignored", event_id=event.event_id,
+                        dispute_id=dispute_id, reason=str(ignored))
+            self._settle_dispute(event, "ignored")
+        except stripe.InvalidRequestError as error:
+            # The same evidence is refused again: a person must answer it.
+            log.error("stripe_dispute.refused", event_id=event.event_id, dispute_id=dispute_id,
+                      error=error.user_message, code=error.code, request_id=error.request_id)
+            self._settle_dispute(event, "refused")
+        except stripe.StripeError as error:
+            self._metrics.disputes.labels("retry_later").inc()
+            self._retry_later([event], error)
+        else:
+            self._settle_dispute(event, "submitted")
+
+    def _settle_dispute(self, event: WebhookEvent, result: str) -> None:
+        self._metrics.disputes.labels(result).inc()
+        self._settle([event], result)
 
     def _process(self, stripe_customer_id: str, group: list[WebhookEvent]) -> None:
         try:
@@ -149,6 +189,15 @@ class StripeSyncWorker:
                 request_id=getattr(error, "request_id", None),
             )
 
+def _decoded(event: WebhookEvent) -> dict[str, Any] | None:
+    try:
+        decoded = orjson.loads(event.payload)
+    except orjson.JSONDecodeError:
+        log.error("stripe_sync.payload_unreadable", event_id=event.event_id)
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
 class StripeSync(PollingActor):
     """Supervised actor driving StripeSyncWorker.
 
@@ -167,10 +216,12 @@ class StripeSync(PollingActor):
         poll_interval_s: float = 5.0,
         batch_max: int = webhook_batch_max,
         retry: RetryPolicy = WEBHOOK_RETRY,
+        disputes: DisputeResponder | None = None,
     ) -> None:
         super().__init__(link, doorbell, poll_interval_s)
         self._worker = StripeSyncWorker(
-            store=store, reconciler=reconciler, metrics=metrics, batch_max=batch_max, retry=retry
+            store=store, reconciler=reconciler, metrics=metrics, batch_max=batch_max,
+            retry=retry, disputes=disputes,
         )
 
     def poll_once(self) -> bool:

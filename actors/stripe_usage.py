@@ -44,6 +44,7 @@ __all__ = [
     "UsageAudit",
     "UsageAuditor",
     "UsageMetrics",
+    "epoch_s",
 ]
 
 log = structlog.get_logger(__name__)
@@ -96,7 +97,9 @@ class _Plans:
         return customer, entitlement, spec
 
 
-def _epoch_s(rfc3339: str) -> int:
+def epoch_s(rfc3339: str) -> int:
+    """Whole epoch seconds: a meter event's `timestamp` (so an invoice's period
+    holds exactly the receipts recorded within it)."""
     return int(parse_rfc3339(rfc3339).timestamp())
 
 
@@ -143,7 +146,7 @@ class StripeUsageSink:
             params={
                 "event_name": spec.meter_event_name or "",
                 "identifier": receipt.receipt_id,
-                "timestamp": _epoch_s(receipt.recorded_at),
+                "timestamp": epoch_s(receipt.recorded_at),
                 "payload": {
                     "stripe_customer_id": customer.stripe_customer_id or "",
                     "value": str(receipt.amount_minor),
@@ -223,7 +226,7 @@ class UsageAuditor:
             if count >= usage_audit_receipts_max:
                 log.warning("stripe_usage.audit_truncated", customer_id=customer.customer_id)
                 return None
-            at = _epoch_s(receipt.recorded_at)
+            at = epoch_s(receipt.recorded_at)
             if (receipt.entitlement_id == entitlement.entitlement_id
                     and receipt.amount_minor > 0 and start <= at < end):
                 ledger_minor += receipt.amount_minor
@@ -255,6 +258,6 @@ def period_bounds(entitlement: Entitlement) -> tuple[int, int] | None:
     """The entitlement's period as whole minutes (Stripe's summaries ask for them)."""
     if entitlement.period_start is None or entitlement.period_end is None:
         return None
-    return (_minute_floor(_epoch_s(entitlement.period_start)),
-            _minute_ceil(_epoch_s(entitlement.period_end)))
+    return (_minute_floor(epoch_s(entitlement.period_start)),
+            _minute_ceil(epoch_s(entitlement.period_end)))
 

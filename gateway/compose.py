@@ -33,6 +33,7 @@ from prometheus_client import (
 from actors.account import AccountDeps
 from actors.accounts import AccountDirectory
 from actors.archive_feed import ArchiveFeed
+from actors.evidence import build_evidence
 from actors.halts import HaltRecorder, IntegrityFailure
 from actors.metrics import ActorMetrics
 from actors.outbox import OutboxMetrics, OutboxRelay
@@ -69,6 +70,7 @@ from gateway.thread_cpu import ThreadCpuCollector
 from gateway.web import WebSettings, add_web_routes, load_web_settings
 from gateway.webhook_wiring import wire_webhooks
 from ledger import (
+    ChargeRequests,
     HaltIncident,
     LedgerError,
     SigningKeyRecord,
@@ -286,7 +288,13 @@ def _start(
         if directory_box:
             directory_box[0].reload(customer_id)
 
-    stripe = wire_stripe(stripe_settings, store, registry, reload_account, adapters.sinks)
+    requests = store if isinstance(store, ChargeRequests) else None
+
+    def evidence_of(receipt: StoredReceipt) -> bytes:
+        return build_evidence(store, log_proofs, requests, key_ring, receipt, utc_now_rfc3339)
+
+    stripe = wire_stripe(stripe_settings, store, registry, reload_account, adapters.sinks,
+                         disputes=(adapters.disputes, evidence_of))
     outbox_metrics = OutboxMetrics(registry)
     outbox_wake = threading.Event()
     archive_wake = threading.Event()

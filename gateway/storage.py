@@ -17,6 +17,7 @@ import structlog
 from gateway.settings import Settings
 from ledger import (
     CommitFeed,
+    DisputeSubmissions,
     IntegrityHalts,
     LedgerStore,
     LogCheckpoint,
@@ -61,6 +62,8 @@ class Adapters:
     archive: ReceiptArchive
     # Integrity halts, recorded with the ledger of record.
     halts: IntegrityHalts
+    # Our answers to Stripe disputes, recorded with the ledger of record.
+    disputes: DisputeSubmissions
     # Sinks fed through the outbox (topic -> deliver), at least once, in order
     # per customer. The embedded read model is the store itself: no topic.
     sinks: dict[str, Callable[[Sequence[StoredReceipt]], None]] = field(default_factory=dict)
@@ -109,6 +112,7 @@ class Adapters:
 
 def open_adapters(settings: Settings) -> Adapters:
     from ledger.local import FileArchive
+    from ledger.memory_disputes import MemoryDisputes
     from ledger.sqlite import SqliteLedger
 
     closers: list[Callable[[], None]] = []
@@ -119,11 +123,18 @@ def open_adapters(settings: Settings) -> Adapters:
     sqlite = store if isinstance(store, SqliteLedger) else None
     separate_read_model = sqlite is None
     halts: IntegrityHalts
+    disputes: DisputeSubmissions
     if sqlite is not None:
         read_model = sqlite
         halts = sqlite
+        disputes = sqlite
     else:
         halts = _spanner_halts(store)
+        # No dispute table on Spanner yet: in this process only; after a
+        # restart, the dispute's state at Stripe and the idempotency keys
+        # still stop a second answer. Said loudly, and in deploy/README.
+        log.warning("billing.dispute_submissions_not_durable", store=url.split(":", 1)[0])
+        disputes = MemoryDisputes()
         read_model = _open_read_model(settings, store)
         closers.append(read_model.close)
 
@@ -143,6 +154,7 @@ def open_adapters(settings: Settings) -> Adapters:
         read_model=read_model,
         archive=archive,
         halts=halts,
+        disputes=disputes,
         closers=closers,
     )
     if broadcast is not None:

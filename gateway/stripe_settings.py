@@ -27,6 +27,8 @@ from ledger.limits import (
 __all__ = ["STRIPE_VARIABLES", "SettingsError", "StripeSettings", "build_stripe_client", "load"]
 
 DEFAULT_API_BASE = "https://api.stripe.com"
+# File uploads (dispute evidence) go to their own host at Stripe.
+DEFAULT_FILES_BASE = "https://files.stripe.com"
 DEFAULT_ENTITLEMENT_ID = "subscription"
 # Stripe's own default; also what the brief asks for.
 WEBHOOK_TOLERANCE_S = 300
@@ -54,7 +56,7 @@ _SECRET_SOURCES: Mapping[str, str] = {
 STRIPE_VARIABLES: Final = frozenset({
     *_SECRET_SOURCES.values(), "STRIPE_API_BASE", "STRIPE_TRIAL_PRICE_ID",
     "STRIPE_CHECKOUT_PRICE_ID", "STRIPE_CHECKOUT_SUCCESS_URL", "STRIPE_CHECKOUT_CANCEL_URL",
-    "STRIPE_PLANS", "STRIPE_ENTITLEMENT_ID", "STRIPE_PAYMENT_GRACE_S",
+    "STRIPE_PLANS", "STRIPE_ENTITLEMENT_ID", "STRIPE_PAYMENT_GRACE_S", "STRIPE_FILES_BASE",
 })
 
 
@@ -72,6 +74,9 @@ class StripeSettings:
     portal_return_url: str | None = None
     service_token: str | None = field(default=None, repr=False)
     api_base: str = DEFAULT_API_BASE
+    # None: Stripe's files host with Stripe's API, else the API base (a proxy
+    # or a local fake serves both).
+    files_base: str | None = None
     trial_price_id: str | None = None
     checkout_price_id: str | None = None
     checkout_success_url: str | None = None
@@ -93,6 +98,12 @@ class StripeSettings:
     def enabled(self) -> bool:
         """Stripe is configured (a secret key is present)."""
         return bool(self.secret_key)
+
+    @property
+    def files_address(self) -> str:
+        if self.files_base is not None:
+            return self.files_base
+        return DEFAULT_FILES_BASE if self.api_base == DEFAULT_API_BASE else self.api_base
 
     @property
     def admin_api_enabled(self) -> bool:
@@ -183,6 +194,9 @@ def load(secrets_dir: Path | None, environ: Mapping[str, str]) -> StripeSettings
     api_base = (_env(environ, "STRIPE_API_BASE") or DEFAULT_API_BASE).rstrip("/")
     if not api_base.startswith(("https://", "http://")):
         raise SettingsError("STRIPE_API_BASE must be an http(s) URL")
+    files_base = _env(environ, "STRIPE_FILES_BASE")
+    if files_base is not None and not files_base.startswith(("https://", "http://")):
+        raise SettingsError("STRIPE_FILES_BASE must be an http(s) URL")
     return StripeSettings(
         secret_key=_read_secret(secrets_dir, "stripe-secret-key", environ),
         webhook_secrets=webhook_secrets,
@@ -191,6 +205,7 @@ def load(secrets_dir: Path | None, environ: Mapping[str, str]) -> StripeSettings
         portal_return_url=_read_secret(secrets_dir, "portal-return-url", environ),
         service_token=_read_secret(secrets_dir, "service-token", environ),
         api_base=api_base,
+        files_base=files_base.rstrip("/") if files_base else None,
         trial_price_id=_env(environ, "STRIPE_TRIAL_PRICE_ID"),
         checkout_price_id=_env(environ, "STRIPE_CHECKOUT_PRICE_ID")
         or _env(environ, "STRIPE_TRIAL_PRICE_ID"),
@@ -214,7 +229,7 @@ def build_stripe_client(settings: StripeSettings) -> stripe.StripeClient | None:
         return None
     return stripe.StripeClient(
         settings.secret_key,
-        base_addresses={"api": settings.api_base},
+        base_addresses={"api": settings.api_base, "files": settings.files_address},
         max_network_retries=settings.max_network_retries,
         http_client=stripe.RequestsClient(
             timeout=(settings.connect_timeout_s, settings.read_timeout_s)

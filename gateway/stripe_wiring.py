@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from actors._stripe_metrics import StripeMetrics
 from actors._stripe_poll import Doorbell
 from actors.admin_api import AdminApiClient, AdminApiRelay
+from actors.stripe_disputes import DisputeResponder, EvidenceOf
 from actors.stripe_sync import Reconciler, StripeSync
 from actors.stripe_usage import (
     TOPIC_STRIPE_USAGE,
@@ -24,7 +25,7 @@ from actors.stripe_usage import (
 )
 from gateway.routes_stripe import StripeDeps, add_stripe_routes
 from gateway.stripe_settings import StripeSettings, build_stripe_client
-from ledger import LedgerStore, StoredReceipt
+from ledger import DisputeSubmissions, LedgerStore, StoredReceipt
 from supervisor import ChildSpec
 
 
@@ -40,8 +41,11 @@ def wire_stripe(
     registry: CollectorRegistry,
     on_entitlement_changed: Callable[[str], None],
     sinks: dict[str, Callable[[Sequence[StoredReceipt]], None]] | None = None,
+    disputes: tuple[DisputeSubmissions, EvidenceOf] | None = None,
 ) -> StripeWiring:
-    """`sinks` (the outbox's, by topic) gets the usage reporter when Stripe is on."""
+    """`sinks` (the outbox's, by topic) gets the usage reporter when Stripe is
+    on; with `disputes` (where answers are recorded, and the evidence bundle
+    of a receipt) StripeSync answers Stripe disputes too."""
     client = build_stripe_client(settings)
     metrics = StripeMetrics(registry)
     sync_bell = Doorbell()  # outlives restarts of the sync actor
@@ -57,10 +61,15 @@ def wire_stripe(
             metrics=metrics,
         )
         sync_reconciler = reconciler
+        responder = None
+        if disputes is not None:
+            responder = DisputeResponder(store=store, submissions=disputes[0], client=client,
+                                         evidence_of=disputes[1])
 
         def start_sync(link: Any) -> Any:
             return StripeSync.start(
-                link, store=store, reconciler=sync_reconciler, metrics=metrics, doorbell=sync_bell
+                link, store=store, reconciler=sync_reconciler, metrics=metrics,
+                doorbell=sync_bell, disputes=responder,
             )
 
         specs.append(ChildSpec(id="stripe_sync", start=start_sync, shutdown_timeout_ms=10_000))

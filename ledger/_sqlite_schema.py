@@ -228,6 +228,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         ON outbound_events (customer_id, entitlement_id, period_start, threshold_pct);
     CREATE INDEX outbound_events_by_customer ON outbound_events (customer_id, position);
     """,
+    # 7: our answers to Stripe disputes, one row per dispute: the uploaded
+    # evidence file first, then the time Stripe took the evidence. A row with
+    # submitted_at set means "answered": a replayed webhook stops there.
+    # (The Spanner adapter has no such table yet: see gateway/storage.py.)
+    """
+    CREATE TABLE dispute_submissions (
+        dispute_id     TEXT PRIMARY KEY,
+        invoice_id     TEXT NOT NULL,
+        customer_id    TEXT NOT NULL,
+        file_id        TEXT NOT NULL,
+        receipt_count  INTEGER NOT NULL,
+        recorded_at    TEXT NOT NULL,
+        submitted_at   TEXT,
+        dispute_status TEXT
+    ) WITHOUT ROWID;
+    """,
 )
 
 

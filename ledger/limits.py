@@ -189,6 +189,22 @@ meter_event_name_chars_max: Final = 100
 payment_grace_s_max: Final = 60 * 86_400
 # Receipts one usage audit pass reads per customer and period.
 usage_audit_receipts_max: Final = 1_000_000
+# Stripe disputes (actors.stripe_disputes). Stripe's own limits: one
+# dispute_evidence file (PDF, JPEG or PNG) of at most 5 MB, and 150,000
+# characters over all the evidence text fields of a dispute.
+dispute_file_bytes_max: Final = 5 * 1024 * 1024
+dispute_evidence_chars_max: Final = 150_000
+# The access activity log field (one line per charge); the rest of the text
+# fields are short (names, a summary of the invoice).
+dispute_activity_log_chars_max: Final = 120_000
+# Receipts one dispute's evidence lists: the charges of one customer in one
+# invoice period.
+dispute_receipts_max: Final = 20_000
+# Sealed evidence bundles attached to the evidence file, by count and by
+# bytes before compression; each one listed beyond them is still served by
+# GET /v1/receipts/{id}/evidence.
+dispute_bundles_max: Final = 100
+dispute_bundle_bytes_max: Final = 3 * 1024 * 1024
 # Reversals of one receipt (each is a receipt of its own in the chain).
 reversals_per_receipt_max: Final = 100
 # A reversal's idempotency key wraps the operator's: "reversal:" + the
@@ -304,3 +320,8 @@ _check(
     kms_call_deadline_ms < actor_ask_timeout_ms,
     "a Cloud KMS signature must be given up (retry-safe) before the request times out",
 )
+_check(
+    dispute_activity_log_chars_max + 10_000 <= dispute_evidence_chars_max,
+    "the activity log leaves room for the other dispute evidence fields",
+)
+_check(dispute_bundle_bytes_max < dispute_file_bytes_max, "bundles must fit in one evidence file")

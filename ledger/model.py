@@ -223,3 +223,26 @@ class RequestRecord:
     user_agent: str
     received_at: str
     request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeSubmission:
+    """Our answer to one Stripe dispute, recorded in two steps so that a retry
+    never answers twice: the evidence file once it is uploaded (`file_id`;
+    a retry reuses it), then `submitted_at` once Stripe took the evidence.
+
+    `invoice_id` and `customer_id` say which invoice and customer the
+    evidence covered; `receipt_count` how many receipts it holds."""
+
+    dispute_id: str
+    invoice_id: str
+    customer_id: str
+    file_id: str
+    receipt_count: int
+    recorded_at: str
+    submitted_at: str | None = None
+    dispute_status: str | None = None
+
+    @property
+    def is_submitted(self) -> bool:
+        return self.submitted_at is not None

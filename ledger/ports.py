@@ -15,6 +15,7 @@ from ledger.model import (
     AccountState,
     ApiKey,
     Customer,
+    DisputeSubmission,
     Entitlement,
     HaltIncident,
     LogAppend,
@@ -57,6 +58,26 @@ class ChargeRequests(Protocol):
     """The request records committed with receipts (dispute evidence)."""
 
     def charge_request(self, receipt_id: str) -> RequestRecord | None: ...
+
+
+class DisputeSubmissions(Protocol):
+    """Our answers to Stripe disputes, kept with the ledger of record so that
+    a replayed webhook, a retry or a restart never submits evidence twice."""
+
+    def dispute_submission(self, dispute_id: str) -> DisputeSubmission | None: ...
+
+    def record_dispute_file(self, submission: DisputeSubmission) -> DisputeSubmission:
+        """Store `submission` (its evidence file uploaded, not submitted yet)
+        unless one is stored for the dispute already; returns the stored one
+        (the first writer's file is the one every retry submits)."""
+        ...
+
+    def mark_dispute_submitted(
+        self, dispute_id: str, submitted_at: str, dispute_status: str
+    ) -> DisputeSubmission:
+        """Record that Stripe took the evidence; a second call changes
+        nothing and returns the stored record. NotFound if none is stored."""
+        ...
 
 
 class LogReader(Protocol):

@@ -20,6 +20,7 @@ from ledger import limits
 from ledger._sqlite_base import snapshot, transaction
 from ledger._sqlite_batch import BatchPlan, diagnose, plan_batch
 from ledger._sqlite_conn import FileLock, connect
+from ledger._sqlite_disputes import SqliteDisputes
 from ledger._sqlite_halts import SqliteHalts
 from ledger._sqlite_log import SqliteLog, check_stored_log, write_log
 from ledger._sqlite_queues import INSERT_OUTBOX, SqliteQueues
@@ -91,9 +92,9 @@ _INSERT_REQUESTS: Final = f"INSERT INTO charge_requests (receipt_id, {_REQUEST_C
 _KEYS_PER_QUERY_MAX: Final = 500
 
 
-class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts, SqliteWebhooks):
-    """LedgerStore + ReceiptReadModel (+ IntegrityHalts, WebAppStore, WebhookStore) on one
-    SQLite file. Build with `open()`."""
+class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts, SqliteWebhooks, SqliteDisputes):
+    """LedgerStore + ReceiptReadModel (+ IntegrityHalts, WebAppStore, WebhookStore,
+    DisputeSubmissions) on one SQLite file. Build with `open()`."""
 
     @classmethod
     def open(cls, path: Path) -> SqliteLedger:

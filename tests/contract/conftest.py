@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from ledger.local import FileArchive
+from ledger.memory_disputes import MemoryDisputes
 from ledger.memory_halts import MemoryHalts
 from ledger.model import LogCheckpoint, StoredReceipt
 from ledger.ports import ReceiptBroadcast
@@ -87,6 +88,11 @@ def make_memory_halts(request: pytest.FixtureRequest) -> Iterator[MemoryHalts]:
     yield MemoryHalts()
 
 
+@contextlib.contextmanager
+def make_memory_disputes(request: pytest.FixtureRequest) -> Iterator[MemoryDisputes]:
+    yield MemoryDisputes()
+
+
 # -- the registries: add Google Cloud adapters here --------------------------------
 LEDGER_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
 READ_MODEL_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "firestore": gcp.make_firestore}
@@ -106,6 +112,11 @@ CHARGE_REQUESTS_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner
 WEB_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
 # Spanner joins once its adapter has the webhook tables (see ledger.webhook_store).
 WEBHOOK_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
+# Spanner joins once its adapter has a dispute table (it does not yet).
+DISPUTE_SUBMISSIONS_FACTORIES: dict[str, Factory] = {
+    "sqlite": make_sqlite,
+    "memory": make_memory_disputes,
+}
 
 
 # -- the fixtures the suites use: one test per registered adapter -----------------------
@@ -126,3 +137,4 @@ integrity_halts = _adapter_fixture(INTEGRITY_HALTS_FACTORIES, "integrity_halts")
 charge_requests_store = _adapter_fixture(CHARGE_REQUESTS_FACTORIES, "charge_requests_store")
 web_store = _adapter_fixture(WEB_STORE_FACTORIES, "web_store")
 webhook_store = _adapter_fixture(WEBHOOK_STORE_FACTORIES, "webhook_store")
+dispute_submissions = _adapter_fixture(DISPUTE_SUBMISSIONS_FACTORIES, "dispute_submissions")

@@ -34,6 +34,20 @@ _FIXTURES = Path(__file__).with_name("stripe_fixtures.json")
 
 _fixtures_cache: dict[str, Any] = {}
 _PARAMS: web.RequestKey[dict[str, Any]] = web.RequestKey("stripe_params", dict)
+# Uploaded files of a multipart request: field name -> (filename, content).
+_UPLOADS: web.RequestKey[dict[str, tuple[str, bytes]]] = web.RequestKey("stripe_uploads", dict)
+
+# Stripe's file purposes for dispute evidence: PDF, JPEG or PNG, at most 5 MB.
+DISPUTE_FILE_TYPES = {b"%PDF-": "pdf", b"\xff\xd8\xff": "jpg", b"\x89PNG\r\n\x1a\n": "png"}
+DISPUTE_FILE_BYTES_MAX = 5 * 1024 * 1024
+# Dispute evidence fields that take a file id; the others take text, 150,000
+# characters at most over all of them.
+EVIDENCE_FILE_FIELDS = frozenset({
+    "cancellation_policy", "customer_communication", "customer_signature",
+    "duplicate_charge_documentation", "receipt", "refund_policy", "service_documentation",
+    "shipping_documentation", "uncategorized_file",
+})
+EVIDENCE_CHARS_MAX = 150_000
 
 
 def fixtures() -> dict[str, Any]:
@@ -114,9 +128,17 @@ class FakeStripe:
         # Accepted meter events by identifier (Stripe keeps one per identifier).
         self.meter_events: dict[str, dict[str, Any]] = {}
         self.invoice_items: dict[str, dict[str, Any]] = {}
-        self._idempotent: dict[str, tuple[int, bytes]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.payment_intents: dict[str, str] = {}  # payment intent -> invoice
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
+        # Uploaded files: the file object, and its content under "_content".
+        self.files: dict[str, dict[str, Any]] = {}
+        # Idempotency key -> (fingerprint of the request, status, body).
+        self._idempotent: dict[str, tuple[str, int, bytes]] = {}
         self._fail_mode: str | None = None
         self._fail_remaining: int | None = None
+        self._fail_only: str | None = None
         self._server = ThreadedServer(self._build_app())
 
     # -- lifecycle ----------------------------------------------------------
@@ -132,20 +154,25 @@ class FakeStripe:
         self._server.stop()
 
     # -- failure switch -----------------------------------------------------
-    def fail(self, mode: str = "500", times: int | None = None) -> None:
+    def fail(self, mode: str = "500", times: int | None = None,
+             only: str | None = None) -> None:
         """Answer every request with a 500 (`"500"`), drop the connection
         (`"drop"`), or do the work and then answer 500 as if the reply were
-        lost (`"lost_reply"`), `times` times or until `recover()`."""
+        lost (`"lost_reply"`), `times` times or until `recover()`; with
+        `only`, just the requests whose "METHOD /path" starts with it."""
         with self._lock:
-            self._fail_mode, self._fail_remaining = mode, times
+            self._fail_mode, self._fail_remaining, self._fail_only = mode, times, only
 
     def recover(self) -> None:
         with self._lock:
-            self._fail_mode, self._fail_remaining = None, None
+            self._fail_mode, self._fail_remaining, self._fail_only = None, None, None
 
-    def _take_failure(self) -> str | None:
+    def _take_failure(self, request: web.Request) -> str | None:
         with self._lock:
             if self._fail_mode is None:
+                return None
+            if self._fail_only and not f"{request.method} {request.path}".startswith(
+                    self._fail_only):
                 return None
             mode = self._fail_mode
             if self._fail_remaining is not None:
@@ -283,6 +310,60 @@ class FakeStripe:
         with self._lock:
             return [copy.deepcopy(c) for c in self.customers.values() if c["email"] == email]
 
+    # -- invoices, payments and disputes -----------------------------------------
+    def add_paid_invoice(self, customer_id: str, *, period_start: int, period_end: int,
+                         amount: int, currency: str = "usd") -> dict[str, Any]:
+        """A finalized, paid subscription invoice: its payment intent, charge
+        and invoice payment as Stripe links them (the charge names the
+        payment intent; the invoice payment maps the payment intent to the
+        invoice). Returns the invoice, with `_charge` and `_payment_intent`."""
+        with self._lock:
+            customer = self.customers[customer_id]
+            invoice = fixture("invoice")
+            invoice_id = self._new_id("in")
+            invoice.update(id=invoice_id, customer=customer_id, status="paid",
+                           customer_email=customer["email"], customer_name=customer["name"],
+                           period_start=period_start, period_end=period_end, currency=currency,
+                           amount_due=amount, amount_paid=amount, amount_remaining=0,
+                           total=amount, subtotal=amount, number=f"VX-{next(self._ids):04d}",
+                           billing_reason="subscription_cycle", livemode=False,
+                           created=period_end, lines={"object": "list", "data": [],
+                                                      "has_more": False,
+                                                      "url": f"/v1/invoices/{invoice_id}/lines"})
+            payment_intent = self._new_id("pi")
+            charge = fixture("charge")
+            charge.update(id=self._new_id("ch"), amount=amount, amount_captured=amount,
+                          captured=True, currency=currency, customer=customer_id,
+                          payment_intent=payment_intent, livemode=False, created=period_end)
+            self.invoices[invoice_id] = invoice
+            self.payment_intents[payment_intent] = invoice_id
+            self.charges[charge["id"]] = charge
+            return {**copy.deepcopy(invoice), "_charge": charge["id"],
+                    "_payment_intent": payment_intent}
+
+    def add_dispute(self, charge_id: str, *, with_payment_intent: bool = True,
+                    status: str = "needs_response") -> dict[str, Any]:
+        """A dispute of a charge, as `charge.dispute.created` carries it."""
+        with self._lock:
+            charge = self.charges[charge_id]
+            dispute = fixture("dispute")
+            dispute.update(id=self._new_id("dp"), charge=charge_id, amount=charge["amount"],
+                           currency=charge["currency"], status=status, livemode=False,
+                           payment_intent=charge["payment_intent"] if with_payment_intent
+                           else None, created=int(time.time()), reason="fraudulent")
+            dispute["evidence_details"]["due_by"] = int(time.time()) + 7 * 86_400
+            self.disputes[dispute["id"]] = dispute
+            return copy.deepcopy(dispute)
+
+    def dispute(self, dispute_id: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self.disputes[dispute_id])
+
+    def file_content(self, file_id: str) -> bytes:
+        with self._lock:
+            content: bytes = self.files[file_id]["_content"]
+            return content
+
     # -- events ---------------------------------------------------------------
     def event(self, event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
         """A webhook event as Stripe sends it (snapshot of `obj`)."""
@@ -321,6 +402,12 @@ class FakeStripe:
         r.add_post("/v1/billing/meter_events", self._json(self._post_meter_event))
         r.add_get("/v1/billing/meters/{id}/event_summaries", self._json(self._meter_summaries))
         r.add_post("/v1/invoiceitems", self._json(self._post_invoice_item))
+        r.add_get("/v1/invoices/{id}", self._json(self._get_invoice))
+        r.add_get("/v1/invoice_payments", self._json(self._list_invoice_payments))
+        r.add_get("/v1/charges/{id}", self._json(self._get_charge))
+        r.add_get("/v1/disputes/{id}", self._json(self._get_dispute))
+        r.add_post("/v1/disputes/{id}", self._json(self._post_dispute))
+        r.add_post("/v1/files", self._json(self._post_file))
         add_page_routes(app, self)
         return app
 
@@ -330,7 +417,7 @@ class FakeStripe:
             return await handler(request)
         request_id = "req_" + secrets.token_hex(7)
         headers = {"Request-Id": request_id}
-        mode = self._take_failure()
+        mode = self._take_failure(request)
         lost_reply = mode == "lost_reply"
         if lost_reply:
             mode = None
@@ -345,24 +432,38 @@ class FakeStripe:
             return self._error(StripeError(401, "invalid_request_error",
                                            "Invalid API Key provided"), headers)
         pairs = list(parse_qsl(request.query_string, keep_blank_values=True))
+        uploads: dict[str, tuple[str, bytes]] = {}
         if request.method == "POST":
             ctype = request.headers.get("Content-Type", "")
-            if not ctype.startswith("application/x-www-form-urlencoded"):
+            if ctype.startswith("multipart/form-data") and request.path == "/v1/files":
+                pairs += await self._read_multipart(request, uploads)
+            elif ctype.startswith("application/x-www-form-urlencoded"):
+                pairs += parse_qsl((await request.read()).decode(), keep_blank_values=True)
+            else:
                 return self._error(StripeError(400, "invalid_request_error",
                                                "Expected form-encoded body"), headers)
-            pairs += parse_qsl((await request.read()).decode(), keep_blank_values=True)
         params = parse_bracket_form(pairs)
         with self._lock:
             self.requests.append((request.method, request.path, params))
         idem = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+        fingerprint = _fingerprint(request.path, params, uploads)
         if idem:
             with self._lock:
                 cached = self._idempotent.get(idem)
+            if cached is not None and cached[0] != fingerprint:
+                # Stripe: a key reused with other parameters is refused.
+                return self._error(StripeError(
+                    400, "idempotency_error", "Keys for idempotent requests can only be used "
+                    "with the same parameters they were first used with."), headers)
+            if cached is not None and lost_reply:  # replayed, and lost again
+                return self._error(StripeError(500, "api_error", "An unknown error occurred"),
+                                   headers)
             if cached is not None:
-                return web.Response(status=cached[0], body=cached[1],
+                return web.Response(status=cached[1], body=cached[2],
                                     content_type="application/json",
                                     headers={**headers, "Idempotent-Replayed": "true"})
         request[_PARAMS] = params
+        request[_UPLOADS] = uploads
         try:
             response = await handler(request)
         except StripeError as error:
@@ -370,12 +471,25 @@ class FakeStripe:
         assert isinstance(response, web.Response) and isinstance(response.body, bytes)
         if idem:
             with self._lock:
-                self._idempotent[idem] = (response.status, response.body)
+                self._idempotent[idem] = (fingerprint, response.status, response.body)
         if lost_reply:
             return self._error(StripeError(500, "api_error", "An unknown error occurred"),
                                headers)
         response.headers.update(headers)
         return response
+
+    @staticmethod
+    async def _read_multipart(request: web.Request,
+                              uploads: dict[str, tuple[str, bytes]]) -> list[tuple[str, str]]:
+        """The text fields of a multipart body; its files go to `uploads`."""
+        pairs: list[tuple[str, str]] = []
+        form = await request.post()
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                uploads[name] = (value.filename, value.file.read())
+            else:
+                pairs.append((name, str(value)))
+        return pairs
 
     def _json(self, fn: Any) -> Any:
         """An async route handler around a state handler returning (status, json);
@@ -601,6 +715,121 @@ class FakeStripe:
                     date=int(time.time()), livemode=False, net_amount=int(params["amount"]))
         self.invoice_items[item["id"]] = item
         return 200, copy.deepcopy(item)
+
+    def _get_invoice(self, request: web.Request) -> tuple[int, Any]:
+        invoice = self.invoices.get(request.match_info["id"])
+        if invoice is None:
+            raise StripeError(404, "invalid_request_error",
+                              f"No such invoice: '{request.match_info['id']}'",
+                              "resource_missing", "id")
+        return 200, copy.deepcopy(invoice)
+
+    def _list_invoice_payments(self, request: web.Request) -> tuple[int, Any]:
+        """Filtered by `payment[type]=payment_intent` and `payment[payment_intent]`
+        (or by `invoice`), as Stripe's list of invoice payments is."""
+        params = request[_PARAMS]
+        payment = params.get("payment") or {}
+        if payment and payment.get("type") != "payment_intent":
+            raise StripeError(400, "invalid_request_error", "Invalid payment[type]",
+                              "parameter_invalid", "payment[type]")
+        found = []
+        for intent, invoice_id in self.payment_intents.items():
+            if payment.get("payment_intent") not in (None, intent):
+                continue
+            if params.get("invoice") not in (None, invoice_id):
+                continue
+            invoice = self.invoices[invoice_id]
+            row = fixture("invoice_payment")
+            row.update(id=f"inpay_{intent}", invoice=invoice_id, livemode=False,
+                       amount_paid=invoice["amount_paid"], amount_requested=invoice["amount_due"],
+                       currency=invoice["currency"], status="paid", created=invoice["created"],
+                       payment={"type": "payment_intent", "payment_intent": intent})
+            found.append(row)
+        return 200, self._list(found, "/v1/invoice_payments", params.get("limit"))
+
+    def _get_charge(self, request: web.Request) -> tuple[int, Any]:
+        charge = self.charges.get(request.match_info["id"])
+        if charge is None:
+            raise StripeError(404, "invalid_request_error", "No such charge",
+                              "resource_missing", "id")
+        return 200, copy.deepcopy(charge)
+
+    def _find_dispute(self, dispute_id: str) -> dict[str, Any]:
+        dispute = self.disputes.get(dispute_id)
+        if dispute is None:
+            raise StripeError(404, "invalid_request_error", f"No such dispute: '{dispute_id}'",
+                              "resource_missing", "dispute")
+        return dispute
+
+    def _get_dispute(self, request: web.Request) -> tuple[int, Any]:
+        return 200, copy.deepcopy(self._find_dispute(request.match_info["id"]))
+
+    def _post_dispute(self, request: web.Request) -> tuple[int, Any]:
+        """Stage or submit evidence, with Stripe's checks: only an open dispute,
+        known field names, file fields naming dispute_evidence files, the
+        text within 150,000 characters; `submit` defaults to true."""
+        dispute = self._find_dispute(request.match_info["id"])
+        params = request[_PARAMS]
+        if dispute["evidence_details"]["submission_count"] or not dispute["status"].endswith(
+                "needs_response"):
+            raise StripeError(400, "invalid_request_error",
+                              "This dispute is no longer accepting evidence")
+        evidence = params.get("evidence") or {}
+        for name, value in evidence.items():
+            if name not in dispute["evidence"]:
+                raise StripeError(400, "invalid_request_error",
+                                  f"Received unknown parameter: evidence[{name}]",
+                                  "parameter_unknown", f"evidence[{name}]")
+            stored = self.files.get(value) if name in EVIDENCE_FILE_FIELDS else None
+            if name in EVIDENCE_FILE_FIELDS and (
+                    stored is None or stored["purpose"] != "dispute_evidence"):
+                raise StripeError(400, "invalid_request_error", f"No such file upload: '{value}'",
+                                  "resource_missing", f"evidence[{name}]")
+        text = sum(len(v) for k, v in evidence.items() if k not in EVIDENCE_FILE_FIELDS)
+        if text > EVIDENCE_CHARS_MAX:
+            raise StripeError(400, "invalid_request_error",
+                              "The evidence text exceeds 150000 characters", "parameter_invalid",
+                              "evidence")
+        dispute["evidence"].update(evidence)
+        dispute["metadata"].update(params.get("metadata") or {})
+        dispute["evidence_details"]["has_evidence"] = True
+        if params.get("submit", "true") == "true":
+            dispute["evidence_details"]["submission_count"] += 1
+            dispute["status"] = dispute["status"].replace("needs_response", "under_review")
+        return 200, copy.deepcopy(dispute)
+
+    def _post_file(self, request: web.Request) -> tuple[int, Any]:
+        params, uploads = request[_PARAMS], request[_UPLOADS]
+        if "file" not in uploads:
+            raise StripeError(400, "invalid_request_error", "Missing required param: file.",
+                              "parameter_missing", "file")
+        if params.get("purpose") != "dispute_evidence":
+            raise StripeError(400, "invalid_request_error", "Invalid purpose",
+                              "parameter_invalid", "purpose")
+        filename, content = uploads["file"]
+        kind = next((t for magic, t in DISPUTE_FILE_TYPES.items() if content.startswith(magic)),
+                    None)
+        if kind is None or len(content) > DISPUTE_FILE_BYTES_MAX:
+            raise StripeError(400, "invalid_request_error",
+                              "Files for dispute_evidence must be PDF, JPEG or PNG of at most 5 MB",
+                              "parameter_invalid", "file")
+        stored = fixture("file")
+        file_id = self._new_id("file")
+        stored.update(id=file_id, filename=filename, purpose="dispute_evidence", size=len(content),
+                      type=kind, title=None, created=int(time.time()),
+                      expires_at=int(time.time()) + 270 * 86_400,
+                      url=f"/v1/files/{file_id}/contents",
+                      links={"object": "list", "data": [], "has_more": False,
+                             "url": f"/v1/file_links?file={file_id}"})
+        self.files[file_id] = {**stored, "_content": content}
+        return 200, copy.deepcopy(stored)
+
+
+def _fingerprint(path: str, params: dict[str, Any],
+                 uploads: dict[str, tuple[str, bytes]]) -> str:
+    """What Stripe compares when an idempotency key comes again."""
+    files = {name: hashlib.sha256(content).hexdigest() for name, (_, content) in uploads.items()}
+    return hashlib.sha256(json.dumps([path, params, files], sort_keys=True).encode()).hexdigest()
 
 
 def iter_deliveries(fake: FakeStripe, events: list[dict[str, Any]],

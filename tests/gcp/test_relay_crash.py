@@ -91,7 +91,8 @@ class CountingSinks:
 def outbox_for(receipt: StoredReceipt) -> list[OutboxMessage]:
     """As the composition root writes them: one message per sink topic."""
     topics = dict.fromkeys((TOPIC_READ_MODEL, TOPIC_ARCHIVE), lambda receipts: None)
-    adapters = Adapters(store=None, read_model=None, archive=None, halts=None, sinks=topics)  # type: ignore[arg-type]
+    adapters = Adapters(store=None, read_model=None, archive=None, halts=None,
+                        disputes=None, sinks=topics)  # type: ignore[arg-type]
     return adapters.outbox_for(receipt)
 
 

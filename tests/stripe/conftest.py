@@ -25,6 +25,7 @@ from gateway.routes_stripe import StripeDeps, add_stripe_routes
 from gateway.stripe_settings import StripeSettings, build_stripe_client, load
 from ledger.sqlite import SqliteLedger
 from tests.fakes import FakeAdminApi, FakeStripe
+from tests.stripe.stack import start_stack  # noqa: F401  (the composed service, a fixture)
 
 PLANS = {
     "pro_monthly": {"max_bots": 5, "quota": "50.00", "policy": "hard"},
