@@ -8,6 +8,7 @@ import base64
 import json
 import shutil
 import sqlite3
+import uuid
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from crypto import Checkpoint, SigningKey, receipt_hash, sign_checkpoint
 from gateway.cli import main
 from gateway.storage import ARCHIVE_DIR, LEDGER_FILE
 from ledger.local import CHECKPOINT_DIR
+from tests.emulators import storage_emulator  # noqa: F401  (a fixture)
 from tests.integration.conftest import base_settings, serve
 
 RECEIPTS = 21  # 2 x 5 single charges, a batch of 10, a reversal
@@ -248,3 +250,31 @@ async def test_receipts_beyond_the_archived_checkpoints_are_left_out(
     newest = max(row[0] for row in _rows(target, "SELECT tree_size FROM log_checkpoints"))
     assert f"left out: {RECEIPTS - newest} archived receipts" in out
     assert _rows(target, "SELECT count(*) FROM receipts") == [(newest,)]
+
+
+@pytest.mark.usefixtures("storage_emulator")
+async def test_a_cloud_storage_archive_restores_the_same_ledger(
+    lost: Lost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The archive the service would have written to Cloud Storage (copied
+    from the embedded one through the same port), restored by gs:// URL."""
+    from ledger.gcs import GcsArchive
+    from ledger.local import FileArchive
+
+    url = f"gs://restore-{uuid.uuid4().hex[:8]}/prod/"
+    files, bucket = FileArchive(lost.archive), GcsArchive.open(url, create_bucket=True)
+    try:
+        for customer_id in files.customer_ids():
+            bucket.append(files.read_customer(customer_id))
+        bucket.append_checkpoints(files.read_checkpoints(0, 1_000))
+    finally:
+        files.close()
+        bucket.close()
+    target = tmp_path / "restored.sqlite3"
+    status = await _cli(
+        "restore", "--from", url, "--store", f"sqlite:{target}",
+        "--jwks", str(lost.jwks), "--progress", "never",
+    )
+    assert status == 0, capsys.readouterr()
+    for what, query in _SAME.items():
+        assert _rows(target, query) == _rows(lost.ledger, query), what
