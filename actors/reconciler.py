@@ -151,6 +151,7 @@ class PassSummary:
     missing: int = 0
     repaired: int = 0
     divergent: int = 0
+    log_failures: int = 0  # the receipt log's audit failed (beyond any customer's)
     failures: list[str] = field(default_factory=list)
     error_details: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -160,11 +161,11 @@ class PassSummary:
         self.errors += other.errors
         self.failures = (other.failures + self.failures)[:summary_items_max]
         self.error_details = (other.error_details + self.error_details)[:summary_items_max]
-        self.audits_failed += len(other.failures)
+        self.log_failures += other.log_failures
 
     @property
     def integrity_ok(self) -> bool:
-        return self.audits_failed == 0 and self.divergent == 0
+        return self.audits_failed == 0 and self.divergent == 0 and self.log_failures == 0
 
     def add_failure(self, reason: str) -> None:
         if len(self.failures) < summary_items_max:
@@ -225,6 +226,7 @@ class Reconciler(StageOwner):
         # operator's choice: the pass then takes that round).
         self._pass_s = max(float(audit_pass_s), self._interval_s)
         self._log_state: AuditState | None = None  # the last checkpoint the log audit verified
+        self._failed_customers: set[str] = set()  # whose alarm a full pass raised
         self._cursor: str | None = None  # last customer audited in the current pass
         self._work_lock = threading.Lock()  # one round or full pass at a time
         self._loop = LoopThread("reconciler", self._run, self.report_crash)
@@ -246,9 +248,9 @@ class Reconciler(StageOwner):
         if not self._work_lock.acquire(timeout=full_pass_wait_s):
             raise TimeoutError(f"a reconciliation round is still running after {full_pass_wait_s}s")
         try:
-            log_summary = self._audit_log()
+            self._failed_customers.clear()
             summary = self._reconcile(sorted(self._store.list_customer_ids()), repair)
-            summary.absorb(log_summary)
+            summary.absorb(self._audit_log(already_failed=set(self._failed_customers)))
             self._metrics.last_full_pass.set(time.time())
             log.info("reconciler.full_pass", **_summary_fields(summary))
             return summary
@@ -271,7 +273,7 @@ class Reconciler(StageOwner):
                 return
             cursor = self._cursor
             if cursor is None:  # a new pass: the whole log first
-                self._audit_log()
+                self._audit_log(already_failed=None)
             remaining = [c for c in ids if cursor is None or c > cursor]
             # Enough customers a round for the pass to end within audit_pass_s.
             rounds = max(1, math.floor(self._pass_s / self._interval_s))
@@ -289,9 +291,13 @@ class Reconciler(StageOwner):
         finally:
             self._work_lock.release()
 
-    def _audit_log(self) -> PassSummary:
+    def _audit_log(self, already_failed: set[str] | None) -> PassSummary:
         """The whole receipt log against its checkpoints and the remembered
-        one (a rollback or fork since the last pass fails too)."""
+        one (a rollback or fork since the last pass fails too).
+
+        A failure at a receipt is its customer's: that customer is audited
+        now (or, `already_failed`, was in this pass) and its own alarm
+        stands; one damage, one incident."""
         summary = PassSummary()
         started = time.monotonic()
         try:
@@ -315,11 +321,28 @@ class Reconciler(StageOwner):
             return summary
         log.error("reconciler.log_audit_failed", reason=failure.reason,
                   where=failure.where(), detail=failure.detail)
+        customer_id = self._customer_of(failure.receipt_id)
+        if customer_id is not None:
+            if already_failed is None:
+                if not self._reconcile([customer_id], repair=False).integrity_ok:
+                    return summary
+            elif customer_id in already_failed:
+                return summary
+        summary.log_failures += 1
         self._integrity_failure(summary, IntegrityFailure(
             failure.reason, f"the receipt log, {failure.where()}: {failure.detail}",
-            None, failure.receipt_id,
+            customer_id, failure.receipt_id,
         ))
         return summary
+
+    def _customer_of(self, receipt_id: str | None) -> str | None:
+        if receipt_id is None:
+            return None
+        try:
+            receipt = self._store.get_receipt(receipt_id)
+        except LedgerError:
+            return None
+        return None if receipt is None else receipt.customer_id
 
     def _check_stopping(self, _leaves: int) -> None:
         if self._stopping.is_set():
@@ -420,6 +443,8 @@ class Reconciler(StageOwner):
 
     def _integrity_failure(self, summary: PassSummary, failure: IntegrityFailure) -> None:
         summary.add_failure(f"{failure.reason}: {failure.detail}")
+        if failure.customer_id is not None:
+            self._failed_customers.add(failure.customer_id)
         self._metrics.integrity_failures.inc()
         try:
             self._on_integrity_failure(failure)

@@ -291,3 +291,26 @@ def test_each_pass_audits_the_receipt_log_and_a_forged_checkpoint_raises_the_ala
     (reason,) = harness.alarm.reasons
     assert reason.startswith("unknown_kid: the receipt log, checkpoint 2: ")
     assert harness.alarm.failures[0].customer_id is None  # the log, not one customer
+
+
+def test_a_receipt_the_log_audit_finds_altered_raises_its_customers_alarm_at_once(
+    harness: Harness,
+) -> None:
+    """The log audit starts each pass; a damaged receipt is its customer's
+    (audited then, not when its slice comes): one incident, not two."""
+    books = harness.books
+    for number in range(6):
+        books.customer(f"cus_{number}")
+        _charge_logged(books, f"cus_{number}", 2)
+    victim = books.receipts["cus_5"][0]
+    document = orjson.loads(victim.receipt_json)
+    document["amount_minor"] += 1
+    books.sql("UPDATE receipts SET receipt_json = ? WHERE receipt_id = ?",
+              orjson.dumps(document), victim.receipt_id)
+    # One customer a round: the slices reach cus_5 last, the log audit at once.
+    harness.start(interval_s=0.05, audit_pass_s=3600.0, customers_per_round_max=1)
+
+    wait_until(lambda: bool(harness.alarm.failures))
+    first = harness.alarm.failures[0]
+    assert (first.customer_id, first.receipt_id) == ("cus_5", victim.receipt_id)
+    assert all(failure.customer_id == "cus_5" for failure in harness.alarm.failures)
