@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import secrets
 import sqlite3
 import time
@@ -36,7 +37,7 @@ from gateway.storage import LEDGER_FILE
 from ledger.sqlite import SqliteLedger
 from loadtest.bench import PhaseResult, create_customers, run_wrk
 from loadtest.bench_evidence import build
-from loadtest.run_locust import Service, local_service
+from loadtest.run_locust import Service, billing_command, local_service
 
 _CONNECTIONS = 64
 _FOUND_WITHIN_S_MAX = 600.0
@@ -51,13 +52,29 @@ def _build(data_dir: Path, receipts: int, customers: int) -> None:
     store = SqliteLedger.open(path)
     try:
         started = time.perf_counter()
-        build(store, key, receipts, customers)
+        # The service's origin: its audit refuses a log whose origin changes.
+        build(store, key, receipts, customers, origin=Settings().log_origin)
         print(f"built {receipts:,} receipts in {time.perf_counter() - started:.1f} s")
     finally:
         store.close()
 
 
+def _wait_archived(url: str) -> None:
+    """The embedded archive first follows a new ledger from its start: let it
+    catch up, so that the phases measure charging, not archiving."""
+    pattern = re.compile(r'billing_outbox_backlog\{topic="receipt.archive"\} ([0-9.e+]+)')
+    started = time.monotonic()
+    while time.monotonic() - started < _FOUND_WITHIN_S_MAX:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            match = pattern.search(response.read().decode())
+        if match is not None and float(match.group(1)) == 0:
+            return
+        time.sleep(2.0)
+    raise SystemExit("the archive did not catch up")
+
+
 def _charges(service: Service, name: str, duration_s: float, work: Path) -> PhaseResult:
+    _wait_archived(service.url)
     customers = asyncio.run(
         create_customers(service.url, service.admin_token, _CONNECTIONS, secrets.token_hex(3))
     )
@@ -113,12 +130,16 @@ def main() -> None:
     data_dir = work / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     _build(data_dir, args.receipts, args.customers)
-    env = {"BILLING_DATA_DIR": str(data_dir), "BILLING_RECONCILE_INTERVAL_S": "86400"}
-    with local_service(env=env, log_dir=work) as service:
+    # `billing serve` on OUR data directory (local_service's default is a new one).
+    command = [*billing_command(0, data_dir)[:-3], "{port}", "--data-dir", str(data_dir)]
+    env = {"BILLING_RECONCILE_INTERVAL_S": "86400"}
+    with local_service(command=command, env=env, log_dir=work) as service:
         idle = _charges(service, "audit idle", args.duration_s, work)
     env["BILLING_RECONCILE_INTERVAL_S"] = f"{args.interval_s:g}"
-    with local_service(env=env, log_dir=work) as service:
+    with local_service(command=command, env=env, log_dir=work) as service:
         running = _charges(service, "audit running", args.duration_s, work)
+        if _halted(service.url):
+            raise SystemExit(f"halted before any tampering: see {service.log_path}")
         tampered = _tamper(data_dir / LEDGER_FILE)
         started = time.monotonic()
         print(f"tampered receipt {tampered}; waiting for the audit to find it ...", flush=True)
