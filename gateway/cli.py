@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli_export",
     "gateway.cli_verify",
     "gateway.cli_log",
+    "gateway.cli_restore",
     "gateway.cli_migrate",
 )
 

@@ -23,7 +23,7 @@ deletes succeed. Both guarantees hold only on real Cloud Storage.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import structlog
@@ -61,6 +61,16 @@ _UNAVAILABLE: Final = (
 
 
 _SAFE_RE: Final = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+_ESCAPED_RE: Final = re.compile(r"(?:~[0-9A-F]{2})+")
+
+
+def _unescape(name: str) -> str:
+    """The inverse of `_escape`."""
+    return _ESCAPED_RE.sub(
+        lambda m: bytes.fromhex(m.group().replace("~", "")).decode("utf-8"), name
+    )
 
 
 def _escape(identifier: str) -> str:
@@ -192,6 +202,41 @@ class GcsArchive:
         for receipt in receipts:
             check_invariant(receipt.customer_id == customer_id, "archived under the wrong customer")
         return receipts
+
+    def customer_ids(self) -> list[str]:
+        """The customer folders under the prefix (the log's folder excluded)."""
+        self._life.check_open()
+        try:
+            listing = self._client.list_blobs(
+                self._bucket, prefix=self._prefix, delimiter="/", timeout=request_timeout_s
+            )
+            for _ in listing:  # the folders are known once the pages are read
+                pass
+            folders = set(listing.prefixes)
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(f"gcs: {error}") from error
+        names = (folder[len(self._prefix) : -1] for folder in folders)
+        return sorted(_unescape(name) for name in names if name and name != "~log")
+
+    def iter_customer(self, customer_id: str) -> Iterator[StoredReceipt]:
+        """In name order (seq order), a listing page at a time."""
+        self._life.check_open()
+        try:
+            for blob in self._client.list_blobs(
+                self._bucket,
+                prefix=self._customer_prefix(customer_id),
+                page_size=_LIST_PAGE_MAX,
+                timeout=request_timeout_s,
+            ):
+                receipt = receipt_from_text_fields(
+                    blob.metadata or {}, blob.download_as_bytes(timeout=request_timeout_s)
+                )
+                check_invariant(
+                    receipt.customer_id == customer_id, "archived under the wrong customer"
+                )
+                yield receipt
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable(f"gcs: {error}") from error
 
     # -- the receipt log's checkpoints ------------------------------------------------
     def checkpoint_object_name(self, checkpoint: LogCheckpoint) -> str:

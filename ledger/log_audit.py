@@ -121,7 +121,10 @@ class AuditReport:
         return AuditState(self.head.tree_size, self.head.root_hash, self.head.jws)
 
 
-class _Failed(Exception):
+class AuditFailed(Exception):
+    """An integrity failure found on the way (raised by the checks that a
+    restore shares with the audit)."""
+
     def __init__(self, failure: AuditFailure) -> None:
         super().__init__(failure.detail)
         self.failure = failure
@@ -134,8 +137,8 @@ def _fail(
     log_index: int | None = None,
     tree_size: int | None = None,
     receipt_id: str | None = None,
-) -> _Failed:
-    return _Failed(AuditFailure(reason, detail, log_index, tree_size, receipt_id))
+) -> AuditFailed:
+    return AuditFailed(AuditFailure(reason, detail, log_index, tree_size, receipt_id))
 
 
 def audit_log(
@@ -156,7 +159,7 @@ def audit_log(
     audit = _Audit(reader, keys, last, on_leaves or (lambda _: None), page_receipts)
     try:
         audit.run(head)
-    except _Failed as failed:
+    except AuditFailed as failed:
         return audit.report(head, failed.failure)
     return audit.report(head, None)
 
@@ -173,6 +176,77 @@ def log_origin(reader: LogReader, keys: TrustedKeys) -> str | None:
 def stored_jwks(records: Sequence[SigningKeyRecord]) -> dict[str, list[Any]]:
     """The JWKS of every key a store recorded as having signed (kept forever)."""
     return {"keys": [json.loads(record.public_jwk_json) for record in records]}
+
+
+def checked_document(receipt: StoredReceipt, index: int) -> tuple[bytes, dict[str, Any]]:
+    """The leaf hash of `receipt` at leaf `index`, and its signed document:
+    its hash is that of its core, and its row's index columns are the
+    receipt's (AuditFailed otherwise)."""
+    where: dict[str, Any] = {"log_index": index, "receipt_id": receipt.receipt_id}
+    if receipt.log_index != index:
+        raise _fail(
+            "receipt_missing",
+            f"no receipt is stored at leaf {index} (the next is at {receipt.log_index})",
+            **where,
+        )
+    try:
+        document = orjson.loads(receipt.receipt_json)
+        computed = receipt_hash(document)
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        raise _fail("invalid_field", f"receipt_json: {error!r}", **where) from None
+    except (ReceiptFieldError, CanonicalizationError) as error:
+        raise _fail("invalid_field", f"receipt_json: {error}", **where) from None
+    if document.get("receipt_hash") != computed:
+        raise _fail(
+            "hash_mismatch",
+            f"receipt_hash is {document.get('receipt_hash')} but the core hashes to {computed}",
+            **where,
+        )
+    indexed = (receipt.receipt_hash, receipt.customer_id, receipt.seq)
+    if indexed != (computed, document["customer_id"], document["seq"]):
+        raise _fail("row_mismatch", "the row's index columns differ from its receipt", **where)
+    return receipt_leaf(computed), document
+
+
+def link_chain(
+    chains: dict[str, tuple[int, str]], receipt: StoredReceipt, index: int
+) -> None:
+    """Extend the customer's chain in `chains` (customer -> (seq, receipt
+    hash)) by `receipt`: gapless seq from 1, linked by hash."""
+    where: dict[str, Any] = {"log_index": index, "receipt_id": receipt.receipt_id}
+    seq, last_hash = chains.get(receipt.customer_id, (0, GENESIS_HASH))
+    if receipt.seq != seq + 1:
+        raise _fail(
+            "seq_gap",
+            f"customer {receipt.customer_id}: seq {receipt.seq} after {seq}",
+            **where,
+        )
+    if receipt.previous_receipt_hash != last_hash:
+        raise _fail(
+            "previous_hash_mismatch",
+            f"customer {receipt.customer_id}: seq {receipt.seq} links to "
+            f"{receipt.previous_receipt_hash}, not to {last_hash}",
+            **where,
+        )
+    chains[receipt.customer_id] = (receipt.seq, receipt.receipt_hash)
+
+
+def verified_checkpoint(stored: LogCheckpoint, keys: TrustedKeys) -> Checkpoint:
+    """The signed checkpoint of a stored (or archived) one: its JWS verifies
+    against `keys` and its index columns are its payload's."""
+    try:
+        signed = verify_checkpoint(stored.jws, keys)
+    except CheckpointError as error:
+        raise _fail(error.reason, error.detail, tree_size=stored.tree_size) from None
+    if (signed.tree_size, signed.root_hash) != (stored.tree_size, stored.root_hash):
+        raise _fail(
+            "checkpoint_mismatch",
+            f"the stored row says {stored.tree_size} leaves, root "
+            f"{stored.root_hash.hex()}; its signature says {signed.tree_size}, "
+            f"{signed.root_hash.hex()}",
+            tree_size=stored.tree_size,
+        )
+    return signed
 
 
 class _Audit:
@@ -246,18 +320,7 @@ class _Audit:
             after = page[-1].tree_size
 
     def _verify_stored(self, stored: LogCheckpoint) -> Checkpoint:
-        try:
-            signed = verify_checkpoint(stored.jws, self._keys)
-        except CheckpointError as error:
-            raise _fail(error.reason, error.detail, tree_size=stored.tree_size) from None
-        if (signed.tree_size, signed.root_hash) != (stored.tree_size, stored.root_hash):
-            raise _fail(
-                "checkpoint_mismatch",
-                f"the stored row says {stored.tree_size} leaves, root "
-                f"{stored.root_hash.hex()}; its signature says {signed.tree_size}, "
-                f"{signed.root_hash.hex()}",
-                tree_size=stored.tree_size,
-            )
+        signed = verified_checkpoint(stored, self._keys)
         if self._origin is None:
             self._origin = signed.origin
         elif signed.origin != self._origin:
@@ -285,7 +348,7 @@ class _Audit:
             self._verify_stored(stored)  # a fork is two SIGNED roots for one size
             raise self._fork(stored.root_hash, f"the stored checkpoint {stored.jws}")
 
-    def _fork(self, root: bytes, what: str) -> _Failed:
+    def _fork(self, root: bytes, what: str) -> AuditFailed:
         last = self._last
         assert last is not None  # only called with a state
         return _fail(
@@ -299,7 +362,7 @@ class _Audit:
     def _checked_page(self, page: list[StoredReceipt]) -> list[bytes]:
         """The page's leaf hashes, each receipt checked in log order."""
         start = self._edge.size
-        leaves = [self._leaf(receipt, start + offset) for offset, receipt in enumerate(page)]
+        leaves = [checked_document(r, start + offset)[0] for offset, r in enumerate(page)]
         stored = self._stored_leaves(start, len(leaves))
         by_leaf = {leaf: start + offset for offset, leaf in enumerate(leaves)}
         for offset, (receipt, leaf) in enumerate(zip(page, leaves, strict=True)):
@@ -307,34 +370,8 @@ class _Audit:
             stored_leaf = stored[offset * HASH_BYTES : (offset + 1) * HASH_BYTES]
             if stored_leaf != leaf:
                 raise self._misplaced(receipt, index, stored_leaf, by_leaf)
-            self._link(receipt, index)
+            link_chain(self._chains, receipt, index)
         return leaves
-
-    def _leaf(self, receipt: StoredReceipt, index: int) -> bytes:
-        where: dict[str, Any] = {"log_index": index, "receipt_id": receipt.receipt_id}
-        if receipt.log_index != index:
-            raise _fail(
-                "receipt_missing",
-                f"no receipt is stored at leaf {index} (the next is at {receipt.log_index})",
-                **where,
-            )
-        try:
-            document = orjson.loads(receipt.receipt_json)
-            computed = receipt_hash(document)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-            raise _fail("invalid_field", f"receipt_json: {error!r}", **where) from None
-        except (ReceiptFieldError, CanonicalizationError) as error:
-            raise _fail("invalid_field", f"receipt_json: {error}", **where) from None
-        if document.get("receipt_hash") != computed:
-            raise _fail(
-                "hash_mismatch",
-                f"receipt_hash is {document.get('receipt_hash')} but the core hashes to {computed}",
-                **where,
-            )
-        indexed = (receipt.receipt_hash, receipt.customer_id, receipt.seq)
-        if indexed != (computed, document["customer_id"], document["seq"]):
-            raise _fail("row_mismatch", "the row's index columns differ from its receipt", **where)
-        return receipt_leaf(computed)
 
     def _stored_leaves(self, start: int, count: int) -> bytes:
         """The stored level-0 hashes of leaves [start, start + count), concatenated."""
@@ -347,7 +384,7 @@ class _Audit:
 
     def _misplaced(
         self, receipt: StoredReceipt, index: int, stored_leaf: bytes, by_leaf: dict[bytes, int]
-    ) -> _Failed:
+    ) -> AuditFailed:
         where: dict[str, Any] = {"log_index": index, "receipt_id": receipt.receipt_id}
         other = by_leaf.get(stored_leaf)
         if other is not None:
@@ -361,24 +398,6 @@ class _Audit:
             f"the stored tile holds another hash than this receipt's for leaf {index}",
             **where,
         )
-
-    def _link(self, receipt: StoredReceipt, index: int) -> None:
-        where: dict[str, Any] = {"log_index": index, "receipt_id": receipt.receipt_id}
-        seq, last_hash = self._chains.get(receipt.customer_id, (0, GENESIS_HASH))
-        if receipt.seq != seq + 1:
-            raise _fail(
-                "seq_gap",
-                f"customer {receipt.customer_id}: seq {receipt.seq} after {seq}",
-                **where,
-            )
-        if receipt.previous_receipt_hash != last_hash:
-            raise _fail(
-                "previous_hash_mismatch",
-                f"customer {receipt.customer_id}: seq {receipt.seq} links to "
-                f"{receipt.previous_receipt_hash}, not to {last_hash}",
-                **where,
-            )
-        self._chains[receipt.customer_id] = (receipt.seq, receipt.receipt_hash)
 
     # -- the tree ------------------------------------------------------------------
     def _append(

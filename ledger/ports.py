@@ -286,6 +286,17 @@ class ReceiptArchive(Protocol):
 
     def append(self, receipts: Sequence[StoredReceipt]) -> None: ...
     def read_customer(self, customer_id: str) -> list[StoredReceipt]: ...
+    def customer_ids(self) -> list[str]:
+        """Every customer with archived receipts, sorted: what a restore walks."""
+        ...
+
+    def iter_customer(self, customer_id: str) -> Iterator[StoredReceipt]:
+        """The customer's archived receipts, streamed in archive order with
+        bounded memory (a restore holds one stream per customer): seq order,
+        except that a receipt the reconciler filled in later may come late
+        (and, after a crash, twice); `read_customer` sorts and dedups."""
+        ...
+
     def append_checkpoints(self, checkpoints: Sequence[LogCheckpoint]) -> None:
         """Durable on return. One copy per (tree_size, root_hash): two
         checkpoints of one size with different roots (a fork) are both kept."""

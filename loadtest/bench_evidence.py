@@ -59,7 +59,9 @@ def _receipt(customer_id: str, seq: int, previous: str, balance: int) -> StoredR
     )
 
 
-def build(store: SqliteLedger, key: SigningKey, receipts: int, customers: int) -> None:
+def build(
+    store: SqliteLedger, key: SigningKey, receipts: int, customers: int, origin: str = "bench"
+) -> None:
     ids = [f"cus_{n:05d}" for n in range(customers)]
     for customer_id in ids:
         store.create_customer(Customer(customer_id, f"{customer_id}@example.com", "USD", _NOW))
@@ -67,7 +69,7 @@ def build(store: SqliteLedger, key: SigningKey, receipts: int, customers: int) -
             Entitlement(customer_id, "api_calls", None, "soft", "active", _NOW)
         )
     heads = {customer_id: (0, GENESIS_HASH, 0) for customer_id in ids}
-    appender = LogAppender(store, key=lambda: key, origin="bench", now_rfc3339=utc_now_rfc3339)
+    appender = LogAppender(store, key=lambda: key, origin=origin, now_rfc3339=utc_now_rfc3339)
     batch_max = limits.commit_batch_receipts_max
     started, done, position = time.perf_counter(), 0, 0
     while done < receipts:

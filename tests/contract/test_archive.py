@@ -97,3 +97,25 @@ def test_checkpoints_and_customers_never_mix(archive: ReceiptArchive) -> None:
     for chain in chains:
         assert archive.read_customer(chain.customer_id) == chain.made
     assert archive.read_checkpoints(0, 100) == [log_checkpoint(1)]
+
+
+# -- what a restore walks ----------------------------------------------------------
+def test_customer_ids_list_every_archived_customer_and_nothing_else(
+    archive: ReceiptArchive,
+) -> None:
+    names = ("cus_b", "cus/with spaces\u00e9", "log", "~log", "cus_a")
+    for name in names:
+        archive.append([Chain(name).next().receipt])
+    archive.append_checkpoints([log_checkpoint(1)])
+
+    assert archive.customer_ids() == sorted(names)
+
+
+def test_a_customer_streams_back_in_chain_order(archive: ReceiptArchive) -> None:
+    a, b = Chain("cus_a"), Chain("cus_b")
+    archive.append([a.next().receipt, b.next().receipt, a.next().receipt])
+    archive.append([a.next().receipt for _ in range(300)])  # past a read chunk
+
+    assert list(archive.iter_customer("cus_a")) == a.made
+    assert list(archive.iter_customer("cus_b")) == b.made
+    assert list(archive.iter_customer("cus_nobody")) == []

@@ -238,3 +238,79 @@ def test_runs_under_a_supervisor_and_stops_its_thread(harness: Harness) -> None:
     finally:
         assert root.stop(timeout_ms=15_000)
     wait_until(lambda: not any(t.name == "reconciler" for t in threading.enumerate()))
+
+
+def test_rounds_are_sized_so_a_pass_ends_within_its_target(harness: Harness) -> None:
+    """1,000 customers in 60 s rounds must not take 10 rounds of 100: the
+    slices grow so that a pass ends within audit_pass_s (here two rounds)."""
+    books = harness.books
+    for number in range(10):
+        books.customer(f"cus_{number}")
+        books.charge(f"cus_{number}", 1)
+    harness.start(interval_s=1.0, audit_pass_s=2.0, customers_per_round_max=1)
+
+    wait_until(lambda: harness.sample("billing_reconciler_round_seconds_count") >= 1)
+    assert harness.sample("billing_reconciler_audits_total", result="ok") == 5
+    wait_until(lambda: harness.sample("billing_reconciler_last_full_pass_timestamp_seconds") > 0)
+    assert harness.sample("billing_reconciler_round_seconds_count") == 2
+
+
+def _charge_logged(books: Books, customer_id: str, count: int) -> None:
+    """Commit receipts with their receipt log append, as the writer does."""
+    from actors.receipt_log import LogAppender
+    from ledger import ReceiptWrite
+    from ledger.clock import utc_now_rfc3339
+
+    appender = LogAppender(books.store, lambda: books.key, "test-log", utc_now_rfc3339)
+    prepared = appender.prepare([books.receipt(customer_id) for _ in range(count)])
+    books.store.commit_batch([ReceiptWrite(r) for r in prepared.receipts], [],
+                             prepared.log_append)
+
+
+def test_each_pass_audits_the_receipt_log_and_a_forged_checkpoint_raises_the_alarm(
+    harness: Harness,
+) -> None:
+    from crypto import Checkpoint, SigningKey, sign_checkpoint
+
+    books = harness.books
+    for customer_id in ("cus_a", "cus_b"):
+        books.customer(customer_id)
+        _charge_logged(books, customer_id, 2)
+    ref = harness.start()
+    assert harness.full_pass(ref).integrity_ok
+
+    head = books.store.log_checkpoint(2)
+    assert head is not None
+    forged = sign_checkpoint(
+        Checkpoint("test-log", 2, head.root_hash, head.timestamp), SigningKey.generate()
+    )
+    books.sql("UPDATE log_checkpoints SET jws = ? WHERE tree_size = 2", forged)
+    summary = harness.full_pass(ref)
+
+    assert not summary.integrity_ok
+    (reason,) = harness.alarm.reasons
+    assert reason.startswith("unknown_kid: the receipt log, checkpoint 2: ")
+    assert harness.alarm.failures[0].customer_id is None  # the log, not one customer
+
+
+def test_a_receipt_the_log_audit_finds_altered_raises_its_customers_alarm_at_once(
+    harness: Harness,
+) -> None:
+    """The log audit starts each pass; a damaged receipt is its customer's
+    (audited then, not when its slice comes): one incident, not two."""
+    books = harness.books
+    for number in range(6):
+        books.customer(f"cus_{number}")
+        _charge_logged(books, f"cus_{number}", 2)
+    victim = books.receipts["cus_5"][0]
+    document = orjson.loads(victim.receipt_json)
+    document["amount_minor"] += 1
+    books.sql("UPDATE receipts SET receipt_json = ? WHERE receipt_id = ?",
+              orjson.dumps(document), victim.receipt_id)
+    # One customer a round: the slices reach cus_5 last, the log audit at once.
+    harness.start(interval_s=0.05, audit_pass_s=3600.0, customers_per_round_max=1)
+
+    wait_until(lambda: bool(harness.alarm.failures))
+    first = harness.alarm.failures[0]
+    assert (first.customer_id, first.receipt_id) == ("cus_5", victim.receipt_id)
+    assert all(failure.customer_id == "cus_5" for failure in harness.alarm.failures)

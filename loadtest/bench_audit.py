@@ -1,0 +1,159 @@
+"""Continuous audit benchmark (not a test):
+`python -m loadtest.bench_audit [--receipts N] [--customers C] [--dir DATA_DIR]`.
+
+Builds a ledger of N receipts over C customers through the ledger API
+(loadtest.bench_evidence: real receipts and chains, a signed checkpoint per
+commit) in a service data directory, signed with the key the service will
+use. Then, with `billing serve` on that directory:
+1. charges/s at 64 connections (wrk, loadtest/bench.py) with the reconciler
+   idle (BILLING_RECONCILE_INTERVAL_S=86400);
+2. the same while the continuous audit runs (interval --interval-s; each
+   pass starts with the whole log's audit, the heaviest part, then paced
+   customer slices so the pass ends within 240 s);
+3. one receipt tampered behind the service's back (sqlite3), and the time
+   until the audit finds it (/readyz turns 503: the integrity halt).
+Prints each figure; the promise is "found within 5 minutes".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import secrets
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+
+from crypto import load_or_create_dev_key
+from gateway.compose import KEYS_DIR
+from gateway.settings import Settings
+from gateway.storage import LEDGER_FILE
+from ledger.sqlite import SqliteLedger
+from loadtest.bench import PhaseResult, create_customers, run_wrk
+from loadtest.bench_evidence import build
+from loadtest.run_locust import Service, billing_command, local_service
+
+_CONNECTIONS = 64
+_FOUND_WITHIN_S_MAX = 600.0
+
+
+def _build(data_dir: Path, receipts: int, customers: int) -> None:
+    path = data_dir / LEDGER_FILE
+    if path.exists():
+        print(f"reusing the ledger in {data_dir}")
+        return
+    key = load_or_create_dev_key(data_dir / KEYS_DIR, Settings().signing_alg)
+    store = SqliteLedger.open(path)
+    try:
+        started = time.perf_counter()
+        # The service's origin: its audit refuses a log whose origin changes.
+        build(store, key, receipts, customers, origin=Settings().log_origin)
+        print(f"built {receipts:,} receipts in {time.perf_counter() - started:.1f} s")
+    finally:
+        store.close()
+
+
+def _wait_archived(url: str) -> None:
+    """The embedded archive first follows a new ledger from its start: let it
+    catch up, so that the phases measure charging, not archiving."""
+    pattern = re.compile(r'billing_outbox_backlog\{topic="receipt.archive"\} ([0-9.e+]+)')
+    started = time.monotonic()
+    while time.monotonic() - started < _FOUND_WITHIN_S_MAX:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            match = pattern.search(response.read().decode())
+        if match is not None and float(match.group(1)) == 0:
+            return
+        time.sleep(2.0)
+    raise SystemExit("the archive did not catch up")
+
+
+def _charges(service: Service, name: str, duration_s: float, work: Path) -> PhaseResult:
+    _wait_archived(service.url)
+    customers = asyncio.run(
+        create_customers(service.url, service.admin_token, _CONNECTIONS, secrets.token_hex(3))
+    )
+    customers_file = work / f"customers-{name}.txt"
+    customers_file.write_text("".join(f"{cid} {key}\n" for cid, key in customers))
+    result = run_wrk(
+        name, service.url, customers_file,
+        connections=_CONNECTIONS, duration_s=duration_s, threads=2,
+    )
+    print(
+        f"{name}: {result.accepted_per_s:,.0f} charges/s at {_CONNECTIONS} connections, "
+        f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+    )
+    return result
+
+
+def _tamper(path: Path) -> str:
+    """Change one receipt's amount in its signed JSON, as an attacker would."""
+    with closing(sqlite3.connect(path, timeout=30.0)) as conn, conn:
+        (size,) = conn.execute("SELECT max(log_index) FROM receipts").fetchone()
+        index = random.Random(17).randrange(size)
+        receipt_id, raw = conn.execute(
+            "SELECT receipt_id, receipt_json FROM receipts WHERE log_index = ?", (index,)
+        ).fetchone()
+        document = json.loads(raw)
+        document["amount_minor"] += 1
+        conn.execute(
+            "UPDATE receipts SET receipt_json = ? WHERE receipt_id = ?",
+            (json.dumps(document).encode(), receipt_id),
+        )
+    return f"{receipt_id} (leaf {index})"
+
+
+def _halted(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
+            return bool(response.status != 200)
+    except urllib.error.HTTPError as error:
+        return error.code == 503
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--receipts", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=1_000)
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--interval-s", type=float, default=5.0)
+    parser.add_argument("--dir", type=Path, help="service data directory (built if empty)")
+    args = parser.parse_args()
+    work = Path(args.dir or Path.cwd() / f"bench-audit-{secrets.token_hex(3)}")
+    data_dir = work / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _build(data_dir, args.receipts, args.customers)
+    # `billing serve` on OUR data directory (local_service's default is a new one).
+    command = [*billing_command(0, data_dir)[:-3], "{port}", "--data-dir", str(data_dir)]
+    env = {"BILLING_RECONCILE_INTERVAL_S": "86400"}
+    with local_service(command=command, env=env, log_dir=work) as service:
+        idle = _charges(service, "audit idle", args.duration_s, work)
+    env["BILLING_RECONCILE_INTERVAL_S"] = f"{args.interval_s:g}"
+    with local_service(command=command, env=env, log_dir=work) as service:
+        running = _charges(service, "audit running", args.duration_s, work)
+        if _halted(service.url):
+            raise SystemExit(f"halted before any tampering: see {service.log_path}")
+        tampered = _tamper(data_dir / LEDGER_FILE)
+        started = time.monotonic()
+        print(f"tampered receipt {tampered}; waiting for the audit to find it ...", flush=True)
+        while not _halted(service.url):
+            if time.monotonic() - started > _FOUND_WITHIN_S_MAX:
+                raise SystemExit(f"not found within {_FOUND_WITHIN_S_MAX:.0f} s")
+            time.sleep(1.0)
+        found_s = time.monotonic() - started
+    share = running.accepted_per_s / idle.accepted_per_s if idle.accepted_per_s else 0.0
+    print(
+        f"found in {found_s:.0f} s (bound: 300 s); charges/s with the audit running: "
+        f"{share:.0%} of idle ({running.accepted_per_s:,.0f} vs {idle.accepted_per_s:,.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
