@@ -21,6 +21,7 @@ Stages settle what they hold through `settle_all` and `settle_queue`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sys
 import threading
@@ -127,14 +128,23 @@ def settle_all(items: Iterable[Settles], outcome: ChargeOutcome) -> None:
 
 
 def settle_queue(q: queue.Queue[Any], outcome: ChargeOutcome, stop_marker: object) -> None:
-    """Answer whatever a stopped stage's queue still holds: never drop it."""
+    """Answer whatever a stopped stage's queue still holds: never drop it.
+
+    The stop marker is put back: a worker still stuck in its last batch when
+    the stage gave up waiting for it finds it once it is free, and ends."""
+    stopped = False
     while True:
         try:
             item = q.get_nowait()
         except queue.Empty:
-            return
-        if item is not stop_marker:
+            break
+        if item is stop_marker:
+            stopped = True
+        else:
             item.settle(outcome)
+    if stopped:
+        with contextlib.suppress(queue.Full):  # just emptied: full only by a racing put
+            q.put_nowait(stop_marker)
 
 
 class TicketFuture(pykka.Future[Any]):
