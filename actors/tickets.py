@@ -79,7 +79,7 @@ class TicketBatch:
         self._remaining = count
         self._lock = threading.Lock()
         self._on_all = on_all
-        self.tickets = tuple(Ticket(self, index) for index in range(count))
+        self.tickets = tuple([Ticket(self, index) for index in range(count)])
 
     @classmethod
     def awaited(
