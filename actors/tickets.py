@@ -79,7 +79,16 @@ class TicketBatch:
         self._remaining = count
         self._lock = threading.Lock()
         self._on_all = on_all
-        self.tickets = tuple([Ticket(self, index) for index in range(count)])
+
+    def issue(self) -> tuple[Ticket, ...]:
+        """The batch's tickets, one per charge in order. Not kept by the
+        batch: each ticket refers to it, and the reverse reference made every
+        request a cycle only the garbage collector could free (its full passes
+        stalled every thread: p99 250-800 ms instead of ~40 ms in the bench)."""
+        return tuple([Ticket(self, index) for index in range(len(self._outcomes))])
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
 
     @classmethod
     def awaited(

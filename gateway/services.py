@@ -165,7 +165,7 @@ class Services:
                 reverses=event.reverses,
                 request=request,
             )
-            for event, ticket in zip(events, batch.tickets, strict=True)
+            for event, ticket in zip(events, batch.issue(), strict=True)
         )
         tickets.ask(ref, ChargeBatch(commands), batch)
         return answered

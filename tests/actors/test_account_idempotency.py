@@ -118,7 +118,7 @@ class Account:
 
         batch = TicketBatch(len(charges), on_all)
         commands = []
-        for ticket, charge in zip(batch.tickets, charges, strict=True):
+        for ticket, charge in zip(batch.issue(), charges, strict=True):
             key, amount_minor = (charge, 100) if isinstance(charge, str) else charge
             commands.append(
                 ChargeCommand(

@@ -52,7 +52,7 @@ class Settlements:
 
     def assert_each_answered_once(self, charges: int) -> None:
         with self.lock:
-            keys = [(id(b), i) for b in self.batches for i in range(len(b.tickets))]
+            keys = [(id(b), i) for b in self.batches for i in range(len(b))]
             assert len(keys) == charges, "one ticket per charge"
             assert [self.wins[key] for key in keys] == [1] * charges, "one win per ticket"
             assert [self.handovers[id(b)] for b in self.batches] == [1] * len(self.batches)
