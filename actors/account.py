@@ -2,7 +2,7 @@
 
 It decides each receipt's place in the chain (seq, previous hash), enforces
 idempotency and quota in memory, and hands the receipt to the signer pool and
-ledger writer; the reply happens when the receipt is durable. Its state is
+ledger writer; the charge is answered when the receipt is durable. Its state is
 loaded from the store on start and again whenever a commit failed, after a
 barrier has let every receipt already in flight settle.
 
@@ -23,8 +23,6 @@ again from the store if memory may count such a repeat.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,7 +38,6 @@ from actors.charges import (
     ChargeBatch,
     ChargeCommand,
     ChargeOutcome,
-    Reply,
     answer_from_stored,
     key_reuse_refused,
     refused,
@@ -50,6 +47,7 @@ from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
 from actors.threshold_alerts import AlertState, ThresholdAlerts
+from actors.tickets import TicketFuture
 from crypto import hash_core
 from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
 from ledger.clock import parse_rfc3339
@@ -96,69 +94,6 @@ class AccountDeps:
     alerts: ThresholdAlerts | None = None
 
 
-class _ReplyFuture(pykka.Future[Any]):
-    """The future pykka attaches to an `ask`: if the message fails in the actor
-    or the actor dies with it still queued, every charge of it not yet answered
-    is answered with a retry-safe error instead of being dropped.
-
-    One is made per charge request on the event loop's thread, so it is light:
-    a plain lock (a C object) instead of pykka's ThreadingFuture and its
-    Condition, which cost ~6% of the GIL's time under load (py-spy). `get`
-    still blocks, for the supervisor's own asks (stop, reload).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._reply: Reply | None = None
-        self._value: Any = None
-        self._exc_info: Any = None
-        self._ready = threading.Lock()
-        self._ready.acquire()
-
-    def get(self, *, timeout: float | None = None) -> Any:
-        if self._get_hook is not None:  # a derived future, e.g. ActorRef.stop()'s
-            return super().get(timeout=timeout)
-        if not self._ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            raise pykka.Timeout(f"{timeout} seconds")
-        self._ready.release()
-        if self._exc_info is not None:
-            _, value, traceback = self._exc_info
-            raise value.with_traceback(traceback)
-        return self._value
-
-    def set(self, value: Any = None) -> None:
-        self._value = value
-        self._ready.release()
-
-    def bind(self, on_failure: Reply) -> None:
-        self._reply = on_failure
-        if self._exc_info is not None:
-            self._fail()
-
-    def set_exception(self, exc_info: Any = None) -> None:
-        exc_type, value, traceback = exc_info if exc_info is not None else sys.exc_info()
-        if value is None and exc_type is not None:
-            value = exc_type()
-        self._exc_info = (exc_type, value, traceback)
-        self._ready.release()
-        if self._reply is not None:
-            self._fail()
-
-    def _fail(self) -> None:
-        reply, self._reply = self._reply, None
-        if reply is not None:
-            reply(refused(charges.ACCOUNT_UNAVAILABLE, "the account is restarting; retry"))
-
-
-def ask_charges(ref: pykka.ActorRef[Any], batch: ChargeBatch, on_failure: Reply) -> None:
-    """Queue charges on an account actor; each answer arrives via its command's
-    reply, and `on_failure` is called if the actor fails or dies first (it
-    must leave already answered commands alone)."""
-    future = ref.ask(batch, block=False)
-    if isinstance(future, _ReplyFuture):
-        future.bind(on_failure)
-
-
 class AccountActor(ScheduledActor):
     def __init__(self, link: Link, customer_id: str, deps: AccountDeps) -> None:
         super().__init__(link, deps.scheduler)
@@ -184,7 +119,8 @@ class AccountActor(ScheduledActor):
 
     @classmethod
     def _create_future(cls) -> pykka.Future[Any]:
-        return _ReplyFuture()
+        # A failed or undelivered ChargeBatch settles its tickets (actors.tickets).
+        return TicketFuture()
 
     # -- lifecycle -----------------------------------------------------------
     def on_start(self) -> None:
@@ -283,7 +219,9 @@ class AccountActor(ScheduledActor):
     def _charge(self, command: ChargeCommand, stored: _StoredByKey, unread: set[str]) -> None:
         account = self._account
         if account is None:
-            command.reply(refused(charges.CUSTOMER_NOT_FOUND, "no such customer", "customer_id"))
+            command.ticket.settle(
+                refused(charges.CUSTOMER_NOT_FOUND, "no such customer", "customer_id")
+            )
             return
         fingerprint = command.fingerprint
         if self._answered_from_history(command, fingerprint, stored):
@@ -297,11 +235,11 @@ class AccountActor(ScheduledActor):
             # may include a repeat of a stored key, which will not commit.
             self._reload()
             if self._account is None:
-                command.reply(refused(charges.CUSTOMER_NOT_FOUND, "no such customer"))
+                command.ticket.settle(refused(charges.CUSTOMER_NOT_FOUND, "no such customer"))
                 return
             refusal = self._check(command, self._account)
         if refusal is not None:
-            command.reply(refusal)
+            command.ticket.settle(refusal)
             return
         if command.reverses is not None and command.amount_minor == 0:
             # "All that is left", decided here, where reversals are counted.
@@ -354,14 +292,14 @@ class AccountActor(ScheduledActor):
                                       receipt_id, recorded_at),
             core=core,
             canonical_core=hashed.canonical,
-            first_reply=command.reply,
+            ticket=command.ticket,
         )
         if not self._deps.pipeline.signs_receipts:
             pending.seal(signature=None)  # proved by its commit's checkpoint
         try:
             self._deps.pipeline.submit(pending)
         except Unavailable as error:
-            command.reply(refused(charges.OVERLOADED, str(error)))
+            command.ticket.settle(refused(charges.OVERLOADED, str(error)))
             return
         # Only now, with the receipt on its way, does the chain advance.
         self._seq = seq
@@ -398,10 +336,10 @@ class AccountActor(ScheduledActor):
             entry = None
         if entry is not None:
             if entry.fingerprint != fingerprint:
-                command.reply(key_reuse_refused())
+                command.ticket.settle(key_reuse_refused())
             else:
                 self._deps.metrics.replays.inc()
-                entry.add_waiter(command.reply)
+                entry.add_waiter(command.ticket)
             return True
         if self._seq == 0:
             return False
@@ -414,7 +352,7 @@ class AccountActor(ScheduledActor):
         outcome = answer_from_stored(stored, fingerprint)
         if outcome.kind == "replayed":
             self._deps.metrics.replays.inc()
-        command.reply(outcome)
+        command.ticket.settle(outcome)
         return True
 
     def _check(self, command: ChargeCommand, account: AccountState) -> ChargeOutcome | None:

@@ -1,21 +1,23 @@
 """What a charge asks for and how it ends: plain data passed between threads.
 
 The gateway builds a `ChargeCommand` from each validated request and sends
-them to the account actor as a `ChargeBatch` (of one, for a single event); the
-actor answers each command through its `reply` with a `ChargeOutcome`.
-Outcomes carry domain codes, not HTTP statuses: the gateway maps them.
+them to the account actor as a `ChargeBatch` (of one, for a single event);
+each command is answered by settling its `ticket` with a `ChargeOutcome`
+(actors.tickets). Outcomes carry domain codes, not HTTP statuses: the gateway
+maps them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from crypto import LogProof
 from ledger import RequestRecord, StoredReceipt
+
+if TYPE_CHECKING:  # actors.tickets builds on this module
+    from actors.tickets import Ticket
 
 # Refusal codes (stable API error codes) and whether a retry may succeed.
 QUOTA_EXCEEDED: Final = "quota_exceeded"
@@ -77,9 +79,6 @@ class ChargeOutcome:
         return self.kind == "refused" and self.code in RETRY_SAFE_CODES
 
 
-Reply = Callable[[ChargeOutcome], None]
-
-
 @dataclass(frozen=True, slots=True)
 class ChargeCommand:
     """A validated charge request. Amounts are minor units; timestamps RFC 3339."""
@@ -91,7 +90,7 @@ class ChargeCommand:
     currency: str
     usage_description: str
     event_timestamp: str
-    reply: Reply
+    ticket: Ticket  # settled with this command's answer
     # A reversal: the receipt it reverses (amount_minor is then negative).
     reverses: str | None = None
     # Who asked (dispute evidence), committed with the receipt; not signed.
@@ -120,37 +119,6 @@ class ChargeBatch:
     batch of 100 events costs one hop into the actor, not 100."""
 
     commands: tuple[ChargeCommand, ...]
-
-
-class BatchReplies:
-    """Collects one outcome per command of a batch and hands all of them over
-    in one call once the last is in: one thread hop back to the event loop per
-    batch. The first answer for a command wins; later ones are ignored."""
-
-    def __init__(self, count: int, on_all: Callable[[Sequence[ChargeOutcome]], object]) -> None:
-        self._outcomes: list[ChargeOutcome | None] = [None] * count
-        self._remaining = count
-        self._lock = threading.Lock()
-        self._on_all = on_all
-
-    def reply_for(self, index: int) -> Reply:
-        return lambda outcome: self._answer(index, outcome)
-
-    def fail_unanswered(self, outcome: ChargeOutcome) -> None:
-        """Answer every command still waiting (actor died, timeout)."""
-        for index in range(len(self._outcomes)):
-            self._answer(index, outcome)
-
-    def _answer(self, index: int, outcome: ChargeOutcome) -> None:
-        with self._lock:
-            if self._outcomes[index] is not None:
-                return
-            self._outcomes[index] = outcome
-            self._remaining -= 1
-            if self._remaining:
-                return
-            outcomes = [o for o in self._outcomes if o is not None]
-        self._on_all(outcomes)
 
 
 def refused(code: str, message: str, param: str | None = None) -> ChargeOutcome:

@@ -1,18 +1,19 @@
 """A receipt on its way from an account actor through signing to the store.
 
 It is created by the actor (chain position decided), signed by the signer
-pool, committed by the ledger writer, and completed exactly once. Concurrent
-duplicates of the same idempotency key wait on the same `PendingReceipt`.
+pool, committed by the ledger writer, and settled exactly once: its ticket
+and those of the concurrent duplicates of its idempotency key, which wait on
+the same `PendingReceipt`, get the answer (see actors.tickets).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.charges import ChargeOutcome, Reply, refused
+from actors.charges import ChargeOutcome
+from actors.tickets import Ticket
 from crypto import sealed_document
 from ledger import RequestRecord, StoredReceipt
 from ledger.webhook_store import OutboundEvent
@@ -34,12 +35,12 @@ class PendingReceipt:
     previous_receipt_hash: str
     core: dict[str, Any]
     canonical_core: bytes
-    first_reply: Reply
+    ticket: Ticket  # the charge that made this receipt
     receipt: StoredReceipt | None = None
     outcome: ChargeOutcome | None = None
     request: RequestRecord | None = None  # committed with the receipt
     events: tuple[OutboundEvent, ...] = ()  # threshold alerts, committed with it too
-    _extra_replies: list[Reply] = field(default_factory=list)
+    _waiters: list[Ticket] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def seal(self, signature: str | None) -> None:
@@ -61,25 +62,28 @@ class PendingReceipt:
             receipt_json=sealed_document(self.core, self.receipt_hash, signature),
         )
 
-    def add_waiter(self, reply: Reply) -> None:
+    def add_waiter(self, ticket: Ticket) -> None:
         """A concurrent duplicate: answered with a replay of the same outcome."""
         with self._lock:
             if self.outcome is None:
-                self._extra_replies.append(reply)
+                self._waiters.append(ticket)
                 return
             outcome = self.outcome
-        reply(_as_replay(outcome))
+        ticket.settle(_as_replay(outcome))
 
-    def complete(self, outcome: ChargeOutcome) -> None:
+    def settle(self, outcome: ChargeOutcome) -> bool:
+        """Decide the receipt's fate once (committed, replayed from the store,
+        or refused) and answer its charge and every duplicate waiting on it."""
         with self._lock:
             if self.outcome is not None:
-                return
+                return False
             self.outcome = outcome
-            extra, self._extra_replies = self._extra_replies, []
-        self.first_reply(outcome)
+            waiters, self._waiters = self._waiters, []
+        self.ticket.settle(outcome)
         replay = _as_replay(outcome)
-        for reply in extra:
-            reply(replay)
+        for ticket in waiters:
+            ticket.settle(replay)
+        return True
 
     @property
     def failed(self) -> bool:
@@ -101,21 +105,8 @@ class Barrier:
     customer_id: str
     done: threading.Event = field(default_factory=threading.Event)
 
-
-def settle_failed(item: object, code: str, message: str) -> None:
-    """Answer a pipeline item that will not commit: a receipt is refused, a
-    barrier released (everything queued before it is settled too)."""
-    if isinstance(item, PendingReceipt):
-        item.complete(refused(code, message))
-    elif isinstance(item, Barrier):
-        item.done.set()
-
-
-def settle_queue(q: queue.Queue[Any], code: str, message: str) -> None:
-    """Settle whatever is left in a stopped stage's queue: never drop it."""
-    while True:
-        try:
-            item = q.get_nowait()
-        except queue.Empty:
-            return
-        settle_failed(item, code, message)
+    def settle(self, outcome: ChargeOutcome | None = None) -> bool:
+        """Release it: committed or failed, what came before it is settled."""
+        first = not self.done.is_set()
+        self.done.set()
+        return first

@@ -15,14 +15,19 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from actors.pending import Barrier, PendingReceipt, settle_failed
+from actors.charges import refused
+from actors.pending import Barrier, PendingReceipt
+from actors.tickets import settle_all
 
 
 class Unavailable(Exception):
     """No signer or writer is running right now, or its queue is full."""
 
 
-class Stage(Protocol):
+class StageInput(Protocol):
+    """Where the pipeline hands a running signer or writer stage its items
+    (not actors.stage_owner.Stage, the start/stop side of a stage)."""
+
     def submit(self, item: PendingReceipt | Barrier) -> None: ...
 
 
@@ -31,26 +36,26 @@ class Pipeline:
         # receipt mode: every receipt passes the signer before the writer.
         self.signs_receipts = signs_receipts
         self._lock = threading.Lock()
-        self._signer: Stage | None = None
-        self._writer: Stage | None = None
+        self._signer: StageInput | None = None
+        self._writer: StageInput | None = None
         # Set by the account directory: a customer's chain must be reloaded
         # from the store because a commit failed.
         self.on_chain_failed: Callable[[str], None] = lambda customer_id: None
 
-    def attach_signer(self, stage: Stage | None) -> None:
+    def attach_signer(self, stage: StageInput | None) -> None:
         with self._lock:
             self._signer = stage
 
-    def attach_writer(self, stage: Stage | None) -> None:
+    def attach_writer(self, stage: StageInput | None) -> None:
         with self._lock:
             self._writer = stage
 
-    def detach_signer(self, stage: Stage) -> None:
+    def detach_signer(self, stage: StageInput) -> None:
         with self._lock:
             if self._signer is stage:
                 self._signer = None
 
-    def detach_writer(self, stage: Stage) -> None:
+    def detach_writer(self, stage: StageInput) -> None:
         with self._lock:
             if self._writer is stage:
                 self._writer = None
@@ -78,8 +83,7 @@ class Pipeline:
     def give_up(self, items: Sequence[PendingReceipt | Barrier], code: str, message: str) -> None:
         """Answer items that will not commit, and have the actors of their
         customers reload: each actor is ahead of the store now."""
-        for item in items:
-            settle_failed(item, code, message)
+        settle_all(items, refused(code, message))
         for customer_id in {item.customer_id for item in items if isinstance(item, PendingReceipt)}:
             self.on_chain_failed(customer_id)
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import structlog
 
-from actors.charges import INTERNAL, STORE_UNAVAILABLE
+from actors.charges import INTERNAL, STORE_UNAVAILABLE, refused
 from actors.metrics import ActorMetrics
-from actors.pending import Barrier, PendingReceipt, settle_queue
+from actors.pending import Barrier, PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
 from actors.stage_owner import StageOwner
+from actors.tickets import settle_queue
 from crypto import KmsError, Signer, SigningKey, SigningProcess, SigningProcessError
 from ledger import limits
 from supervisor import Link
@@ -98,7 +99,7 @@ class _SignerStage:
             thread.join(timeout_s)
         self._close_processes()
         for q in self._queues:  # whatever was left is answered, never dropped
-            settle_queue(q, STORE_UNAVAILABLE, "signer stopped")
+            settle_queue(q, refused(STORE_UNAVAILABLE, "signer stopped"), _STOP)
 
     def _run(self, q: queue.Queue[Any], sign_many: SignMany) -> None:
         while True:

@@ -18,13 +18,14 @@ from typing import Any
 
 import structlog
 
-from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, answer_from_stored
+from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, answer_from_stored, refused
 from actors.metrics import ActorMetrics
-from actors.pending import Barrier, PendingReceipt, settle_queue
+from actors.pending import Barrier, PendingReceipt
 from actors.pipeline import Pipeline, Unavailable
 from actors.receipt_log import LogAppender, LogDamaged, PreparedAppend
 from actors.stage_owner import StageOwner
 from actors.threshold_alerts import events_outbox
+from actors.tickets import settle_queue
 from ledger import (
     ChainConflict,
     LedgerError,
@@ -101,7 +102,7 @@ class _WriterStage:
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=timeout_s)
         self._thread.join(timeout_s)
-        settle_queue(self._queue, STORE_UNAVAILABLE, "ledger writer stopped")
+        settle_queue(self._queue, refused(STORE_UNAVAILABLE, "ledger writer stopped"), _STOP)
 
     def _next_batch(self) -> tuple[list[Any], bool]:
         first = self._queue.get()
@@ -181,7 +182,7 @@ class _WriterStage:
                     self._pipeline.on_chain_failed(customer_id)
         for item in batch:
             if isinstance(item, Barrier):
-                item.done.set()
+                item.settle()
 
     def _commit_once(self, pending: list[PendingReceipt]) -> None:
         receipts = [p.receipt for p in pending if p.receipt is not None]
@@ -194,7 +195,7 @@ class _WriterStage:
         self._metrics.commit_batch_receipts.observe(len(receipts))
         self._metrics.receipts_committed.inc(len(receipts))
         for item, receipt, proof in zip(pending, prepared.receipts, prepared.proofs, strict=True):
-            item.complete(ChargeOutcome(kind="committed", receipt=receipt, log=proof))
+            item.settle(ChargeOutcome(kind="committed", receipt=receipt, log=proof))
         self._on_committed(prepared.receipts)
 
     def _commit_logged(
@@ -255,7 +256,7 @@ class _WriterStage:
                 outcome = answer_from_stored(receipt, item.fingerprint)
                 if outcome.kind == "replayed":
                     self._metrics.replays.inc()
-                item.complete(outcome)
+                item.settle(outcome)
         return others
 
     def _fail(self, items: Sequence[Any], message: str) -> None:

@@ -13,12 +13,12 @@ import pykka
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from actors import charges
-from actors.account import ask_charges
+from actors import tickets
 from actors.accounts import AccountDirectory
-from actors.charges import BatchReplies, ChargeBatch, ChargeCommand, ChargeOutcome, refused
+from actors.charges import ChargeBatch, ChargeCommand, ChargeOutcome
 from actors.halts import public_halt_reason
 from actors.pipeline import Unavailable
+from actors.tickets import TicketBatch
 from crypto import KeyRing, NoteKey
 from gateway.admission import Admission
 from gateway.auth import ApiKeyCache
@@ -144,50 +144,31 @@ class Services:
     ) -> asyncio.Future[list[ChargeOutcome]]:
         """Queue one customer's charges on its actor as one message; the future
         resolves once every one is durable (or refused), with one outcome per
-        event in order. One hop into the actor and one back per call."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[ChargeOutcome]] = loop.create_future()
-
-        def resolve(outcomes: Sequence[ChargeOutcome]) -> None:
-            if not future.done():
-                future.set_result(list(outcomes))
-                timer.cancel()
-
-        replies = BatchReplies(
-            len(events), lambda outcomes: loop.call_soon_threadsafe(resolve, outcomes)
-        )
-        timer = loop.call_later(
-            self.settings.request_timeout_ms / 1000.0,
-            replies.fail_unanswered,
-            refused(
-                charges.STORE_UNAVAILABLE,
-                "the charge did not complete in time; retry with the same idempotency key",
-            ),
+        event in order. One hop into the actor and one back per call; every
+        answer, failures and the deadline included, comes through the tickets."""
+        batch, answered = TicketBatch.awaited(
+            len(events), asyncio.get_running_loop(), self.settings.request_timeout_ms / 1000.0
         )
         if ref is None:
-            replies.fail_unanswered(
-                refused(charges.ACCOUNT_UNAVAILABLE, "the account is restarting; retry")
+            batch.fail_unsettled(tickets.ACCOUNT_RESTARTING)
+            return answered
+        commands = tuple(
+            ChargeCommand(
+                customer_id=event.customer_id,
+                idempotency_key=event.idempotency_key,
+                entitlement_id=event.entitlement_id,
+                amount_minor=event.amount_minor,
+                currency=event.currency,
+                usage_description=event.usage_description,
+                event_timestamp=event.event_timestamp,
+                ticket=ticket,
+                reverses=event.reverses,
+                request=request,
             )
-            return future
-        batch = ChargeBatch(
-            tuple(
-                ChargeCommand(
-                    customer_id=event.customer_id,
-                    idempotency_key=event.idempotency_key,
-                    entitlement_id=event.entitlement_id,
-                    amount_minor=event.amount_minor,
-                    currency=event.currency,
-                    usage_description=event.usage_description,
-                    event_timestamp=event.event_timestamp,
-                    reply=replies.reply_for(index),
-                    reverses=event.reverses,
-                    request=request,
-                )
-                for index, event in enumerate(events)
-            )
+            for event, ticket in zip(events, batch.issue(), strict=True)
         )
-        ask_charges(ref, batch, replies.fail_unanswered)
-        return future
+        tickets.ask(ref, ChargeBatch(commands), batch)
+        return answered
 
     async def charge(
         self, event: EventRequest, request: RequestRecord | None = None

@@ -15,16 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from actors.account import AccountActor, AccountDeps, Reload
-from actors.charges import (
-    BatchReplies,
-    ChargeBatch,
-    ChargeCommand,
-    ChargeOutcome,
-)
+from actors.charges import ChargeBatch, ChargeCommand, ChargeOutcome
 from actors.metrics import ActorMetrics
 from actors.pipeline import Pipeline
 from actors.receipt_log import LogAppender
 from actors.signer import _SignerStage
+from actors.tickets import TicketBatch
 from actors.writer import _WriterStage, no_outbox
 from crypto import SigningKey, verify_receipt
 from ledger import StoredReceipt
@@ -120,9 +116,9 @@ class Account:
             answers.append(list(outcomes))
             answered.set()
 
-        replies = BatchReplies(len(charges), on_all)
+        batch = TicketBatch(len(charges), on_all)
         commands = []
-        for index, charge in enumerate(charges):
+        for ticket, charge in zip(batch.issue(), charges, strict=True):
             key, amount_minor = (charge, 100) if isinstance(charge, str) else charge
             commands.append(
                 ChargeCommand(
@@ -133,7 +129,7 @@ class Account:
                     currency="USD",
                     usage_description="one call",
                     event_timestamp="2026-01-01T00:00:00Z",
-                    reply=replies.reply_for(index),
+                    ticket=ticket,
                 )
             )
         self.ref.ask(ChargeBatch(tuple(commands)), timeout=10)
