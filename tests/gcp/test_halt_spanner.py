@@ -194,5 +194,5 @@ async def test_a_halt_found_by_one_gateway_stops_the_other_and_survives_restarts
         assert len(cleared) == len(opened)
         assert {i["clear_reason"] for i in cleared} == {"row restored from archive"}
     assert any(
-        r.get("event") == "billing.integrity_halt_cleared" for r in server_b.log_records()
+        r.get("message") == "billing.integrity_halt_cleared" for r in server_b.log_records()
     ), "the clearing was not logged"
