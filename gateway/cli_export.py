@@ -18,6 +18,7 @@ import sys
 import urllib.parse
 from typing import IO, Any
 
+from gateway.cli_args import add_progress_argument
 from gateway.environment import cli_default
 
 export_page_receipts = 1000  # the API's receipts_page_max
@@ -45,12 +46,7 @@ def register(subparsers: Any) -> None:
         default=cli_default("BILLING_API_KEY"),
         help="the customer's API key (default $BILLING_API_KEY)",
     )
-    parser.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="progress bar on stderr (auto: when stderr is a terminal)",
-    )
+    add_progress_argument(parser)
     parser.set_defaults(handler=run)
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from gateway.cli_args import add_progress_argument
 from gateway.environment import cli_default
 
 STATE_DIR_NAME = "vexa-billing"
@@ -49,12 +50,7 @@ def register(subparsers: Any) -> None:
         help="the last verified checkpoint, read and updated (default: one file per log "
         "origin in the user's data directory)",
     )
-    audit.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="progress bar on stderr (auto: when stderr is a terminal)",
-    )
+    add_progress_argument(audit)
     audit.set_defaults(handler=run_audit)
 
 

@@ -6,6 +6,8 @@ import argparse
 import time
 from typing import Any
 
+from gateway.cli_args import add_progress_argument
+
 NOT_RESTORED = (
     "not in the archive, so not restored: API keys, customer emails and Stripe ids, "
     "entitlement quotas, plans and status (recreated as status 'restored', not "
@@ -56,12 +58,7 @@ def register(subparsers: Any) -> None:
         help="stop at the archived checkpoint of N leaves (accepting the loss of what the "
         "archive holds after a hole)",
     )
-    parser.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="progress bar on stderr (auto: when stderr is a terminal)",
-    )
+    add_progress_argument(parser)
     parser.set_defaults(handler=run_restore)
 
 

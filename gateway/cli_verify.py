@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
+from gateway.cli_args import add_progress_argument
 from gateway.environment import cli_default
 from ledger.limits import evidence_bytes_max, jwks_bytes_max, log_document_bytes_max
 
@@ -67,12 +68,7 @@ def register(subparsers: Any) -> None:
         default=min(2, os.cpu_count() or 1),
         help="worker processes for hashes and signatures (default: up to 2)",
     )
-    parser.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="progress bar on stderr (auto: when stderr is a terminal)",
-    )
+    add_progress_argument(parser)
     parser.set_defaults(handler=run)
 
 
