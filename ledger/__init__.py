@@ -22,7 +22,9 @@ from ledger.model import (
     OutboxMessage,
     RequestRecord,
     SigningKeyRecord,
+    StoredAnswer,
     StoredReceipt,
+    StoredRefusal,
     WebhookEvent,
 )
 from ledger.ports import (
@@ -68,6 +70,8 @@ __all__ = [
     "SigningKeyRecord",
     "StoreLocked",
     "StoreUnavailable",
+    "StoredAnswer",
     "StoredReceipt",
+    "StoredRefusal",
     "WebhookEvent",
 ]

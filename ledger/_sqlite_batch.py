@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ledger import limits
+from ledger._sqlite_refusals import refused_keys
 from ledger._sqlite_rows import Row, receipt_params, record_params
 from ledger._sqlite_webhooks import event_params, events_already_fired
 from ledger.model import StoredReceipt
@@ -30,6 +31,8 @@ class BatchPlan:
     account_cas: list[Row] = field(default_factory=list)
     # (delta, customer_id, entitlement_id)
     usage: list[Row] = field(default_factory=list)
+    # (customer_id, idempotency_key) of every receipt: none may be a refusal's.
+    keys: list[tuple[str, str]] = field(default_factory=list)
     by_customer: dict[str, list[StoredReceipt]] = field(default_factory=dict)
     # Customers whose own receipts are inconsistent: reason per customer.
     conflicts: dict[str, str] = field(default_factory=dict)
@@ -76,6 +79,7 @@ def plan_batch(writes: Sequence[ReceiptWrite]) -> BatchPlan:
     if not plan.conflicts:
         plan.receipts = [receipt_params(write.receipt) for write in writes]
         plan.usage = [(delta, cid, eid) for (cid, eid), delta in usage.items()]
+        plan.keys = [(w.receipt.customer_id, w.receipt.idempotency_key) for w in writes]
     return plan
 
 
@@ -114,6 +118,8 @@ def diagnose(conn: sqlite3.Connection, plan: BatchPlan) -> dict[str, str]:
     reasons = dict(plan.conflicts)
     for customer_id in events_already_fired(conn, plan.events):
         reasons.setdefault(customer_id, "event_already_stored")
+    for customer_id, _key in refused_keys(conn, plan.keys):
+        reasons.setdefault(customer_id, "idempotency_key_exists")
     for customer_id, run in plan.by_customer.items():
         if customer_id in reasons:
             continue

@@ -244,6 +244,20 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         dispute_status TEXT
     ) WITHOUT ROWID;
     """,
+    # 8: charges refused for a final reason, kept under their idempotency
+    # keys so that a retry replays the refusal (ledger.model.StoredRefusal).
+    """
+    CREATE TABLE idempotency_refusals (
+        customer_id         TEXT NOT NULL,
+        idempotency_key     TEXT NOT NULL,
+        request_fingerprint TEXT NOT NULL,
+        code                TEXT NOT NULL,
+        message             TEXT NOT NULL,
+        param               TEXT,
+        recorded_at         TEXT NOT NULL,
+        PRIMARY KEY (customer_id, idempotency_key)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -120,6 +120,28 @@ class StoredReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredRefusal:
+    """A charge refused for a final reason (quota, payment, entitlement,
+    currency: not overload or a malformed request), kept under its
+    idempotency key as Stripe keeps a first answer: a retry under the key
+    gets this answer again instead of a charge once the reason is gone.
+    A customer's key names a receipt or a refusal, never both."""
+
+    customer_id: str
+    idempotency_key: str
+    request_fingerprint: str
+    code: str
+    message: str
+    param: str | None
+    recorded_at: str
+
+
+# What an idempotency key may hold: the charge's receipt or its refusal.
+StoredAnswer = StoredReceipt | StoredRefusal
+
+
+
+@dataclass(frozen=True, slots=True)
 class LogCheckpoint:
     """A signed statement of the receipt log: its size and root at one commit.
 

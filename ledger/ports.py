@@ -23,7 +23,9 @@ from ledger.model import (
     OutboxMessage,
     RequestRecord,
     SigningKeyRecord,
+    StoredAnswer,
     StoredReceipt,
+    StoredRefusal,
     WebhookEvent,
 )
 from ledger.webhook_store import OutboundEvent
@@ -121,7 +123,8 @@ class LedgerStore(LogReader, Protocol):
         the receipt log's append (tiles and the signed checkpoint; see
         `ledger.log_rules`). Durable when it returns. Raises ChainConflict
         naming every customer whose compare-and-set (seq and previous hash)
-        failed or whose idempotency key exists, or LogConflict when another
+        failed or whose idempotency key exists (a receipt's or a refusal's),
+        or LogConflict when another
         writer appended to the log first (its leaf indexes then clash with
         stored ones: still a LogConflict); then nothing was written."""
         ...
@@ -143,6 +146,20 @@ class LedgerStore(LogReader, Protocol):
     ) -> dict[str, StoredReceipt]:
         """The customer's receipts for any of these keys, by key: one read for a
         whole batch of events instead of one per event."""
+        ...
+
+    def commit_refusals(self, refusals: Sequence[StoredRefusal]) -> None:
+        """Atomically keep these refusals under their idempotency keys.
+        Durable when it returns. Raises ChainConflict naming every customer
+        with a refusal whose key the customer already used (for a receipt or
+        a refusal, stored or earlier in `refusals`); then nothing was written."""
+        ...
+
+    def find_answers_by_keys(
+        self, customer_id: str, idempotency_keys: Sequence[str]
+    ) -> dict[str, StoredAnswer]:
+        """The customer's receipts and refusals for any of these keys, by key:
+        what the account actor replays for a key it has answered before."""
         ...
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None: ...

@@ -29,6 +29,7 @@ from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, param_types
 from crypto.receipt import GENESIS_HASH
 from ledger._gcp_client import release_quietly
 from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
+from ledger._refusal_rules import find_answers
 from ledger._spanner_base import (
     API_KEY_COLS,
     INT,
@@ -47,6 +48,7 @@ from ledger._spanner_log import (
     read_tiles,
     write_log,
 )
+from ledger._spanner_refusals import SpannerRefusals, refused_keys
 from ledger._spanner_web import SpannerWeb
 from ledger.errors import (
     AlreadyExists,
@@ -69,6 +71,7 @@ from ledger.model import (
     OutboxMessage,
     RequestRecord,
     SigningKeyRecord,
+    StoredAnswer,
     StoredReceipt,
     WebhookEvent,
 )
@@ -239,6 +242,7 @@ def _read_chains(txn: Any, receipts: Sequence[StoredReceipt]) -> _Chains:
         timeout=request_timeout_s,
     ):
         chains.used_keys.add((str(cid), str(key)))
+    chains.used_keys |= refused_keys(txn, [(r.customer_id, r.idempotency_key) for r in receipts])
     for cid, eid, used in txn.read(
         "Entitlements",
         ("customer_id", "entitlement_id", "used_minor"),
@@ -249,7 +253,7 @@ def _read_chains(txn: Any, receipts: Sequence[StoredReceipt]) -> _Chains:
     return chains
 
 
-class SpannerLedger(SpannerHalts, SpannerWeb):
+class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
     """LedgerStore on Cloud Spanner; also its IntegrityHalts, ChargeRequests
     and WebAppStore (the halts' and the web app's parts live in their modules).
 
@@ -447,6 +451,11 @@ class SpannerLedger(SpannerHalts, SpannerWeb):
         )
         receipts = (receipt_from_row(decode_bytes(row)) for row in rows)
         return {receipt.idempotency_key: receipt for receipt in receipts}
+
+    def find_answers_by_keys(
+        self, customer_id: str, idempotency_keys: Sequence[str]
+    ) -> dict[str, StoredAnswer]:
+        return find_answers(self, customer_id, idempotency_keys)
 
     def get_receipt(self, receipt_id: str) -> StoredReceipt | None:
         return one(

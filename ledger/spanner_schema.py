@@ -219,6 +219,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX ApiKeysByCustomer ON ApiKeys(customer_id, created_at)",
         ),
     ),
+    Migration(
+        4,
+        "charges refused for a final reason, kept under their idempotency keys",
+        (
+            # A retry under a refused key replays the refusal; a customer's key
+            # names a receipt or a refusal, never both (checked by the writer's
+            # transaction against ReceiptsByKey and this table).
+            """CREATE TABLE IdempotencyRefusals (
+                customer_id STRING(64) NOT NULL,
+                idempotency_key STRING(255) NOT NULL,
+                request_fingerprint STRING(255) NOT NULL,
+                code STRING(64) NOT NULL,
+                message STRING(MAX) NOT NULL,
+                param STRING(255),
+                recorded_at STRING(32) NOT NULL,
+            ) PRIMARY KEY (customer_id, idempotency_key)""",
+        ),
+    ),
 )
 
 _VERSION_TABLE: Final = "SchemaMigrations"

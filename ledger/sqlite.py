@@ -17,6 +17,7 @@ import structlog
 
 from crypto.receipt import GENESIS_HASH
 from ledger import limits
+from ledger._refusal_rules import find_answers
 from ledger._sqlite_base import snapshot, transaction
 from ledger._sqlite_batch import BatchPlan, diagnose, plan_batch
 from ledger._sqlite_conn import FileLock, connect
@@ -24,6 +25,7 @@ from ledger._sqlite_disputes import SqliteDisputes
 from ledger._sqlite_halts import SqliteHalts
 from ledger._sqlite_log import SqliteLog, check_stored_log, write_log
 from ledger._sqlite_queues import INSERT_OUTBOX, SqliteQueues
+from ledger._sqlite_refusals import SqliteRefusals, refused_keys
 from ledger._sqlite_rows import (
     API_KEY_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -60,6 +62,7 @@ from ledger.model import (
     LogAppend,
     OutboxMessage,
     RequestRecord,
+    StoredAnswer,
     StoredReceipt,
 )
 from ledger.ports import ReceiptWrite
@@ -92,7 +95,10 @@ _INSERT_REQUESTS: Final = f"INSERT INTO charge_requests (receipt_id, {_REQUEST_C
 _KEYS_PER_QUERY_MAX: Final = 500
 
 
-class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts, SqliteWebhooks, SqliteDisputes):
+class SqliteLedger(
+    SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts, SqliteWebhooks, SqliteDisputes,
+    SqliteRefusals,
+):
     """LedgerStore + ReceiptReadModel (+ IntegrityHalts, WebAppStore, WebhookStore,
     DisputeSubmissions) on one SQLite file. Build with `open()`."""
 
@@ -163,6 +169,8 @@ class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts, SqliteWebhoo
             execute_values(conn, _INSERT_RECEIPTS, plan.receipts)
         except sqlite3.IntegrityError:
             raise _Rollback from None
+        if refused_keys(conn, plan.keys):  # a key is a receipt's or a refusal's
+            raise _Rollback
         if plan.usage:
             updated = execute_values(conn, _ADD_USAGE, plan.usage, _ADD_USAGE_TAIL)
             if updated != len(plan.usage):
@@ -234,6 +242,11 @@ class SqliteLedger(SqliteQueues, SqliteLog, SqliteWeb, SqliteHalts, SqliteWebhoo
                 receipt = receipt_from_row(row)
                 found[receipt.idempotency_key] = receipt
         return found
+
+    def find_answers_by_keys(
+        self, customer_id: str, idempotency_keys: Sequence[str]
+    ) -> dict[str, StoredAnswer]:
+        return find_answers(self, customer_id, idempotency_keys)
 
     # -- commit feed (CommitFeed): the rowid is the commit order ---------------
     # Receipts are only ever inserted, by one writer, so rowids grow in commit

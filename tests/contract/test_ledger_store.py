@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from crypto.receipt import GENESIS_HASH
 from ledger.errors import AlreadyExists, ChainConflict, NotFound
-from ledger.model import ApiKey, SigningKeyRecord, WebhookEvent
+from ledger.model import ApiKey, SigningKeyRecord, StoredRefusal, WebhookEvent
 from ledger.ports import LedgerStore
 from tests.contract._chain import T0, Chain, customer, entitlement, outbox_message, ts
 
@@ -190,6 +192,76 @@ def test_unknown_customer_in_a_batch_conflicts(ledger_store: LedgerStore) -> Non
         ledger_store.commit_batch([Chain("cus_ghost").next()], [])
     assert raised.value.customer_ids == {"cus_ghost"}
     assert ledger_store.list_receipts("cus_ghost", 0, 10) == []
+
+
+# -- refusals kept under their keys ---------------------------------------------------
+def _refusal(customer_id: str, key: str, code: str = "quota_exceeded") -> StoredRefusal:
+    return StoredRefusal(
+        customer_id=customer_id, idempotency_key=key, request_fingerprint="fp-" + key,
+        code=code, message="this charge would exceed the hard quota", param="amount",
+        recorded_at=ts(1),
+    )
+
+
+def test_refusals_are_found_with_receipts_by_key(ledger_store: LedgerStore) -> None:
+    a = _open_account(ledger_store, "cus_a")
+    _open_account(ledger_store, "cus_b")
+    ledger_store.commit_batch([a.next(key="paid")], [])
+    refused = _refusal("cus_a", "over-quota")
+    no_param = dataclasses.replace(_refusal("cus_b", "over-quota"), param=None)
+    ledger_store.commit_refusals([refused, no_param])
+
+    found = ledger_store.find_answers_by_keys("cus_a", ["paid", "over-quota", "unknown"])
+    assert found == {"paid": a.made[0], "over-quota": refused}
+    assert ledger_store.find_answers_by_keys("cus_b", ["over-quota", "paid"]) == {
+        "over-quota": no_param
+    }
+    # Receipts only where receipts are asked for; a refusal charges nothing.
+    assert ledger_store.find_receipts_by_keys("cus_a", ["paid", "over-quota"]) == {
+        "paid": a.made[0]
+    }
+    assert ledger_store.get_account_head("cus_a") == (1, a.last_hash, 100)
+    assert ledger_store.find_answers_by_keys("cus_a", []) == {}
+
+
+def test_a_refused_key_cannot_become_a_receipt(ledger_store: LedgerStore) -> None:
+    a = _open_account(ledger_store, "cus_a")
+    b = _open_account(ledger_store, "cus_b")
+    ledger_store.commit_refusals([_refusal("cus_a", "order-1")])
+
+    with pytest.raises(ChainConflict) as raised:
+        ledger_store.commit_batch([a.next(key="order-1"), b.next(key="order-1")], [])
+    assert raised.value.customer_ids == {"cus_a"}
+    assert raised.value.reasons == {"cus_a": "idempotency_key_exists"}
+    assert ledger_store.get_account_head("cus_a") == (0, GENESIS_HASH, 0)
+    assert ledger_store.get_account_head("cus_b") == (0, GENESIS_HASH, 0)
+    assert ledger_store.get_entitlements("cus_a")["usage"].used_minor == 0
+    # Another customer's key of the same name is free.
+    b.rewind(1)
+    ledger_store.commit_batch([b.next(key="order-1")], [])
+    assert ledger_store.find_receipt_by_key("cus_b", "order-1") == b.made[-1]
+
+
+def test_a_used_key_cannot_become_a_refusal(ledger_store: LedgerStore) -> None:
+    a = _open_account(ledger_store, "cus_a")
+    _open_account(ledger_store, "cus_b")
+    ledger_store.commit_batch([a.next(key="paid")], [])
+    ledger_store.commit_refusals([_refusal("cus_a", "refused")])
+
+    for taken in ("paid", "refused"):
+        with pytest.raises(ChainConflict) as raised:
+            ledger_store.commit_refusals(
+                [_refusal("cus_b", "fresh"), _refusal("cus_a", taken, code="payment_required")]
+            )
+        assert raised.value.customer_ids == {"cus_a"}
+    with pytest.raises(ChainConflict) as raised:  # twice in one call
+        ledger_store.commit_refusals([_refusal("cus_b", "twice"), _refusal("cus_b", "twice")])
+    assert raised.value.customer_ids == {"cus_b"}
+    # Nothing of a refused call was written; the first answers stand.
+    assert ledger_store.find_answers_by_keys("cus_b", ["fresh", "twice"]) == {}
+    answers = ledger_store.find_answers_by_keys("cus_a", ["paid", "refused"])
+    assert answers == {"paid": a.made[0], "refused": _refusal("cus_a", "refused")}
+    ledger_store.commit_refusals([])  # nothing to keep: nothing happens
 
 
 def test_balance_is_the_sum_of_receipts_after_many_batches(ledger_store: LedgerStore) -> None:

@@ -1,0 +1,79 @@
+"""Refused charges kept under their idempotency keys, on SQLite (see
+ledger.model.StoredRefusal). A customer's key names a receipt or a refusal,
+never both: refusals are checked against receipts here, and receipts
+against refusals by `refused_keys` in the receipts' commit."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from ledger._refusal_rules import refusal_key_conflicts
+from ledger._sqlite_base import SqliteBase, transaction
+from ledger._sqlite_rows import Row, placeholders, record_params
+from ledger.errors import ChainConflict
+from ledger.model import StoredRefusal
+
+_COLUMNS: Final = (
+    "customer_id, idempotency_key, request_fingerprint, code, message, param, recorded_at"
+)
+# (customer, key) pairs per statement: two variables each, well under SQLite's limit.
+_PAIRS_PER_QUERY_MAX: Final = 250
+
+Pair = tuple[str, str]
+
+
+def _select_pairs(
+    conn: sqlite3.Connection, columns: str, table: str, pairs: Sequence[Pair]
+) -> list[Row]:
+    rows: list[Row] = []
+    for start in range(0, len(pairs), _PAIRS_PER_QUERY_MAX):
+        chunk = pairs[start : start + _PAIRS_PER_QUERY_MAX]
+        marks = ", ".join(["(?, ?)"] * len(chunk))
+        rows.extend(conn.execute(
+            f"SELECT {columns} FROM {table} "
+            f"WHERE (customer_id, idempotency_key) IN (VALUES {marks})",
+            [value for pair in chunk for value in pair],
+        ).fetchall())
+    return rows
+
+
+def _taken(conn: sqlite3.Connection, table: str, pairs: Sequence[Pair]) -> set[Pair]:
+    rows = _select_pairs(conn, "customer_id, idempotency_key", table, pairs)
+    return {(str(cid), str(key)) for cid, key in rows}
+
+
+def refused_keys(conn: sqlite3.Connection, pairs: Sequence[Pair]) -> set[Pair]:
+    """Which (customer, key) pairs a stored refusal holds: the receipts'
+    commit refuses those keys as it refuses a receipt's key used twice."""
+    return _taken(conn, "idempotency_refusals", pairs)
+
+
+def _conflicts(conn: sqlite3.Connection, refusals: Sequence[StoredRefusal]) -> dict[str, str]:
+    pairs = [(r.customer_id, r.idempotency_key) for r in refusals]
+    used = _taken(conn, "receipts", pairs) | refused_keys(conn, pairs)
+    return refusal_key_conflicts(refusals, used)
+
+
+class SqliteRefusals(SqliteBase):
+    def commit_refusals(self, refusals: Sequence[StoredRefusal]) -> None:
+        if not refusals:
+            return
+        with self._writing() as conn, transaction(conn):
+            reasons = _conflicts(conn, refusals)
+            if reasons:  # raised inside: the transaction rolls back
+                raise ChainConflict(reasons, reasons)
+            conn.executemany(
+                f"INSERT INTO idempotency_refusals ({_COLUMNS}) "
+                f"VALUES ({placeholders(_COLUMNS)})",
+                [record_params(refusal) for refusal in refusals],
+            )
+
+    def refusals_by_keys(self, customer_id: str, keys: Iterable[str]) -> list[StoredRefusal]:
+        pairs = [(customer_id, key) for key in keys]
+        if not pairs:
+            return []
+        with self._reading() as conn:
+            rows = _select_pairs(conn, _COLUMNS, "idempotency_refusals", pairs)
+        return [StoredRefusal(*row) for row in rows]
