@@ -18,6 +18,12 @@ and makes the actor reload; for `key_reads_after_reload_s` afterwards it
 reads every batch's keys first, so a storm of such retries costs one failure,
 not one per retry. A quota or balance refusal is only given after counting
 again from the store if memory may count such a repeat.
+
+A final refusal (quota, payment, entitlement, currency; charges.
+KEPT_REFUSAL_CODES) is kept under its key by the ledger writer before it is
+answered, as Stripe keeps a first answer: a key names a receipt or a
+refusal, and a retry gets the same answer, replayed, even once the quota
+has grown. The store's key check covers both, so the same rules hold.
 """
 
 from __future__ import annotations
@@ -44,12 +50,12 @@ from actors.charges import (
 )
 from actors.ids import SecretIdMinter
 from actors.metrics import ActorMetrics
-from actors.pending import PendingReceipt
+from actors.pending import PendingReceipt, PendingRefusal
 from actors.pipeline import Pipeline, Unavailable
 from actors.threshold_alerts import AlertState, ThresholdAlerts
 from actors.tickets import TicketFuture
 from crypto import hash_core
-from ledger import AccountState, Entitlement, LedgerStore, StoredReceipt, limits
+from ledger import AccountState, Entitlement, LedgerStore, StoredAnswer, StoredRefusal, limits
 from ledger.clock import parse_rfc3339
 from ledger.model import UNPAID_STATUSES
 from ledger.webhook_store import OutboundEvent
@@ -58,8 +64,9 @@ from supervisor import ActorScheduler, Link, ScheduledActor
 log = structlog.get_logger(__name__)
 
 _receipt_ids = SecretIdMinter("rcpt_")
-# A batch's stored receipts by idempotency key; None: known (or taken) to have none.
-_StoredByKey = dict[str, StoredReceipt | None]
+# A batch's stored answers (receipts or kept refusals) by idempotency key;
+# None: known (or taken) to have none.
+_StoredByKey = dict[str, StoredAnswer | None]
 # Refusals that depend on the usage and balance counted in memory.
 _COUNTED_REFUSALS = frozenset({charges.QUOTA_EXCEEDED, charges.BALANCE_LIMIT})
 
@@ -105,7 +112,8 @@ class AccountActor(ScheduledActor):
         self._balance_minor = 0
         self._entitlements: dict[str, Entitlement] = {}
         self._used_minor: dict[str, int] = {}
-        self._recent: OrderedDict[str, PendingReceipt] = OrderedDict()
+        # Receipts and kept refusals in flight or recently settled, by key.
+        self._recent: OrderedDict[str, PendingReceipt | PendingRefusal] = OrderedDict()
         self._read_keys_until_s = 0.0  # monotonic; see the module docstring
         self._settled_keys: OrderedDict[str, None] = OrderedDict()  # see _note_settled
         # Something was charged since the last load without a read of its key:
@@ -194,9 +202,8 @@ class AccountActor(ScheduledActor):
         writer), and `_charge` drops a key from the map when it does."""
         if self._account is None:
             return {}, set()
+        # Even with no receipt yet (seq 0) a key may hold a kept refusal.
         keys = [c.idempotency_key for c in commands if not self._in_flight(c.idempotency_key)]
-        if self._seq == 0:  # nothing stored yet: known absent
-            return dict.fromkeys(keys), set()
         unread: set[str] = set()
         to_read = keys
         if time.monotonic() >= self._read_keys_until_s:
@@ -208,7 +215,7 @@ class AccountActor(ScheduledActor):
                     unread.add(key)
         stored: _StoredByKey = dict.fromkeys(unread)
         if to_read:
-            found = self._deps.store.find_receipts_by_keys(self.customer_id, to_read)
+            found = self._deps.store.find_answers_by_keys(self.customer_id, to_read)
             stored.update((key, found.get(key)) for key in to_read)
         return stored, unread
 
@@ -217,37 +224,97 @@ class AccountActor(ScheduledActor):
         return entry is not None and not entry.failed
 
     def _charge(self, command: ChargeCommand, stored: _StoredByKey, unread: set[str]) -> None:
-        account = self._account
-        if account is None:
+        if self._account is None:
             command.ticket.settle(
                 refused(charges.CUSTOMER_NOT_FOUND, "no such customer", "customer_id")
             )
             return
-        fingerprint = command.fingerprint
-        if self._answered_from_history(command, fingerprint, stored):
+        if self._answered_from_history(command, command.fingerprint, stored):
             return
-        if command.reverses is not None:
-            refusal = self._check_reversal(command, command.reverses)
+        refusal = self._refusal(command)
+        if refusal is not None:
+            self._refuse(command, refusal)
         else:
-            refusal = self._check(command, account)
+            self._submit_receipt(self._with_reversal_left(command))
+            if command.idempotency_key in unread:
+                self._may_count_repeats = True
+        stored.pop(command.idempotency_key, None)  # no longer known from the read
+
+    def _refusal(self, command: ChargeCommand) -> ChargeOutcome | None:
+        """Why this charge is refused, or None: counted again from the store
+        first when memory may count a repeat of a stored key, which will not
+        commit (see the module docstring)."""
+        account = self._account
+        if account is None:
+            return refused(charges.CUSTOMER_NOT_FOUND, "no such customer")
+        if command.reverses is not None:
+            return self._check_reversal(command, command.reverses)
+        refusal = self._check(command, account)
         if refusal is not None and refusal.code in _COUNTED_REFUSALS and self._may_count_repeats:
-            # Count again from the store before refusing: what memory counted
-            # may include a repeat of a stored key, which will not commit.
             self._reload()
             if self._account is None:
-                command.ticket.settle(refused(charges.CUSTOMER_NOT_FOUND, "no such customer"))
-                return
+                return refused(charges.CUSTOMER_NOT_FOUND, "no such customer")
             refusal = self._check(command, self._account)
-        if refusal is not None:
+        return refusal
+
+    def _refuse(self, command: ChargeCommand, refusal: ChargeOutcome) -> None:
+        """Answer a refusal; a final one is kept under the key first (by the
+        ledger writer), so a retry is answered the same, never charged."""
+        if refusal.code not in charges.KEPT_REFUSAL_CODES:
             command.ticket.settle(refusal)
             return
-        if command.reverses is not None and command.amount_minor == 0:
-            # "All that is left", decided here, where reversals are counted.
-            # The fingerprint stays the request's, so a retry replays.
-            total, _ = self._reversed[command.reverses]
-            original = self._deps.store.get_receipt(command.reverses)
-            left = 0 if original is None else original.amount_minor - total
-            command = dataclasses.replace(command, amount_minor=-left)
+        kept = StoredRefusal(
+            customer_id=self.customer_id,
+            idempotency_key=command.idempotency_key,
+            request_fingerprint=command.fingerprint,
+            code=refusal.code,
+            message=refusal.message,
+            param=refusal.param,
+            recorded_at=self._deps.now_rfc3339(),
+        )
+        pending = PendingRefusal(kept, refusal, command.ticket)
+        try:
+            self._deps.pipeline.keep_refusal(pending)
+        except Unavailable as error:
+            command.ticket.settle(refused(charges.OVERLOADED, str(error)))
+            return
+        self._remember(command.idempotency_key, pending)
+
+    def _with_reversal_left(self, command: ChargeCommand) -> ChargeCommand:
+        """A reversal of "all that is left", decided here, where reversals are
+        counted. The fingerprint stays the request's, so a retry replays."""
+        if command.reverses is None or command.amount_minor != 0:
+            return command
+        total, _ = self._reversed[command.reverses]
+        original = self._deps.store.get_receipt(command.reverses)
+        left = 0 if original is None else original.amount_minor - total
+        return dataclasses.replace(command, amount_minor=-left)
+
+    def _submit_receipt(self, command: ChargeCommand) -> None:
+        pending = self._pending_receipt(command)
+        if not self._deps.pipeline.signs_receipts:
+            pending.seal(signature=None)  # proved by its commit's checkpoint
+        try:
+            self._deps.pipeline.submit(pending)
+        except Unavailable as error:
+            command.ticket.settle(refused(charges.OVERLOADED, str(error)))
+            return
+        # Only now, with the receipt on its way, does the chain advance.
+        self._seq = pending.seq
+        self._last_hash = pending.receipt_hash
+        self._balance_minor = pending.balance_after_minor
+        self._used_minor[command.entitlement_id] = (
+            self._used_minor.get(command.entitlement_id, 0) + command.amount_minor
+        )
+        if self._alerts is not None:
+            self._alerts.mark(pending.events)
+        if command.reverses is not None:
+            total, count = self._reversed[command.reverses]
+            self._reversed[command.reverses] = (total - command.amount_minor, count + 1)
+        self._remember(command.idempotency_key, pending)
+
+    def _pending_receipt(self, command: ChargeCommand) -> PendingReceipt:
+        """The charge's receipt at the next place in the chain, hashed."""
         entitlement = self._entitlements[command.entitlement_id]
         used_before = self._used_minor.get(command.entitlement_id, 0)
         used_after = used_before + command.amount_minor
@@ -274,11 +341,11 @@ class AccountActor(ScheduledActor):
             "previous_receipt_hash": self._last_hash,
         }
         hashed = hash_core(core)  # canonicalized once: hashed here, signed later (receipt mode)
-        pending = PendingReceipt(
+        return PendingReceipt(
             customer_id=self.customer_id,
             seq=seq,
             idempotency_key=command.idempotency_key,
-            fingerprint=fingerprint,
+            fingerprint=command.fingerprint,
             entitlement_id=command.entitlement_id,
             amount_minor=command.amount_minor,
             currency=command.currency,
@@ -294,27 +361,6 @@ class AccountActor(ScheduledActor):
             canonical_core=hashed.canonical,
             ticket=command.ticket,
         )
-        if not self._deps.pipeline.signs_receipts:
-            pending.seal(signature=None)  # proved by its commit's checkpoint
-        try:
-            self._deps.pipeline.submit(pending)
-        except Unavailable as error:
-            command.ticket.settle(refused(charges.OVERLOADED, str(error)))
-            return
-        # Only now, with the receipt on its way, does the chain advance.
-        self._seq = seq
-        self._last_hash = pending.receipt_hash
-        self._balance_minor = balance_after
-        self._used_minor[command.entitlement_id] = used_after
-        if self._alerts is not None:
-            self._alerts.mark(pending.events)
-        if command.reverses is not None:
-            total, count = self._reversed[command.reverses]
-            self._reversed[command.reverses] = (total - command.amount_minor, count + 1)
-        self._remember(command.idempotency_key, pending)
-        stored.pop(command.idempotency_key, None)  # no longer known from the read
-        if command.idempotency_key in unread:
-            self._may_count_repeats = True
 
     def _alert_events(self, entitlement: Entitlement, used_before: int, used_after: int,
                       currency: str, receipt_id: str, recorded_at: str
@@ -341,12 +387,10 @@ class AccountActor(ScheduledActor):
                 self._deps.metrics.replays.inc()
                 entry.add_waiter(command.ticket)
             return True
-        if self._seq == 0:
-            return False
         if key in stored_by_key:
             stored = stored_by_key[key]
         else:  # in flight when the batch was read, settled since
-            stored = self._deps.store.find_receipt_by_key(self.customer_id, key)
+            stored = self._deps.store.find_answers_by_keys(self.customer_id, [key]).get(key)
         if stored is None:
             return False
         outcome = answer_from_stored(stored, fingerprint)
@@ -447,7 +491,7 @@ class AccountActor(ScheduledActor):
             "entitlement_id",
         )
 
-    def _remember(self, key: str, pending: PendingReceipt) -> None:
+    def _remember(self, key: str, pending: PendingReceipt | PendingRefusal) -> None:
         """Track a receipt in flight so concurrent duplicates coalesce onto it.
 
         Settled entries are dropped oldest first (a customer's receipts settle

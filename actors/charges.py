@@ -9,12 +9,13 @@ maps them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from crypto import LogProof
-from ledger import RequestRecord, StoredReceipt
+from ledger import RequestRecord, StoredAnswer, StoredReceipt, StoredRefusal
 
 if TYPE_CHECKING:  # actors.tickets builds on this module
     from actors.tickets import Ticket
@@ -59,12 +60,25 @@ OVERLOADED: Final = "overloaded"
 INTERNAL: Final = "internal_error"
 
 RETRY_SAFE_CODES: Final = frozenset({ACCOUNT_UNAVAILABLE, STORE_UNAVAILABLE, OVERLOADED})
+# Final refusals of a well-formed charge, decided by its account: kept under
+# the idempotency key and replayed to a retry, as Stripe keeps a first answer
+# (ledger.model.StoredRefusal). Not kept: retry-safe failures, a malformed
+# request (refused before any account sees it), an unknown customer (no
+# account to keep it in), and a key reused for another request.
+KEPT_REFUSAL_CODES: Final = frozenset({
+    QUOTA_EXCEEDED, ENTITLEMENT_NOT_FOUND, ENTITLEMENT_INACTIVE, PAYMENT_REQUIRED,
+    CURRENCY_MISMATCH, BALANCE_LIMIT, RECEIPT_NOT_FOUND, REVERSAL_EXCEEDS_RECEIPT,
+    REVERSAL_NOT_ALLOWED,
+})
 
 OutcomeKind = Literal["committed", "replayed", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeOutcome:
+    """How a charge ended. `replayed`: the first answer under its key again,
+    a receipt (`receipt` set) or a kept refusal (`receipt` None, `code` set)."""
+
     kind: OutcomeKind
     receipt: StoredReceipt | None = None
     code: str | None = None
@@ -134,9 +148,23 @@ def key_reuse_refused() -> ChargeOutcome:
     )
 
 
-def answer_from_stored(receipt: StoredReceipt, fingerprint: str) -> ChargeOutcome:
-    """The answer to a key the store already holds: a replay of its receipt,
-    or a refusal when the request under the key differs."""
-    if receipt.request_fingerprint != fingerprint:
+def answer_from_stored(answer: StoredAnswer, fingerprint: str) -> ChargeOutcome:
+    """The answer to a key the store already holds: a replay of its receipt
+    or of its refusal, or a refusal when the request under the key differs."""
+    if answer.request_fingerprint != fingerprint:
         return key_reuse_refused()
-    return ChargeOutcome(kind="replayed", receipt=receipt)
+    if isinstance(answer, StoredRefusal):
+        return ChargeOutcome(
+            kind="replayed", code=answer.code, message=answer.message, param=answer.param
+        )
+    return ChargeOutcome(kind="replayed", receipt=answer)
+
+
+def as_replay(outcome: ChargeOutcome) -> ChargeOutcome:
+    """The answer a later request under the same key gets: a receipt or a
+    kept refusal again, marked replayed; anything else as it was."""
+    if outcome.kind == "committed":
+        return ChargeOutcome(kind="replayed", receipt=outcome.receipt)
+    if outcome.kind == "refused" and outcome.code in KEPT_REFUSAL_CODES:
+        return dataclasses.replace(outcome, kind="replayed")
+    return outcome

@@ -12,15 +12,49 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.charges import ChargeOutcome
+from actors.charges import ChargeOutcome, as_replay
 from actors.tickets import Ticket
 from crypto import sealed_document
-from ledger import RequestRecord, StoredReceipt
+from ledger import RequestRecord, StoredReceipt, StoredRefusal
 from ledger.webhook_store import OutboundEvent
 
 
+class _AnsweredOnce:
+    """Settled exactly once; concurrent duplicates of the key wait on it and
+    get the same answer as a replay (see actors.tickets)."""
+
+    __slots__ = ()  # the subclasses' dataclass slots hold these fields
+    ticket: Ticket
+    outcome: ChargeOutcome | None
+    _waiters: list[Ticket]
+    _lock: threading.Lock
+
+    def add_waiter(self, ticket: Ticket) -> None:
+        """A concurrent duplicate: answered with a replay of the same outcome."""
+        with self._lock:
+            if self.outcome is None:
+                self._waiters.append(ticket)
+                return
+            outcome = self.outcome
+        ticket.settle(as_replay(outcome))
+
+    def settle(self, outcome: ChargeOutcome) -> bool:
+        """Decide the fate once (committed or kept, replayed from the store,
+        or refused) and answer its charge and every duplicate waiting on it."""
+        with self._lock:
+            if self.outcome is not None:
+                return False
+            self.outcome = outcome  # type: ignore[misc]  # a subclass slot
+            waiters, self._waiters = self._waiters, []  # type: ignore[misc]
+        self.ticket.settle(outcome)
+        replay = as_replay(outcome)
+        for ticket in waiters:
+            ticket.settle(replay)
+        return True
+
+
 @dataclass(slots=True)
-class PendingReceipt:
+class PendingReceipt(_AnsweredOnce):
     customer_id: str
     seq: int
     idempotency_key: str
@@ -62,39 +96,45 @@ class PendingReceipt:
             receipt_json=sealed_document(self.core, self.receipt_hash, signature),
         )
 
-    def add_waiter(self, ticket: Ticket) -> None:
-        """A concurrent duplicate: answered with a replay of the same outcome."""
-        with self._lock:
-            if self.outcome is None:
-                self._waiters.append(ticket)
-                return
-            outcome = self.outcome
-        ticket.settle(_as_replay(outcome))
-
-    def settle(self, outcome: ChargeOutcome) -> bool:
-        """Decide the receipt's fate once (committed, replayed from the store,
-        or refused) and answer its charge and every duplicate waiting on it."""
-        with self._lock:
-            if self.outcome is not None:
-                return False
-            self.outcome = outcome
-            waiters, self._waiters = self._waiters, []
-        self.ticket.settle(outcome)
-        replay = _as_replay(outcome)
-        for ticket in waiters:
-            ticket.settle(replay)
-        return True
-
     @property
     def failed(self) -> bool:
         outcome = self.outcome
         return outcome is not None and outcome.kind == "refused"
 
 
-def _as_replay(outcome: ChargeOutcome) -> ChargeOutcome:
-    if outcome.kind != "committed":
-        return outcome
-    return ChargeOutcome(kind="replayed", receipt=outcome.receipt)
+@dataclass(slots=True)
+class PendingRefusal(_AnsweredOnce):
+    """A final refusal on its way to be kept under its idempotency key
+    (ledger.model.StoredRefusal): the ledger writer commits it with the
+    receipts' group commit, and only then is the charge answered, so a
+    retry after the answer always finds it. Concurrent duplicates of the
+    key wait on it as on a PendingReceipt and get the refusal replayed."""
+
+    refusal: StoredRefusal
+    answer: ChargeOutcome  # the refusal, as the charge gets it once kept
+    ticket: Ticket
+    outcome: ChargeOutcome | None = None
+    _waiters: list[Ticket] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def customer_id(self) -> str:
+        return self.refusal.customer_id
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.refusal.idempotency_key
+
+    @property
+    def fingerprint(self) -> str:
+        return self.refusal.request_fingerprint
+
+    @property
+    def failed(self) -> bool:
+        """Not kept (retry-safe: nothing is bound to the key); a kept
+        refusal, or the answer found under the key instead, is no failure."""
+        outcome = self.outcome
+        return outcome is not None and outcome.retry_safe
 
 
 @dataclass(slots=True)

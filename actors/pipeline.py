@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from actors.charges import refused
-from actors.pending import Barrier, PendingReceipt
+from actors.pending import Barrier, PendingReceipt, PendingRefusal
 from actors.tickets import settle_all
 
 
@@ -31,13 +31,19 @@ class StageInput(Protocol):
     def submit(self, item: PendingReceipt | Barrier) -> None: ...
 
 
+class WriterInput(Protocol):
+    """The writer stage's input: receipts and barriers, and refusals to keep."""
+
+    def submit(self, item: PendingReceipt | PendingRefusal | Barrier) -> None: ...
+
+
 class Pipeline:
     def __init__(self, *, signs_receipts: bool = True) -> None:
         # receipt mode: every receipt passes the signer before the writer.
         self.signs_receipts = signs_receipts
         self._lock = threading.Lock()
         self._signer: StageInput | None = None
-        self._writer: StageInput | None = None
+        self._writer: WriterInput | None = None
         # Set by the account directory: a customer's chain must be reloaded
         # from the store because a commit failed.
         self.on_chain_failed: Callable[[str], None] = lambda customer_id: None
@@ -46,7 +52,7 @@ class Pipeline:
         with self._lock:
             self._signer = stage
 
-    def attach_writer(self, stage: StageInput | None) -> None:
+    def attach_writer(self, stage: WriterInput | None) -> None:
         with self._lock:
             self._writer = stage
 
@@ -55,7 +61,7 @@ class Pipeline:
             if self._signer is stage:
                 self._signer = None
 
-    def detach_writer(self, stage: StageInput) -> None:
+    def detach_writer(self, stage: WriterInput) -> None:
         with self._lock:
             if self._writer is stage:
                 self._writer = None
@@ -74,13 +80,19 @@ class Pipeline:
             raise Unavailable("signer is restarting")
         signer.submit(item)
 
-    def commit(self, item: PendingReceipt | Barrier) -> None:
+    def keep_refusal(self, item: PendingRefusal) -> None:
+        """Straight to the writer: a refusal has nothing to sign."""
+        self.commit(item)
+
+    def commit(self, item: PendingReceipt | PendingRefusal | Barrier) -> None:
         writer = self._writer
         if writer is None:
             raise Unavailable("ledger writer is restarting")
         writer.submit(item)
 
-    def give_up(self, items: Sequence[PendingReceipt | Barrier], code: str, message: str) -> None:
+    def give_up(
+        self, items: Sequence[PendingReceipt | PendingRefusal | Barrier], code: str, message: str
+    ) -> None:
         """Answer items that will not commit, and have the actors of their
         customers reload: each actor is ahead of the store now."""
         settle_all(items, refused(code, message))

@@ -20,7 +20,7 @@ import structlog
 
 from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, answer_from_stored, refused
 from actors.metrics import ActorMetrics
-from actors.pending import Barrier, PendingReceipt
+from actors.pending import Barrier, PendingReceipt, PendingRefusal
 from actors.pipeline import Pipeline, Unavailable
 from actors.receipt_log import LogAppender, LogDamaged, PreparedAppend
 from actors.stage_owner import StageOwner
@@ -89,7 +89,7 @@ class _WriterStage:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, item: PendingReceipt | Barrier) -> None:
+    def submit(self, item: PendingReceipt | PendingRefusal | Barrier) -> None:
         try:
             self._queue.put(item, timeout=_PUT_TIMEOUT_S)
         except queue.Full:
@@ -162,6 +162,7 @@ class _WriterStage:
         self._on_log_damaged(str(damage))
 
     def _commit(self, batch: list[Any]) -> None:
+        self._keep_refusals([item for item in batch if isinstance(item, PendingRefusal)])
         # A receipt whose predecessor failed is still tried: the store's
         # compare-and-set on the previous hash refuses it as a conflict.
         pending = [item for item in batch if isinstance(item, PendingReceipt) and not item.failed]
@@ -227,7 +228,26 @@ class _WriterStage:
             return prepared
         raise StoreUnavailable("the receipt log kept moving under this writer; retry")
 
-    def _answer_settled_keys(self, losers: list[PendingReceipt]) -> list[PendingReceipt]:
+    def _keep_refusals(self, refusals: list[PendingRefusal]) -> None:
+        """Keep the batch's refusals under their keys, then answer them: one
+        transaction of their own, before the receipts', so the receipts'
+        commit (and its log append) stays as it is. A refusal whose key the
+        store already holds gets the stored answer instead."""
+        while refusals:
+            try:
+                self._store.commit_refusals([item.refusal for item in refusals])
+            except ChainConflict as conflict:
+                losers = [r for r in refusals if r.customer_id in conflict.customer_ids]
+                refusals = [r for r in refusals if r.customer_id not in conflict.customer_ids]
+                self._fail(self._answer_settled_keys(losers), "the key changed concurrently; retry")
+                continue
+            for item in refusals:
+                item.settle(item.answer)
+            return
+
+    def _answer_settled_keys(
+        self, losers: Sequence[PendingReceipt | PendingRefusal]
+    ) -> list[PendingReceipt | PendingRefusal]:
         """Answer from the store the receipts of a failed batch whose key it
         already holds; returns the others.
 
@@ -236,13 +256,13 @@ class _WriterStage:
         repeat of an old key is caught here, by the unique key index: it is
         answered as the replay it is (or 409 for another request under the
         key), exactly as the actor would have."""
-        by_customer: dict[str, list[PendingReceipt]] = {}
+        by_customer: dict[str, list[PendingReceipt | PendingRefusal]] = {}
         for item in losers:
             by_customer.setdefault(item.customer_id, []).append(item)
-        others: list[PendingReceipt] = []
+        others: list[PendingReceipt | PendingRefusal] = []
         for customer_id, items in by_customer.items():
             try:
-                stored = self._store.find_receipts_by_keys(
+                stored = self._store.find_answers_by_keys(
                     customer_id, [item.idempotency_key for item in items]
                 )
             except LedgerError:

@@ -83,17 +83,34 @@ def charge_summary(
     return summary
 
 
+# Stripe's header on an answer given before under the same idempotency key.
+_REPLAYED_HEADERS = {"Idempotent-Replayed": "true"}
+
+
 def outcome_error(outcome: ChargeOutcome) -> ApiError:
+    """A refusal; a kept one sent again under its key carries the replay header."""
     code = outcome.code or charges.INTERNAL
     status = _STATUS_BY_CODE.get(code, 500)
     retry_after = 1 if status == 503 else None
-    return ApiError(status, code, outcome.message, param=outcome.param, retry_after_s=retry_after)
+    headers = _REPLAYED_HEADERS if outcome.kind == "replayed" else None
+    return ApiError(status, code, outcome.message, param=outcome.param,
+                    retry_after_s=retry_after, headers=headers)
+
+
+def refusal_result(outcome: ChargeOutcome) -> dict[str, Any]:
+    """A refused event in a batch's answer; `replayed` when it is a kept
+    refusal sent again under its key (as a charged event's `replayed`)."""
+    error = outcome_error(outcome)
+    result: dict[str, Any] = {"status": error.status, **error.body()}
+    if outcome.kind == "replayed":
+        result["replayed"] = True
+    return result
 
 
 def outcome_response(outcome: ChargeOutcome, origin: str) -> web.Response:
     if outcome.receipt is None or outcome.kind == "refused":
         raise outcome_error(outcome)
-    headers = {"Idempotent-Replayed": "true"} if outcome.kind == "replayed" else None
+    headers = _REPLAYED_HEADERS if outcome.kind == "replayed" else None
     return json_response(
         charge_summary(outcome.receipt, origin, outcome.log), status=202, headers=headers
     )

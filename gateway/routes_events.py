@@ -10,8 +10,8 @@ from aiohttp import web
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.rendering import (
     charge_summary,
-    outcome_error,
     outcome_response,
+    refusal_result,
 )
 from gateway.routes_log import documents_with_proofs, query_size
 from gateway.services import REQUEST_ID, SERVICES, Services
@@ -145,8 +145,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
             continue
         outcome = next(outcomes)
         if outcome.receipt is None or outcome.kind == "refused":
-            refusal = outcome_error(outcome)
-            results.append({"status": refusal.status, **refusal.body()})
+            results.append(refusal_result(outcome))
         else:
             results.append(
                 {

@@ -304,3 +304,36 @@ def test_a_retry_soon_after_is_read_first_and_fails_nothing_else(store: SqliteLe
         "k3",
         "k4",
     ]
+
+
+def test_a_refusal_is_kept_and_replayed_under_its_key(store: SqliteLedger) -> None:
+    store.put_entitlement(entitlement("cus_a", quota_minor=300))
+    outcomes = _charge_batch(store, ["ok", ("big", 1_000), ("big", 1_000), ("big", 5)])
+    assert [(o.kind, o.code) for o in outcomes] == [
+        ("committed", None),
+        ("refused", "quota_exceeded"),
+        ("replayed", "quota_exceeded"),  # waited on the first one
+        ("refused", "idempotency_key_reuse"),
+    ]
+    store.put_entitlement(entitlement("cus_a", quota_minor=10_000))
+    # A new actor remembers nothing: the store's answer is replayed.
+    (again,) = _charge_batch(store, [("big", 1_000)])
+    assert (again.kind, again.code, again.receipt) == ("replayed", "quota_exceeded", None)
+    assert again.message == outcomes[1].message
+    assert [r.idempotency_key for r in store.list_receipts("cus_a", 0, 10)] == ["ok"]
+    assert store.get_entitlements("cus_a")["usage"].used_minor == 100
+
+
+def test_a_refused_key_retried_before_any_receipt_counts_no_usage(store: SqliteLedger) -> None:
+    """With no receipt yet, a key may still hold a kept refusal: charged
+    without a read, its retry must not count against the quota of the
+    charges after it (nor get one of them refused and kept)."""
+    store.put_entitlement(entitlement("cus_a", quota_minor=300))
+    (refused,) = _charge_batch(store, [("x", 400)])
+    assert refused.code == "quota_exceeded"
+    store.put_entitlement(entitlement("cus_a", quota_minor=500))
+    outcomes = _charge_batch(store, [("x", 400), ("y", 200)])
+    assert [(o.kind, o.code) for o in outcomes] == [
+        ("replayed", "quota_exceeded"), ("committed", None)
+    ]
+    assert [r.idempotency_key for r in store.list_receipts("cus_a", 0, 10)] == ["y"]
