@@ -154,7 +154,10 @@ def _receipt_schemas() -> dict[str, Any]:
     batch_item = {"oneOf": [
         _object({"status": {"const": 202}, "replayed": _BOOL,
                  "receipt": _ref("ReceiptSummary")}),
-        _object({"status": {"type": "integer", "minimum": 400}, "error": _ref("ErrorDetail")}),
+        _object({"status": {"type": "integer", "minimum": 400}, "error": _ref("ErrorDetail"),
+                 "replayed": {"const": True, "description": "A refusal kept under this "
+                              "key, sent again (absent otherwise)."}},
+                required=("status", "error")),
     ]}
     return {
         "ReceiptSummary": summary,

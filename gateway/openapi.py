@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Final
 
+from actors.charges import KEPT_REFUSAL_CODES
 from gateway import _openapi_schemas as schemas
 from gateway.error_codes import ERROR_CODES
 from gateway.validation import IDEMPOTENCY_HEADER
@@ -125,6 +126,11 @@ def _error_responses(codes: tuple[str, ...]) -> dict[str, Any]:
         response: dict[str, Any] = {"description": listed, "content": _json("Error")}
         if status in (429, 503):
             response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+        if KEPT_REFUSAL_CODES.intersection(status_codes):
+            response["description"] += (" (a refusal kept under its idempotency key: "
+                                        "`Idempotent-Replayed: true` when sent again)")
+            response["headers"] = {
+                "Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}}
         responses[str(status)] = response
     return responses
 
@@ -249,14 +255,19 @@ def _event_paths() -> dict[str, Any]:
         responses={"202": {
             "description": "Charged (or, with `Idempotent-Replayed: true`, charged before "
             "under this key: the original receipt).",
-            "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]},
-                                                "description": "Present on a replay."}},
+            "headers": {"Idempotent-Replayed": {
+                "$ref": "#/components/headers/IdempotentReplayed"}},
             "content": _json("ReceiptSummary"),
         }},
         description="The charge is durable (signed and committed) when the answer comes. "
         "A retry with the same key and body answers the original receipt; the same key "
-        "with another body is 409. Refusals (402, 400) are not stored: a retry after the "
-        "quota was raised may charge.",
+        "with another body is 409. A final refusal (402 `quota_exceeded`, "
+        "`payment_required`, `entitlement_inactive`, `balance_limit_reached`; 400 "
+        "`entitlement_not_found`, `currency_mismatch`) is kept under its key as Stripe "
+        "keeps a first answer: a retry gets the same status and body with "
+        "`Idempotent-Replayed: true`, never a charge, even after the quota was raised; "
+        "use a new key for a new attempt. Not kept: errors of a malformed request, 401, "
+        "404 `customer_not_found`, 409, 429 and 503 (retry those with the same key).",
     )
     post_batch = _operation(
         "postEventBatch", "Charges", f"Charge up to {limits.batch_events_max} events, "
@@ -268,7 +279,8 @@ def _event_paths() -> dict[str, Any]:
         responses=_ok(200, "One result per event, in order", "BatchResult"),
         description="Each event carries its own `idempotent_key` (the `Idempotency-Key` "
         "header is refused here). Events are charged in order; the answer comes once "
-        "every charged item is durable.",
+        "every charged item is durable. Keys are shared with POST /v1/events: a kept "
+        "refusal sent again answers the same error with `replayed: true`.",
     )
     return {"/v1/events": {"post": post_event}, "/v1/events/batch": {"post": post_batch}}
 
@@ -695,7 +707,11 @@ def document() -> dict[str, Any]:
             "securitySchemes": SECURITY_SCHEMES,
             "schemas": schemas.component_schemas(tuple(ERROR_CODES)),
             "headers": {"RetryAfter": {"description": "Seconds to wait before a retry.",
-                                       "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+                                       "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                        "IdempotentReplayed": {
+                            "description": "Present on an answer given before under the "
+                            "same idempotency key (a receipt, or a kept refusal).",
+                            "schema": {"type": "string", "enum": ["true"]}}},
         },
         "x-error-codes": {
             code: {"statuses": list(entry.statuses), "meaning": entry.meaning}
