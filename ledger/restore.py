@@ -21,8 +21,8 @@ checkpoint. The archive holds receipts and checkpoints only: customers are
 restored with what their receipts say (id, currency, first receipt time), and
 each entitlement a receipt names is created not chargeable (status
 `restored`) with the usage of all its receipts; API keys, emails, Stripe ids,
-quotas and plans, request records, webhook events and the outbox are not in
-the archive (see deploy/README.md for what the operator does about them).
+quotas and plans, request records, kept refusals, webhook events and the
+outbox are not in the archive (see deploy/README.md for what the operator does about them).
 """
 
 from __future__ import annotations
