@@ -13,7 +13,8 @@ from typing import Any, Final
 from ledger._refusal_rules import refusal_key_conflicts
 from ledger._spanner_base import SpannerBase
 from ledger._spanner_codec import KeySet, request_timeout_s
-from ledger.errors import ChainConflict
+from ledger.errors import ChainConflict, check_invariant
+from ledger.limits import commit_batch_receipts_max
 from ledger.model import StoredRefusal
 
 __all__ = ["SpannerRefusals", "refused_keys"]
@@ -56,6 +57,10 @@ class SpannerRefusals(SpannerBase):
     def commit_refusals(self, refusals: Sequence[StoredRefusal]) -> None:
         if not refusals:
             return
+        check_invariant(
+            len(refusals) <= commit_batch_receipts_max,
+            f"{len(refusals)} refusals exceed a commit's {commit_batch_receipts_max}",
+        )
 
         def work(txn: Any) -> None:
             reasons = _conflicts(txn, refusals)

@@ -11,7 +11,7 @@ from typing import Final
 
 from ledger._refusal_rules import refusal_key_conflicts
 from ledger._sqlite_base import SqliteBase, transaction
-from ledger._sqlite_rows import Row, placeholders, record_params
+from ledger._sqlite_rows import Row, execute_values, record_params
 from ledger.errors import ChainConflict
 from ledger.model import StoredRefusal
 
@@ -64,9 +64,8 @@ class SqliteRefusals(SqliteBase):
             reasons = _conflicts(conn, refusals)
             if reasons:  # raised inside: the transaction rolls back
                 raise ChainConflict(reasons, reasons)
-            conn.executemany(
-                f"INSERT INTO idempotency_refusals ({_COLUMNS}) "
-                f"VALUES ({placeholders(_COLUMNS)})",
+            execute_values(
+                conn, f"INSERT INTO idempotency_refusals ({_COLUMNS})",
                 [record_params(refusal) for refusal in refusals],
             )
 
