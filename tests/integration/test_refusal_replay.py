@@ -70,6 +70,11 @@ async def test_a_refusal_is_replayed_after_a_restart(
         status, again, headers = await service.post_event(customer, refused_event)
         assert (status, again) == (402, first)
         assert headers.get("Idempotent-Replayed") == "true"
+    async with serve(settings) as service:  # answered from the store, not memory
+        status, other, _ = await service.post_event(
+            customer, {**refused_event, "usage_description": "another call"}
+        )
+        assert (status, other["error"]["code"]) == (409, "idempotency_key_reuse")
         assert await service.receipts(customer) == []
 
 
