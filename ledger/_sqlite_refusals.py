@@ -18,6 +18,7 @@ from ledger.model import StoredRefusal
 _COLUMNS: Final = (
     "customer_id, idempotency_key, request_fingerprint, code, message, param, recorded_at"
 )
+_T_COLUMNS: Final = ", ".join(f"t.{name.strip()}" for name in _COLUMNS.split(","))
 # (customer, key) pairs per statement: two variables each, well under SQLite's limit.
 _PAIRS_PER_QUERY_MAX: Final = 250
 
@@ -31,16 +32,18 @@ def _select_pairs(
     for start in range(0, len(pairs), _PAIRS_PER_QUERY_MAX):
         chunk = pairs[start : start + _PAIRS_PER_QUERY_MAX]
         marks = ", ".join(["(?, ?)"] * len(chunk))
+        # A join from the pairs, so each is one lookup in the (customer,
+        # key) index; `IN (VALUES ...)` on a row value scanned the table.
         rows.extend(conn.execute(
-            f"SELECT {columns} FROM {table} "
-            f"WHERE (customer_id, idempotency_key) IN (VALUES {marks})",
+            f"SELECT {columns} FROM (VALUES {marks}) AS v CROSS JOIN {table} AS t "
+            "ON t.customer_id = v.column1 AND t.idempotency_key = v.column2",
             [value for pair in chunk for value in pair],
         ).fetchall())
     return rows
 
 
 def _taken(conn: sqlite3.Connection, table: str, pairs: Sequence[Pair]) -> set[Pair]:
-    rows = _select_pairs(conn, "customer_id, idempotency_key", table, pairs)
+    rows = _select_pairs(conn, "t.customer_id, t.idempotency_key", table, pairs)
     return {(str(cid), str(key)) for cid, key in rows}
 
 
@@ -74,5 +77,5 @@ class SqliteRefusals(SqliteBase):
         if not pairs:
             return []
         with self._reading() as conn:
-            rows = _select_pairs(conn, _COLUMNS, "idempotency_refusals", pairs)
+            rows = _select_pairs(conn, _T_COLUMNS, "idempotency_refusals", pairs)
         return [StoredRefusal(*row) for row in rows]
