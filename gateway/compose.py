@@ -90,6 +90,15 @@ log = structlog.get_logger(__name__)
 ADMIN_TOKEN_FILE = "admin-token"
 KEYS_DIR = "keys"
 NOTE_KEY_FILE = "receipt-log-note-ed25519.key"
+# A generated admin token: 192 random bits.
+ADMIN_TOKEN_BYTES = 24
+# The background part of the start-up audit runs this long at a time on the
+# blocking executor (the handlers' store calls get their turn in between),
+# and pauses this long after the store failed to answer.
+AUDIT_SLICE_S = 0.05
+AUDIT_RETRY_S = 1.0
+# How soon a halt recorded by another gateway, or cleared, reaches this one.
+READINESS_REFRESH_INTERVAL_S = 1.0
 
 
 def write_secret_file(path: Path, content: str) -> None:
@@ -111,7 +120,7 @@ def resolve_admin_token(settings: Settings) -> tuple[str, bool]:
     path = settings.data_dir / ADMIN_TOKEN_FILE
     if path.exists():
         return path.read_text().strip(), False
-    token = "adm_" + secrets.token_urlsafe(24)
+    token = "adm_" + secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
     write_secret_file(path, token + "\n")
     return token, True
 
@@ -487,10 +496,10 @@ async def _audit_accounts_in_background(services: Services, audit: AccountHeadAu
     """The rest of the start-up audit, a slice at a time, after ready."""
     while not audit.done:
         try:
-            await services.blocking(audit.run, 0.05)
+            await services.blocking(audit.run, AUDIT_SLICE_S)
         except Exception:  # the store is unreachable: accounts are checked on use
             log.exception("billing.startup_audit_failed")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(AUDIT_RETRY_S)
         await asyncio.sleep(0)
 
 
@@ -546,7 +555,9 @@ def _bound_port(site: web.TCPSite, default: int) -> int:
     return default
 
 
-async def _refresh_readiness_forever(services: Services, interval_s: float = 1.0) -> None:
+async def _refresh_readiness_forever(
+    services: Services, interval_s: float = READINESS_REFRESH_INTERVAL_S
+) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
