@@ -22,11 +22,51 @@ from supervisor import DynamicSupervisor, Link
 log = structlog.get_logger(__name__)
 
 
+class LiveAccounts:
+    """The running `accounts` supervisor, as its child spec last started it
+    (each incarnation registers itself, as the stages do with the Pipeline),
+    and the customers' live actors under it. Built before the tree, so what
+    reloads an actor (a failed commit, a changed entitlement) needs no
+    directory."""
+
+    def __init__(self) -> None:
+        self._supervisor: DynamicSupervisor | None = None
+
+    def start(self, link: Link, **options: Any) -> DynamicSupervisor:
+        """The `accounts` child's start function: `options` as DynamicSupervisor.start's."""
+        supervisor = DynamicSupervisor.start(name="accounts", link=link, **options)
+        self._supervisor = supervisor
+        return supervisor
+
+    def current(self) -> DynamicSupervisor | None:
+        """The running incarnation; None while it restarts (or after the tree stopped)."""
+        supervisor = self._supervisor
+        return supervisor if supervisor is not None and supervisor.is_running else None
+
+    def lookup(self, customer_id: str) -> pykka.ActorRef[Any] | None:
+        """The live actor, without starting one (cheap: safe on the event loop)."""
+        supervisor = self.current()
+        if supervisor is None:
+            return None
+        ref = supervisor.lookup(customer_id)
+        if ref is None or not ref.is_alive():
+            return None
+        return ref
+
+    def reload(self, customer_id: str) -> None:
+        """Make a live actor reload from the store; a passive one loads anyway."""
+        ref = self.lookup(customer_id)
+        if ref is None:
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(Reload())
+
+
 class AccountDirectory:
     def __init__(
         self,
         deps: AccountDeps,
-        accounts: Callable[[], DynamicSupervisor | None],
+        accounts: LiveAccounts,
         idle_s: float,
         stop_timeout_ms: int = 5_000,
         check_before_use: Callable[[str], bool] = lambda customer_id: True,
@@ -42,20 +82,16 @@ class AccountDirectory:
         self._stop_timeout_ms = stop_timeout_ms
 
     def _supervisor(self) -> DynamicSupervisor:
-        supervisor = self._accounts()
+        supervisor = self._accounts.current()
         if supervisor is None:
             raise Unavailable("the accounts supervisor is restarting")
         return supervisor
 
     def lookup(self, customer_id: str) -> pykka.ActorRef[Any] | None:
-        """The live actor, without starting one (cheap: safe on the event loop)."""
-        supervisor = self._accounts()
-        if supervisor is None:
-            return None
-        ref = supervisor.lookup(customer_id)
-        if ref is None or not ref.is_alive():
-            return None
-        return ref
+        return self._accounts.lookup(customer_id)
+
+    def reload(self, customer_id: str) -> None:
+        self._accounts.reload(customer_id)
 
     def ensure(self, customer_id: str) -> pykka.ActorRef[Any]:
         """The live actor, started if needed (blocks briefly: call off the loop)."""
@@ -75,14 +111,6 @@ class AccountDirectory:
 
         return self._supervisor().start_child(customer_id, start)
 
-    def reload(self, customer_id: str) -> None:
-        """Make a live actor reload from the store; a passive one loads anyway."""
-        ref = self.lookup(customer_id)
-        if ref is None:
-            return
-        with contextlib.suppress(pykka.ActorDeadError):
-            ref.tell(Reload())
-
     def inject_fault(self, customer_id: str, reason: str) -> bool:
         ref = self.lookup(customer_id)
         if ref is None:
@@ -94,7 +122,7 @@ class AccountDirectory:
         """Stop actors idle for longer than `idle_s`, and the least recently
         active beyond `live_max` (a live actor holds ~13 KiB: 100,000 touched
         within `idle_s` held 2.6 GiB); returns how many were stopped."""
-        supervisor = self._accounts()
+        supervisor = self._accounts.current()
         if supervisor is None:
             return 0
         cutoff = time.monotonic() - self._idle_s

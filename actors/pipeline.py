@@ -38,15 +38,20 @@ class WriterInput(Protocol):
 
 
 class Pipeline:
-    def __init__(self, *, signs_receipts: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        signs_receipts: bool = True,
+        on_chain_failed: Callable[[str], None] = lambda customer_id: None,
+    ) -> None:
         # receipt mode: every receipt passes the signer before the writer.
         self.signs_receipts = signs_receipts
         self._lock = threading.Lock()
         self._signer: StageInput | None = None
         self._writer: WriterInput | None = None
-        # Set by the account directory: a customer's chain must be reloaded
-        # from the store because a commit failed.
-        self.on_chain_failed: Callable[[str], None] = lambda customer_id: None
+        # A customer's chain must be reloaded from the store because a commit
+        # failed (the composition root passes the live accounts' reload).
+        self.on_chain_failed = on_chain_failed
 
     def attach_signer(self, stage: StageInput | None) -> None:
         with self._lock:

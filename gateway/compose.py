@@ -4,6 +4,10 @@ the supervision tree, then the HTTP server; stops them in reverse.
 Startup and shutdown are explicit phases (as in aiohttp's web_runner):
 SIGTERM => stop accepting, drain in-flight requests, stop the tree (which
 flushes the ledger writer), close the store.
+
+Read `_start` top-down: each part is built from those before it, and what
+needs undoing is a step (gateway.startup) undone in reverse; the supervision
+tree itself is data, returned by gateway.tree.billing_tree.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import secrets
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,18 +36,15 @@ from prometheus_client import (
 )
 
 from actors.account import AccountDeps
-from actors.accounts import AccountDirectory
-from actors.archive_feed import ArchiveFeed
+from actors.accounts import AccountDirectory, LiveAccounts
 from actors.evidence import build_evidence
 from actors.halts import HaltRecorder, IntegrityFailure
 from actors.metrics import ActorMetrics
-from actors.outbox import OutboxMetrics, OutboxRelay
+from actors.outbox import OutboxMetrics
 from actors.pipeline import Pipeline
 from actors.receipt_log import LogAppender
-from actors.reconciler import Reconciler, ReconcilerMetrics
-from actors.signer import SignerPool
+from actors.reconciler import ReconcilerMetrics
 from actors.startup_audit import AccountHeadAudit, audit_log_at_startup
-from actors.writer import LedgerWriter
 from crypto import (
     KMS_ENDPOINT,
     GoogleAccessToken,
@@ -62,30 +64,41 @@ from gateway.auth import ApiKeyCache
 from gateway.http_metrics import HttpMetrics
 from gateway.services import Readiness, Services
 from gateway.settings import Settings
+from gateway.startup import Step, Steps
 from gateway.storage import Adapters, open_adapters
 from gateway.stripe_settings import StripeSettings
 from gateway.stripe_settings import load as load_stripe_settings
-from gateway.stripe_wiring import wire_stripe
+from gateway.stripe_wiring import StripeWiring, wire_stripe
 from gateway.thread_cpu import ThreadCpuCollector
+from gateway.tree import ChargePath, TreeParts, TreeSpec, billing_tree
 from gateway.web import WebSettings, add_web_routes, load_web_settings
 from gateway.webhook_wiring import wire_webhooks
 from ledger import (
     ChargeRequests,
-    HaltIncident,
     LedgerError,
+    LedgerStore,
     SigningKeyRecord,
     StoredReceipt,
     limits,
 )
 from ledger.clock import utc_now_rfc3339
 from ledger.log_proofs import LogProofs
-from supervisor import ActorScheduler, ChildSpec, DynamicSupervisor, Supervisor, SupervisorFlags
+from supervisor import ActorScheduler, Supervisor
 
 log = structlog.get_logger(__name__)
 
 ADMIN_TOKEN_FILE = "admin-token"
 KEYS_DIR = "keys"
 NOTE_KEY_FILE = "receipt-log-note-ed25519.key"
+# A generated admin token: 192 random bits.
+ADMIN_TOKEN_BYTES = 24
+# The background part of the start-up audit runs this long at a time on the
+# blocking executor (the handlers' store calls get their turn in between),
+# and pauses this long after the store failed to answer.
+AUDIT_SLICE_S = 0.05
+AUDIT_RETRY_S = 1.0
+# How soon a halt recorded by another gateway, or cleared, reaches this one.
+READINESS_REFRESH_INTERVAL_S = 1.0
 
 
 def write_secret_file(path: Path, content: str) -> None:
@@ -107,7 +120,7 @@ def resolve_admin_token(settings: Settings) -> tuple[str, bool]:
     path = settings.data_dir / ADMIN_TOKEN_FILE
     if path.exists():
         return path.read_text().strip(), False
-    token = "adm_" + secrets.token_urlsafe(24)
+    token = "adm_" + secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
     write_secret_file(path, token + "\n")
     return token, True
 
@@ -150,6 +163,12 @@ def build_key_ring(adapters: Adapters, key: Signer) -> KeyRing:
     return KeyRing(active=key, others=others)
 
 
+# The tree's children stop in their own time after the drain (the writer
+# flushes, relays finish a delivery); past this margin the stop gives up on
+# them and says so.
+TREE_STOP_MARGIN_MS = 20_000
+
+
 @dataclass
 class Runtime:
     """Everything the composition root started, for an orderly stop."""
@@ -160,8 +179,9 @@ class Runtime:
     services: Services
     admin_token: str
     admin_token_generated: bool
-    account_scheduler: ActorScheduler
     account_audit: AccountHeadAudit
+    # What started, in order; `stop` undoes it in reverse.
+    steps: Steps
     app_hooks: list[Callable[[web.Application], None]] = field(default_factory=list)
 
     def make_app(self) -> web.Application:
@@ -187,20 +207,16 @@ class Runtime:
                 await task
 
     def stop(self) -> None:
-        stopped = self.root.stop(timeout_ms=int(self.settings.drain_timeout_s * 1000) + 20_000)
-        if not stopped:
-            log.error("runtime.tree_stop_timeout")
-        self.account_scheduler.stop()
-        self.services.executor.shutdown(wait=True, cancel_futures=True)
-        self.services.key_ring.active.close()
-        self.adapters.close()
+        """Stop the tree, then the rest, in reverse start order; every step is
+        undone even if one fails (the first error is raised at the end)."""
+        self.steps.unwind()
 
 
 def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) -> Runtime:
     """Open storage, load keys, start the supervision tree. Blocking.
 
     `environ` feeds the Stripe settings (secret files or variables); None
-    leaves Stripe unconfigured."""
+    leaves Stripe unconfigured. A failed start undoes what had started."""
     # No `*_created` series: one more per counter and histogram child, which
     # Prometheus does not need (process-wide; here, not at import).
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -210,34 +226,119 @@ def build_runtime(settings: Settings, environ: Mapping[str, str] | None = None) 
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     admin_token, generated = resolve_admin_token(settings)
-    settings_with_token = replace(settings, admin_token=admin_token)
-    adapters = open_adapters(settings)
-    key: Signer | None = None
-    try:
-        key = load_signing_key(settings)
-        key_ring = build_key_ring(adapters, key)
-        note_key = load_note_key(settings)
-        return _start(
-            settings_with_token, adapters, key, key_ring, note_key, generated, stripe_settings,
-            web_settings,
-        )
-    except BaseException:
-        if key is not None:
-            key.close()
-        adapters.close()
-        raise
+    settings = replace(settings, admin_token=admin_token)
+    steps = Steps()
+    with steps.starting():
+        return _start(steps, settings, stripe_settings, web_settings, generated)
 
 
 def _start(
+    steps: Steps,
     settings: Settings,
-    adapters: Adapters,
-    key: Signer,
-    key_ring: KeyRing,
-    note_key: NoteKey,
-    admin_token_generated: bool,
     stripe_settings: StripeSettings,
     web_settings: WebSettings,
+    admin_token_generated: bool,
 ) -> Runtime:
+    """The start-up steps in dependency order: each part is built from parts
+    built before it, so nothing is filled in or patched afterwards."""
+    adapters = steps.enter("storage", _storage_step(settings))
+    key = steps.enter("signing_key", _signing_key_step(settings))
+    key_ring = build_key_ring(adapters, key)
+    note_key = load_note_key(settings)
+    registry = _metrics_registry()
+    readiness = _readiness(adapters)
+    halts = HaltRecorder(adapters.halts, utc_now_rfc3339, readiness.halted)
+    account_audit = _audit_before_ready(adapters, key_ring, halts)
+    executor = steps.enter("executor", _executor_step())
+    scheduler = steps.enter("account_scheduler", _account_scheduler_step(settings))
+    charge = _charge_path(settings, adapters, key_ring, registry)
+    directory = _account_directory(settings, stripe_settings, adapters, charge, scheduler,
+                                   account_audit)
+    stripe = _wire_stripe(stripe_settings, adapters, registry, charge, key_ring)
+    parts = TreeParts(
+        settings=settings, adapters=adapters, key=key, key_ring=key_ring, halts=halts,
+        registry=registry, charge=charge, signer_processes=_signs_in_processes(settings, key),
+        stripe_specs=stripe.child_specs,
+    )
+    root = steps.enter("tree", _tree_step(billing_tree(parts), readiness, settings, registry))
+    readiness.refresh()  # before the first request: a recorded halt holds at once
+    metrics = HttpMetrics(registry)
+    services = Services(
+        settings=settings,
+        store=adapters.store,
+        read_model=adapters.read_model,
+        directory=directory,
+        key_ring=key_ring,
+        registry=registry,
+        metrics=metrics,
+        admission=_admission(settings, metrics),
+        api_keys=ApiKeyCache(adapters.store, executor),
+        readiness=readiness,
+        executor=executor,
+        log_proofs=charge.log_proofs,
+        note_key=note_key,
+        halts=adapters.halts,
+        tree=root,
+        jwks_body=orjson.dumps(key_ring.jwks()),
+    )
+    _export_gauges(services)
+    return Runtime(
+        settings=settings, adapters=adapters, root=root, services=services,
+        admin_token=settings.admin_token or "", admin_token_generated=admin_token_generated,
+        account_audit=account_audit, steps=steps, app_hooks=[
+            stripe.add_routes,
+            lambda app: add_web_routes(app, web_settings, stripe_settings.api_base),
+        ],
+    )
+
+
+def _storage_step(settings: Settings) -> Step[Adapters]:
+    adapters = open_adapters(settings)
+    yield adapters
+    adapters.close()
+
+
+def _signing_key_step(settings: Settings) -> Step[Signer]:
+    key = load_signing_key(settings)
+    yield key
+    key.close()  # a KMS client's connections, a signing process's key
+
+
+def _executor_step() -> Step[concurrent.futures.ThreadPoolExecutor]:
+    """The bounded pool of the handlers' blocking store calls."""
+    executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=limits.blocking_threads_max, thread_name_prefix="blocking"
+    )
+    yield executor
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _account_scheduler_step(settings: Settings) -> Step[ActorScheduler]:
+    """The few threads every account actor runs on (stopped after the tree)."""
+    scheduler = ActorScheduler(settings.effective_account_threads, "accounts")
+    yield scheduler
+    scheduler.stop()
+
+
+def _tree_step(
+    tree: TreeSpec, readiness: Readiness, settings: Settings, registry: CollectorRegistry
+) -> Step[Supervisor]:
+    """Start the root supervisor; its escalation makes the gateway unready."""
+    root = Supervisor.start(
+        name="billing",
+        flags=tree.flags,
+        children=tree.children,
+        on_escalation=readiness.escalated,
+        registry=registry,
+    )
+    readiness.tree_up = True
+    yield root
+    readiness.tree_up = False
+    if not root.stop(timeout_ms=int(settings.drain_timeout_s * 1000) + TREE_STOP_MARGIN_MS):
+        log.error("runtime.tree_stop_timeout")
+
+
+def _metrics_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     # Collector runs and the process's memory, CPU and open files, for SREs
     # (python_gc_*, process_*): see gateway.gc_tuning for why GC matters here.
@@ -245,235 +346,124 @@ def _start(
     ProcessCollector(registry=registry)
     # ... and the CPU of each stage's threads and of the signing processes.
     registry.register(ThreadCpuCollector())
-    actor_metrics = ActorMetrics(registry)
-    signs_receipts = settings.receipt_signing == "receipt"
-    pipeline = Pipeline(signs_receipts=signs_receipts)
-    log_proofs = LogProofs(adapters.store)
-    receipt_log = LogAppender(
-        adapters.store,
-        key=lambda: key_ring.active,
-        origin=settings.log_origin,
-        now_rfc3339=utc_now_rfc3339,
+    return registry
+
+
+def _readiness(adapters: Adapters) -> Readiness:
+    """Built first: a halt recorded by the start-up audit holds at once."""
+    return Readiness(
+        store_writable=functools.partial(_store_writable, adapters.store),
+        open_halts=adapters.halts.open_halts,
     )
-    webhooks = wire_webhooks(settings, adapters.store, registry)
+
+
+def _store_writable(store: LedgerStore) -> bool:
+    try:
+        store.check_writable()
+    except LedgerError:
+        return False
+    return True
+
+
+def _charge_path(
+    settings: Settings, adapters: Adapters, key_ring: KeyRing, registry: CollectorRegistry
+) -> ChargePath:
+    live_accounts = LiveAccounts()
+    return ChargePath(
+        # A commit that failed leaves the customer's actor ahead of the store:
+        # the pipeline has it reload.
+        pipeline=Pipeline(
+            signs_receipts=settings.receipt_signing == "receipt",
+            on_chain_failed=live_accounts.reload,
+        ),
+        receipt_log=LogAppender(
+            adapters.store,
+            key=lambda: key_ring.active,
+            origin=settings.log_origin,
+            now_rfc3339=utc_now_rfc3339,
+        ),
+        log_proofs=LogProofs(adapters.store),
+        live_accounts=live_accounts,
+        webhooks=wire_webhooks(settings, adapters.store, registry),
+        actor_metrics=ActorMetrics(registry),
+        outbox_metrics=OutboxMetrics(registry),
+        reconciler_metrics=ReconcilerMetrics(registry),
+        outbox_wake=threading.Event(),
+        archive_wake=threading.Event(),
+    )
+
+
+def _account_directory(
+    settings: Settings,
+    stripe_settings: StripeSettings,
+    adapters: Adapters,
+    charge: ChargePath,
+    scheduler: ActorScheduler,
+    audit: AccountHeadAudit,
+) -> AccountDirectory:
     deps = AccountDeps(
         store=adapters.store,
-        pipeline=pipeline,
-        metrics=actor_metrics,
+        pipeline=charge.pipeline,
+        metrics=charge.actor_metrics,
         now_rfc3339=utc_now_rfc3339,
         activity={},
-        scheduler=ActorScheduler(settings.effective_account_threads, "accounts"),
+        scheduler=scheduler,
         payment_grace_s=float(stripe_settings.payment_grace_s),
-        alerts=webhooks.alerts,
+        alerts=charge.webhooks.alerts,
     )
-    actor_metrics.runnable_accounts.set_function(deps.scheduler.runnable)
-    readiness_box: list[Readiness] = []
+    charge.actor_metrics.runnable_accounts.set_function(scheduler.runnable)
+    return AccountDirectory(
+        deps, charge.live_accounts, idle_s=settings.account_idle_s,
+        check_before_use=audit.check_before_use,
+    )
 
-    def on_halt_recorded(incident: HaltIncident) -> None:
-        if readiness_box:
-            readiness_box[0].halted(incident)
 
-    halts = HaltRecorder(adapters.halts, utc_now_rfc3339, on_halt_recorded)
-    account_audit = _audit_before_ready(adapters, key_ring, halts)
-
-    def on_escalation(reason: str) -> None:
-        log.critical("billing.escalated", reason=reason)
-        if readiness_box:
-            readiness_box[0].halted_reason = f"supervision tree stopped: {reason}"
-
+def _wire_stripe(
+    settings: StripeSettings,
+    adapters: Adapters,
+    registry: CollectorRegistry,
+    charge: ChargePath,
+    key_ring: KeyRing,
+) -> StripeWiring:
+    """Stripe's children and routes; a changed entitlement reloads the actor."""
     store = adapters.store
-    directory_box: list[AccountDirectory] = []
-
-    def reload_account(customer_id: str) -> None:
-        if directory_box:
-            directory_box[0].reload(customer_id)
-
     requests = store if isinstance(store, ChargeRequests) else None
 
     def evidence_of(receipt: StoredReceipt) -> bytes:
-        return build_evidence(store, log_proofs, requests, key_ring, receipt, utc_now_rfc3339)
+        return build_evidence(
+            store, charge.log_proofs, requests, key_ring, receipt, utc_now_rfc3339
+        )
 
-    stripe = wire_stripe(stripe_settings, store, registry, reload_account, adapters.sinks,
-                         disputes=(adapters.disputes, evidence_of))
-    outbox_metrics = OutboxMetrics(registry)
-    outbox_wake = threading.Event()
-    archive_wake = threading.Event()
+    return wire_stripe(settings, store, registry, charge.live_accounts.reload, adapters.sinks,
+                       disputes=(adapters.disputes, evidence_of))
 
-    def after_commit(receipts: Sequence[StoredReceipt]) -> None:
-        for publish in adapters.after_commit:
-            try:
-                publish(receipts)
-            except Exception:  # an in-process subscriber must not stop the writer
-                log.exception("billing.after_commit_failed")
-        outbox_wake.set()
-        archive_wake.set()
 
-    reconciler_metrics = ReconcilerMetrics(registry)
-    # Signer and writer queues are sized from admission, as limits.writer_queue_max.
-    stage_queue_max = settings.admission_queue_max * 2
+def _signs_in_processes(settings: Settings, key: Signer) -> bool:
+    # A signing process is handed the private key; a KMS key has none to hand,
+    # and its calls wait on the network, not the CPU: it signs in threads.
+    processes = settings.signer_processes and isinstance(key, SigningKey)
+    if settings.signer_processes and not processes:
+        log.warning("signer.threads_not_processes", reason="the key is in Cloud KMS", key=repr(key))
+    return processes
 
-    def on_integrity_failure(failure: IntegrityFailure) -> None:
-        # Repeated each round while the damage is there: one open incident.
-        halts.record(failure, source="reconciler")
 
-    def on_log_damaged(detail: str) -> None:
-        halts.record(IntegrityFailure("log_damaged", detail), source="ledger_writer")
-
-    children = [
-        ChildSpec(
-            id="store",
-            start=lambda link: LedgerWriter.start(
-                link,
-                store=store,
-                receipt_log=receipt_log,
-                pipeline=pipeline,
-                metrics=actor_metrics,
-                outbox_for=adapters.outbox_for,
-                checkpoint_outbox_for=adapters.checkpoint_outbox_for,
-                batch_max=settings.commit_batch_receipts_max,
-                queue_max=stage_queue_max,
-                linger_ms=settings.commit_linger_ms,
-                on_committed=after_commit,
-                on_log_damaged=on_log_damaged,
-            ),
-            restart="permanent",
-            shutdown_timeout_ms=10_000,
-            type="worker",
-        ),
-        *(
-            _signer_specs(settings, key, pipeline, actor_metrics, stage_queue_max)
-            if signs_receipts
-            else []
-        ),
-        ChildSpec(
-            id="accounts",
-            start=lambda link: DynamicSupervisor.start(
-                name="accounts",
-                link=link,
-                child_restart="transient",
-                child_shutdown_timeout_ms=5_000,
-                intensity=1_000,
-                period_s=1.0,
-                registry=registry,
-            ),
-            restart="permanent",
-            shutdown_timeout_ms=60_000,
-            type="supervisor",
-        ),
-        ChildSpec(
-            id="outbox",
-            start=lambda link: OutboxRelay.start(
-                link,
-                store=store,
-                sinks=adapters.sinks,
-                checkpoint_sinks=adapters.checkpoint_sinks,
-                metrics=outbox_metrics,
-                wake=outbox_wake,
-                message_sinks=webhooks.message_sinks,
-            ),
-            restart="permanent",
-            shutdown_timeout_ms=15_000,
-            type="worker",
-        ),
-        *_archive_feed_specs(adapters, outbox_metrics, archive_wake),
-        ChildSpec(
-            id="reconciler",
-            start=lambda link: Reconciler.start(
-                link,
-                store=store,
-                read_model=adapters.read_model,
-                archive=adapters.archive,
-                jwks=key_ring.jwks,
-                interval_s=settings.reconcile_interval_s,
-                metrics=reconciler_metrics,
-                on_integrity_failure=on_integrity_failure,
-                log_proofs=log_proofs,
-            ),
-            restart="permanent",
-            shutdown_timeout_ms=15_000,
-            type="worker",
-        ),
-        *stripe.child_specs,
-    ]
-    root = Supervisor.start(
-        name="billing",
-        flags=SupervisorFlags(strategy="rest_for_one", intensity=5, period_s=10.0),
-        children=children,
-        on_escalation=on_escalation,
-        registry=registry,
-    )
-
-    def accounts() -> DynamicSupervisor | None:
-        child = root.child("accounts")
-        return child if isinstance(child, DynamicSupervisor) else None
-
-    directory = AccountDirectory(
-        deps, accounts, idle_s=settings.account_idle_s,
-        check_before_use=account_audit.check_before_use,
-    )
-    directory_box.append(directory)
-    pipeline.on_chain_failed = directory.reload
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="blocking")
-
-    def store_writable() -> bool:
-        try:
-            store.check_writable()
-        except LedgerError:
-            return False
-        return True
-
-    readiness = Readiness(
-        tree_up=lambda: root.is_running,
-        store_writable=store_writable,
-        open_halts=adapters.halts.open_halts,
-    )
-    readiness.refresh()  # before the first request: a recorded halt holds at once
-    readiness_box.append(readiness)
-    http_metrics = HttpMetrics(registry)
-    http_metrics.integrity_halted.set_function(lambda: 0 if readiness.halt is None else 1)
-    admission = Admission(
+def _admission(settings: Settings, metrics: HttpMetrics) -> Admission:
+    return Admission(
         settings.admission_queue_max,
         settings.customer_inflight_max,
-        on_reject=http_metrics.rejected_overload.inc,
+        on_reject=metrics.rejected_overload.inc,
         loop_lag_max_s=settings.loop_lag_max_ms / 1000.0,
         latency_target_s=settings.admission_latency_target_ms / 1000.0,
     )
-    http_metrics.admission_inflight.set_function(lambda: admission.inflight)
-    http_metrics.admission_bound.set_function(admission.saturation_bound)
-    http_metrics.loop_lag_s.set_function(lambda: admission.loop_lag_s)
 
-    services = Services(
-        settings=settings,
-        store=store,
-        read_model=adapters.read_model,
-        directory=directory,
-        key_ring=key_ring,
-        registry=registry,
-        metrics=http_metrics,
-        admission=admission,
-        api_keys=ApiKeyCache(store, executor),
-        readiness=readiness,
-        executor=executor,
-        log_proofs=log_proofs,
-        note_key=note_key,
-        halts=adapters.halts,
-        jwks_body=orjson.dumps(key_ring.jwks()),
-        extras={"tree": root.tree, "reconciler": lambda: root.child("reconciler")},
-    )
-    return Runtime(
-        settings=settings,
-        adapters=adapters,
-        root=root,
-        services=services,
-        admin_token=settings.admin_token or "",
-        admin_token_generated=admin_token_generated,
-        account_scheduler=deps.scheduler,
-        account_audit=account_audit,
-        app_hooks=[
-            stripe.add_routes,
-            lambda app: add_web_routes(app, web_settings, stripe_settings.api_base),
-        ],
-    )
+
+def _export_gauges(services: Services) -> None:
+    """Gauges read from the parts when Prometheus scrapes."""
+    metrics, admission, readiness = services.metrics, services.admission, services.readiness
+    metrics.integrity_halted.set_function(lambda: 0 if readiness.halt is None else 1)
+    metrics.admission_inflight.set_function(lambda: admission.inflight)
+    metrics.admission_bound.set_function(admission.saturation_bound)
+    metrics.loop_lag_s.set_function(lambda: admission.loop_lag_s)
 
 
 def _audit_before_ready(
@@ -506,69 +496,11 @@ async def _audit_accounts_in_background(services: Services, audit: AccountHeadAu
     """The rest of the start-up audit, a slice at a time, after ready."""
     while not audit.done:
         try:
-            await services.blocking(audit.run, 0.05)
+            await services.blocking(audit.run, AUDIT_SLICE_S)
         except Exception:  # the store is unreachable: accounts are checked on use
             log.exception("billing.startup_audit_failed")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(AUDIT_RETRY_S)
         await asyncio.sleep(0)
-
-
-def _signer_specs(
-    settings: Settings,
-    key: Signer,
-    pipeline: Pipeline,
-    metrics: ActorMetrics,
-    queue_max: int,
-) -> list[ChildSpec]:
-    """The per-receipt signer stage: only in `receipt` signing mode."""
-    # A signing process is handed the private key; a KMS key has none to hand,
-    # and its calls wait on the network, not the CPU: it signs in threads.
-    processes = settings.signer_processes and isinstance(key, SigningKey)
-    if settings.signer_processes and not processes:
-        log.warning("signer.threads_not_processes", reason="the key is in Cloud KMS", key=repr(key))
-    return [
-        ChildSpec(
-            id="signer",
-            start=lambda link: SignerPool.start(
-                link,
-                key=key,
-                pipeline=pipeline,
-                workers=settings.effective_signer_workers,
-                queue_max=queue_max,
-                metrics=metrics,
-                processes=processes,
-            ),
-            restart="permanent",
-            shutdown_timeout_ms=10_000,
-            type="worker",
-        )
-    ]
-
-
-def _archive_feed_specs(
-    adapters: Adapters, metrics: OutboxMetrics, wake: threading.Event
-) -> list[ChildSpec]:
-    """The archive's follower of the ledger, when the archive takes it (embedded)."""
-    if adapters.archive_feed is None:
-        return []
-    feed, cursor = adapters.archive_feed
-    return [
-        ChildSpec(
-            id="archive",
-            start=lambda link: ArchiveFeed.start(
-                link,
-                feed=feed,
-                archive=adapters.archive,
-                cursor=cursor,
-                metrics=metrics,
-                wake=wake,
-                checkpoints=adapters.checkpoint_feed,
-            ),
-            restart="permanent",
-            shutdown_timeout_ms=15_000,
-            type="worker",
-        )
-    ]
 
 
 class ListenError(Exception):
@@ -623,7 +555,9 @@ def _bound_port(site: web.TCPSite, default: int) -> int:
     return default
 
 
-async def _refresh_readiness_forever(services: Services, interval_s: float = 1.0) -> None:
+async def _refresh_readiness_forever(
+    services: Services, interval_s: float = READINESS_REFRESH_INTERVAL_S
+) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:

@@ -9,6 +9,7 @@ import re
 import secrets
 from typing import Any
 
+import pykka
 from aiohttp import web
 
 from actors.reconciler import FullPass
@@ -289,8 +290,7 @@ async def inject_fault(request: web.Request) -> web.Response:
 @routes.get("/v1/admin/tree")
 async def supervision_tree(request: web.Request) -> web.Response:
     services = admin_services(request)
-    tree = services.extras.get("tree")
-    return json_response(tree() if callable(tree) else {})
+    return json_response(services.tree.tree())
 
 
 @routes.post("/v1/admin/reconcile")
@@ -298,11 +298,13 @@ async def reconcile_now(request: web.Request) -> web.Response:
     """Audit every chain now and repair copies that only lag (an operator's
     check after an incident); answers with what was found."""
     services = admin_services(request)
-    child = services.extras["reconciler"]()
-    if child is None:
+    child = services.tree.child("reconciler")
+    if not isinstance(child, pykka.ActorRef):
         raise ApiError(
             503, "reconciler_unavailable", "the reconciler is restarting", retry_after_s=5
         )
-    summary = await services.blocking(lambda: child.ask(FullPass(repair=True), timeout=600.0))
+    summary: Any = await services.blocking(
+        lambda: child.ask(FullPass(repair=True), timeout=600.0)
+    )
     audit(request, "reconcile.run", repair=True)
     return json_response(dataclasses.asdict(summary))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import pykka
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -34,9 +35,11 @@ from ledger import (
     RequestRecord,
 )
 from ledger.log_proofs import LogProofs
-from supervisor import SupervisorError
+from supervisor import SupervisorError, SupervisorHandle
 
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 # Where the middleware leaves the request's id (X-Request-Id) for handlers.
 REQUEST_ID: Final = web.RequestKey("billing.request_id", str)
@@ -52,11 +55,13 @@ class Readiness:
     ledger writer's lock, which must never stall the loop or fail a charge).
     It runs every second, so an incident recorded by any gateway on the
     store, or cleared by an operator, reaches this one within seconds.
+    Built before the supervision tree: the tree's start and stop set
+    `tree_up`, its escalation calls `escalated`.
     """
 
-    tree_up: Callable[[], bool]
     store_writable: Callable[[], bool]
     open_halts: Callable[[], list[HaltIncident]] = list
+    tree_up: bool = False
     # The supervision tree escalated: this process is going down (in memory).
     halted_reason: str | None = None
     # The oldest open integrity incident of the store, as of the last refresh.
@@ -65,7 +70,7 @@ class Readiness:
     _healthy: bool = False
 
     def refresh(self) -> bool:
-        healthy = self.tree_up() and self.store_writable()
+        healthy = self.tree_up and self.store_writable()
         try:
             halts = self.open_halts()
         except LedgerError:
@@ -74,6 +79,13 @@ class Readiness:
             self.halt = halts[0] if halts else None
         self._healthy = healthy
         return healthy
+
+    def escalated(self, reason: str) -> None:
+        """The root supervisor gave up (its escalation callback): not ready
+        until this process is restarted."""
+        log.critical("billing.escalated", reason=reason)
+        self.tree_up = False
+        self.halted_reason = f"supervision tree stopped: {reason}"
 
     def halted(self, incident: HaltIncident) -> None:
         """An incident this process just recorded: effective now, not at the
@@ -117,8 +129,9 @@ class Services:
     log_proofs: LogProofs
     note_key: NoteKey
     halts: IntegrityHalts
+    # The root supervisor: the admin routes show its tree and ask its reconciler.
+    tree: SupervisorHandle
     jwks_body: bytes = b""
-    extras: dict[str, Any] = field(default_factory=dict)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call off the event loop, on the bounded executor."""

@@ -111,55 +111,34 @@ class Adapters:
 
 
 def open_adapters(settings: Settings) -> Adapters:
-    from ledger.local import FileArchive
-    from ledger.memory_disputes import MemoryDisputes
-    from ledger.sqlite import SqliteLedger
+    """The ledger of record and what follows it, each sink on its topic; on
+    a failure to open one, those already open are closed."""
+    adapters = _open_ledger(settings)
+    try:
+        _open_followers(settings, adapters)
+    except BaseException:
+        adapters.close()
+        raise
+    return adapters
 
-    closers: list[Callable[[], None]] = []
-    read_model: ReceiptReadModel
-    url = settings.store_url or f"sqlite:{settings.data_dir / LEDGER_FILE}"
-    store = open_store(url)
-    closers.append(store.close)
-    sqlite = store if isinstance(store, SqliteLedger) else None
-    separate_read_model = sqlite is None
-    halts: IntegrityHalts
-    disputes: DisputeSubmissions
-    if sqlite is not None:
-        read_model = sqlite
-        halts = sqlite
-        disputes = sqlite
-    else:
-        halts = _spanner_halts(store)
-        # No dispute table on Spanner yet: in this process only; after a
-        # restart, the dispute's state at Stripe and the idempotency keys
-        # still stop a second answer. Said loudly, and in deploy/README.
-        log.warning("billing.dispute_submissions_not_durable", store=url.split(":", 1)[0])
-        disputes = MemoryDisputes()
-        read_model = _open_read_model(settings, store)
-        closers.append(read_model.close)
+
+def _open_followers(settings: Settings, adapters: Adapters) -> None:
+    """The broadcast and the archive, and the topics that feed the copies."""
+    from ledger.local import FileArchive
+    from ledger.sqlite import SqliteLedger
 
     # Embedded: no broadcast. Nothing in this process reads one, and a
     # consumer elsewhere needs Pub/Sub (BILLING_BROADCAST) anyway.
-    broadcast: ReceiptBroadcast | None = None
     if settings.broadcast_url:
         broadcast = _open_broadcast(settings.broadcast_url)
-        closers.append(broadcast.close)
-    archive: ReceiptArchive = FileArchive(settings.data_dir / ARCHIVE_DIR)
-    if settings.archive_url:
-        archive = _open_archive(settings.archive_url)
-    closers.append(archive.close)
-
-    adapters = Adapters(
-        store=store,
-        read_model=read_model,
-        archive=archive,
-        halts=halts,
-        disputes=disputes,
-        closers=closers,
-    )
-    if broadcast is not None:
+        adapters.closers.append(broadcast.close)
         adapters.sinks[TOPIC_BROADCAST] = broadcast.publish
         adapters.checkpoint_sinks[TOPIC_CHECKPOINT_BROADCAST] = broadcast.publish_checkpoints
+    if settings.archive_url:
+        adapters.archive = _open_archive(settings.archive_url)
+    archive = adapters.archive
+    adapters.closers.append(archive.close)
+    sqlite = adapters.store if isinstance(adapters.store, SqliteLedger) else None
     if sqlite is not None and isinstance(archive, FileArchive):
         adapters.archive_feed = (sqlite, FeedCursor(archive.root / ARCHIVE_CURSOR_FILE))
         adapters.checkpoint_feed = (
@@ -171,9 +150,34 @@ def open_adapters(settings: Settings) -> Adapters:
     else:
         adapters.sinks[TOPIC_ARCHIVE] = archive.append
         adapters.checkpoint_sinks[TOPIC_CHECKPOINT_ARCHIVE] = archive.append_checkpoints
-    if separate_read_model:
-        adapters.sinks[TOPIC_READ_MODEL] = read_model.upsert_receipts
-    return adapters
+    if sqlite is None:  # the read model is a separate copy
+        adapters.sinks[TOPIC_READ_MODEL] = adapters.read_model.upsert_receipts
+
+
+def _open_ledger(settings: Settings) -> Adapters:
+    """The store, and the read model, halts and disputes that go with it
+    (embedded: all four are the one SQLite file); the archive a file one."""
+    from ledger.local import FileArchive
+    from ledger.memory_disputes import MemoryDisputes
+    from ledger.sqlite import SqliteLedger
+
+    url = settings.store_url or f"sqlite:{settings.data_dir / LEDGER_FILE}"
+    store = open_store(url)
+    archive = FileArchive(settings.data_dir / ARCHIVE_DIR)
+    if isinstance(store, SqliteLedger):
+        return Adapters(store, store, archive, halts=store, disputes=store, closers=[store.close])
+    try:
+        halts = _spanner_halts(store)
+        read_model = _open_read_model(settings, store)
+    except BaseException:
+        store.close()
+        raise
+    # No dispute table on Spanner yet: in this process only; after a
+    # restart, the dispute's state at Stripe and the idempotency keys
+    # still stop a second answer. Said loudly, and in deploy/README.
+    log.warning("billing.dispute_submissions_not_durable", store=url.split(":", 1)[0])
+    return Adapters(store, read_model, archive, halts=halts, disputes=MemoryDisputes(),
+                    closers=[store.close, read_model.close])
 
 
 def open_store(url: str) -> LedgerStore:
@@ -199,12 +203,16 @@ def _spanner_halts(store: LedgerStore) -> IntegrityHalts:
     return store
 
 
+# Messages forgotten per round trip when a topic is dropped.
+DROP_BATCH_MESSAGES = 2_000
+
+
 def _drop_outbox_topic(store: LedgerStore, topic: str) -> None:
     """Forget a topic's undelivered messages that an earlier version queued
     (the archive's, now that it follows the ledger: whatever they carry is
     past the feed's cursor, so it is delivered anyway)."""
     dropped = 0
-    while messages := store.pending_outbox(topic, "9999-12-31T23:59:59Z", 2_000):
+    while messages := store.pending_outbox(topic, "9999-12-31T23:59:59Z", DROP_BATCH_MESSAGES):
         store.outbox_delivered([message.message_id for message in messages])
         dropped += len(messages)
     if dropped:

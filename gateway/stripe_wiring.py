@@ -28,6 +28,9 @@ from gateway.stripe_settings import StripeSettings, build_stripe_client
 from ledger import DisputeSubmissions, LedgerStore, StoredReceipt
 from supervisor import ChildSpec
 
+# A Stripe child finishes the API call under way before it stops.
+STRIPE_SHUTDOWN_TIMEOUT_MS = 10_000
+
 
 @dataclass
 class StripeWiring:
@@ -60,36 +63,10 @@ def wire_stripe(
             on_entitlement_changed=on_entitlement_changed,
             metrics=metrics,
         )
-        sync_reconciler = reconciler
-        responder = None
-        if disputes is not None:
-            responder = DisputeResponder(store=store, submissions=disputes[0], client=client,
-                                         evidence_of=disputes[1])
-
-        def start_sync(link: Any) -> Any:
-            return StripeSync.start(
-                link, store=store, reconciler=sync_reconciler, metrics=metrics,
-                doorbell=sync_bell, disputes=responder,
-            )
-
-        specs.append(ChildSpec(id="stripe_sync", start=start_sync, shutdown_timeout_ms=10_000))
+        specs.append(_sync_spec(store, client, reconciler, metrics, sync_bell, disputes))
         specs += _usage_specs(settings, store, client, registry, sinks)
     if settings.admin_api_enabled:
-        admin_bell = Doorbell()
-        url, token = settings.admin_api_url or "", settings.admin_api_token or ""
-
-        def start_admin_relay(link: Any) -> Any:
-            return AdminApiRelay.start(
-                link,
-                store=store,
-                client=AdminApiClient(url, token),
-                metrics=metrics,
-                doorbell=admin_bell,
-            )
-
-        specs.append(
-            ChildSpec(id="admin_api", start=start_admin_relay, shutdown_timeout_ms=10_000)
-        )
+        specs.append(_admin_api_spec(settings, store, metrics))
     deps = StripeDeps(
         settings=settings,
         store=store,
@@ -100,6 +77,50 @@ def wire_stripe(
         on_entitlement_changed=on_entitlement_changed,
     )
     return StripeWiring(child_specs=specs, add_routes=lambda app: add_stripe_routes(app, deps))
+
+
+def _sync_spec(
+    store: LedgerStore,
+    client: Any,
+    reconciler: Reconciler,
+    metrics: StripeMetrics,
+    doorbell: Doorbell,
+    disputes: tuple[DisputeSubmissions, EvidenceOf] | None,
+) -> ChildSpec:
+    """StripeSync: turns recorded Stripe events into entitlements; answers
+    disputes when `disputes` says where answers go and what the evidence is."""
+    responder = None
+    if disputes is not None:
+        submissions, evidence_of = disputes
+        responder = DisputeResponder(store=store, submissions=submissions, client=client,
+                                     evidence_of=evidence_of)
+    return ChildSpec(
+        id="stripe_sync",
+        start=lambda link: StripeSync.start(
+            link, store=store, reconciler=reconciler, metrics=metrics,
+            doorbell=doorbell, disputes=responder,
+        ),
+        shutdown_timeout_ms=STRIPE_SHUTDOWN_TIMEOUT_MS,
+    )
+
+
+def _admin_api_spec(
+    settings: StripeSettings, store: LedgerStore, metrics: StripeMetrics
+) -> ChildSpec:
+    """The Admin API relay: entitlement changes delivered to the Admin API."""
+    doorbell = Doorbell()
+    url, token = settings.admin_api_url or "", settings.admin_api_token or ""
+    return ChildSpec(
+        id="admin_api",
+        start=lambda link: AdminApiRelay.start(
+            link,
+            store=store,
+            client=AdminApiClient(url, token),
+            metrics=metrics,
+            doorbell=doorbell,
+        ),
+        shutdown_timeout_ms=STRIPE_SHUTDOWN_TIMEOUT_MS,
+    )
 
 
 def _usage_specs(
@@ -124,6 +145,6 @@ def _usage_specs(
             start=lambda link: UsageAudit.start(
                 link, auditor=auditor, interval_s=settings.usage_audit_interval_s
             ),
-            shutdown_timeout_ms=10_000,
+            shutdown_timeout_ms=STRIPE_SHUTDOWN_TIMEOUT_MS,
         )
     ]

@@ -113,6 +113,9 @@ account_scheduler_threads_per_cpu: Final = 2
 # threads, still far fewer than one per customer.
 account_scheduler_threads_remote_per_cpu: Final = 16
 actor_ask_timeout_ms: Final = 10_000
+# Threads running the handlers' blocking store calls off the event loop
+# (gateway.services.Services.blocking).
+blocking_threads_max: Final = 16
 
 # Reading receipts back.
 receipts_page_max: Final = 1_000

@@ -14,7 +14,7 @@ def test_ready_never_probes_the_store_on_the_request_path() -> None:
         probes.append("store")  # in production this waits behind the writer's lock
         return True
 
-    readiness = Readiness(tree_up=lambda: True, store_writable=store_writable)
+    readiness = Readiness(tree_up=True, store_writable=store_writable)
     readiness.refresh()
     probes.clear()
     for _ in range(1_000):
@@ -23,7 +23,7 @@ def test_ready_never_probes_the_store_on_the_request_path() -> None:
 
 
 def test_halt_and_drain_override_a_healthy_probe() -> None:
-    readiness = Readiness(tree_up=lambda: True, store_writable=lambda: True)
+    readiness = Readiness(tree_up=True, store_writable=lambda: True)
     readiness.refresh()
     readiness.draining = True
     assert not readiness.ready()
@@ -34,7 +34,7 @@ def test_halt_and_drain_override_a_healthy_probe() -> None:
 
 def test_an_unwritable_store_makes_it_unready_after_the_next_probe() -> None:
     writable = [True]
-    readiness = Readiness(tree_up=lambda: True, store_writable=lambda: writable[0])
+    readiness = Readiness(tree_up=True, store_writable=lambda: writable[0])
     assert readiness.refresh()
     writable[0] = False
     assert readiness.ready()  # until the background probe runs
@@ -45,7 +45,7 @@ def test_an_unwritable_store_makes_it_unready_after_the_next_probe() -> None:
 def test_an_open_incident_in_the_store_halts_and_its_clearing_resumes() -> None:
     halts = MemoryHalts()
     readiness = Readiness(
-        tree_up=lambda: True, store_writable=lambda: True, open_halts=halts.open_halts
+        tree_up=True, store_writable=lambda: True, open_halts=halts.open_halts
     )
     assert readiness.refresh() and readiness.ready()
     halts.record_halt(
@@ -64,13 +64,13 @@ def test_a_store_that_cannot_say_whether_it_is_halted_is_not_ready() -> None:
     def unreadable() -> list[HaltIncident]:
         raise StoreUnavailable("down")
 
-    readiness = Readiness(tree_up=lambda: True, store_writable=lambda: True, open_halts=unreadable)
+    readiness = Readiness(tree_up=True, store_writable=lambda: True, open_halts=unreadable)
     assert not readiness.refresh()
     assert not readiness.ready()
 
 
 def test_an_escalation_reason_is_not_shown_in_public() -> None:
-    readiness = Readiness(tree_up=lambda: True, store_writable=lambda: True)
+    readiness = Readiness(tree_up=True, store_writable=lambda: True)
     readiness.refresh()
     readiness.halted_reason = "supervision tree stopped: account cus_secret crashed"
     assert "cus_secret" not in readiness.public_reason()
