@@ -48,11 +48,11 @@ from actors.charges import (
     key_reuse_refused,
     refused,
 )
+from actors.delivery.threshold_alerts import AlertState, ThresholdAlerts
 from actors.ids import SecretIdMinter
 from actors.metrics import ActorMetrics
 from actors.pending import PendingReceipt, PendingRefusal
 from actors.pipeline import Pipeline, Unavailable
-from actors.threshold_alerts import AlertState, ThresholdAlerts
 from actors.tickets import TicketFuture
 from crypto import hash_core
 from ledger import AccountState, Entitlement, LedgerStore, StoredAnswer, StoredRefusal, limits
@@ -97,7 +97,7 @@ class AccountDeps:
     settled_keys_max: int = 128
     # See Entitlement.in_payment_grace; 0: an unpaid entitlement is refused at once.
     payment_grace_s: float = 0.0
-    # Threshold alerts (actors.threshold_alerts); None: the store keeps no events.
+    # Threshold alerts (actors.delivery.threshold_alerts); None: the store keeps no events.
     alerts: ThresholdAlerts | None = None
 
 

@@ -74,7 +74,7 @@ class AccountDirectory:
     ) -> None:
         self._deps = deps
         # The start-up audit of this account's head, if it has not run yet
-        # (actors.startup_audit): False means the head is broken.
+        # (actors.integrity.startup_audit): False means the head is broken.
         self._check_before_use = check_before_use
         self._live_max = limits.account_actors_live_max if live_max is None else live_max
         self._accounts = accounts

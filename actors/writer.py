@@ -19,12 +19,12 @@ from typing import Any
 import structlog
 
 from actors.charges import STORE_UNAVAILABLE, ChargeOutcome, answer_from_stored, refused
+from actors.delivery.threshold_alerts import events_outbox
 from actors.metrics import ActorMetrics
 from actors.pending import Barrier, PendingReceipt, PendingRefusal
 from actors.pipeline import Pipeline, Unavailable
 from actors.receipt_log import LogAppender, LogDamaged, PreparedAppend
 from actors.stage_owner import StageOwner
-from actors.threshold_alerts import events_outbox
 from actors.tickets import settle_queue
 from ledger import (
     ChainConflict,

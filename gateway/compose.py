@@ -37,14 +37,14 @@ from prometheus_client import (
 
 from actors.account import AccountDeps
 from actors.accounts import AccountDirectory, LiveAccounts
-from actors.evidence import build_evidence
-from actors.halts import HaltRecorder, IntegrityFailure
+from actors.delivery.outbox import OutboxMetrics
+from actors.integrity.evidence import build_evidence
+from actors.integrity.halts import HaltRecorder, IntegrityFailure
+from actors.integrity.reconciler import ReconcilerMetrics
+from actors.integrity.startup_audit import AccountHeadAudit, audit_log_at_startup
 from actors.metrics import ActorMetrics
-from actors.outbox import OutboxMetrics
 from actors.pipeline import Pipeline
 from actors.receipt_log import LogAppender
-from actors.reconciler import ReconcilerMetrics
-from actors.startup_audit import AccountHeadAudit, audit_log_at_startup
 from crypto import (
     KMS_ENDPOINT,
     GoogleAccessToken,
@@ -66,9 +66,9 @@ from gateway.services import Readiness, Services
 from gateway.settings import Settings
 from gateway.startup import Step, Steps
 from gateway.storage import Adapters, open_adapters
-from gateway.stripe_settings import StripeSettings
-from gateway.stripe_settings import load as load_stripe_settings
-from gateway.stripe_wiring import StripeWiring, wire_stripe
+from gateway.stripe.settings import StripeSettings
+from gateway.stripe.settings import load as load_stripe_settings
+from gateway.stripe.wiring import StripeWiring, wire_stripe
 from gateway.thread_cpu import ThreadCpuCollector
 from gateway.tree import ChargePath, TreeParts, TreeSpec, billing_tree
 from gateway.web import WebSettings, add_web_routes, load_web_settings
@@ -470,7 +470,7 @@ def _audit_before_ready(
     adapters: Adapters, key_ring: KeyRing, halts: HaltRecorder
 ) -> AccountHeadAudit:
     """Check the log head, then account heads for at most
-    `startup_audit_before_ready_ms` (see actors.startup_audit); each failure
+    `startup_audit_before_ready_ms` (see actors.integrity.startup_audit); each failure
     is a recorded halt, so the service comes up (or turns) unready."""
     started_s = time.monotonic()
     problem = audit_log_at_startup(adapters.store, TrustedKeys(key_ring.jwks()))

@@ -1,7 +1,7 @@
 """The environment as a settings module may read it: only the names its table
 declares.
 
-Each module that reads variables (gateway/settings.py, gateway/stripe_settings.py,
+Each module that reads variables (gateway/settings.py, gateway/stripe/settings.py,
 gateway/web/_settings.py, the `billing` CLI) declares them in one table and
 reads through `DeclaredEnvironment`, so a variable read but not declared fails
 the first test that builds those settings. The README's Settings section names
@@ -55,8 +55,8 @@ def cli_default(name: str, default: str | None = None) -> str | None:
 
 def all_variables() -> frozenset[str]:
     """Every variable the service and the CLI read: what the README documents."""
-    from gateway import stripe_settings
     from gateway.settings import SERVICE_VARIABLES
+    from gateway.stripe import settings as stripe_settings
     from gateway.web._settings import WEB_VARIABLES
 
     return (

@@ -12,7 +12,7 @@ from typing import Any
 import pykka
 from aiohttp import web
 
-from actors.reconciler import FullPass
+from actors.integrity.reconciler import FullPass
 from gateway.auth import require_token
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.logs import audit

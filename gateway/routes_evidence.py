@@ -8,7 +8,7 @@ import hmac
 
 from aiohttp import web
 
-from actors.evidence import build_evidence
+from actors.integrity.evidence import build_evidence
 from gateway import evidence_html
 from gateway.auth import bearer_token
 from gateway.errors import ApiError

@@ -21,11 +21,11 @@ import stripe
 import structlog
 from aiohttp import web
 
-from actors._stripe_plans import field_of, monthly_amount, subscription_price
-from actors._stripe_reconcile import SkipEvent, list_subscriptions, normalize_email
+from actors.stripe._plans import field_of, monthly_amount, subscription_price
+from actors.stripe._reconcile import SkipEvent, list_subscriptions, normalize_email
 from gateway.auth import require_service_token
 from gateway.errors import ApiError, json_response
-from gateway.stripe_context import STRIPE, RouteError, StripeContext, not_configured
+from gateway.stripe.context import STRIPE, RouteError, StripeContext, not_configured
 from gateway.validation import read_json_body, require_object
 from ledger.api_keys import issue_api_key
 from ledger.clock import format_rfc3339

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from actors import tickets
 from actors.accounts import AccountDirectory
 from actors.charges import ChargeBatch, ChargeCommand, ChargeOutcome
-from actors.halts import public_halt_reason
+from actors.integrity.halts import public_halt_reason
 from actors.pipeline import Unavailable
 from actors.tickets import TicketBatch
 from crypto import KeyRing, NoteKey

@@ -72,7 +72,7 @@ class Adapters:
     # whose consumers live in this process, a durable outbox copy buys nothing.
     after_commit: list[Callable[[Sequence[StoredReceipt]], None]] = field(default_factory=list)
     # Embedded default: the archive follows the ledger's commit order itself
-    # (actors.archive_feed) instead of going through the outbox.
+    # (actors.delivery.archive_feed) instead of going through the outbox.
     archive_feed: tuple[CommitFeed, FeedCursor] | None = None
     # The log's checkpoints, as `sinks` (outbox) and `archive_feed` (embedded).
     checkpoint_sinks: dict[str, Callable[[Sequence[LogCheckpoint]], None]] = field(

@@ -14,13 +14,13 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from actors.accounts import LiveAccounts
-from actors.archive_feed import ArchiveFeed
-from actors.halts import HaltRecorder, IntegrityFailure
+from actors.delivery.archive_feed import ArchiveFeed
+from actors.delivery.outbox import OutboxMetrics, OutboxRelay
+from actors.integrity.halts import HaltRecorder, IntegrityFailure
+from actors.integrity.reconciler import Reconciler, ReconcilerMetrics
 from actors.metrics import ActorMetrics
-from actors.outbox import OutboxMetrics, OutboxRelay
 from actors.pipeline import Pipeline
 from actors.receipt_log import LogAppender
-from actors.reconciler import Reconciler, ReconcilerMetrics
 from actors.signer import SignerPool
 from actors.writer import LedgerWriter
 from crypto import KeyRing, Signer
@@ -81,7 +81,7 @@ class TreeParts:
     charge: ChargePath
     # Receipt mode: sign in child processes (else threads).
     signer_processes: bool
-    # The Stripe and Admin API children (gateway.stripe_wiring), last.
+    # The Stripe and Admin API children (gateway.stripe.wiring), last.
     stripe_specs: Sequence[ChildSpec] = ()
 
 

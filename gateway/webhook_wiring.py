@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import structlog
 from prometheus_client import CollectorRegistry
 
-from actors.outbox import DeliverMessages
-from actors.threshold_alerts import TOPIC_WEBHOOKS, ThresholdAlerts
-from actors.webhooks import WebhookMetrics, WebhookSink
+from actors.delivery.outbox import DeliverMessages
+from actors.delivery.threshold_alerts import TOPIC_WEBHOOKS, ThresholdAlerts
+from actors.delivery.webhooks import WebhookMetrics, WebhookSink
 from gateway.settings import Settings
 from ledger import LedgerStore
 from ledger.webhook_store import WebhookStore

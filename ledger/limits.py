@@ -104,7 +104,7 @@ account_passivation_interval_s: Final = 1.0
 # Actors stopped together in one round trip to the accounts supervisor.
 passivation_batch_max: Final = 1_000
 # The start-up audit of account heads runs this long before the service
-# reports ready, then in the background (actors.startup_audit): 100,000
+# reports ready, then in the background (actors.integrity.startup_audit): 100,000
 # heads took 4.4 s, over the 2 s start-to-ready budget.
 startup_audit_before_ready_ms: Final = 500
 account_scheduler_threads_per_cpu: Final = 2
@@ -192,7 +192,7 @@ meter_event_name_chars_max: Final = 100
 payment_grace_s_max: Final = 60 * 86_400
 # Receipts one usage audit pass reads per customer and period.
 usage_audit_receipts_max: Final = 1_000_000
-# Stripe disputes (actors.stripe_disputes). Stripe's own limits: one
+# Stripe disputes (actors.stripe.disputes). Stripe's own limits: one
 # dispute_evidence file (PDF, JPEG or PNG) of at most 5 MB, and 150,000
 # characters over all the evidence text fields of a dispute.
 dispute_file_bytes_max: Final = 5 * 1024 * 1024

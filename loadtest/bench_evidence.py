@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from actors.evidence import build_evidence
+from actors.integrity.evidence import build_evidence
 from actors.receipt_log import LogAppender
 from crypto import GENESIS_HASH, KeyRing, SigningKey, check_evidence, load_or_create_dev_key
 from crypto.receipt import core_bytes, hash_of_core_bytes

@@ -4,7 +4,7 @@
 # HSM protection (the receipt signing key), Secret Manager (tokens, Stripe
 # secrets), and a Cloud Run job for
 # `billing migrate`. Names of environment variables are the ones
-# gateway/settings.py and gateway/stripe_settings.py read; tests/deploy checks it.
+# gateway/settings.py and gateway/stripe/settings.py read; tests/deploy checks it.
 
 locals {
   spanner_config     = var.spanner_config != "" ? var.spanner_config : "regional-${var.region}"

@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from actors._stripe_plans import field_of
+from actors.stripe._plans import field_of
 from gateway import routes_web_app
 from gateway.errors import ApiError
-from gateway.stripe_context import STRIPE, StripeContext
+from gateway.stripe.context import STRIPE, StripeContext
 from gateway.web._http import PageError, adopt_session, origin, page, redirect, render
 from gateway.web._session import Session, new_session
 from ledger.money import format_amount

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.routes_log import documents_with_proofs
-from gateway.stripe_context import STRIPE
+from gateway.stripe.context import STRIPE
 from gateway.web._chart import since_day, usage_chart
 from gateway.web._http import (
     WEB,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from actors.archive_feed import ARCHIVE_TOPIC, CHECKPOINT_ARCHIVE_TOPIC, ArchiveFeed
-from actors.outbox import OutboxMetrics
+from actors.delivery.archive_feed import ARCHIVE_TOPIC, CHECKPOINT_ARCHIVE_TOPIC, ArchiveFeed
+from actors.delivery.outbox import OutboxMetrics
 from ledger import LogCheckpoint, ReceiptWrite, StoredReceipt, StoreUnavailable
 from ledger.feed_cursor import FeedCursor
 from ledger.local import FileArchive

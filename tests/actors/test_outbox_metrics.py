@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from actors.outbox import OutboxMetrics, OutboxRelay
+from actors.delivery.outbox import OutboxMetrics, OutboxRelay
 from ledger import OutboxMessage, StoredReceipt
 from ledger.clock import format_rfc3339
 from ledger.receipt_codec import encode_stored_receipt

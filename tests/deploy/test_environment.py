@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway import stripe_settings
 from gateway.settings import from_environment
+from gateway.stripe import settings as stripe_settings
 from tests.deploy.deploy_files import dockerfile_stages, env_assignments, resolve, resources
 from tests.deploy.deploy_files import terraform_locals as tf_locals
 

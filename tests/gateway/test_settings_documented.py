@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway import cli_log, stripe_settings
+from gateway import cli_log
 from gateway.cli import build_parser
 from gateway.environment import (
     CLI_VARIABLES,
@@ -22,6 +22,7 @@ from gateway.environment import (
     all_variables,
 )
 from gateway.settings import SERVICE_VARIABLES, from_environment
+from gateway.stripe import settings as stripe_settings
 from gateway.web._settings import WEB_VARIABLES, load_web_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from actors.outbox import OutboxMetrics, OutboxRelay
+from actors.delivery.outbox import OutboxMetrics, OutboxRelay
 from gateway.storage import TOPIC_ARCHIVE, TOPIC_READ_MODEL, Adapters
 from ledger import OutboxMessage, ReceiptWrite, StoredReceipt
 from ledger.firestore import FirestoreReadModel

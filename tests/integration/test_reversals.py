@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from actors._reconcile_audit import _Walk, audit_customer
+from actors.integrity._audit import _Walk, audit_customer
 from tests.integration.conftest import Customer, Service
 
 

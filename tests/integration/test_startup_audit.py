@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.halts import IntegrityFailure
-from actors.startup_audit import AccountHeadAudit
+from actors.integrity.halts import IntegrityFailure
+from actors.integrity.startup_audit import AccountHeadAudit
 from ledger import limits
 from ledger.sqlite import SqliteLedger
 from tests.integration.conftest import Customer, base_settings, serve

@@ -13,8 +13,8 @@ import pykka
 import pytest
 from prometheus_client import CollectorRegistry
 
-from actors.halts import IntegrityFailure
-from actors.reconciler import FullPass, PassSummary, Reconciler, ReconcilerMetrics
+from actors.integrity.halts import IntegrityFailure
+from actors.integrity.reconciler import FullPass, PassSummary, Reconciler, ReconcilerMetrics
 from ledger.local import FileArchive
 from supervisor import ChildSpec, Supervisor, SupervisorFlags
 from tests.reconciler.conftest import Books

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from actors.reconciler import audit_customer
+from actors.integrity.reconciler import audit_customer
 from crypto import SigningKey
 from ledger import Entitlement, ReceiptWrite, StoredReceipt
 from ledger._sqlite_rows import RECEIPT_COLUMNS, placeholders, receipt_params

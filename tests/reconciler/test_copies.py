@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from actors.reconciler import compare_copies
+from actors.integrity.reconciler import compare_copies
 from ledger.local import FileArchive
 from ledger.sqlite import SqliteLedger
 from tests.reconciler.conftest import Books

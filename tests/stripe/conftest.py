@@ -16,13 +16,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from actors._stripe_metrics import StripeMetrics
-from actors._stripe_poll import Doorbell, RetryPolicy
-from actors.stripe_sync import Reconciler, StripeSyncWorker
+from actors.stripe._metrics import StripeMetrics
+from actors.stripe._poll import Doorbell, RetryPolicy
+from actors.stripe.sync import Reconciler, StripeSyncWorker
 from gateway.app import api_app
 from gateway.http_metrics import HttpMetrics
-from gateway.routes_stripe import StripeDeps, add_stripe_routes
-from gateway.stripe_settings import StripeSettings, build_stripe_client, load
+from gateway.stripe.routes import StripeDeps, add_stripe_routes
+from gateway.stripe.settings import StripeSettings, build_stripe_client, load
 from ledger.sqlite import SqliteLedger
 from tests.fakes import FakeAdminApi, FakeStripe
 from tests.stripe.stack import start_stack  # noqa: F401  (the composed service, a fixture)

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from actors.stripe_usage import TOPIC_STRIPE_USAGE
+from actors.stripe.usage import TOPIC_STRIPE_USAGE
 from gateway.compose import Runtime, build_runtime
 from tests.fakes import FakeStripe
 from tests.integration.conftest import ADMIN_TOKEN, base_settings, now_rfc3339

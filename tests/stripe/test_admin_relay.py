@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from actors._stripe_poll import Doorbell, RetryPolicy
-from actors.admin_api import ADMIN_API_TOPIC, AdminApiClient, AdminApiRelay, AdminApiRelayWorker
+from actors.delivery.admin_api import (
+    ADMIN_API_TOPIC,
+    AdminApiClient,
+    AdminApiRelay,
+    AdminApiRelayWorker,
+)
+from actors.stripe._poll import Doorbell, RetryPolicy
 from tests.fakes import FakeAdminApi, FakeStripe
 from tests.stripe.conftest import Harness, Prices
 from tests.stripe.helpers import FAR_FUTURE, deliver, drain, subscribe_and_sync, wait_until

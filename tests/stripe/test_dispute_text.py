@@ -3,7 +3,7 @@ charges the invoice has, and says how many it left out."""
 
 from __future__ import annotations
 
-from actors._dispute_text import evidence_fields
+from actors.stripe._dispute_text import evidence_fields
 from ledger import RequestRecord, StoredReceipt, limits
 
 

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from actors.stripe_usage import TOPIC_STRIPE_USAGE, StripeUsageSink
+from actors.stripe.usage import TOPIC_STRIPE_USAGE, StripeUsageSink
 from ledger.clock import format_rfc3339
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.stripe.helpers import FAR_FUTURE, entitlement_of, wait_until
@@ -51,8 +51,8 @@ async def test_failed_deliveries_are_retried_until_they_land_and_counted_once(
 
 
 def _auditor(stack: Stack) -> Any:
-    from actors.stripe_usage import UsageAuditor
-    from gateway.stripe_settings import build_stripe_client, load
+    from actors.stripe.usage import UsageAuditor
+    from gateway.stripe.settings import build_stripe_client, load
 
     environ_plans = {"pro_metered": {"max_bots": 5, "quota": "50.00",
                                      "meter_event_name": METER_EVENT,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from actors._stripe_plans import PlanSpec
-from gateway.stripe_settings import SettingsError, build_stripe_client, load
+from actors.stripe._plans import PlanSpec
+from gateway.stripe.settings import SettingsError, build_stripe_client, load
 
 
 def test_secret_files_win_and_webhook_secrets_rotate(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors._stripe_poll import Doorbell, RetryPolicy
-from actors.stripe_sync import StripeSync, StripeSyncWorker
-from gateway.routes_stripe import StripeDeps
+from actors.stripe._poll import Doorbell, RetryPolicy
+from actors.stripe.sync import StripeSync, StripeSyncWorker
+from gateway.stripe.routes import StripeDeps
 from ledger import GENESIS_HASH, ReceiptWrite, StoredReceipt
 from ledger.clock import utc_now_rfc3339
 from ledger.sqlite import SqliteLedger

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.routes_stripe import StripeDeps
+from gateway.stripe.routes import StripeDeps
 from ledger.api_keys import hash_api_key
 from tests.fakes import FakeStripe
 from tests.stripe.conftest import Harness, Prices, start_app

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.routes_stripe import StripeDeps
+from gateway.stripe.routes import StripeDeps
 from tests.fakes import FakeStripe
 from tests.fakes.stripe_server import sign_payload
 from tests.stripe.conftest import Harness, Prices, start_app

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import orjson
 import structlog
 
-from actors.halts import IntegrityFailure
+from actors.integrity.halts import IntegrityFailure
 from actors.receipt_log import LogDamaged, rebuild_edge
 from crypto import (
     GENESIS_HASH,

@@ -31,9 +31,9 @@ from typing import Any, Final, NamedTuple
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from actors._reconcile_audit import CustomerAudit, audit_customer
-from actors._reconcile_copies import CopyReport, compare_copies
-from actors.halts import IntegrityFailure
+from actors.integrity._audit import CustomerAudit, audit_customer
+from actors.integrity._copies import CopyReport, compare_copies
+from actors.integrity.halts import IntegrityFailure
 from actors.stage_owner import LoopThread, StageOwner
 from crypto import JWKSError, TrustedKeys
 from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel

@@ -47,7 +47,7 @@ class PlanSpec:
     max_bots: int | None
     quota: str | None
     policy: PolicyName = "hard"
-    # Usage reported to Stripe (actors.stripe_usage): the Billing meter's
+    # Usage reported to Stripe (actors.stripe.usage): the Billing meter's
     # event name, and the meter's id for its event summaries. None: the
     # plan's usage is not reported.
     meter_event_name: str | None = None

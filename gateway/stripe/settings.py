@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import stripe
 
-from actors._stripe_plans import PlanSpec
+from actors.stripe._plans import PlanSpec
 from gateway.environment import DeclaredEnvironment
 from ledger.limits import (
     meter_event_name_chars_max,

@@ -22,7 +22,7 @@ import time
 
 import structlog
 
-from actors.outbox import OutboxMetrics, backoff_s, run_passes
+from actors.delivery.outbox import OutboxMetrics, backoff_s, run_passes
 from actors.stage_owner import LoopThread, StageOwner
 from ledger import CommitFeed, LogReader, ReceiptArchive
 from ledger.feed_cursor import FeedCursor

@@ -20,8 +20,8 @@ import orjson
 import stripe
 import structlog
 
-from actors._stripe_metrics import StripeMetrics
-from actors._stripe_plans import (
+from actors.stripe._metrics import StripeMetrics
+from actors.stripe._plans import (
     PlanSpec,
     choose_best_subscription,
     entitlement_from_subscription,

@@ -11,20 +11,20 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from actors._stripe_metrics import StripeMetrics
-from actors._stripe_poll import Doorbell
-from actors.admin_api import AdminApiClient, AdminApiRelay
-from actors.stripe_disputes import DisputeResponder, EvidenceOf
-from actors.stripe_sync import Reconciler, StripeSync
-from actors.stripe_usage import (
+from actors.delivery.admin_api import AdminApiClient, AdminApiRelay
+from actors.stripe._metrics import StripeMetrics
+from actors.stripe._poll import Doorbell
+from actors.stripe.disputes import DisputeResponder, EvidenceOf
+from actors.stripe.sync import Reconciler, StripeSync
+from actors.stripe.usage import (
     TOPIC_STRIPE_USAGE,
     StripeUsageSink,
     UsageAudit,
     UsageAuditor,
     UsageMetrics,
 )
-from gateway.routes_stripe import StripeDeps, add_stripe_routes
-from gateway.stripe_settings import StripeSettings, build_stripe_client
+from gateway.stripe.routes import StripeDeps, add_stripe_routes
+from gateway.stripe.settings import StripeSettings, build_stripe_client
 from ledger import DisputeSubmissions, LedgerStore, StoredReceipt
 from supervisor import ChildSpec
 

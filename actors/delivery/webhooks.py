@@ -26,7 +26,7 @@ from typing import Final
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from actors.outbox import MessageResults
+from actors.delivery.outbox import MessageResults
 from ledger import OutboxMessage
 from ledger.clock import parse_rfc3339, utc_now_rfc3339
 from ledger.limits import webhook_error_chars_max
@@ -96,7 +96,7 @@ class WebhookMetrics:
 
 
 class WebhookSink:
-    """The outbox's message sink of TOPIC_WEBHOOKS (see actors.outbox). After a
+    """The outbox's message sink of TOPIC_WEBHOOKS (see actors.delivery.outbox). After a
     failure, the customer's later events in the batch wait (order per customer)."""
 
     def __init__(self, *, store: WebhookStore, metrics: WebhookMetrics, timeout_s: float,

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from actors._stripe_plans import field_of
+from actors.stripe._plans import field_of
 from ledger import RequestRecord, StoredReceipt, limits
 from ledger.errors import check_invariant
 from ledger.money import format_amount

@@ -31,8 +31,8 @@ import stripe
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from actors._stripe_plans import PlanSpec
-from actors._stripe_poll import Doorbell, PollingActor
+from actors.stripe._plans import PlanSpec
+from actors.stripe._poll import Doorbell, PollingActor
 from ledger import Customer, Entitlement, LedgerStore, StoredReceipt
 from ledger.clock import parse_rfc3339
 from ledger.limits import usage_audit_receipts_max

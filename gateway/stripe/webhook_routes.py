@@ -12,9 +12,9 @@ import stripe
 import structlog
 from aiohttp import web
 
-from actors.stripe_sync import is_handled_event
+from actors.stripe.sync import is_handled_event
 from gateway.errors import ApiError, json_response
-from gateway.stripe_context import STRIPE, not_configured
+from gateway.stripe.context import STRIPE, not_configured
 from gateway.validation import read_raw_body
 from ledger import WebhookEvent
 from ledger.limits import webhook_body_bytes_max

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from actors._stripe_metrics import StripeMetrics
-from gateway import routes_stripe_webhook, routes_web_app
-from gateway.routes_stripe_webhook import WebhookSignatureError, verify_stripe_signature
+from actors.stripe._metrics import StripeMetrics
+from gateway import routes_web_app
 from gateway.services import SERVICES
-from gateway.stripe_context import STRIPE, Blocking, StripeContext, StripeDeps
+from gateway.stripe import webhook_routes as routes_stripe_webhook
+from gateway.stripe.context import STRIPE, Blocking, StripeContext, StripeDeps
+from gateway.stripe.webhook_routes import WebhookSignatureError, verify_stripe_signature
 
 __all__ = [
     "StripeDeps",

@@ -5,10 +5,10 @@ From the dispute to the charges: the dispute names its payment (a payment
 intent, or a charge that names one); Stripe's invoice payments map the
 payment to its invoice; the invoice names the Stripe customer (ours by its
 Stripe id) and its usage period. Usage reaches Stripe as meter events
-stamped with the receipt's time (actors.stripe_usage), so the receipts on
+stamped with the receipt's time (actors.stripe.usage), so the receipts on
 the invoice are the customer's receipts recorded within that period.
 
-What goes to Stripe: one PDF (actors._dispute_pdf) uploaded with purpose
+What goes to Stripe: one PDF (actors.stripe._dispute_pdf) uploaded with purpose
 `dispute_evidence` as `service_documentation`, and the text fields Stripe
 takes, the access activity log first (API key id, client address, user
 agent and time of each charge's request), with `submit=true`.
@@ -39,10 +39,10 @@ import orjson
 import stripe
 import structlog
 
-from actors._dispute_pdf import DisputePackage, EvidenceLine, render_pdf
-from actors._dispute_text import evidence_fields
-from actors._stripe_plans import epoch_to_rfc3339, field_of
-from actors.stripe_usage import epoch_s
+from actors.stripe._dispute_pdf import DisputePackage, EvidenceLine, render_pdf
+from actors.stripe._dispute_text import evidence_fields
+from actors.stripe._plans import epoch_to_rfc3339, field_of
+from actors.stripe.usage import epoch_s
 from ledger import (
     ChargeRequests,
     Customer,
@@ -63,7 +63,7 @@ DISPUTE_CREATED: Final = "charge.dispute.created"
 # Statuses in which Stripe takes evidence (warning_*: an inquiry before a chargeback).
 _OPEN_STATUSES: Final = frozenset({"needs_response", "warning_needs_response"})
 
-# The sealed bundle of one receipt (actors.evidence.build_evidence, bound by
+# The sealed bundle of one receipt (actors.integrity.evidence.build_evidence, bound by
 # the composition root to the log and the signing keys).
 EvidenceOf = Callable[[StoredReceipt], bytes]
 

@@ -4,7 +4,7 @@ answers disputes.
 The webhook route only verifies and records events (durably, deduplicated by
 id); this actor takes due events from the store, reconciles each named
 customer from Stripe's current state (or, for `charge.dispute.created`,
-submits the evidence: actors.stripe_disputes), and marks the event processed. When
+submits the evidence: actors.stripe.disputes), and marks the event processed. When
 Stripe cannot be reached the event stays pending and is retried with
 exponential backoff, so nothing is lost while Stripe is down.
 """
@@ -19,11 +19,11 @@ import orjson
 import stripe
 import structlog
 
-from actors._stripe_metrics import StripeMetrics
-from actors._stripe_plans import PlanSpec
-from actors._stripe_poll import Doorbell, PollingActor, RetryPolicy
-from actors._stripe_reconcile import ADMIN_API_TOPIC, Reconciler, ReconcileResult, SkipEvent
-from actors.stripe_disputes import (
+from actors.stripe._metrics import StripeMetrics
+from actors.stripe._plans import PlanSpec
+from actors.stripe._poll import Doorbell, PollingActor, RetryPolicy
+from actors.stripe._reconcile import ADMIN_API_TOPIC, Reconciler, ReconcileResult, SkipEvent
+from actors.stripe.disputes import (
     DISPUTE_CREATED,
     DisputeIgnored,
     DisputeResponder,
@@ -125,7 +125,7 @@ class StripeSyncWorker:
         return stripe_customer_of(decoded) if decoded is not None else None
 
     def _dispute(self, event: WebhookEvent) -> None:
-        """Answer the dispute (once; see actors.stripe_disputes)."""
+        """Answer the dispute (once; see actors.stripe.disputes)."""
         decoded = _decoded(event)
         dispute_id = dispute_id_of(decoded) if decoded is not None else None
         if dispute_id is None or self._disputes is None:

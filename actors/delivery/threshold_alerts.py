@@ -32,7 +32,7 @@ __all__ = [
     "events_outbox",
 ]
 
-# The outbox topic of customer events (delivered by actors.webhooks).
+# The outbox topic of customer events (delivered by actors.delivery.webhooks).
 TOPIC_WEBHOOKS: Final = "customer.webhook"
 EVENT_THRESHOLD_REACHED: Final = "entitlement.usage_threshold.reached"
 DEFAULT_THRESHOLDS_PCT: Final = (50, 80, 100)

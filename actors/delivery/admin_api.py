@@ -25,9 +25,9 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from actors._stripe_metrics import StripeMetrics
-from actors._stripe_poll import Doorbell, PollingActor, RetryPolicy
-from actors._stripe_reconcile import ADMIN_API_TOPIC
+from actors.stripe._metrics import StripeMetrics
+from actors.stripe._poll import Doorbell, PollingActor, RetryPolicy
+from actors.stripe._reconcile import ADMIN_API_TOPIC
 from ledger import LedgerStore, OutboxMessage
 from ledger.clock import utc_now_rfc3339
 from ledger.limits import admin_batch_max, admin_response_bytes_max

@@ -21,10 +21,10 @@ import stripe
 import structlog
 from aiohttp import web
 
-from actors._stripe_metrics import StripeMetrics
-from actors._stripe_reconcile import Reconciler
+from actors.stripe._metrics import StripeMetrics
+from actors.stripe._reconcile import Reconciler
 from gateway.errors import ApiError
-from gateway.stripe_settings import StripeSettings
+from gateway.stripe.settings import StripeSettings
 from ledger import LedgerStore
 from ledger.clock import utc_now_rfc3339
 from ledger.limits import stripe_calls_inflight_max, stripe_calls_running_max
