@@ -10,8 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from gateway.cli_args import add_progress_argument
-from gateway.environment import cli_default
+from gateway.cli_args import add_api_key_argument, add_progress_argument
 from ledger.limits import evidence_bytes_max, jwks_bytes_max, log_document_bytes_max
 
 fetch_timeout_s = 10.0
@@ -57,11 +56,7 @@ def register(subparsers: Any) -> None:
         "--url",
         help="service URL for consistency proofs (default: the --checkpoint URL's service)",
     )
-    parser.add_argument(
-        "--api-key",
-        default=cli_default("BILLING_API_KEY"),
-        help="API key for --checkpoint URLs and --url (default $BILLING_API_KEY)",
-    )
+    add_api_key_argument(parser, what_for="API key for --checkpoint URLs and --url")
     parser.add_argument(
         "--workers",
         type=int,
