@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ledger._spanner_base import INT, SpannerBase, one
-from ledger._spanner_codec import KeySet, request_timeout_s
+from ledger._spanner_codec import read_key, request_timeout_s
 from ledger.errors import NotFound
 from ledger.model import HaltIncident, halts_listed
 
@@ -65,16 +65,7 @@ class SpannerHalts(SpannerBase):
 
     def clear_halt(self, incident_id: str, reason: str, cleared_at: str) -> HaltIncident:
         def work(txn: Any) -> HaltIncident | None:
-            found = one(
-                list(
-                    txn.read(
-                        "IntegrityHalts",
-                        _COLS,
-                        KeySet(keys=[[incident_id]]),
-                        timeout=request_timeout_s,
-                    )
-                )
-            )
+            found = one(read_key(txn, "IntegrityHalts", _COLS, incident_id))
             if found is None:
                 return None
             incident = _incident(found)
