@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from crypto import KeyLoadError, kms_key_name
 from gateway.environment import DeclaredEnvironment
 from ledger import limits
+
+_T = TypeVar("_T")
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 # checkpoint: one signed checkpoint per commit, an inclusion proof per receipt;
@@ -266,24 +268,25 @@ def _thresholds(environ: Mapping[str, str], default: tuple[int, ...]) -> tuple[i
         ) from None
 
 
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+def _parsed(
+    environ: Mapping[str, str], name: str, default: _T, parse: Callable[[str], _T], kind: str
+) -> _T:
+    """`name` parsed, or `default` when unset or empty; malformed is one line."""
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    return _parsed(environ, name, default, int, "an integer")
 
 
 def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    return _parsed(environ, name, default, float, "a number")
 
 
 def _bool(environ: Mapping[str, str], name: str, *, default: bool = False) -> bool:
