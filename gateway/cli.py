@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # Order is the order shown in `billing --help`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -25,6 +26,21 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
+
+
+def open_store(url: str) -> Any:
+    """The ledger store at `url` for a command: a bad URL, or a store that
+    will not open (locked by a running service, unreachable), is one line."""
+    from gateway.storage import StorageConfigError
+    from gateway.storage import open_store as open_configured
+    from ledger.errors import LedgerError
+
+    try:
+        return open_configured(url)
+    except StorageConfigError as error:
+        raise CommandError(str(error)) from None
+    except LedgerError as error:
+        raise CommandError(f"cannot open {url}: {error}") from None
 
 
 def _version() -> str:

@@ -17,17 +17,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway.cli_args import add_service_url_argument
 from gateway.environment import cli_default
 
 _TIMEOUT_S = 15.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=cli_default("BILLING_URL", "http://127.0.0.1:8080"),
-        help="service URL (default $BILLING_URL or http://127.0.0.1:8080)",
-    )
+    add_service_url_argument(parser)
     parser.add_argument(
         "--admin-token",
         default=cli_default("BILLING_ADMIN_TOKEN"),

@@ -18,8 +18,11 @@ import sys
 import urllib.parse
 from typing import IO, Any
 
-from gateway.cli_args import add_progress_argument
-from gateway.environment import cli_default
+from gateway.cli_args import (
+    add_api_key_argument,
+    add_progress_argument,
+    add_service_url_argument,
+)
 
 export_page_receipts = 1000  # the API's receipts_page_max
 
@@ -36,16 +39,8 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("output", help="JSON-lines file to write (OUTPUT.head gets the head)")
-    parser.add_argument(
-        "--url",
-        default=cli_default("BILLING_URL", "http://127.0.0.1:8080"),
-        help="service URL (default $BILLING_URL or http://127.0.0.1:8080)",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=cli_default("BILLING_API_KEY"),
-        help="the customer's API key (default $BILLING_API_KEY)",
-    )
+    add_service_url_argument(parser)
+    add_api_key_argument(parser, what_for="the customer's API key")
     add_progress_argument(parser)
     parser.set_defaults(handler=run)
 

@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from gateway.cli import CommandError
+    from gateway.cli import CommandError, open_store
     from gateway.cli_verify import load_jwks
     from gateway.progress import receipt_progress
     from ledger.clock import utc_now_rfc3339
@@ -75,7 +75,7 @@ def run_restore(args: argparse.Namespace) -> int:
     jwks = load_jwks(args.jwks)
     archive = _open_archive(args.archive)
     try:
-        store = _open_store(args.store)
+        store = open_store(args.store)
         try:
             started_s = time.perf_counter()
             with receipt_progress(args.progress) as progress:
@@ -120,19 +120,6 @@ def _open_archive(source: str) -> Any:
     if not Path(source).is_dir():
         raise CommandError(f"no archive directory at {source}")
     return FileArchive(Path(source))
-
-
-def _open_store(url: str) -> Any:
-    from gateway.cli import CommandError
-    from gateway.storage import StorageConfigError, open_store
-    from ledger.errors import LedgerError
-
-    try:
-        return open_store(url)
-    except StorageConfigError as error:
-        raise CommandError(str(error)) from None
-    except LedgerError as error:
-        raise CommandError(f"cannot open {url}: {error}") from None
 
 
 def _print_report(report: Any, elapsed_s: float) -> int:

@@ -10,8 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from gateway.cli_args import add_progress_argument
-from gateway.environment import cli_default
+from gateway.cli_args import add_api_key_argument, add_progress_argument
 from ledger.limits import evidence_bytes_max, jwks_bytes_max, log_document_bytes_max
 
 fetch_timeout_s = 10.0
@@ -57,11 +56,7 @@ def register(subparsers: Any) -> None:
         "--url",
         help="service URL for consistency proofs (default: the --checkpoint URL's service)",
     )
-    parser.add_argument(
-        "--api-key",
-        default=cli_default("BILLING_API_KEY"),
-        help="API key for --checkpoint URLs and --url (default $BILLING_API_KEY)",
-    )
+    add_api_key_argument(parser, what_for="API key for --checkpoint URLs and --url")
     parser.add_argument(
         "--workers",
         type=int,
@@ -137,28 +132,37 @@ def _is_hash(value: str) -> bool:
 
 def _fetch(source: str, what: str, bytes_max: int, token: str | None = None) -> bytes:
     """The bytes of a file or an http(s) URL (with a timeout and a size bound)."""
+    import urllib.error
+    import urllib.request
+
     from gateway.cli import CommandError
 
-    if source.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        request = urllib.request.Request(source, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=fetch_timeout_s) as response:
-                data: bytes = response.read(bytes_max + 1)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
-            raise CommandError(f"cannot fetch {what} from {source}: {reason}") from None
-    else:
-        try:
-            with open(source, "rb") as source_file:
-                data = source_file.read(bytes_max + 1)
-        except OSError as error:
-            raise CommandError(f"cannot read {what} file {source}: {error.strerror}") from None
+    if not source.startswith(("http://", "https://")):
+        return _read_file(source, what, bytes_max)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(source, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=fetch_timeout_s) as response:
+            data: bytes = response.read(bytes_max + 1)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise CommandError(f"cannot fetch {what} from {source}: {reason}") from None
     if len(data) > bytes_max:
         raise CommandError(f"{what} at {source} is larger than {bytes_max} bytes")
+    return data
+
+
+def _read_file(path: str, what: str, bytes_max: int) -> bytes:
+    """A file's bytes, refused past bytes_max (read no further than one byte over)."""
+    from gateway.cli import CommandError
+
+    try:
+        with open(path, "rb") as source_file:
+            data = source_file.read(bytes_max + 1)
+    except OSError as error:
+        raise CommandError(f"cannot read {what} file {path}: {error.strerror or error}") from None
+    if len(data) > bytes_max:
+        raise CommandError(f"{what} at {path} is larger than {bytes_max} bytes")
     return data
 
 
@@ -303,15 +307,8 @@ def _print_summary(report: Any, elapsed_s: float) -> int:
 def _verify_evidence(path: str, jwks_source: str | None) -> int:
     """Exit 0 if every check of the bundle holds, 1 if one fails, 2 on bad input."""
     import crypto
-    from gateway.cli import CommandError
 
-    try:
-        with open(path, "rb") as bundle_file:
-            data = bundle_file.read(evidence_bytes_max + 1)
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
-    if len(data) > evidence_bytes_max:
-        raise CommandError(f"{path} is larger than {evidence_bytes_max} bytes")
+    data = _read_file(path, "evidence", evidence_bytes_max)
     trusted = load_jwks(jwks_source) if jwks_source else None
     report = crypto.check_evidence(data, trusted)
     for check in report.checks:

@@ -31,39 +31,26 @@ def _rows(pairs: list[tuple[str, object]]) -> str:
     return "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in pairs)
 
 
-def render(bundle_bytes: bytes) -> str:
-    bundle: dict[str, Any] = orjson.loads(bundle_bytes)
-    receipt = bundle["receipt"]
-    verdict = bundle["verdict"]
-    currency = str(receipt.get("currency", ""))
-    valid = bool(verdict.get("valid"))
-    summary = "the receipt holds" if valid else "DOES NOT HOLD"
-    checks = "".join(
+def _check_rows(verdict: dict[str, Any]) -> str:
+    return "".join(
         f"<tr><th>{_e(c['check'])}</th><td class={'ok' if c['ok'] else 'bad'}>"
         f"{'holds' if c['ok'] else 'FAILS'}</td><td>{_e(c['detail'])}</td></tr>"
         for c in verdict.get("checks", [])
     )
-    chain = "".join(
+
+
+def _chain_rows(chain: list[dict[str, Any]], currency: str) -> str:
+    return "".join(
         f"<tr><td>{_e(r.get('seq'))}</td><td>{_e(r.get('recorded_at'))}</td>"
         f"<td>{_e(format_amount(int(r.get('amount_minor', 0)), currency))}</td>"
         f"<td>{_e(format_amount(int(r.get('balance_after_minor', 0)), currency))}</td>"
         f"<td><code>{_e(r.get('receipt_hash'))}</code></td></tr>"
-        for r in bundle.get("chain", [])
+        for r in chain
     )
-    log = receipt.get("log") or {}
-    consistency = bundle.get("consistency") or {}
-    request = bundle.get("request") or {}
-    kids = ", ".join(str(k.get("kid")) for k in bundle.get("jwks", {}).get("keys", []))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Evidence for receipt {_e(bundle.get('receipt_id'))}</title><style>{_STYLE}</style></head>
-<body>
-<h1>Evidence for receipt <code>{_e(bundle.get('receipt_id'))}</code></h1>
-<p>Generated {_e(bundle.get('generated_at'))}. Verdict:
-<strong class={'ok' if valid else 'bad'}>{summary}</strong></p>
-<table>{checks}</table>
-<h2>The receipt</h2>
-<table>{_rows([
+
+
+def _receipt_rows(receipt: dict[str, Any], currency: str) -> str:
+    return _rows([
         ("customer", receipt.get("customer_id")), ("seq", receipt.get("seq")),
         ("amount", format_amount(int(receipt.get("amount_minor", 0)), currency)),
         ("usage", receipt.get("usage_description")),
@@ -72,22 +59,53 @@ def render(bundle_bytes: bytes) -> str:
         ("balance after", format_amount(int(receipt.get("balance_after_minor", 0)), currency)),
         ("receipt hash", receipt.get("receipt_hash")),
         ("previous receipt hash", receipt.get("previous_receipt_hash")),
-    ])}</table>
-<h2>Its proof</h2>
-<table>{_rows([
+    ])
+
+
+def _proof_rows(bundle: dict[str, Any]) -> str:
+    receipt = bundle["receipt"]
+    log = receipt.get("log") or {}
+    consistency = bundle.get("consistency") or {}
+    kids = ", ".join(str(k.get("kid")) for k in bundle.get("jwks", {}).get("keys", []))
+    return _rows([
         ("own signature", "yes" if "signature" in receipt else "no (proved by the log)"),
         ("leaf index in the receipt log", log.get("index")),
         ("its checkpoint (leaves)", log.get("tree_size")),
         ("latest checkpoint (leaves)", consistency.get("tree_size")),
         ("consistency proof (hashes)", len(consistency.get("proof", []))),
         ("signing keys (kid)", kids),
-    ])}</table>
+    ])
+
+
+def _request_rows(request: dict[str, Any]) -> str:
+    return (_rows([(name.replace("_", " "), value) for name, value in request.items()])
+            or "<tr><td>no request record was kept for this charge</td></tr>")
+
+
+def render(bundle_bytes: bytes) -> str:
+    bundle: dict[str, Any] = orjson.loads(bundle_bytes)
+    receipt = bundle["receipt"]
+    verdict = bundle["verdict"]
+    currency = str(receipt.get("currency", ""))
+    valid = bool(verdict.get("valid"))
+    summary = "the receipt holds" if valid else "DOES NOT HOLD"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Evidence for receipt {_e(bundle.get('receipt_id'))}</title><style>{_STYLE}</style></head>
+<body>
+<h1>Evidence for receipt <code>{_e(bundle.get('receipt_id'))}</code></h1>
+<p>Generated {_e(bundle.get('generated_at'))}. Verdict:
+<strong class={'ok' if valid else 'bad'}>{summary}</strong></p>
+<table>{_check_rows(verdict)}</table>
+<h2>The receipt</h2>
+<table>{_receipt_rows(receipt, currency)}</table>
+<h2>Its proof</h2>
+<table>{_proof_rows(bundle)}</table>
 <h2>The customer's chain up to it</h2>
 <table><tr><th>seq</th><th>recorded</th><th>amount</th><th>balance after</th><th>hash</th></tr>
-{chain}</table>
+{_chain_rows(bundle.get("chain", []), currency)}</table>
 <h2>The request</h2>
-<table>{_rows([(name.replace('_', ' '), value) for name, value in request.items()])
-        or '<tr><td>no request record was kept for this charge</td></tr>'}</table>
+<table>{_request_rows(bundle.get("request") or {})}</table>
 <h2>The bundle</h2>
 <p>Save it as a file and check it offline:
 <code>billing verify --evidence FILE</code>.</p>

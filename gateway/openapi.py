@@ -347,20 +347,18 @@ def _receipt_paths() -> dict[str, Any]:
     }
 
 
+_LOG_READER = (*_AUTH_KEY, "store_unavailable", "log_empty")
+_LOG_DESCRIBED = "With a customer's API key or the admin token."
+
+
+def _tree_size() -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "maximum": limits.json_safe_integer_max}
+
+
 def _log_paths() -> dict[str, Any]:
-    size = {"type": "integer", "minimum": 0, "maximum": limits.json_safe_integer_max}
-    reader = (*_AUTH_KEY, "store_unavailable", "log_empty")
+    size, reader, described = _tree_size(), _LOG_READER, _LOG_DESCRIBED
     text = {"200": {"description": "C2SP tlog-checkpoint signed note",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}
-    evidence_html = {"200": {"description": "The evidence page",
-                             "content": {"text/html": {"schema": {"type": "string"}}}}}
-    evidence = {"200": {"description": "The sealed bundle", "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/Evidence"}},
-        "text/html": {"schema": {"type": "string"}}}}}
-    tile = {"200": {"description": "C2SP tlog-tiles tile: concatenated 32-byte hashes",
-                    "content": {"application/octet-stream": {"schema": {"type": "string"}}}}}
-    receipt_id = _path_param("receipt_id", "The receipt's id", "rcpt_0123456789abcdef")
-    described = "With a customer's API key or the admin token."
     return {
         "/v1/log/checkpoint": {"get": _operation(
             "getLogCheckpoint", "Receipt log", "The latest signed checkpoint (the log head).",
@@ -387,6 +385,22 @@ def _log_paths() -> dict[str, Any]:
                          "required": True},
                         _query_param("second", "The newer one's (default: the head).", size)],
             responses=_ok(200, "The proof", "ConsistencyProof"))},
+        **_receipt_proof_paths(),
+    }
+
+
+def _receipt_proof_paths() -> dict[str, Any]:
+    """The log's per-receipt answers (evidence, inclusion) and its raw tiles."""
+    size, reader, described = _tree_size(), _LOG_READER, _LOG_DESCRIBED
+    evidence_html = {"200": {"description": "The evidence page",
+                             "content": {"text/html": {"schema": {"type": "string"}}}}}
+    evidence = {"200": {"description": "The sealed bundle", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Evidence"}},
+        "text/html": {"schema": {"type": "string"}}}}}
+    tile = {"200": {"description": "C2SP tlog-tiles tile: concatenated 32-byte hashes",
+                    "content": {"application/octet-stream": {"schema": {"type": "string"}}}}}
+    receipt_id = _path_param("receipt_id", "The receipt's id", "rcpt_0123456789abcdef")
+    return {
         "/v1/receipts/{receipt_id}/evidence": {"get": _operation(
             "getReceiptEvidence", "Receipt log",
             "Dispute evidence: the receipt, its proofs, the chain, keys and request, sealed.",
@@ -589,11 +603,12 @@ _WEB_PAGES: Final = (
 )
 
 
+_WEBHOOKS_OFF = ("not_found",)  # a store without webhook tables
+
+
 def _webhook_paths() -> dict[str, Any]:
     endpoint_id = _path_param("endpoint_id", "The endpoint's id", "we_0123456789abcdef")
-    entitlement_id = _path_param("entitlement_id", "The entitlement's id", "api_calls")
-    cursor = {"type": "string", "minLength": 1, "maxLength": 255}
-    off = ("not_found",)  # a store without webhook tables
+    off = _WEBHOOKS_OFF
     return {
         "/v1/webhook_endpoints": {
             "post": _operation(
@@ -630,6 +645,16 @@ def _webhook_paths() -> dict[str, Any]:
                           "WebhookEndpoint"),
             description="Until `previous_secret_expires_at` every delivery carries two `v1=` "
             "signatures, the new secret's first, as Stripe does during a secret roll.")},
+        **_webhook_event_paths(),
+    }
+
+
+def _webhook_event_paths() -> dict[str, Any]:
+    """What was sent to a customer's endpoints, and the thresholds that send it."""
+    entitlement_id = _path_param("entitlement_id", "The entitlement's id", "api_calls")
+    cursor = {"type": "string", "minLength": 1, "maxLength": 255}
+    off = _WEBHOOKS_OFF
+    return {
         "/v1/events/outbound": {"get": _operation(
             "listOutboundEvents", "Webhooks", "Events sent to you, newest first.",
             security="apiKey",

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from crypto import KeyLoadError, kms_key_name
 from gateway.environment import DeclaredEnvironment
 from ledger import limits
+
+_T = TypeVar("_T")
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 # checkpoint: one signed checkpoint per commit, an inclusion proof per receipt;
@@ -266,24 +268,25 @@ def _thresholds(environ: Mapping[str, str], default: tuple[int, ...]) -> tuple[i
         ) from None
 
 
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+def _parsed(
+    environ: Mapping[str, str], name: str, default: _T, parse: Callable[[str], _T], kind: str
+) -> _T:
+    """`name` parsed, or `default` when unset or empty; malformed is one line."""
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    return _parsed(environ, name, default, int, "an integer")
 
 
 def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    return _parsed(environ, name, default, float, "a number")
 
 
 def _bool(environ: Mapping[str, str], name: str, *, default: bool = False) -> bool:
@@ -305,12 +308,10 @@ def from_environment(
     """Flags (when given) override `BILLING_*` variables, which override defaults.
 
     The commit batch size and the charge answer timeout are not read: nothing
-    needed to change them (issue 21); tests set the fields directly."""
+    needed to change them (issue 21); tests set the fields directly. Read in
+    field order, so the first malformed variable is the one reported."""
     environ = DeclaredEnvironment(environ, SERVICE_VARIABLES)
     defaults = Settings()
-    key_path = environ.get("BILLING_SIGNING_KEY_FILE")
-    note_key = environ.get("BILLING_LOG_NOTE_KEY_FILE")
-    secrets_dir = environ.get("BILLING_SECRETS_DIR")
     settings = Settings(
         host=host or environ.get("BILLING_HOST") or defaults.host,
         port=port if port is not None else _int(environ, "BILLING_PORT", defaults.port),
@@ -320,13 +321,37 @@ def from_environment(
         broadcast_url=environ.get("BILLING_BROADCAST") or None,
         archive_url=environ.get("BILLING_ARCHIVE") or None,
         admin_token=environ.get("BILLING_ADMIN_TOKEN") or None,
-        signing_key_path=Path(key_path) if key_path else None,
+    )
+    settings = _with_signing(settings, environ)
+    settings = _with_capacity(settings, environ)
+    return _with_operations(settings, environ, dev=dev).validate()
+
+
+def _path_or_none(environ: Mapping[str, str], name: str) -> Path | None:
+    raw = environ.get(name)
+    return Path(raw) if raw else None
+
+
+def _with_signing(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Which key signs, how, and the log's name."""
+    defaults = Settings()
+    return replace(
+        settings,
+        signing_key_path=_path_or_none(environ, "BILLING_SIGNING_KEY_FILE"),
         signing_key_uri=environ.get("BILLING_SIGNING_KEY") or None,
         kms_endpoint=environ.get("BILLING_KMS_ENDPOINT", "").rstrip("/") or None,
         signing_alg=environ.get("BILLING_SIGNING_ALG", defaults.signing_alg),
         receipt_signing=environ.get("BILLING_RECEIPT_SIGNING") or defaults.receipt_signing,
         log_origin=environ.get("BILLING_LOG_ORIGIN") or defaults.log_origin,
-        log_note_key_path=Path(note_key) if note_key else None,
+        log_note_key_path=_path_or_none(environ, "BILLING_LOG_NOTE_KEY_FILE"),
+    )
+
+
+def _with_capacity(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Admission bounds, threads and the timers of the charge path."""
+    defaults = Settings()
+    return replace(
+        settings,
         admission_queue_max=_int(
             environ, "BILLING_ADMISSION_QUEUE_MAX", defaults.admission_queue_max
         ),
@@ -349,6 +374,14 @@ def from_environment(
         reconcile_interval_s=_float(
             environ, "BILLING_RECONCILE_INTERVAL_S", defaults.reconcile_interval_s
         ),
+    )
+
+
+def _with_operations(settings: Settings, environ: Mapping[str, str], *, dev: bool) -> Settings:
+    """What operators see and switch: dev mode, logs, metrics, secrets, webhooks."""
+    defaults = Settings()
+    return replace(
+        settings,
         fault_injection=_bool(environ, "BILLING_FAULT_INJECTION"),
         dev=dev or _bool(environ, "BILLING_DEV"),
         public_url=environ.get("BILLING_PUBLIC_URL", "").rstrip("/") or None,
@@ -358,8 +391,7 @@ def from_environment(
         access_log_per_s_max=_int(
             environ, "BILLING_ACCESS_LOG_PER_S_MAX", defaults.access_log_per_s_max
         ),
-        secrets_dir=Path(secrets_dir) if secrets_dir else None,
+        secrets_dir=_path_or_none(environ, "BILLING_SECRETS_DIR"),
         alert_thresholds_pct=_thresholds(environ, defaults.alert_thresholds_pct),
         webhook_timeout_ms=_int(environ, "BILLING_WEBHOOK_TIMEOUT_MS", defaults.webhook_timeout_ms),
     )
-    return settings.validate()

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from google.cloud.spanner_v1.keyset import KeySet as _UntypedKeySet
 
-__all__ = ["KeySet", "decode_bytes", "encode_bytes", "request_timeout_s"]
+__all__ = ["KeySet", "decode_bytes", "encode_bytes", "read_key", "request_timeout_s"]
 
 request_timeout_s: Final = 30.0
 # The client's KeySet is unannotated; this typed alias keeps mypy strict honest.
@@ -23,3 +23,12 @@ def encode_bytes(row: Sequence[Any]) -> tuple[Any, ...]:
 def decode_bytes(row: Sequence[Any]) -> list[Any]:
     """...and reads hand back the base64 text, as bytes: decode it."""
     return [base64.b64decode(v, validate=True) if isinstance(v, bytes) else v for v in row]
+
+
+def read_key(
+    reader: Any, table: str, columns: Sequence[str], *key: Any, index: str = ""
+) -> list[Any]:
+    """The rows at one key of `table` (or of its `index`), drained, with the
+    request timeout: a transaction's next read waits until this one is done."""
+    keyset = KeySet(keys=[list(key)])
+    return list(reader.read(table, columns, keyset, index=index, timeout=request_timeout_s))

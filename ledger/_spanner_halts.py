@@ -15,11 +15,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Final
 
-from ledger import limits
 from ledger._spanner_base import INT, SpannerBase, one
-from ledger._spanner_codec import KeySet, request_timeout_s
+from ledger._spanner_codec import read_key, request_timeout_s
 from ledger.errors import NotFound
-from ledger.model import HaltIncident
+from ledger.model import HaltIncident, halts_listed
 
 __all__ = ["SpannerHalts"]
 
@@ -37,25 +36,16 @@ def _row(incident: HaltIncident) -> tuple[Any, ...]:
     return tuple(getattr(incident, name) for name in _COLS)
 
 
-def _same_failure(a: HaltIncident, b: HaltIncident) -> bool:
-    return (a.reason, a.customer_id, a.receipt_id) == (b.reason, b.customer_id, b.receipt_id)
-
-
 class SpannerHalts(SpannerBase):
     def record_halt(self, incident: HaltIncident) -> HaltIncident:
-        stored = dataclasses.replace(
-            incident,
-            detail=incident.detail[: limits.halt_detail_chars_max],
-            cleared_at=None,
-            clear_reason=None,
-        )
+        stored = incident.as_recorded()
 
         def work(txn: Any) -> HaltIncident:
             # Open incidents are few (one per distinct failure): read them all
             # under the transaction's locks rather than match NULLs in SQL.
             rows = list(txn.execute_sql(_OPEN, timeout=request_timeout_s))
             for open_now in (_incident(row) for row in rows):
-                if _same_failure(open_now, stored):
+                if open_now.same_failure(stored):
                     return open_now
             txn.insert("IntegrityHalts", _COLS, [_row(stored)])
             return stored
@@ -68,33 +58,20 @@ class SpannerHalts(SpannerBase):
     def recent_halts(self, limit: int) -> list[HaltIncident]:
         rows = self._query(
             f"{_SELECT} ORDER BY opened_at DESC, incident_id DESC LIMIT @n",
-            {"n": max(0, min(int(limit), limits.halts_listed_max))},
+            {"n": halts_listed(limit)},
             {"n": INT},
         )
         return [_incident(row) for row in rows]
 
     def clear_halt(self, incident_id: str, reason: str, cleared_at: str) -> HaltIncident:
         def work(txn: Any) -> HaltIncident | None:
-            found = one(
-                list(
-                    txn.read(
-                        "IntegrityHalts",
-                        _COLS,
-                        KeySet(keys=[[incident_id]]),
-                        timeout=request_timeout_s,
-                    )
-                )
-            )
+            found = one(read_key(txn, "IntegrityHalts", _COLS, incident_id))
             if found is None:
                 return None
             incident = _incident(found)
             if not incident.is_open:  # the first clearing is the one that counts
                 return incident
-            cleared = dataclasses.replace(
-                incident,
-                cleared_at=cleared_at,
-                clear_reason=reason[: limits.halt_clear_reason_chars_max],
-            )
+            cleared = incident.cleared(reason, cleared_at)
             txn.update("IntegrityHalts", _COLS, [_row(cleared)])
             return cleared
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, request_timeout_s
+from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, read_key, request_timeout_s
 from ledger.errors import check_invariant
 from ledger.log_rules import check_log_append
 from ledger.model import LogAppend, LogCheckpoint, StoredReceipt
@@ -70,9 +70,7 @@ def check_log(txn: Any, receipts: Sequence[StoredReceipt], log: LogAppend | None
     if log is None:
         check_log_append(0, {}, receipts, None)
         return
-    head = list(
-        txn.read("LogHead", ("tree_size",), KeySet(keys=[[_HEAD_ID]]), timeout=request_timeout_s)
-    )
+    head = read_key(txn, "LogHead", ("tree_size",), _HEAD_ID)
     stored_size = int(head[0][0]) if head else 0
     check_log_append(stored_size, read_tiles(txn, list(log.tiles)), receipts, log)
 

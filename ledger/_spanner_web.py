@@ -17,7 +17,7 @@ from ledger._spanner_base import (
     api_key_from_row,
     one,
 )
-from ledger._spanner_codec import KeySet, request_timeout_s
+from ledger._spanner_codec import read_key
 from ledger.errors import AlreadyExists, NotFound
 from ledger.limits import api_keys_listed_max, share_links_listed_max, usage_days_max
 from ledger.model import ApiKey
@@ -50,22 +50,9 @@ class SpannerWeb(SpannerBase):
         def work(txn: Any) -> None:
             # Each read is drained before the next: the first one begins the
             # transaction, and the client holds the second until it has.
-            by_id = list(
-                txn.read(
-                    "ShareLinks",
-                    ("link_id",),
-                    KeySet(keys=[[link.link_id]]),
-                    timeout=request_timeout_s,
-                )
-            )
-            by_token = list(
-                txn.read(
-                    "ShareLinks",
-                    ("token_hash",),
-                    KeySet(keys=[[link.token_hash]]),
-                    index="ShareLinksByToken",
-                    timeout=request_timeout_s,
-                )
+            by_id = read_key(txn, "ShareLinks", ("link_id",), link.link_id)
+            by_token = read_key(
+                txn, "ShareLinks", ("token_hash",), link.token_hash, index="ShareLinksByToken"
             )
             if by_id or by_token:
                 raise AlreadyExists(f"share link {link.link_id} already exists")

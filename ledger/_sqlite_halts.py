@@ -3,14 +3,12 @@ cleared in place, never deleted."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Final
 
-from ledger import limits
 from ledger._sqlite_base import SqliteBase, transaction
 from ledger._sqlite_rows import Row, placeholders, record_params
 from ledger.errors import NotFound
-from ledger.model import HaltIncident
+from ledger.model import HaltIncident, halt_clear_reason, halts_listed
 
 _COLUMNS: Final = (
     "incident_id, opened_at, reason, detail, source, customer_id, receipt_id, "
@@ -25,12 +23,7 @@ def _incident(row: Row) -> HaltIncident:
 
 class SqliteHalts(SqliteBase):
     def record_halt(self, incident: HaltIncident) -> HaltIncident:
-        stored = dataclasses.replace(
-            incident,
-            detail=incident.detail[: limits.halt_detail_chars_max],
-            cleared_at=None,
-            clear_reason=None,
-        )
+        stored = incident.as_recorded()
         with self._writing() as conn, transaction(conn):
             same = conn.execute(
                 f"{_SELECT} WHERE cleared_at IS NULL AND reason = ? "
@@ -52,7 +45,7 @@ class SqliteHalts(SqliteBase):
     def recent_halts(self, limit: int) -> list[HaltIncident]:
         rows = self._all(
             f"{_SELECT} ORDER BY opened_at DESC, incident_id DESC LIMIT ?",
-            (max(0, min(limit, limits.halts_listed_max)),),
+            (halts_listed(limit),),
         )
         return [_incident(row) for row in rows]
 
@@ -61,7 +54,7 @@ class SqliteHalts(SqliteBase):
             conn.execute(
                 "UPDATE integrity_halts SET cleared_at = ?, clear_reason = ? "
                 "WHERE incident_id = ? AND cleared_at IS NULL",
-                (cleared_at, reason[: limits.halt_clear_reason_chars_max], incident_id),
+                (cleared_at, halt_clear_reason(reason), incident_id),
             )
             row = conn.execute(f"{_SELECT} WHERE incident_id = ?", (incident_id,)).fetchone()
         if row is None:

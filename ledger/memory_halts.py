@@ -4,13 +4,11 @@ them), so no composition root uses it: both ledger adapters keep halts."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
-from ledger import limits
 from ledger._locks import locked
 from ledger.errors import NotFound
-from ledger.model import HaltIncident
+from ledger.model import HaltIncident, halts_listed
 
 
 class MemoryHalts:
@@ -19,14 +17,11 @@ class MemoryHalts:
         self._incidents: list[HaltIncident] = []  # in recording order
 
     def record_halt(self, incident: HaltIncident) -> HaltIncident:
-        key = (incident.reason, incident.customer_id, incident.receipt_id)
         with locked(self._lock, "memory halts"):
             for stored in self._incidents:
-                if stored.is_open and (stored.reason, stored.customer_id, stored.receipt_id) == key:
+                if stored.is_open and stored.same_failure(incident):
                     return stored
-            stored = dataclasses.replace(
-                incident, detail=incident.detail[: limits.halt_detail_chars_max]
-            )
+            stored = incident.as_recorded()
             self._incidents.append(stored)
             return stored
 
@@ -36,8 +31,7 @@ class MemoryHalts:
 
     def recent_halts(self, limit: int) -> list[HaltIncident]:
         with locked(self._lock, "memory halts"):
-            count = max(0, min(limit, limits.halts_listed_max))
-            return list(reversed(self._incidents))[:count]
+            return list(reversed(self._incidents))[: halts_listed(limit)]
 
     def clear_halt(self, incident_id: str, reason: str, cleared_at: str) -> HaltIncident:
         with locked(self._lock, "memory halts"):
@@ -45,11 +39,7 @@ class MemoryHalts:
                 if stored.incident_id != incident_id:
                     continue
                 if stored.is_open:
-                    stored = dataclasses.replace(
-                        stored,
-                        cleared_at=cleared_at,
-                        clear_reason=reason[: limits.halt_clear_reason_chars_max],
-                    )
+                    stored = stored.cleared(reason, cleared_at)
                     self._incidents[index] = stored
                 return stored
         raise NotFound(f"integrity incident {incident_id} not found")

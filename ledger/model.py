@@ -7,10 +7,11 @@ receipts carry), never floats or epoch nanoseconds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from ledger import limits
 from ledger.clock import parse_rfc3339
 
 QuotaPolicy = Literal["hard", "soft"]
@@ -232,6 +233,35 @@ class HaltIncident:
     @property
     def is_open(self) -> bool:
         return self.cleared_at is None
+
+    def as_recorded(self) -> HaltIncident:
+        """What every store keeps when it records this incident: open, the
+        detail cut to its limit (one rule here, not one per adapter)."""
+        return replace(
+            self,
+            detail=self.detail[: limits.halt_detail_chars_max],
+            cleared_at=None,
+            clear_reason=None,
+        )
+
+    def same_failure(self, other: HaltIncident) -> bool:
+        """The same damage found again: one open incident serves both."""
+        return (self.reason, self.customer_id, self.receipt_id) == (
+            other.reason, other.customer_id, other.receipt_id
+        )
+
+    def cleared(self, reason: str, cleared_at: str) -> HaltIncident:
+        return replace(self, cleared_at=cleared_at, clear_reason=halt_clear_reason(reason))
+
+
+def halt_clear_reason(reason: str) -> str:
+    """An operator's reason for clearing, as every store keeps it."""
+    return reason[: limits.halt_clear_reason_chars_max]
+
+
+def halts_listed(limit: int) -> int:
+    """How many incidents a `recent_halts(limit)` lists: 0 to halts_listed_max."""
+    return max(0, min(int(limit), limits.halts_listed_max))
 
 
 @dataclass(frozen=True, slots=True)

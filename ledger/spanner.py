@@ -38,7 +38,7 @@ from ledger._spanner_base import (
     one,
     page_limit,
 )
-from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, request_timeout_s
+from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, read_key, request_timeout_s
 from ledger._spanner_halts import SpannerHalts
 from ledger._spanner_log import (
     CHECKPOINT_SELECT,
@@ -364,22 +364,8 @@ class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
     def load_account(self, customer_id: str) -> AccountState | None:
         def run() -> AccountState | None:
             with self._database.snapshot(multi_use=True) as snapshot:
-                customer_rows = list(
-                    snapshot.read(
-                        "Customers",
-                        _CUSTOMER_COLS,
-                        KeySet(keys=[[customer_id]]),
-                        timeout=request_timeout_s,
-                    )
-                )
-                account_rows = list(
-                    snapshot.read(
-                        "Accounts",
-                        _ACCOUNT_COLS,
-                        KeySet(keys=[[customer_id]]),
-                        timeout=request_timeout_s,
-                    )
-                )
+                customer_rows = read_key(snapshot, "Customers", _CUSTOMER_COLS, customer_id)
+                account_rows = read_key(snapshot, "Accounts", _ACCOUNT_COLS, customer_id)
                 entitlement_rows = list(
                     snapshot.execute_sql(
                         f"SELECT {', '.join(_ENTITLEMENT_COLS)} FROM Entitlements "
@@ -407,14 +393,7 @@ class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
     def get_account_head(self, customer_id: str) -> tuple[int, str, int] | None:
         def run() -> list[Any]:
             with self._database.snapshot() as snapshot:
-                return list(
-                    snapshot.read(
-                        "Accounts",
-                        _ACCOUNT_COLS,
-                        KeySet(keys=[[customer_id]]),
-                        timeout=request_timeout_s,
-                    )
-                )
+                return read_key(snapshot, "Accounts", _ACCOUNT_COLS, customer_id)
 
         row = one(self._call(run))
         return None if row is None else (int(row[1]), str(row[2]), int(row[3]))
@@ -657,11 +636,7 @@ class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
     # -- signing keys --------------------------------------------------------------
     def record_signing_key(self, key: SigningKeyRecord) -> None:
         def work(txn: Any) -> None:
-            known = list(
-                txn.read(
-                    "SigningKeys", ("kid",), KeySet(keys=[[key.kid]]), timeout=request_timeout_s
-                )
-            )
+            known = read_key(txn, "SigningKeys", ("kid",), key.kid)
             if not known:
                 txn.insert(
                     "SigningKeys",
@@ -680,14 +655,7 @@ class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
     # -- webhook events --------------------------------------------------------------
     def record_webhook_event(self, event: WebhookEvent) -> bool:
         def work(txn: Any) -> bool:
-            known = list(
-                txn.read(
-                    "WebhookEvents",
-                    ("event_id",),
-                    KeySet(keys=[[event.event_id]]),
-                    timeout=request_timeout_s,
-                )
-            )
+            known = read_key(txn, "WebhookEvents", ("event_id",), event.event_id)
             if known:
                 return False
             txn.insert(

@@ -4,6 +4,7 @@ same functions, locks and bounds rather than over HTTP with the service token.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from actors.stripe._plans import field_of
 from gateway import routes_web_app
 from gateway.errors import ApiError
 from gateway.stripe.context import STRIPE, StripeContext
+from gateway.stripe.settings import StripeSettings
 from gateway.web._http import PageError, adopt_session, origin, page, redirect, render
 from gateway.web._session import Session, new_session
 from ledger.money import format_amount
@@ -26,6 +28,16 @@ def _stripe(request: web.Request) -> StripeContext:
     if STRIPE not in request.app or not request.app[STRIPE].settings.enabled:
         raise PageError(503, "Billing is not configured on this server.")
     return request.app[STRIPE]
+
+
+def _offering(
+    request: web.Request, price_id: Callable[[StripeSettings], str | None], name: str
+) -> StripeContext:
+    """Stripe, with the price an offering (subscriptions, trials) sells."""
+    ctx = _stripe(request)
+    if not price_id(ctx.settings):
+        raise PageError(503, f"{name} are not configured on this server.")
+    return ctx
 
 
 def _prices(ctx: StripeContext) -> dict[str, Any]:
@@ -97,9 +109,7 @@ async def subscribe(request: web.Request, session: Session) -> web.StreamRespons
     email = _signed_in_email(session)
     if email is None:
         return redirect("/signin?next=/pricing")
-    ctx = _stripe(request)
-    if not ctx.settings.checkout_price_id:
-        raise PageError(503, "Subscriptions are not configured on this server.")
+    ctx = _offering(request, lambda s: s.checkout_price_id, "Subscriptions")
     result = await ctx.run(routes_web_app.resolve_billing_url, ctx, session.customer_id,
                            None if session.customer_id else email, _back_here(request))
     return redirect(str(result["url"]))
@@ -123,9 +133,7 @@ async def trial(request: web.Request, session: Session) -> web.StreamResponse:
     email = _signed_in_email(session)
     if email is None:
         return redirect("/signin?next=/pricing")
-    ctx = _stripe(request)
-    if not ctx.settings.trial_price_id:
-        raise PageError(503, "Trials are not configured on this server.")
+    ctx = _offering(request, lambda s: s.trial_price_id, "Trials")
     async with ctx.email_lock(email):
         result = await ctx.run(routes_web_app.start_trial, ctx, email)
     adopt_session(request, new_session(str(result["customer_id"]), email))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import HaltIncident, IntegrityHalts, NotFound
+from ledger import HaltIncident, IntegrityHalts, NotFound, limits
 
 
 def _incident(incident_id: str, **overrides: str | None) -> HaltIncident:
@@ -66,3 +66,21 @@ def test_clearing_twice_keeps_the_first_clearing(integrity_halts: IntegrityHalts
 def test_clearing_an_unknown_incident_is_not_found(integrity_halts: IntegrityHalts) -> None:
     with pytest.raises(NotFound):
         integrity_halts.clear_halt("inc_nope", "typo", "2025-01-01T01:00:00Z")
+
+
+def test_every_store_keeps_a_recorded_halt_open_and_its_texts_cut_to_their_limits(
+    integrity_halts: IntegrityHalts,
+) -> None:
+    """One rule for what is kept (HaltIncident.as_recorded): an incident handed
+    in already cleared is still recorded open, and a detail or clearing
+    reason past its limit is cut, the same on every store."""
+    handed_in = _incident("inc_1", detail="d" * (limits.halt_detail_chars_max + 1),
+                          cleared_at="2025-01-01T00:00:01Z", clear_reason="not yet")
+    stored = integrity_halts.record_halt(handed_in)
+    assert stored.is_open and stored.clear_reason is None
+    assert stored.detail == "d" * limits.halt_detail_chars_max
+    cleared = integrity_halts.clear_halt(
+        "inc_1", "r" * (limits.halt_clear_reason_chars_max + 1), "2025-01-02T00:00:00Z")
+    assert cleared.clear_reason == "r" * limits.halt_clear_reason_chars_max
+    assert integrity_halts.recent_halts(10) == [cleared]
+    assert integrity_halts.recent_halts(-1) == []

@@ -190,3 +190,18 @@ def test_version_is_the_installed_package_version() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.decode().strip() == f"billing {version('vexa-billing')}"
+
+
+def test_an_evidence_file_missing_or_too_large_is_a_one_line_error(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.limits import evidence_bytes_max
+
+    missing = tmp_path / "nope.json"
+    assert main(["verify", "--evidence", str(missing)]) == 2
+    assert f"cannot read evidence file {missing}" in _one_line_error(capsys.readouterr().err)
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(b" " * (evidence_bytes_max + 1))
+    assert main(["verify", "--evidence", str(huge)]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"evidence at {huge} is larger than {evidence_bytes_max} bytes" in line

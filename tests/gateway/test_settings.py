@@ -38,3 +38,21 @@ def test_accepted_public_urls(environ: dict[str, str], dev: bool, public_url: st
 def test_refused_at_start_up(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         from_environment(environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"BILLING_PORT": "80a"}, "BILLING_PORT must be an integer, got '80a'"),
+        ({"BILLING_DRAIN_TIMEOUT_S": "ten"}, "BILLING_DRAIN_TIMEOUT_S must be a number, got 'ten'"),
+    ],
+)
+def test_a_malformed_number_names_its_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        from_environment(environ)
+    assert str(raised.value) == message
+
+
+def test_an_empty_number_variable_keeps_the_default() -> None:
+    assert from_environment({"BILLING_PORT": "", "BILLING_DRAIN_TIMEOUT_S": ""}) == (
+        from_environment({}))
