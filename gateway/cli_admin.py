@@ -203,19 +203,19 @@ def _segment(value: str) -> str:
 
 
 def _create_key(args: argparse.Namespace) -> int:
-    return _print(_call(args, "POST", f"/v1/customers/{args.customer_id}/api-keys"))
+    return _print(_call(args, "POST", f"/v1/customers/{_segment(args.customer_id)}/api-keys"))
 
 
 def _revoke_key(args: argparse.Namespace) -> int:
-    return _print(
-        _call(args, "DELETE", f"/v1/customers/{args.customer_id}/api-keys/{args.key_id}")
-    )
+    customer, key = _segment(args.customer_id), _segment(args.key_id)
+    return _print(_call(args, "DELETE", f"/v1/customers/{customer}/api-keys/{key}"))
 
 
 def _set_entitlement(args: argparse.Namespace) -> int:
     quota = None if args.quota.lower() == "unlimited" else args.quota
     body = {"quota": quota, "policy": args.policy, "status": args.status}
-    path = f"/v1/customers/{args.customer_id}/entitlements/{args.entitlement_id}"
+    customer, entitlement = _segment(args.customer_id), _segment(args.entitlement_id)
+    path = f"/v1/customers/{customer}/entitlements/{entitlement}"
     return _print(_call(args, "PUT", path, body))
 
 
@@ -231,7 +231,7 @@ def _clear_halt(args: argparse.Namespace) -> int:
 def _evidence(args: argparse.Namespace) -> int:
     """The bundle byte for byte (its seal covers its exact canonical form)."""
     suffix = ".html" if args.html else ""
-    path = f"/v1/receipts/{args.receipt_id}/evidence{suffix}"
+    path = f"/v1/receipts/{_segment(args.receipt_id)}/evidence{suffix}"
     data = http_bytes(args.url, _token(args), "GET", path)
     if args.output:
         Path(args.output).write_bytes(data)

@@ -74,3 +74,20 @@ async def test_keys_of_an_unknown_customer_are_404(service: Service) -> None:
     ) as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "customer_not_found"
+
+
+async def test_cli_ids_stay_in_their_path_segment(service: Service) -> None:
+    """An id with "/" or "?" in it names nothing: it cannot steer the CLI's
+    request to another route (here: revoke another key of another path)."""
+    customer = await service.create_customer()
+    common = ("--url", service.url, "--admin-token", ADMIN_TOKEN)
+    smuggled = f"{customer.customer_id}/api-keys/{customer.key_id}#"
+    for command in (
+        ("keys", "revoke", smuggled, "key_whatever"),
+        ("keys", "create", smuggled),
+        ("entitlements", "set", smuggled, "ent_x", "--quota", "1.00"),
+    ):
+        code, _, err = await run_billing_cli(*command, *common)
+        assert code != 0 and "404" in err, (command, err)
+    async with service.session.get("/v1/receipts", headers=customer.auth) as response:
+        assert response.status == 200, "the customer's key was revoked through a smuggled id"
