@@ -26,7 +26,7 @@ async def _passivate(service: Service) -> int:
 
 def _live(service: Service) -> dict[str, int]:
     directory = service.runtime.services.directory
-    supervisor = directory._accounts()
+    supervisor = directory._accounts.current()
     assert supervisor is not None
     return supervisor.count_children()
 
