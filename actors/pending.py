@@ -50,7 +50,11 @@ class _AnsweredOnce:
         replay = as_replay(outcome)
         for ticket in waiters:
             ticket.settle(replay)
+        self._settled(outcome)
         return True
+
+    def _settled(self, outcome: ChargeOutcome) -> None:
+        """After every answer is out: let go of what only the stages needed."""
 
 
 @dataclass(slots=True)
@@ -95,6 +99,21 @@ class PendingReceipt(_AnsweredOnce):
             recorded_at=self.recorded_at,
             receipt_json=sealed_document(self.core, self.receipt_hash, signature),
         )
+
+    def _settled(self, outcome: ChargeOutcome) -> None:
+        if outcome.kind != "refused":
+            self._drop_what_was_for_the_store()
+
+    def _drop_what_was_for_the_store(self) -> None:
+        """Past the signer and the writer (a refusal may come while a stage
+        still holds it), the core, its canonical bytes and the sealed copy
+        are needed no more; the account actor keeps its last receipt in
+        `_recent` until the next charge, and with 10,000 live customers
+        these were ~25 MiB (issue 20). The outcome keeps what a replay needs."""
+        self.core = {}
+        self.canonical_core = b""
+        self.receipt = None
+        self.request = None
 
     @property
     def failed(self) -> bool:

@@ -121,13 +121,20 @@ class TicketBatch:
             if self._remaining:
                 return True
             outcomes = [o for o in self._outcomes if o is not None]
+        on_all, self._on_all = self._on_all, _handed_over
         try:
-            self._on_all(outcomes)
+            on_all(outcomes)
         except Exception:
             # The waiter is gone (say, its event loop closed at shutdown); the
             # stage that settled must go on answering the others.
             log.exception("tickets.handover_failed", charges=len(outcomes))
         return True
+
+
+def _handed_over(outcomes: Sequence[ChargeOutcome]) -> None:
+    """A settled batch's hand-over: the real one (its request's future, the
+    deadline's timer and context) is let go once called, since a remembered
+    receipt keeps its ticket until the customer's next charge (issue 20)."""
 
 
 def settle_all(items: Iterable[Settles], outcome: ChargeOutcome) -> None:

@@ -37,9 +37,9 @@ class Link:
 
     __slots__ = (
         "_closed",
+        "_exit",
         "_lock",
         "_notify",
-        "_report",
         "child_id",
         "exited",
         "owner_thread",
@@ -61,7 +61,10 @@ class Link:
         """The child's actor thread, once it runs (lets a handle refuse to wait on itself)."""
         self._notify = notify
         self._lock = threading.Lock()
-        self._report: ChildExited | None = None
+        # (reason, error) once exited. Not the ChildExited itself: it refers
+        # back to this link, and that cycle kept every passivated child's link
+        # for the garbage collector (issue 20).
+        self._exit: tuple[str, BaseException | None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -70,15 +73,17 @@ class Link:
     @property
     def exit_report(self) -> ChildExited | None:
         """The exit report, once the child has exited."""
-        return self._report
+        if self._exit is None:
+            return None
+        return ChildExited(self.child_id, self, *self._exit)
 
     def report_exit(self, reason: str, error: BaseException | None = None) -> None:
         """Report this incarnation's exit to the supervisor; later calls do nothing."""
         with self._lock:
-            if self._report is not None:
+            if self._exit is not None:
                 return
+            self._exit = (reason, error)
             report = ChildExited(self.child_id, self, reason, error)
-            self._report = report
             closed = self._closed
         try:
             if not closed:

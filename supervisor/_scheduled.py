@@ -90,6 +90,9 @@ class ActorScheduler:
                 # end a thread every actor shares. End just the actor.
                 logger.exception("%s stopped by %r outside a handler", actor, error)
                 actor._abandon(error)
+            # Not kept while waiting for the next one: an ended actor would
+            # stay in memory (with what it loaded) until this thread is busy again.
+            del actor
 
 
 class _Inbox:
@@ -174,11 +177,22 @@ class ScheduledActor(SupervisedActor):
         self._end()
 
     def _end(self) -> None:
-        """What pykka's actor loop does last: tear down, then report the exit."""
+        """What pykka's actor loop does last: tear down, then report the exit.
+
+        Then the inbox lets go of the actor: the inbox and the actor refer to
+        each other, and every `ActorRef` holds the inbox, so an ended actor
+        (with all it loaded) waited for a full garbage collection; passivating
+        10,000 customers a minute kept ~15 KiB per customer touched (issue 20).
+        Nothing schedules an ended actor again (its inbox stays marked
+        scheduled), so the inbox never needs it after this."""
         try:
             self._actor_loop_teardown()
         finally:
-            self._report_exit()
+            try:
+                self._report_exit()
+            finally:
+                inbox: _Inbox = self.actor_inbox  # type: ignore[assignment]
+                inbox.actor = None
 
     def _handle_envelope(self, envelope: Any) -> None:
         """One message, as pykka's ThreadingActor loop handles it.

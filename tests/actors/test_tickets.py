@@ -15,7 +15,8 @@ import pykka
 import pytest
 
 from actors.charges import ACCOUNT_UNAVAILABLE, ChargeOutcome, refused
-from actors.tickets import TIMED_OUT, TicketBatch, TicketFuture
+from actors.pending import PendingReceipt
+from actors.tickets import TIMED_OUT, Ticket, TicketBatch, TicketFuture
 
 COMMITTED = ChargeOutcome(kind="committed")
 DEAD = refused("account_unavailable", "the account is restarting; retry")
@@ -164,3 +165,48 @@ async def test_an_answered_batch_is_freed_without_the_cycle_collector() -> None:
         assert freed() is None, "the batch is kept alive by a reference cycle"
     finally:
         gc.enable()
+
+
+async def test_a_batch_kept_after_its_hand_over_lets_go_of_the_request() -> None:
+    """A remembered receipt keeps its ticket until the customer's next charge
+    (issue 20): the answered request's future (and the deadline's timer and
+    context) must not stay with it."""
+    loop = asyncio.get_running_loop()
+    batch, answered = TicketBatch.awaited(1, loop, timeout_s=5.0)
+    request = weakref.ref(answered)
+    assert batch.issue()[0].settle(COMMITTED)
+    assert await asyncio.wait_for(answered, 5) == [COMMITTED]
+    del answered
+    gc.collect()
+    assert request() is None
+    assert batch.issue()[0].outcome == COMMITTED
+
+
+def _pending(ticket: Ticket) -> PendingReceipt:
+    core = {"receipt_id": "rcpt_1", "seq": 1, "usage_description": "x" * 500}
+    return PendingReceipt(
+        customer_id="cus_1", seq=1, idempotency_key="k1", fingerprint="f1",
+        entitlement_id="api_calls", amount_minor=1, currency="USD", balance_after_minor=1,
+        recorded_at="2026-01-01T00:00:00Z", receipt_id="rcpt_1", receipt_hash="h1",
+        previous_receipt_hash="", core=core, canonical_core=b"c" * 500, ticket=ticket,
+    )
+
+
+def test_a_committed_receipt_keeps_what_a_replay_needs_and_drops_the_rest() -> None:
+    """The account actor remembers its last receipt until the next charge:
+    10,000 live customers each kept a core, its canonical bytes and the
+    request record (issue 20). A duplicate still gets its replay."""
+    batch, calls = _collector(2)
+    first, duplicate = batch.issue()
+    pending = _pending(first)
+    assert pending.settle(COMMITTED)
+    assert (pending.core, pending.canonical_core, pending.receipt) == ({}, b"", None)
+    pending.add_waiter(duplicate)
+    assert [o.kind for o in calls[0]] == ["committed", "replayed"]
+
+
+def test_a_refused_receipt_keeps_its_core_for_a_stage_still_holding_it() -> None:
+    batch, _ = _collector(1)
+    pending = _pending(batch.issue()[0])
+    assert pending.settle(DEAD)
+    assert pending.canonical_core == b"c" * 500 and pending.core["seq"] == 1

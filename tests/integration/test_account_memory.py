@@ -6,10 +6,12 @@ directory, the accounts supervisor or admission."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 
+from actors.account import AccountActor
 from ledger import limits
 from tests.integration.conftest import Service
 
@@ -69,3 +71,29 @@ async def test_passivated_customers_leave_nothing_behind(service: Service) -> No
     assert services.admission.inflight == 0 and services.admission._per_customer == {}
     async with service.session.get("/metrics") as response:
         assert "billing_live_account_actors 0.0" in await response.text()
+
+
+def _stopped_actors_in_memory() -> int:
+    return sum(1 for o in gc.get_objects()
+               if isinstance(o, AccountActor) and o.actor_stopped.is_set())
+
+
+@pytest.mark.parametrize("settings_overrides", [{"account_idle_s": 0.2}])
+async def test_passivated_actors_are_freed_without_waiting_for_the_collector(
+    service: Service,
+) -> None:
+    """A serving process collects cycles rarely (gateway.gc_tuning): a
+    passivated actor held in a cycle kept all it had loaded, ~14 KiB per
+    customer touched past the live bound (issue 20)."""
+    customers = [await service.create_customer() for _ in range(5)]
+    gc.collect()
+    gc.disable()
+    try:
+        for customer in customers:
+            await _charge(service, customer)
+        await asyncio.sleep(0.3)
+        await _passivate(service)
+        assert _live(service)["specs"] == 0
+        assert _stopped_actors_in_memory() == 0
+    finally:
+        gc.enable()

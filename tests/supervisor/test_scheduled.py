@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,6 +62,19 @@ class Counter(ScheduledActor):
             return len(self.seen)
         finally:
             self._busy.release()
+
+
+class Loaded:
+    """Stands for what an account actor loads (its head, entitlements, recent receipts)."""
+
+
+class Holder(ScheduledActor):
+    def __init__(self, link: Link | None, scheduler: ActorScheduler) -> None:
+        super().__init__(link, scheduler)
+        self.loaded = Loaded()
+
+    def on_receive(self, message: Any) -> Any:
+        return weakref.ref(self.loaded)
 
 
 class FailsToStart(ScheduledActor):
@@ -254,3 +269,30 @@ def test_a_system_exit_in_on_start_ends_that_actor_not_a_shared_thread(
         other.stop()
     finally:
         scheduler.stop()
+
+
+def test_passivated_actors_let_go_of_what_they_held_without_a_garbage_collection(
+    accounts: DynamicSupervisor, scheduler: ActorScheduler
+) -> None:
+    """Issue 20: an ended actor sat in reference cycles (with its inbox, and
+    its link with the exit report), so all it had loaded stayed in memory
+    until a full collection, which a serving process makes rare: ~15 KiB
+    per customer touched past the live bound."""
+    ids = tuple(f"c{i}" for i in range(50))
+    gc.collect()
+    gc.disable()
+    try:
+        # Refs handed out earlier (a request that just looked one up) still exist.
+        refs = [accounts.start_child(cid, lambda link: Holder.start(link, scheduler))
+                for cid in ids]
+        loaded = [ref.ask("loaded", timeout=WAIT_S) for ref in refs]
+        assert accounts.terminate_children(ids, timeout_ms=int(WAIT_S * 1000)) == len(ids)
+        wait_until(lambda: all(ref() is None for ref in loaded))
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left_for_the_collector = {type(o).__name__ for o in gc.garbage}
+        assert not left_for_the_collector & {"Holder", "Link", "ChildExited", "_Inbox"}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
