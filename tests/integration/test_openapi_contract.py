@@ -14,7 +14,7 @@ from tests.integration.conftest import Service
 ROOT = Path(__file__).resolve().parents[2]
 # Where error codes are raised: the gateway, and the codes it passes through
 # from money parsing and from the account actors' refusals.
-_RAISING_SOURCES = (*sorted((ROOT / "gateway").glob("*.py")), ROOT / "ledger" / "money.py")
+_RAISING_SOURCES = (*sorted((ROOT / "gateway").rglob("*.py")), ROOT / "ledger" / "money.py")
 _RAISE_RE = re.compile(
     r"\b(?:ApiError|RouteError|bad_request|MoneyError|_reject)\(\s*(?:\d+,\s*)?\"([a-z_]+)\""
 )
