@@ -74,7 +74,9 @@ def check_receipt_logged(
     if "log" not in receipt:
         return OK, None
     try:
-        return OK, check_log_block(computed_hash, receipt["log"], keys, keys.checkpoints)
+        return OK, check_log_block(
+            computed_hash, receipt["log"], keys, keys.checkpoints, keys.proven
+        )
     except LogBlockError as error:
         return _fail(error.reason, error.detail), None
 
