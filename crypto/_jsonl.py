@@ -2,9 +2,11 @@
 
 Each receipt's hash and signature are independent of the others, so batches
 of lines go to worker processes (parse + JCS + hash + signature), while the
-link checks stay here, in line order. Threads do not help: parsing and the
-field checks hold the GIL for about as long as the signature check runs
-without it. Memory is bounded by the batches in flight, not the file.
+link checks stay here, in line order. The first batch is checked here and
+timed: lines cheaper than shipping them stay here (`pool_line_cpu_us_min`).
+Threads do not help: parsing and the field checks hold the GIL for about as
+long as the signature check runs without it. Memory is bounded by the
+batches in flight, not the file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import concurrent.futures
 import itertools
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Final
 
@@ -27,6 +30,12 @@ from crypto._trusted import TrustedKeys, trusted_keys
 
 batch_lines_max: Final = 1024
 batches_ahead_per_worker: Final = 3
+# Shipping a line to a worker and its answer back costs ~6 us of CPU (~4 here,
+# ~2 there); with two workers on two cores a pool gains only on lines that cost
+# several times that. Receipt form (an RSA verify, ~25 us a line) does;
+# checkpoint form (an inclusion path mostly proven already, ~10 us) ran 1.7x
+# slower in a pool than here (`loadtest.bench_log_audit`).
+pool_line_cpu_us_min: Final = 20.0
 
 # A failure travels between processes as (reason, detail, receipt_id); an ok
 # receipt as its Link. Smaller to pickle than the dataclasses.
@@ -73,9 +82,13 @@ def _checked_lines(
     lines: Iterator[bytes], keys: TrustedKeys, workers: int
 ) -> Generator[Checked, None, None]:
     first_batch = list(itertools.islice(lines, batch_lines_max))
-    if workers <= 1 or len(first_batch) < batch_lines_max:
-        # Small input: a pool costs more to start than it saves.
-        for line in itertools.chain(first_batch, lines):
+    started_s = time.thread_time()  # CPU time: what other processes take does not count
+    first_checked = [_check_line(line, keys) for line in first_batch]
+    line_cpu_us = (time.thread_time() - started_s) * 1e6 / max(1, len(first_batch))
+    yield from first_checked
+    if workers <= 1 or len(first_batch) < batch_lines_max or line_cpu_us < pool_line_cpu_us_min:
+        # Small input, or lines too cheap to ship: a pool costs more than it saves.
+        for line in lines:
             yield _check_line(line, keys)
         return
     # fork is cheap and safe while this is the only thread; otherwise spawn.
@@ -87,9 +100,7 @@ def _checked_lines(
         initargs=(keys.document,),
     )
     pending: collections.deque[concurrent.futures.Future[list[_Wire]]] = collections.deque()
-    batches = itertools.chain(
-        [first_batch], iter(lambda: list(itertools.islice(lines, batch_lines_max)), [])
-    )
+    batches = iter(lambda: list(itertools.islice(lines, batch_lines_max)), [])
     try:
         while True:
             for batch in itertools.islice(

@@ -61,7 +61,8 @@ class ProvenNodes:
         walked: list[tuple[_Position, bytes, int]] = []
         for step, sibling_hex in enumerate(path):
             position = (root, size, level, fn)
-            known = nodes.get(position)
+            # Leaves are not kept (only the same receipt again would find its own).
+            known = nodes.get(position) if level else None
             if known is not None:
                 # Same node, same rest of path: the walk ends where the proven one did.
                 known_hash, known_path, start = known
@@ -86,11 +87,11 @@ class ProvenNodes:
         return True
 
     def _remember(self, walked: list[tuple[_Position, bytes, int]], path: Sequence[object]) -> None:
-        if not walked:
+        if len(walked) < 2:
             return
         if len(self._nodes) + len(walked) > proven_nodes_max:
             self._nodes.clear()
         # Every element of `path` up to the root is a checked hex string by now.
         kept: list[str] = list(path)  # type: ignore[arg-type]
-        for position, node, step in walked:
+        for position, node, step in walked[1:]:  # walked[0] is the leaf: not kept
             self._nodes[position] = (node, kept, step)
