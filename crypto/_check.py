@@ -50,7 +50,8 @@ def check_receipt_logged(
     receipt: object, keys: TrustedKeys, leaf_check: LeafCheck | None = None
 ) -> tuple[VerificationResult, LogPosition | None]:
     """check_receipt, and where its `log` block proved it (None without one)."""
-    if not isinstance(receipt, Mapping):
+    # A dict first: the ABC check alone costs ~0.2 us per receipt verified.
+    if type(receipt) is not dict and not isinstance(receipt, Mapping):
         return _fail("missing_field", "a receipt must be a JSON object"), None
     if not receipt.keys() >= _RECEIPT_FIELD_SET:  # one C loop; names only when some are missing
         missing = [name for name in _RECEIPT_FIELDS if name not in receipt]

@@ -64,7 +64,7 @@ class LogBlockError(ValueError):
 
 def _log_fields(block: object) -> tuple[int, int, object, str]:
     """(index, tree_size, inclusion as found, checkpoint JWS), or LogBlockError."""
-    if not isinstance(block, Mapping):
+    if type(block) is not dict and not isinstance(block, Mapping):  # dict: no ABC check
         raise LogBlockError("invalid_field", "log must be a JSON object")
     index, size = block.get("index"), block.get("tree_size")
     path, jws = block.get("inclusion"), block.get("checkpoint")

@@ -5,6 +5,7 @@ Parsing is strict on purpose: a billing event that is almost right is wrong.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -247,6 +248,15 @@ def _idempotency_key(body: dict[str, Any], header_key: str | None) -> str:
     return key
 
 
+@functools.lru_cache(maxsize=limits.event_timestamps_cached_max)
+def _event_time(text: str) -> tuple[datetime, str]:
+    """An event's timestamp, parsed and in the fixed format. Cached: the
+    events of a batch are mostly stamped within a few seconds of each other,
+    and parsing + formatting was ~2 of ~10 us per event on the loop."""
+    moment = parse_timestamp(text, "timestamp")
+    return moment, format_rfc3339(moment)
+
+
 _EVENT_FUTURE_SKEW = timedelta(seconds=limits.event_future_skew_s_max)
 _EVENT_AGE_MAX = timedelta(seconds=limits.event_age_s_max)
 
@@ -279,7 +289,7 @@ def parse_event(value: Any, now: datetime, header_key: str | None = None) -> Eve
         body, "usage_description", max_chars=limits.usage_description_chars_max, allow_empty=True
     )
     timestamp_text = require_str(body, "timestamp", max_chars=64)
-    moment = parse_timestamp(timestamp_text, "timestamp")
+    moment, event_timestamp = _event_time(timestamp_text)
     if moment > now + _EVENT_FUTURE_SKEW:
         raise bad_request(
             "timestamp_in_future", "timestamp is more than 5 minutes in the future", "timestamp"
@@ -293,5 +303,5 @@ def parse_event(value: Any, now: datetime, header_key: str | None = None) -> Eve
         amount_minor=amount_minor,
         currency=currency,
         usage_description=description,
-        event_timestamp=format_rfc3339(moment),
+        event_timestamp=event_timestamp,
     )
