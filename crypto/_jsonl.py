@@ -2,8 +2,8 @@
 
 Each receipt's hash and signature are independent of the others, so batches
 of lines go to worker processes (parse + JCS + hash + signature), while the
-link checks stay here, in line order. The first batch is checked here and
-timed: lines cheaper than shipping them stay here (`pool_line_cpu_us_min`).
+link checks stay here, in line order. Lines cheaper to check than to ship
+(receipts without a signature of their own) stay here (`_worth_shipping`).
 Threads do not help: parsing and the field checks hold the GIL for about as
 long as the signature check runs without it. Memory is bounded by the
 batches in flight, not the file.
@@ -16,7 +16,6 @@ import concurrent.futures
 import itertools
 import multiprocessing
 import threading
-import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Final
 
@@ -30,12 +29,6 @@ from crypto._trusted import TrustedKeys, trusted_keys
 
 batch_lines_max: Final = 1024
 batches_ahead_per_worker: Final = 3
-# Shipping a line to a worker and its answer back costs ~6 us of CPU (~4 here,
-# ~2 there); with two workers on two cores a pool gains only on lines that cost
-# several times that. Receipt form (an RSA verify, ~25 us a line) does;
-# checkpoint form (an inclusion path mostly proven already, ~10 us) ran 1.7x
-# slower in a pool than here (`loadtest.bench_log_audit`).
-pool_line_cpu_us_min: Final = 20.0
 
 # A failure travels between processes as (reason, detail, receipt_id); an ok
 # receipt as its Link. Smaller to pickle than the dataclasses.
@@ -71,6 +64,18 @@ def _from_wire(wire: _Wire) -> Checked:
     return VerificationResult(False, reason, detail), None, receipt_id
 
 
+def _worth_shipping(lines: list[bytes]) -> bool:
+    """Whether most lines carry their own signature, the one check that costs more
+    than shipping a line to a worker and its answer back (~6 us of CPU: ~4 here,
+    ~2 there). Receipt form (an RSA verify each, ~25 us a line) gains from two
+    workers; checkpoint form (~12 us, its inclusion path mostly proven already)
+    ran 1.7x slower in a pool than here (`loadtest.bench_log_audit`). Timing the
+    first lines instead misjudged: their CPU time doubled on a busy machine.
+    A wrong guess costs time, never a verdict."""
+    signed = sum(1 for line in lines if b'"signature"' in line)
+    return 2 * signed > len(lines)
+
+
 def _check_batch(lines: list[bytes]) -> list[_Wire]:
     keys = _worker_keys
     if keys is None:
@@ -82,13 +87,9 @@ def _checked_lines(
     lines: Iterator[bytes], keys: TrustedKeys, workers: int
 ) -> Generator[Checked, None, None]:
     first_batch = list(itertools.islice(lines, batch_lines_max))
-    started_s = time.thread_time()  # CPU time: what other processes take does not count
-    first_checked = [_check_line(line, keys) for line in first_batch]
-    line_cpu_us = (time.thread_time() - started_s) * 1e6 / max(1, len(first_batch))
-    yield from first_checked
-    if workers <= 1 or len(first_batch) < batch_lines_max or line_cpu_us < pool_line_cpu_us_min:
+    if workers <= 1 or len(first_batch) < batch_lines_max or not _worth_shipping(first_batch):
         # Small input, or lines too cheap to ship: a pool costs more than it saves.
-        for line in lines:
+        for line in itertools.chain(first_batch, lines):
             yield _check_line(line, keys)
         return
     # fork is cheap and safe while this is the only thread; otherwise spawn.
@@ -100,7 +101,9 @@ def _checked_lines(
         initargs=(keys.document,),
     )
     pending: collections.deque[concurrent.futures.Future[list[_Wire]]] = collections.deque()
-    batches = iter(lambda: list(itertools.islice(lines, batch_lines_max)), [])
+    batches = itertools.chain(
+        [first_batch], iter(lambda: list(itertools.islice(lines, batch_lines_max)), [])
+    )
     try:
         while True:
             for batch in itertools.islice(
