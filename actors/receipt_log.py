@@ -11,7 +11,6 @@ the edge is reloaded from the stored tiles and the batch re-signed.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -110,8 +109,7 @@ class LogAppender:
         )
         jws = sign_checkpoint(checkpoint, key)
         indexed = [
-            dataclasses.replace(receipt, log_index=appended.start + offset)
-            for offset, receipt in enumerate(receipts)
+            receipt.at_log_index(appended.start + offset) for offset, receipt in enumerate(receipts)
         ]
         proofs = [
             LogProof(appended.start + offset, appended.size, tuple(path), jws)

@@ -105,7 +105,7 @@ def checked_receipt(
     receipt: object, keys: TrustedKeys, leaf_check: LeafCheck | None = None
 ) -> Checked:
     result, position = check_receipt_logged(receipt, keys, leaf_check)
-    if result.ok and isinstance(receipt, Mapping):
+    if result.ok and (type(receipt) is dict or isinstance(receipt, Mapping)):
         return result, link_of(receipt, position), None
     return result, None, receipt_id_of(receipt)
 

@@ -14,6 +14,7 @@ from crypto._trusted import TrustedKeys, trusted_keys
 from crypto.receipt import RECEIPT_CORE_FIELDS, core_bytes, hash_of_core_bytes
 
 _RECEIPT_FIELDS = (*RECEIPT_CORE_FIELDS, "receipt_hash")
+_RECEIPT_FIELD_SET = frozenset(_RECEIPT_FIELDS)
 
 
 class Link(NamedTuple):
@@ -49,10 +50,11 @@ def check_receipt_logged(
     receipt: object, keys: TrustedKeys, leaf_check: LeafCheck | None = None
 ) -> tuple[VerificationResult, LogPosition | None]:
     """check_receipt, and where its `log` block proved it (None without one)."""
-    if not isinstance(receipt, Mapping):
+    # A dict first: the ABC check alone costs ~0.2 us per receipt verified.
+    if type(receipt) is not dict and not isinstance(receipt, Mapping):
         return _fail("missing_field", "a receipt must be a JSON object"), None
-    missing = [name for name in _RECEIPT_FIELDS if name not in receipt]
-    if missing:
+    if not receipt.keys() >= _RECEIPT_FIELD_SET:  # one C loop; names only when some are missing
+        missing = [name for name in _RECEIPT_FIELDS if name not in receipt]
         return _fail("missing_field", f"missing {', '.join(missing)}"), None
     try:
         payload = core_bytes(receipt)
@@ -74,7 +76,9 @@ def check_receipt_logged(
     if "log" not in receipt:
         return OK, None
     try:
-        return OK, check_log_block(computed_hash, receipt["log"], keys, keys.checkpoints)
+        return OK, check_log_block(
+            computed_hash, receipt["log"], keys, keys.checkpoints, keys.proven
+        )
     except LogBlockError as error:
         return _fail(error.reason, error.detail), None
 

@@ -33,7 +33,6 @@ from crypto._merkle import (
     broken,
     fold,
     inclusion_plan,
-    is_cut,
     node_hash,
     read_checked,
 )
@@ -235,7 +234,9 @@ def _remainders(compact: dict[int, bytes], size: int) -> dict[int, bytes]:
 
 def _proof(index: int, size: int, node: NodeLookup, remainders: dict[int, bytes]) -> list[bytes]:
     """PATH(index, D[0:size]) from in-memory hashes, on the plan of `inclusion_proof`."""
+    # is_cut inline: the writer builds one proof per receipt it commits, and the
+    # call per node was ~10% of it (3.6 -> 3.3 us per leaf of a 100-leaf append).
     return [
-        remainders[sibling[0]] if is_cut(sibling, size) else node(*sibling)
-        for sibling in inclusion_plan(index, size)
+        remainders[level] if (sibling + 1) << level > size else node(level, sibling)
+        for level, sibling in inclusion_plan(index, size)
     ]

@@ -10,7 +10,6 @@ checkpoint's root and checks the JWS with the JWKS: the receipt verifies alone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -18,10 +17,8 @@ from typing import Any, NamedTuple
 from crypto._checkpoint import Checkpoint, verify_checkpoint
 from crypto._errors import CheckpointError, ProofError
 from crypto._merkle import leaf_hash, verify_inclusion
+from crypto._path_cache import HASH_HEX, ProvenNodes
 from crypto._trusted import TrustedKeys
-
-HASH_HEX_LENGTH = 64
-_HASH_HEX = re.compile(f"[0-9a-f]{{{HASH_HEX_LENGTH}}}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +62,9 @@ class LogBlockError(ValueError):
         self.detail = detail
 
 
-def parse_log_block(block: object) -> tuple[int, int, list[bytes], str]:
-    """(index, tree_size, inclusion path, checkpoint JWS), or LogBlockError."""
-    if not isinstance(block, Mapping):
+def _log_fields(block: object) -> tuple[int, int, object, str]:
+    """(index, tree_size, inclusion as found, checkpoint JWS), or LogBlockError."""
+    if type(block) is not dict and not isinstance(block, Mapping):  # dict: no ABC check
         raise LogBlockError("invalid_field", "log must be a JSON object")
     index, size = block.get("index"), block.get("tree_size")
     path, jws = block.get("inclusion"), block.get("checkpoint")
@@ -75,6 +72,12 @@ def parse_log_block(block: object) -> tuple[int, int, list[bytes], str]:
         raise LogBlockError("invalid_field", "log needs integers 0 <= index < tree_size")
     if not isinstance(jws, str):
         raise LogBlockError("invalid_field", "log.checkpoint must be a compact JWS string")
+    return index, size, path, jws
+
+
+def parse_log_block(block: object) -> tuple[int, int, list[bytes], str]:
+    """(index, tree_size, inclusion path, checkpoint JWS), or LogBlockError."""
+    index, size, path, jws = _log_fields(block)
     if not isinstance(path, list) or not all(_is_hash_hex(node) for node in path):
         raise LogBlockError("invalid_field", "log.inclusion must be a list of 64-hex-digit hashes")
     return index, size, [bytes.fromhex(node) for node in path], jws
@@ -83,20 +86,12 @@ def parse_log_block(block: object) -> tuple[int, int, list[bytes], str]:
 def _is_hash_hex(value: object) -> bool:
     # A compiled pattern: a per-character generator cost more than the whole
     # inclusion check (about 35 of 69 us per receipt, `bench_log_audit`).
-    return isinstance(value, str) and _HASH_HEX.fullmatch(value) is not None
+    return isinstance(value, str) and HASH_HEX.fullmatch(value) is not None
 
 
-def check_log_block(
-    receipt_hash: str,
-    block: object,
-    keys: TrustedKeys,
-    checkpoints: MutableMapping[str, Checkpoint] | None = None,
-) -> LogPosition:
-    """Where the block proves this receipt to be, or LogBlockError with a reason.
-
-    `checkpoints` caches verified checkpoints by JWS: receipts of one commit
-    (or one export) share theirs, so each JWS is verified once."""
-    index, size, path, jws = parse_log_block(block)
+def _verified_checkpoint(
+    jws: str, keys: TrustedKeys, checkpoints: MutableMapping[str, Checkpoint] | None
+) -> Checkpoint:
     checkpoint = checkpoints.get(jws) if checkpoints is not None else None
     if checkpoint is None:
         try:
@@ -105,6 +100,29 @@ def check_log_block(
             raise LogBlockError(error.reason, f"checkpoint: {error.detail}") from error
         if checkpoints is not None:
             checkpoints[jws] = checkpoint
+    return checkpoint
+
+
+def check_log_block(
+    receipt_hash: str,
+    block: object,
+    keys: TrustedKeys,
+    checkpoints: MutableMapping[str, Checkpoint] | None = None,
+    proven: ProvenNodes | None = None,
+) -> LogPosition:
+    """Where the block proves this receipt to be, or LogBlockError with a reason.
+
+    `checkpoints` caches verified checkpoints by JWS: receipts of one commit
+    (or one export) share theirs, so each JWS is verified once. `proven`
+    caches path nodes already walked to a signed root (crypto._path_cache);
+    whatever it cannot prove gets the full check below, so verdicts and
+    reasons do not depend on what was verified before."""
+    if proven is not None:
+        position = _proven_position(receipt_hash, block, keys, checkpoints, proven)
+        if position is not None:
+            return position
+    index, size, path, jws = parse_log_block(block)
+    checkpoint = _verified_checkpoint(jws, keys, checkpoints)
     if checkpoint.tree_size != size:
         raise LogBlockError(
             "checkpoint_size_mismatch",
@@ -114,4 +132,24 @@ def check_log_block(
         verify_inclusion(receipt_leaf(receipt_hash), index, size, path, checkpoint.root_hash)
     except ProofError as error:
         raise LogBlockError("not_in_log", f"inclusion proof: {error.detail}") from error
+    return LogPosition(index, size, checkpoint.root_hash)
+
+
+def _proven_position(
+    receipt_hash: str,
+    block: object,
+    keys: TrustedKeys,
+    checkpoints: MutableMapping[str, Checkpoint] | None,
+    proven: ProvenNodes,
+) -> LogPosition | None:
+    """The position `proven` establishes, or None when only the full check can tell."""
+    try:
+        index, size, path, jws = _log_fields(block)
+        checkpoint = _verified_checkpoint(jws, keys, checkpoints)
+    except LogBlockError:
+        return None
+    if checkpoint.tree_size != size or not isinstance(path, list):
+        return None
+    if not proven.proves(receipt_leaf(receipt_hash), index, size, path, checkpoint.root_hash):
+        return None
     return LogPosition(index, size, checkpoint.root_hash)

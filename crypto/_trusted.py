@@ -7,6 +7,7 @@ from typing import Any
 
 from crypto._errors import JWKSError
 from crypto._jwk import PublicVerifier, public_key_from_jwk, thumbprint, verifier_for
+from crypto._path_cache import ProvenNodes
 
 _KNOWN_KTY = frozenset({"RSA", "EC", "OKP"})
 _checkpoints_cached_max = 4_096
@@ -33,7 +34,7 @@ class TrustedKeys:
     so a broken JWKS is reported instead of silently trusting fewer keys.
     """
 
-    __slots__ = ("_by_kid", "checkpoints", "document")
+    __slots__ = ("_by_kid", "checkpoints", "document", "proven")
 
     def __init__(self, jwks: Mapping[str, object]) -> None:
         if not isinstance(jwks, Mapping):
@@ -46,6 +47,8 @@ class TrustedKeys:
         # Checkpoints verified with these keys, by JWS: the receipts of one
         # commit or one export share theirs (see crypto._receipt_log).
         self.checkpoints: dict[str, Any] = _BoundedCache(_checkpoints_cached_max)
+        # Inclusion-path nodes already walked to one of those checkpoints' roots.
+        self.proven = ProvenNodes()
         for position, jwk in enumerate(keys):
             if not isinstance(jwk, Mapping):
                 raise JWKSError(f"JWKS key #{position} is not an object")

@@ -33,8 +33,6 @@ RECEIPT_CORE_FIELDS: Final = (
 
 _INT_FIELDS: Final = frozenset({"seq", "amount_minor", "balance_after_minor"})
 _NULLABLE_INT_FIELDS: Final = frozenset({"quota_remaining_minor"})
-_TIMESTAMP_FIELDS: Final = frozenset({"event_timestamp", "recorded_at"})
-_HASH_FIELDS: Final = frozenset({"previous_receipt_hash"})
 
 # RFC 8785 numbers are IEEE doubles: integers must have an exact double.
 json_integer_abs_max: Final = 2**53 - 1
@@ -45,6 +43,25 @@ _RFC3339 = re.compile(
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 _HASH = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 
+# The string fields with a format: the pattern, and what a value that misses it is told.
+_PATTERNS: Final[dict[str, tuple[re.Pattern[str], str]]] = {
+    "event_timestamp": (_RFC3339, "must be an RFC 3339 timestamp, got {!r}"),
+    "recorded_at": (_RFC3339, "must be an RFC 3339 timestamp, got {!r}"),
+    "previous_receipt_hash": (_HASH, "must be 'sha256:' + 64 hex digits"),
+    "currency": (_CURRENCY, "must be an ISO 4217 code, got {!r}"),
+}
+# (name, integer, may be null, pattern, told), in documentation order: one
+# pass, where four set lookups per field cost ~1 of ~2 us per receipt verified.
+_CORE_FORMS: Final = tuple(
+    (
+        name,
+        name in _INT_FIELDS or name in _NULLABLE_INT_FIELDS,
+        name in _NULLABLE_INT_FIELDS,
+        *_PATTERNS.get(name, (None, "")),
+    )
+    for name in RECEIPT_CORE_FIELDS
+)
+
 
 def receipt_core(receipt: Mapping[str, object]) -> dict[str, object]:
     """Exactly the core fields of `receipt` (extra fields ignored); KeyError if one is missing."""
@@ -53,22 +70,19 @@ def receipt_core(receipt: Mapping[str, object]) -> dict[str, object]:
 
 def check_core(core: Mapping[str, object]) -> None:
     """Raise unless every core field has its type and format (see DESIGN.md "Receipts")."""
-    for name in RECEIPT_CORE_FIELDS:
+    for name, integer, nullable, pattern, told in _CORE_FORMS:
         value = core[name]
-        if name in _INT_FIELDS or (name in _NULLABLE_INT_FIELDS and value is not None):
+        if integer:
+            if value is None and nullable:
+                continue
             if type(value) is not int:
                 raise ReceiptFieldError(f"{name} must be an integer, got {type(value).__name__}")
             if not -json_integer_abs_max <= value <= json_integer_abs_max:
                 raise CanonicalizationError(f"{name} = {value} is not below 2**53 in magnitude")
-        elif name not in _NULLABLE_INT_FIELDS:
-            if type(value) is not str:
-                raise ReceiptFieldError(f"{name} must be a string, got {type(value).__name__}")
-            if name in _TIMESTAMP_FIELDS and _RFC3339.fullmatch(value) is None:
-                raise ReceiptFieldError(f"{name} must be an RFC 3339 timestamp, got {value!r}")
-            if name in _HASH_FIELDS and _HASH.fullmatch(value) is None:
-                raise ReceiptFieldError(f"{name} must be 'sha256:' + 64 hex digits")
-            if name == "currency" and _CURRENCY.fullmatch(value) is None:
-                raise ReceiptFieldError(f"currency must be an ISO 4217 code, got {value!r}")
+        elif type(value) is not str:
+            raise ReceiptFieldError(f"{name} must be a string, got {type(value).__name__}")
+        elif pattern is not None and pattern.fullmatch(value) is None:
+            raise ReceiptFieldError(f"{name} {told.format(value)}")
 
 
 def core_bytes(receipt: Mapping[str, object]) -> bytes:

@@ -29,10 +29,15 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f} receipts/s" if speed else "")
 
 
+def progress_shown(mode: str) -> bool:
+    """Whether `--progress mode` shows the bar (auto: when stderr is a terminal)."""
+    return mode == "always" or (mode == "auto" and sys.stderr.isatty())
+
+
 def receipt_progress(mode: str) -> Progress:
     """A Progress counting receipts; `mode` is auto|always|never (auto: only
     when stderr is a terminal). Use as a context manager."""
-    show = mode == "always" or (mode == "auto" and sys.stderr.isatty())
+    show = progress_shown(mode)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

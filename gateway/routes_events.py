@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from actors.charges import ChargeOutcome
 from gateway.errors import ApiError, bad_request, json_response
 from gateway.rendering import (
     charge_summary,
@@ -102,7 +103,31 @@ async def post_event_batch(request: web.Request) -> web.Response:
             "a batch takes no Idempotency-Key header: each event has its idempotent_key",
             IDEMPOTENCY_HEADER,
         )
-    body = await read_json_body(request)
+    items = _batch_items(await read_json_body(request), services)
+    parsed = _parse_batch(items, customer_id, datetime.now(UTC))
+    valid = [p for p in parsed if isinstance(p, EventRequest)]
+    services.admission.enter(customer_id, max(1, len(valid)))
+    try:
+        # One message to the one account actor: charged in the batch's order.
+        ref = await services.account_ref(customer_id) if valid else None
+        outcomes = await services.submit(valid, ref, record) if valid else []
+    finally:
+        services.admission.leave(customer_id, max(1, len(valid)))
+    results = _batch_results(parsed, outcomes, origin_of(request))
+    # `data` is Stripe's name for a list's items; `results` stays for old clients.
+    return json_response(
+        {
+            "object": "list",
+            "data": results,
+            "results": results,
+            "has_more": False,
+            "url": request.path,
+        }
+    )
+
+
+def _batch_items(body: Any, services: Services) -> list[Any]:
+    """The body's `events`, or the 4xx for a body that is no batch."""
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise bad_request("invalid_type", "send {\"events\": [...]}", "events")
     reject_unknown(body, ("events",))
@@ -118,7 +143,13 @@ async def post_event_batch(request: web.Request) -> web.Response:
             f"at most {events_max} events per batch, got {len(items)}",
             param="events",
         )
-    now = datetime.now(UTC)
+    return items
+
+
+def _parse_batch(
+    items: list[Any], customer_id: str, now: datetime
+) -> list[EventRequest | ApiError]:
+    """Each item as an event, or the error that is its result (param `events[i]....`)."""
     parsed: list[EventRequest | ApiError] = []
     for index, item in enumerate(items):
         try:
@@ -129,21 +160,20 @@ async def post_event_batch(request: web.Request) -> web.Response:
             if error.param and not error.param.startswith("events["):
                 error.param = f"events[{index}].{error.param}"
             parsed.append(error)
-    valid = [p for p in parsed if isinstance(p, EventRequest)]
-    services.admission.enter(customer_id, max(1, len(valid)))
-    try:
-        # One message to the one account actor: charged in the batch's order.
-        ref = await services.account_ref(customer_id) if valid else None
-        outcomes = iter(await services.submit(valid, ref, record) if valid else [])
-    finally:
-        services.admission.leave(customer_id, max(1, len(valid)))
-    origin = origin_of(request)
+    return parsed
+
+
+def _batch_results(
+    parsed: list[EventRequest | ApiError], outcomes: list[ChargeOutcome], origin: str
+) -> list[dict[str, Any]]:
+    """One result per item, in order: its error, its refusal, or its receipt."""
+    answered = iter(outcomes)
     results: list[dict[str, Any]] = []
     for item in parsed:
         if isinstance(item, ApiError):
             results.append({"status": item.status, **item.body()})
             continue
-        outcome = next(outcomes)
+        outcome = next(answered)
         if outcome.receipt is None or outcome.kind == "refused":
             results.append(refusal_result(outcome))
         else:
@@ -154,16 +184,7 @@ async def post_event_batch(request: web.Request) -> web.Response:
                     "receipt": charge_summary(outcome.receipt, origin, outcome.log),
                 }
             )
-    # `data` is Stripe's name for a list's items; `results` stays for old clients.
-    return json_response(
-        {
-            "object": "list",
-            "data": results,
-            "results": results,
-            "has_more": False,
-            "url": request.path,
-        }
-    )
+    return results
 
 
 @routes.get("/v1/receipts/{receipt_id}")

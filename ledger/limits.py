@@ -38,6 +38,8 @@ email_chars_max: Final = 320
 event_future_skew_s_max: Final = 5 * 60
 event_age_s_max: Final = 35 * 24 * 3600
 batch_events_max: Final = 100
+# Event timestamps kept parsed (gateway.validation): a batch's events share a few.
+event_timestamps_cached_max: Final = 1_024
 
 # Admission and concurrency.
 admission_queue_max: Final = 1_000
