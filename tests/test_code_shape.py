@@ -15,14 +15,6 @@ _SERVICE_PACKAGES = ("supervisor", "actors", "gateway", "ledger", "crypto")
 _FUNCTION_LINES_MAX = 60
 _EXCUSE = re.compile(r"#\s*long:\s*\S")
 
-# Functions other engineers are splitting now (issue 21). The merger empties
-# this set as their branches land; an entry that is no longer long fails
-# test_being_split_is_not_stale, so the set cannot outlive the work.
-_BEING_SPLIT = {
-    ("gateway/routes_events.py", "post_event_batch"),
-}
-
-
 class Function(NamedTuple):
     path: str  # relative to the root, with "/"
     name: str
@@ -66,19 +58,10 @@ def _long(found: list[Function]) -> list[Function]:
 
 
 def test_no_function_over_60_lines_without_a_reason() -> None:
-    offenders = [f for f in _long(functions(_ROOT, _SERVICE_PACKAGES))
-                 if not f.excused and (f.path, f.name) not in _BEING_SPLIT]
+    offenders = [f for f in _long(functions(_ROOT, _SERVICE_PACKAGES)) if not f.excused]
     assert not offenders, (
         f"over {_FUNCTION_LINES_MAX} lines: split them, or say why on the line before "
         "the def with `# long: <why>`:\n" + "\n".join(map(str, offenders)))
-
-
-def test_being_split_is_not_stale() -> None:
-    long_now = {(f.path, f.name) for f in _long(functions(_ROOT, _SERVICE_PACKAGES))}
-    done = sorted(_BEING_SPLIT - long_now)
-    assert not done, (
-        f"no longer over {_FUNCTION_LINES_MAX} lines (or gone): remove from _BEING_SPLIT: "
-        + ", ".join(f"{path} {name}" for path, name in done))
 
 
 def _function_of(lines: int, name: str) -> str:
