@@ -133,7 +133,10 @@ class _WriterStage:
             raise Unavailable("ledger writer queue full") from None
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Charges waiting for the store: queued, or begun and waiting to commit."""
+        with self._cond:
+            begun = sum(len(f.batch) for f in self._flights if isinstance(f, _Flight))
+        return self._queue.qsize() + begun
 
     def stop(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -198,14 +201,30 @@ class _WriterStage:
                 return
 
     def _wait_for_room(self) -> bool:
-        """Wait until fewer than `inflight_max` batches are in flight (the
-        next batch grows meanwhile); False once the committer is gone."""
+        """Wait until a new batch would help (the next batch grows meanwhile);
+        False once the committer is gone.
+
+        It helps while fewer than `inflight_max` are in flight and every one
+        queued for the committer still waits for its signature. A signed one
+        waiting means the store is the bottleneck: another small batch would
+        only add a commit (measured with the PEM signer: 114 receipts per
+        commit fell to 14, and 256 connections got 429s)."""
         with self._cond:
-            while self._in_flight >= self._inflight_max:
+            while self._in_flight >= self._inflight_max or self._signed_one_waits():
                 if not self._committer.is_alive():
                     return False
                 self._cond.wait(_FLIGHT_WAIT_S)
         return True
+
+    def _signed_one_waits(self) -> bool:
+        return any(
+            isinstance(f, _Flight) and (f.prepared is None or f.prepared.signature.done())
+            for f in self._flights
+        )
+
+    def _wake(self, _signature: object = None) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _launch(self, batch: list[Any]) -> None:
         # A receipt whose predecessor failed is still tried: the store's
@@ -224,10 +243,12 @@ class _WriterStage:
         if not pending or len(receipts) != len(pending):
             return None
         try:
-            return self._log.begin(receipts, self._signing, self._checkpoint_outbox_for)
+            prepared = self._log.begin(receipts, self._signing, self._checkpoint_outbox_for)
         except Exception:
             log.warning("ledger_writer.begin_failed", exc_info=True)
             return None
+        prepared.signature.add_done_callback(self._wake)
+        return prepared
 
     # -- the committing thread --------------------------------------------------
     def _run_commits(self) -> None:
