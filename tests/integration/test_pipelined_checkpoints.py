@@ -139,7 +139,7 @@ async def test_a_failed_commit_with_later_batches_signing_leaves_no_gap_and_no_s
     store = service.runtime.adapters.store
     real_commit = store.commit_batch
     armed = threading.Event()
-    failed: list[int] = []  # tree sizes of the commits made to fail
+    failed: list[str] = []  # the signed checkpoint of the commit made to fail
 
     def failing_commit(
         writes: Sequence[ReceiptWrite],
@@ -154,7 +154,8 @@ async def test_a_failed_commit_with_later_batches_signing_leaves_no_gap_and_no_s
             while fake_kms.sign_calls <= calls and time.monotonic() < deadline:
                 time.sleep(0.005)
             assert fake_kms.sign_calls > calls, "no later batch began while this one signed"
-            failed.append(log_append.checkpoint.tree_size)
+            assert log_append.signed is not None  # the signature comes late
+            failed.append(log_append.signed().checkpoint.jws)  # signed by KMS, then lost
             raise StoreUnavailable("disk I/O error (injected)")
         real_commit(writes, outbox, log_append)
 
@@ -167,10 +168,12 @@ async def test_a_failed_commit_with_later_batches_signing_leaves_no_gap_and_no_s
     answers = [answer for answer, _ in warm] + [answer for answer, _ in results]
     assert sum(refusals for _, refusals in results) >= 1  # the failed batch: retry-safe 503s
     history = await _check_log(service, customers, answers)
-    # The failed batch's signature and those begun on top of it were thrown
-    # away: more signatures were made than checkpoints stored, and the size
-    # the failed batch announced was later stored with a different root.
-    assert fake_kms.sign_calls > len(history)
+    # The failed batch's checkpoint was signed, and is nowhere: not stored,
+    # not the head, not in any answer (_check_log: shown ones are stored).
+    assert failed[0] not in {c["checkpoint"] for c in history}
+    # ... and the batches begun on top of it were signed again: more
+    # signatures were made than checkpoints stored.
+    assert fake_kms.sign_calls > len(history) + 1
     # Charged exactly once per accepted charge.
     for customer in customers:
         assert len(await service.receipts(customer)) == 16
