@@ -155,7 +155,7 @@ class LogAppender:
         """Leaves, tiles, signed checkpoint and proofs for `receipts` on the
         committed edge, signed here, without changing the edge (see `adopt`)."""
         with self._lock:
-            base = self._edge or self._load()
+            base = self._edge if self._edge is not None else self._load()
         prepared, checkpoint = self._append(base, receipts)
         signature: Future[str] = Future()
         signature.set_result(sign_checkpoint(checkpoint, self._key()))
@@ -177,7 +177,9 @@ class LogAppender:
         checkpoint's signature started on `signing`; the store waits for it
         (`LogAppend.signed`) after writing the rest of the batch."""
         with self._lock:
-            base = self._tip or self._edge or self._load()
+            base = self._tip if self._tip is not None else self._edge
+            if base is None:
+                base = self._load()
             prepared, checkpoint = self._append(base, receipts)
             self._tip = prepared.edge
         signature = signing.submit(sign_checkpoint, checkpoint, self._key())
