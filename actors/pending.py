@@ -9,6 +9,7 @@ the same `PendingReceipt`, get the answer (see actors.tickets).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,9 @@ class PendingReceipt(_AnsweredOnce):
     events: tuple[OutboundEvent, ...] = ()  # threshold alerts, committed with it too
     _waiters: list[Ticket] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called once, after the first settle (the pipeline's count of what is
+    # still on its way per customer; see Pipeline.barrier).
+    on_settled: Callable[[PendingReceipt], None] | None = None
 
     def seal(self, signature: str | None) -> None:
         """The stored receipt: the core, its hash, and (receipt mode) its own
@@ -101,6 +105,8 @@ class PendingReceipt(_AnsweredOnce):
         )
 
     def _settled(self, outcome: ChargeOutcome) -> None:
+        if self.on_settled is not None:
+            self.on_settled(self)
         if outcome.kind != "refused":
             self._drop_what_was_for_the_store()
 

@@ -52,6 +52,8 @@ class Pipeline:
         # A customer's chain must be reloaded from the store because a commit
         # failed (the composition root passes the live accounts' reload).
         self.on_chain_failed = on_chain_failed
+        # Receipts handed to a stage and not settled yet, per customer.
+        self._outstanding: dict[str, int] = {}
 
     def attach_signer(self, stage: StageInput | None) -> None:
         with self._lock:
@@ -74,10 +76,33 @@ class Pipeline:
     def submit(self, item: PendingReceipt | Barrier) -> None:
         """The first stage a receipt (or barrier) goes to: the signer in
         receipt mode, else the writer."""
-        if self.signs_receipts:
-            self.sign(item)
-        else:
-            self.commit(item)
+        if isinstance(item, PendingReceipt):
+            self._track(item)
+        try:
+            if self.signs_receipts:
+                self.sign(item)
+            else:
+                self.commit(item)
+        except Unavailable:
+            if isinstance(item, PendingReceipt):
+                self._untrack(item)  # never reached a stage: nothing to wait for
+            raise
+
+    def _track(self, item: PendingReceipt) -> None:
+        with self._lock:
+            item.on_settled = self._untrack
+            self._outstanding[item.customer_id] = self._outstanding.get(item.customer_id, 0) + 1
+
+    def _untrack(self, item: PendingReceipt) -> None:
+        with self._lock:
+            if item.on_settled is None:
+                return  # counted off already
+            item.on_settled = None
+            left = self._outstanding[item.customer_id] - 1
+            if left:
+                self._outstanding[item.customer_id] = left
+            else:
+                del self._outstanding[item.customer_id]
 
     def sign(self, item: PendingReceipt | Barrier) -> None:
         signer = self._signer
@@ -105,7 +130,16 @@ class Pipeline:
             self.on_chain_failed(customer_id)
 
     def barrier(self, customer_id: str, timeout_s: float) -> bool:
-        """Wait until everything queued for this customer so far is settled."""
+        """Wait until everything queued for this customer so far is settled.
+
+        With nothing of the customer's on its way, at once: an account actor
+        starting waits here on a shared scheduler thread, and a barrier sent
+        through the writer waits for every batch ahead of it, one KMS
+        signature at least (measured: first charges of new customers stalled
+        every account 0.4-0.6 s, p99 540 ms against 133 ms once all were live)."""
+        with self._lock:
+            if customer_id not in self._outstanding:
+                return True
         barrier = Barrier(customer_id)
         try:
             self.submit(barrier)

@@ -4,14 +4,27 @@ The writer is the log's only appender in this process. It keeps the log's
 right edge in memory (O(log n) hashes plus the partial tiles), so appending a
 batch costs O(batch + log n) hashes and no reads, and every inclusion proof
 of the batch comes out of the same computation. The new edge is adopted only
-after the store committed the batch: a failed commit leaves the edge as it
-was. When another writer on the same store appended first (LogConflict),
-the edge is reloaded from the stored tiles and the batch re-signed.
+after the store committed the batch. When a commit fails, or another writer
+on the same store appended first (LogConflict), the edge is reloaded from
+the stored tiles and the batch re-signed.
+
+Pipelined: a checkpoint signs only (origin, tree_size, root_hash,
+timestamp), and the root is known once the batch's leaves are on the edge,
+before any I/O. So the writer begins a batch (root computed, signature
+started) on top of batches still signing or committing, and the store waits
+for the signature only after writing the batch's rows (`LogAppend.signed`).
+A signature of a batch that did not commit is dropped, never stored or
+published: it states a root no stored tree has, so a checkpoint served from
+it would be a fork every auditor and witness must report (two checkpoints
+of one size with different roots), and a receipt proved against it would
+vanish from the log.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from typing import NamedTuple
 
 import structlog
@@ -26,7 +39,16 @@ from crypto import (
     receipt_leaf,
     sign_checkpoint,
 )
-from ledger import LogAppend, LogCheckpoint, LogReader, StoredReceipt
+from ledger import (
+    LogAppend,
+    LogCheckpoint,
+    LogReader,
+    OutboxMessage,
+    SignedCheckpoint,
+    StoredReceipt,
+    StoreUnavailable,
+    limits,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -60,15 +82,42 @@ def rebuild_edge(store: LogReader) -> RightEdge:
 
 class PreparedAppend(NamedTuple):
     """A batch made ready for its commit: receipts with their leaf indexes,
-    what the store writes, and each receipt's proof against the new checkpoint."""
+    what the store writes, the inclusion paths against the new checkpoint,
+    the edge it makes and the edge it extends, and its checkpoint's
+    signature (under way when `log_append.signed` is set)."""
 
     receipts: list[StoredReceipt]
     log_append: LogAppend
-    proofs: list[LogProof]
+    paths: list[list[bytes]]
     edge: RightEdge
+    base: RightEdge
+    signature: Future[str]
+
+    def proofs(self) -> list[LogProof]:
+        """Each receipt's proof; only once the batch committed (its
+        checkpoint was signed by then: the store waited for it)."""
+        jws = self.signature.result(timeout=0)
+        start = self.log_append.old_size
+        size = self.log_append.checkpoint.tree_size
+        return [
+            LogProof(start + offset, size, tuple(path), jws)
+            for offset, path in enumerate(self.paths)
+        ]
+
+
+CheckpointOutbox = Callable[[LogCheckpoint], Sequence[OutboxMessage]]
 
 
 class LogAppender:
+    """Thread-safe: one thread begins batches while another commits them.
+
+    State: the committed edge (`None`: reload from the store) and the tip,
+    the edge of the last batch begun and not known to be lost (`None`: the
+    committed edge). A batch is begun on the tip, so several can be signing
+    at once; it can commit only while the edge it extends is the committed
+    one (`is_current`): after a lost commit, batches begun on it are rebuilt.
+    """
+
     def __init__(
         self,
         store: LogReader,
@@ -80,57 +129,115 @@ class LogAppender:
         self._key = key  # the active key at signing time (rotation)
         self._origin = origin
         self._now = now_rfc3339
+        self._lock = threading.Lock()
         self._edge: RightEdge | None = None
+        self._tip: RightEdge | None = None
 
     @property
     def size(self) -> int:
-        return 0 if self._edge is None else self._edge.size
+        edge = self._edge
+        return 0 if edge is None else edge.size
 
     def load(self) -> None:
         """Read the log head and rebuild the right edge from the stored tiles
         (LogDamaged if they disagree)."""
-        self._edge = rebuild_edge(self._store)
-        log.info("receipt_log.loaded", tree_size=self._edge.size)
+        with self._lock:
+            self._load()
+
+    def _load(self) -> RightEdge:
+        edge = self._edge = rebuild_edge(self._store)
+        self._tip = None
+        log.info("receipt_log.loaded", tree_size=edge.size)
+        return edge
 
     def prepare(self, receipts: Sequence[StoredReceipt]) -> PreparedAppend:
-        """Leaves, tiles, checkpoint and proofs for `receipts`, without
-        changing the edge (see `adopt`)."""
-        if self._edge is None:
-            self.load()
-        edge = self._edge
-        assert edge is not None  # loaded just above
-        appended = edge.appended([receipt_leaf(r.receipt_hash) for r in receipts])
-        key = self._key()
+        """Leaves, tiles, signed checkpoint and proofs for `receipts` on the
+        committed edge, signed here, without changing the edge (see `adopt`)."""
+        with self._lock:
+            base = self._edge if self._edge is not None else self._load()
+        prepared, checkpoint = self._append(base, receipts)
+        signature: Future[str] = Future()
+        signature.set_result(sign_checkpoint(checkpoint, self._key()))
+        cp = prepared.log_append.checkpoint
+        signed = LogAppend(
+            prepared.log_append.old_size,
+            prepared.log_append.tiles,
+            LogCheckpoint(cp.tree_size, cp.root_hash, cp.timestamp, signature.result()),
+        )
+        return prepared._replace(log_append=signed, signature=signature)
+
+    def begin(
+        self,
+        receipts: Sequence[StoredReceipt],
+        signing: Executor,
+        outbox_for: CheckpointOutbox,
+    ) -> PreparedAppend:
+        """`receipts` appended on top of the last batch begun, their
+        checkpoint's signature started on `signing`; the store waits for it
+        (`LogAppend.signed`) after writing the rest of the batch."""
+        with self._lock:
+            base = self._tip if self._tip is not None else self._edge
+            if base is None:
+                base = self._load()
+            prepared, checkpoint = self._append(base, receipts)
+            self._tip = prepared.edge
+        signature = signing.submit(sign_checkpoint, checkpoint, self._key())
+        unsigned = prepared.log_append
+
+        def signed() -> SignedCheckpoint:
+            try:
+                jws = signature.result(timeout=limits.checkpoint_sign_timeout_ms / 1000)
+            except TimeoutError:
+                raise StoreUnavailable("the checkpoint's signature took too long") from None
+            cp = unsigned.checkpoint
+            stored = LogCheckpoint(cp.tree_size, cp.root_hash, cp.timestamp, jws)
+            return SignedCheckpoint(stored, outbox_for(stored))
+
+        late = LogAppend(unsigned.old_size, unsigned.tiles, unsigned.checkpoint, signed)
+        return prepared._replace(log_append=late, signature=signature)
+
+    def _append(
+        self, base: RightEdge, receipts: Sequence[StoredReceipt]
+    ) -> tuple[PreparedAppend, Checkpoint]:
+        """The append on `base`, its checkpoint not yet signed."""
+        appended = base.appended([receipt_leaf(r.receipt_hash) for r in receipts])
         checkpoint = Checkpoint(
             origin=self._origin,
             tree_size=appended.size,
             root_hash=appended.root,
             timestamp=self._now(),
         )
-        jws = sign_checkpoint(checkpoint, key)
         indexed = [
             receipt.at_log_index(appended.start + offset) for offset, receipt in enumerate(receipts)
         ]
-        proofs = [
-            LogProof(appended.start + offset, appended.size, tuple(path), jws)
-            for offset, path in enumerate(appended.proofs)
-        ]
         log_append = LogAppend(
-            old_size=edge.size,
+            old_size=base.size,
             tiles=appended.tiles,
-            checkpoint=LogCheckpoint(
-                tree_size=appended.size,
-                root_hash=appended.root,
-                timestamp=checkpoint.timestamp,
-                jws=jws,
-            ),
+            checkpoint=LogCheckpoint(appended.size, appended.root, checkpoint.timestamp, ""),
         )
-        return PreparedAppend(indexed, log_append, proofs, appended.edge)
+        unsigned: Future[str] = Future()
+        return PreparedAppend(
+            indexed, log_append, appended.proofs, appended.edge, base, unsigned
+        ), checkpoint
+
+    def is_current(self, prepared: PreparedAppend) -> bool:
+        """Does `prepared` extend exactly the committed log (may it commit)?"""
+        with self._lock:
+            return self._edge is not None and prepared.base is self._edge
 
     def adopt(self, prepared: PreparedAppend) -> None:
         """The batch is durable: its edge is the log's edge now."""
-        self._edge = prepared.edge
+        with self._lock:
+            self._edge = prepared.edge
+
+    def restart(self) -> None:
+        """Batches begun so far are lost: begin the next on the committed edge."""
+        with self._lock:
+            self._tip = None
 
     def forget(self) -> None:
-        """Another writer appended: reload the edge before the next batch."""
-        self._edge = None
+        """A commit failed or another writer appended: reload the edge
+        before the next batch; every batch begun so far is lost."""
+        with self._lock:
+            self._edge = None
+            self._tip = None

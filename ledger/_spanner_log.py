@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, read_key, request_timeout_s
 from ledger.errors import check_invariant
-from ledger.log_rules import check_log_append
-from ledger.model import LogAppend, LogCheckpoint, StoredReceipt
+from ledger.log_rules import check_log_append, signed_checkpoint
+from ledger.model import LogAppend, LogCheckpoint, OutboxMessage, StoredReceipt
 
 __all__ = [
     "CHECKPOINT_SELECT",
@@ -75,15 +75,16 @@ def check_log(txn: Any, receipts: Sequence[StoredReceipt], log: LogAppend | None
     check_log_append(stored_size, read_tiles(txn, list(log.tiles)), receipts, log)
 
 
-def write_log(txn: Any, log: LogAppend) -> None:
-    """Buffer the tiles, the checkpoint and the new head in `txn`."""
+def write_log(txn: Any, log: LogAppend) -> Sequence[OutboxMessage]:
+    """Buffer the tiles, the checkpoint and the new head in `txn` (waiting
+    for a late signature); returns the messages that publish the checkpoint."""
     if log.tiles:
         txn.insert_or_update(
             "LogTiles",
             _TILE_COLS,
             [encode_bytes((level, index, hashes)) for (level, index), hashes in log.tiles.items()],
         )
-    checkpoint = log.checkpoint
+    checkpoint, outbox = signed_checkpoint(log)
     txn.insert(
         "LogCheckpoints",
         _CHECKPOINT_COLS,
@@ -94,3 +95,4 @@ def write_log(txn: Any, log: LogAppend) -> None:
         ],
     )
     txn.insert_or_update("LogHead", _HEAD_COLS, [(_HEAD_ID, checkpoint.tree_size)])
+    return outbox

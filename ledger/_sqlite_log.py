@@ -12,8 +12,8 @@ from typing import Final
 
 from ledger._sqlite_base import SqliteBase
 from ledger._sqlite_rows import RECEIPT_COLUMNS, Row, execute_values, receipt_from_row
-from ledger.log_rules import check_log_append
-from ledger.model import LogAppend, LogCheckpoint, StoredReceipt
+from ledger.log_rules import check_log_append, signed_checkpoint
+from ledger.model import LogAppend, LogCheckpoint, OutboxMessage, StoredReceipt
 
 _CHECKPOINT_COLUMNS: Final = "tree_size, root_hash, timestamp, jws"
 _TILE_KEYS_PER_QUERY_MAX: Final = 400  # two parameters a key, under SQLite's 999
@@ -56,20 +56,23 @@ def check_stored_log(
     )
 
 
-def write_log(conn: sqlite3.Connection, log: LogAppend | None) -> None:
-    """Write the checked append's tiles and checkpoint (the new head)."""
+def write_log(conn: sqlite3.Connection, log: LogAppend | None) -> Sequence[OutboxMessage]:
+    """Write the checked append's tiles, then its checkpoint (the new head),
+    waiting for a late signature in between; returns the messages that
+    publish the checkpoint, for the caller's transaction."""
     if log is None:
-        return
+        return ()
     execute_values(
         conn,
         "INSERT OR REPLACE INTO log_tiles (level, tile_index, hashes)",
         [(level, index, contents) for (level, index), contents in log.tiles.items()],
     )
-    checkpoint = log.checkpoint
+    checkpoint, outbox = signed_checkpoint(log)
     conn.execute(
         f"INSERT INTO log_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?)",
         (checkpoint.tree_size, checkpoint.root_hash, checkpoint.timestamp, checkpoint.jws),
     )
+    return outbox
 
 
 class SqliteLog(SqliteBase):

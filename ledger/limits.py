@@ -131,6 +131,17 @@ customers_page_max: Final = 100
 # same store appended first) rebuilds and re-signs this many times at most,
 # then answers retry-safe.
 log_conflict_retries_max: Final = 8
+# Batches the ledger writer has in flight at once: each one's checkpoint
+# signature starts as soon as its root is known, on top of the batches
+# before it that are still signing or committing; commits stay in order.
+# With a 20 ms KMS signature and a few ms per commit, about 20 / commit + 1
+# batches keep the store busy while the signatures wait (measured:
+# loadtest/README.md, bench_kms). Every batch in flight may be rebuilt and
+# re-signed when one before it fails.
+log_batches_inflight_max: Final = 8
+# How long a commit waits for its checkpoint's signature: past the KMS
+# call's own deadline (retries included), never past the request's.
+checkpoint_sign_timeout_ms: Final = kms_call_deadline_ms + 1_000
 # Checkpoints per page of the checkpoint history.
 log_checkpoints_page_max: Final = 1_000
 # Full tiles (immutable) a process keeps for proofs: 8 KiB each.
@@ -325,6 +336,11 @@ _check(
     kms_call_deadline_ms < actor_ask_timeout_ms,
     "a Cloud KMS signature must be given up (retry-safe) before the request times out",
 )
+_check(
+    checkpoint_sign_timeout_ms < actor_ask_timeout_ms,
+    "a commit must give up on its signature before the request times out",
+)
+_check(log_batches_inflight_max >= 1, "the ledger writer needs a batch in flight")
 _check(
     dispute_activity_log_chars_max + 10_000 <= dispute_evidence_chars_max,
     "the activity log leaves room for the other dispute evidence fields",

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from ledger.errors import InvariantViolation, LogConflict, check_invariant
-from ledger.model import LogAppend, StoredReceipt
+from ledger.model import LogAppend, LogCheckpoint, OutboxMessage, StoredReceipt
 
 HASH_BYTES: Final = 32
 # C2SP tlog-tiles: tiles of height 8 hold up to 256 hashes.
@@ -71,3 +71,27 @@ def check_log_append(
         before = stored_tiles.get(key)
         if before is not None and not contents.startswith(before):
             raise InvariantViolation(f"tile {key} would be rewritten, not extended")
+
+
+def signed_checkpoint(log: LogAppend) -> tuple[LogCheckpoint, Sequence[OutboxMessage]]:
+    """The checkpoint to store as the new head, and the messages to commit
+    with it; for a late signature (`log.signed`), waits for it.
+
+    Called by every adapter after the batch's other rows, in the same
+    transaction: a signature that fails or times out raises and the whole
+    batch rolls back, so no checkpoint is ever stored unsigned, and none is
+    stored that states anything but the root the batch's tiles give."""
+    outbox: Sequence[OutboxMessage] = ()
+    if log.signed is None:
+        checkpoint = log.checkpoint
+    else:
+        late = log.signed()
+        checkpoint, outbox = late.checkpoint, late.outbox
+        announced = log.checkpoint
+        check_invariant(
+            (checkpoint.tree_size, checkpoint.root_hash, checkpoint.timestamp)
+            == (announced.tree_size, announced.root_hash, announced.timestamp),
+            f"the signed checkpoint of {checkpoint.tree_size} leaves is not the one announced",
+        )
+    check_invariant(bool(checkpoint.jws), f"checkpoint of {checkpoint.tree_size} is unsigned")
+    return checkpoint, outbox

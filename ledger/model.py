@@ -6,7 +6,7 @@ receipts carry), never floats or epoch nanoseconds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
@@ -185,11 +185,26 @@ class LogAppend:
     (compare-and-set on the log head): the receipts of the batch become leaves
     `old_size ...` in their order, `tiles` replace the stored tiles at their
     keys (each may only grow: a stored tile must be a prefix of its new
-    contents), and `checkpoint` becomes the new head."""
+    contents), and `checkpoint` becomes the new head.
+
+    With `signed` set, the checkpoint's signature is still being made (a
+    remote KMS takes ~20 ms) and `checkpoint.jws` is empty: the store writes
+    everything else first, then calls `signed` (see `log_rules.
+    signed_checkpoint`), which waits for the signature and gives the signed
+    checkpoint and its outbox messages, written in the same transaction."""
 
     old_size: int
     tiles: Mapping[tuple[int, int], bytes]
     checkpoint: LogCheckpoint
+    signed: Callable[[], SignedCheckpoint] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A late checkpoint once signed, with the messages that publish it."""
+
+    checkpoint: LogCheckpoint
+    outbox: Sequence[OutboxMessage] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,9 @@ class LedgerStore(LogReader, Protocol):
         """Atomically commit receipts (in the given order; one customer's are in
         chain order), their account and usage updates, outbox messages, and
         the receipt log's append (tiles and the signed checkpoint; see
-        `ledger.log_rules`). Durable when it returns. Raises ChainConflict
+        `ledger.log_rules`; a signature still being made, `LogAppend.signed`,
+        is waited for after the other rows are written, in the same
+        transaction). Durable when it returns. Raises ChainConflict
         naming every customer whose compare-and-set (seq and previous hash)
         failed or whose idempotency key exists (a receipt's or a refusal's),
         or LogConflict when another

@@ -346,7 +346,9 @@ class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
             if outbox:
                 _insert_outbox(txn, outbox)
             if log_append is not None:
-                write_log(txn, log_append)
+                published = write_log(txn, log_append)  # may wait for its signature
+                if published:
+                    _insert_outbox(txn, published, first_position=len(outbox))
 
         try:
             self._transact(work)
@@ -757,13 +759,14 @@ class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
         return {str(topic): str(created_at) for topic, created_at in rows}
 
 
-def _insert_outbox(txn: Any, messages: Sequence[OutboxMessage]) -> None:
+def _insert_outbox(txn: Any, messages: Sequence[OutboxMessage], first_position: int = 0) -> None:
+    """`first_position`: after the messages this commit already inserted."""
     txn.insert(
         "Outbox",
         (*_OUTBOX_COLS, "committed_at", "position"),
         [
             (*encode_bytes([getattr(m, c) for c in _OUTBOX_COLS]), COMMIT_TIMESTAMP, position)
-            for position, m in enumerate(messages)
+            for position, m in enumerate(messages, first_position)
         ],
     )
 

@@ -149,7 +149,11 @@ class SqliteLedger(
                     with transaction(conn):
                         check_stored_log(conn, receipts, log_append)
                         self._apply_batch(conn, plan, outbox_rows)
-                        write_log(conn, log_append)
+                        published = write_log(conn, log_append)  # may wait for its signature
+                        if published:
+                            execute_values(
+                                conn, INSERT_OUTBOX, [outbox_params(m) for m in published]
+                            )
                     return
                 except _Rollback:
                     pass

@@ -8,9 +8,13 @@ process, then with a Cloud KMS key whose every signature takes `--delay-ms`
 (the fake KMS of tests/fakes/kms_server.py, in a process of its own,
 speaking KMS's REST wire format), alternating `--rounds` times in one run on
 one machine. In checkpoint mode (the default) a commit signs one checkpoint,
-so the writer waits one KMS round trip per commit, not per charge: batches
-grow while it waits. Prints charges/s and latency per run, receipts per
-commit and commit time (from the service's /metrics), and KMS / PEM.
+one KMS round trip per commit, not per charge; the writer starts each
+batch's signature as soon as its root is known, on top of batches still
+signing or committing (ledger.limits.log_batches_inflight_max), and writes
+the batch while KMS signs. Prints charges/s and latency per run, receipts
+per commit and commit time (from the service's /metrics), KMS / PEM, and
+the most a closed loop can give with that KMS: each charge waits for at
+least one signature, so N connections give at most N / delay charges/s.
 
 Needs wrk on the PATH, like loadtest.bench. Not a test: it prints figures.
 """
@@ -155,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table([r.result for r in sorted(runs, key=lambda r: r.connections)]))
     print()
     for connections in args.connections:
-        print(summary([r for r in runs if r.connections == connections], connections))
+        print(summary([r for r in runs if r.connections == connections], connections,
+                      args.delay_ms))
     for signer in ("pem", "kms"):
         for r in (r for r in runs if r.connections == 0 and r.signer == signer):
             print(
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(runs: Sequence[Run], connections: int) -> str:
+def summary(runs: Sequence[Run], connections: int, delay_ms: float) -> str:
     """Receipts per commit, commit time and KMS / PEM charges/s at one load."""
     lines: list[str] = []
     mean: dict[str, float] = {}
@@ -185,6 +190,12 @@ def summary(runs: Sequence[Run], connections: int) -> str:
         f"  {connections} conns, KMS / PEM charges/s = {ratio:.2f}"
         f" ({verdict} the {target_ratio:.0%} target)"
     )
+    if delay_ms > 0 and mean["pem"]:
+        bound = connections / (delay_ms / 1000)  # Little's law, latency >= one signature
+        lines.append(
+            f"  {connections} conns, a {delay_ms:g} ms signature allows at most {bound:.0f}"
+            f" charges/s in a closed loop ({bound / mean['pem']:.2f} of PEM's)"
+        )
     return "\n".join(lines)
 
 

@@ -5,13 +5,15 @@ every adapter in LEDGER_STORE_FACTORIES must pass."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
 from crypto.receipt import GENESIS_HASH
+from ledger import LogAppend, OutboxMessage, SignedCheckpoint, StoreUnavailable
 from ledger.errors import ChainConflict, InvariantViolation, LogConflict
 from ledger.ports import ReceiptWrite
-from tests.contract._chain import Chain, customer, entitlement
+from tests.contract._chain import Chain, customer, entitlement, ts
 from tests.contract._log import (
     LogStore,
     LogWriter,
@@ -217,3 +219,58 @@ def test_concurrent_appends_never_reuse_an_index(ledger_store: LogStore) -> None
     result = race_appends([ledger_store, ledger_store], chains, commits=6, batch=5)
     assert len(result.landed) == 12
     assert_one_log(ledger_store, result)
+
+
+def _late(append: LogAppend, signed: Callable[[], SignedCheckpoint]) -> LogAppend:
+    """The append as the pipelined writer hands it over: checkpoint unsigned,
+    its signature still being made."""
+    unsigned = dataclasses.replace(append.checkpoint, jws="")
+    return LogAppend(append.old_size, append.tiles, unsigned, signed)
+
+
+def test_a_late_signature_is_stored_with_its_outbox_in_the_same_commit(
+    ledger_store: LogStore,
+) -> None:
+    chain = _open_account(ledger_store, "cus_a")
+    log = LogWriter()
+    indexed, append = log.append([chain.next(), chain.next()])
+    published = OutboxMessage("checkpoint:2", "checkpoints", "log", b"{}", ts(0))
+    waited: list[int] = []
+
+    def signed() -> SignedCheckpoint:
+        # Called inside the transaction, after the batch's rows were written.
+        waited.append(len(ledger_store.receipts_by_log_index(0, 10)))
+        return SignedCheckpoint(append.checkpoint, [published])
+
+    ledger_store.commit_batch(indexed, [], _late(append, signed))
+    log.landed(indexed)
+
+    assert waited == [0]  # not committed yet while the signature was awaited
+    assert ledger_store.log_head() == append.checkpoint  # stored signed
+    _assert_log_unchanged(ledger_store, log)
+    pending = ledger_store.pending_outbox("checkpoints", ts(3600), 10)
+    assert [m.message_id for m in pending] == ["checkpoint:2"]
+
+
+def test_a_signature_that_fails_or_differs_writes_nothing(ledger_store: LogStore) -> None:
+    chain = _open_account(ledger_store, "cus_a")
+    log = LogWriter()
+    _append(ledger_store, log, [chain.next()])
+    indexed, append = log.append([chain.next()])
+
+    def kms_down() -> SignedCheckpoint:
+        raise StoreUnavailable("KMS unavailable (injected)")
+
+    with pytest.raises(StoreUnavailable):
+        ledger_store.commit_batch(indexed, [], _late(append, kms_down))
+    other_root = dataclasses.replace(append.checkpoint, root_hash=bytes(32))
+    with pytest.raises(InvariantViolation, match="not the one announced"):
+        ledger_store.commit_batch(
+            indexed, [], _late(append, lambda: SignedCheckpoint(other_root))
+        )
+    unsigned = dataclasses.replace(append.checkpoint, jws="")
+    with pytest.raises(InvariantViolation, match="unsigned"):
+        ledger_store.commit_batch(indexed, [], _late(append, lambda: SignedCheckpoint(unsigned)))
+
+    _assert_log_unchanged(ledger_store, log)  # no receipt, tile or checkpoint of the batch
+    assert ledger_store.get_account_head("cus_a")[0] == 1  # type: ignore[index]

@@ -111,6 +111,8 @@ class FakeKms:
         self.delay_ms = delay_ms
         self.keys: dict[str, FakeKeyVersion] = {}
         self.sign_calls = 0
+        self.signs_in_flight = 0
+        self.signs_in_flight_max = 0  # the most signatures asked for at once
         self.public_key_calls = 0
         self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
@@ -184,7 +186,16 @@ class FakeKms:
     async def _asymmetric_sign(self, request: web.Request) -> web.Response:
         with self._lock:
             self.sign_calls += 1
+            self.signs_in_flight += 1
+            self.signs_in_flight_max = max(self.signs_in_flight_max, self.signs_in_flight)
             self.authorizations.append(request.headers.get("Authorization"))
+        try:
+            return await self._sign_answer(request)
+        finally:
+            with self._lock:
+                self.signs_in_flight -= 1
+
+    async def _sign_answer(self, request: web.Request) -> web.Response:
         if self.delay_ms > 0:
             await asyncio.sleep(self.delay_ms / 1000)
         failure = await self._injected(request)
