@@ -91,10 +91,10 @@ class AccountDeps:
     metrics: ActorMetrics
     now_rfc3339: Callable[[], str]
     activity: dict[str, float]
-    recent_keys_max: int = 4_096
+    recent_keys_max: int = limits.account_recent_keys_max
     barrier_timeout_s: float = 10.0
     key_reads_after_reload_s: float = 60.0
-    settled_keys_max: int = 128
+    settled_keys_max: int = limits.account_settled_keys_max
     # See Entitlement.in_payment_grace; 0: an unpaid entitlement is refused at once.
     payment_grace_s: float = 0.0
     # Threshold alerts (actors.delivery.threshold_alerts); None: the store keeps no events.

@@ -165,11 +165,6 @@ def parse_timestamp(value: str, param: str) -> datetime:
         ) from None
 
 
-# A JSON number's decimal exponent beyond this is no amount (and its plain
-# text would be huge): 1e-7 or 1e19 are refused before formatting.
-_DECIMAL_EXPONENT_MAX = 18
-
-
 def parse_money(value: Any, currency: str, param: str) -> int:
     """A decimal string, an integer, or a JSON number read as a Decimal
     (never a binary float): `150.00` USD is 15000 minor units."""
@@ -191,9 +186,9 @@ def _decimal_text(value: Decimal, param: str) -> str:
     exponent = value.as_tuple().exponent
     if not isinstance(exponent, int) or not value.is_finite():
         raise bad_request("invalid_amount", f"{param} must be a finite decimal", param)
-    if value.adjusted() > _DECIMAL_EXPONENT_MAX:
+    if value.adjusted() > limits.amount_decimal_exponent_max:
         raise bad_request("amount_too_large", f"{param} is too large", param)
-    if exponent < -_DECIMAL_EXPONENT_MAX:
+    if exponent < -limits.amount_decimal_exponent_max:
         raise bad_request("amount_precision", f"{param} has too many decimals", param)
     return format(value, "f")
 

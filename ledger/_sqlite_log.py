@@ -12,11 +12,11 @@ from typing import Final
 
 from ledger._sqlite_base import SqliteBase
 from ledger._sqlite_rows import RECEIPT_COLUMNS, Row, execute_values, receipt_from_row
+from ledger.limits import sqlite_tile_keys_per_query_max
 from ledger.log_rules import check_log_append, signed_checkpoint
 from ledger.model import LogAppend, LogCheckpoint, OutboxMessage, StoredReceipt
 
 _CHECKPOINT_COLUMNS: Final = "tree_size, root_hash, timestamp, jws"
-_TILE_KEYS_PER_QUERY_MAX: Final = 400  # two parameters a key, under SQLite's 999
 
 
 def _checkpoint(row: Row) -> LogCheckpoint:
@@ -33,8 +33,8 @@ TileKey = tuple[int, int]
 
 def _tiles(conn: sqlite3.Connection, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
     found: dict[tuple[int, int], bytes] = {}
-    for start in range(0, len(keys), _TILE_KEYS_PER_QUERY_MAX):
-        chunk = keys[start : start + _TILE_KEYS_PER_QUERY_MAX]
+    for start in range(0, len(keys), sqlite_tile_keys_per_query_max):
+        chunk = keys[start : start + sqlite_tile_keys_per_query_max]
         where = " OR ".join(["(level = ? AND tile_index = ?)"] * len(chunk))
         params = [value for key in chunk for value in key]
         for level, index, hashes in conn.execute(

@@ -13,14 +13,13 @@ from ledger._refusal_rules import refusal_key_conflicts
 from ledger._sqlite_base import SqliteBase, transaction
 from ledger._sqlite_rows import Row, execute_values, record_params
 from ledger.errors import ChainConflict
+from ledger.limits import sqlite_refusal_pairs_per_query_max
 from ledger.model import StoredRefusal
 
 _COLUMNS: Final = (
     "customer_id, idempotency_key, request_fingerprint, code, message, param, recorded_at"
 )
 _T_COLUMNS: Final = ", ".join(f"t.{name.strip()}" for name in _COLUMNS.split(","))
-# (customer, key) pairs per statement: two variables each, well under SQLite's limit.
-_PAIRS_PER_QUERY_MAX: Final = 250
 
 Pair = tuple[str, str]
 
@@ -29,8 +28,8 @@ def _select_pairs(
     conn: sqlite3.Connection, columns: str, table: str, pairs: Sequence[Pair]
 ) -> list[Row]:
     rows: list[Row] = []
-    for start in range(0, len(pairs), _PAIRS_PER_QUERY_MAX):
-        chunk = pairs[start : start + _PAIRS_PER_QUERY_MAX]
+    for start in range(0, len(pairs), sqlite_refusal_pairs_per_query_max):
+        chunk = pairs[start : start + sqlite_refusal_pairs_per_query_max]
         marks = ", ".join(["(?, ?)"] * len(chunk))
         # A join from the pairs, so each is one lookup in the (customer,
         # key) index; `IN (VALUES ...)` on a row value scanned the table.

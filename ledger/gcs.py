@@ -45,7 +45,7 @@ request_timeout_s: Final = 60.0
 seq_digits: Final = 16  # 10**16 receipts per customer: beyond any chain
 tree_size_digits: Final = 20  # 10**20 leaves: beyond any log
 CHECKPOINT_FOLDER: Final = "~log/checkpoints/"
-_LIST_PAGE_MAX: Final = 1_000  # Cloud Storage lists at most 1,000 objects a page
+_GCS_LIST_OBJECTS_PER_PAGE_MAX: Final = 1_000  # fixed: Cloud Storage lists at most 1,000 a page
 RECEIPT_RETENTION_S: Final = 7 * 366 * 24 * 3600  # seven years, leap days included
 
 _UNAVAILABLE: Final = (
@@ -225,7 +225,7 @@ class GcsArchive:
             for blob in self._client.list_blobs(
                 self._bucket,
                 prefix=self._customer_prefix(customer_id),
-                page_size=_LIST_PAGE_MAX,
+                page_size=_GCS_LIST_OBJECTS_PER_PAGE_MAX,
                 timeout=request_timeout_s,
             ):
                 receipt = receipt_from_text_fields(
@@ -278,7 +278,7 @@ class GcsArchive:
                 self._bucket,
                 prefix=folder,
                 start_offset=start,
-                page_size=min(limit, _LIST_PAGE_MAX),
+                page_size=min(limit, _GCS_LIST_OBJECTS_PER_PAGE_MAX),
                 timeout=request_timeout_s,
             ):
                 if len(named) >= limit:

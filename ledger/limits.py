@@ -40,6 +40,10 @@ event_age_s_max: Final = 35 * 24 * 3600
 batch_events_max: Final = 100
 # Event timestamps kept parsed (gateway.validation): a batch's events share a few.
 event_timestamps_cached_max: Final = 1_024
+# A JSON number's decimal exponent beyond this is no amount (its plain text
+# would be huge): 1e-7 or 1e19 are refused before formatting. 18 covers every
+# amount below amount_minor_max in any currency's minor units.
+amount_decimal_exponent_max: Final = 18
 
 # Admission and concurrency.
 admission_queue_max: Final = 1_000
@@ -105,6 +109,14 @@ account_actors_live_max: Final = 10_000
 account_passivation_interval_s: Final = 1.0
 # Actors stopped together in one round trip to the accounts supervisor.
 passivation_batch_max: Final = 1_000
+# Charges an account actor remembers, in flight or settled with their receipt:
+# a repeat of one is answered from memory. Settled ones leave this list as new
+# charges arrive (it only holds them while older ones are still in flight).
+account_recent_keys_max: Final = 4_096
+# Keys (only) of the last settled charges an account actor keeps, so that a
+# client's retry, which usually comes soon, is read from the store first
+# rather than caught at commit (see actors.account).
+account_settled_keys_max: Final = 128
 # The start-up audit of account heads runs this long before the service
 # reports ready, then in the background (actors.integrity.startup_audit): 100,000
 # heads took 4.4 s, over the 2 s start-to-ready budget.
@@ -152,6 +164,17 @@ log_document_bytes_max: Final = 64 * 1024
 # `billing log audit`: receipts read per page, and checkpoints per page.
 audit_page_receipts_max: Final = 2_048
 audit_page_checkpoints_max: Final = 1_000
+# Checkpoints read per page from the archive by a restore.
+restore_checkpoints_page_max: Final = 1_000
+
+# Outbox and archive relays (actors.delivery): messages or receipts taken per
+# pass; a pass carries ~2,000 customers' receipts at most (see
+# archive_files_per_sync_max), and a large pass amortises a sink's round trip.
+outbox_batch_messages_max: Final = 2_000
+archive_feed_batch_receipts_max: Final = 2_000
+# Pending checkpoints are counted up to this many (a read per measurement):
+# past the backlog alert's 10,000, an exact count tells an SRE nothing more.
+archive_checkpoints_backlog_counted_max: Final = 20_000
 
 
 # Gathered from the modules that use them (crypto/ and supervisor/ keep
@@ -269,6 +292,22 @@ archive_customers_cached_max: Final = 10_000
 # Read connections kept open between reads; more may be open at a peak, and
 # those close when given back.
 reader_idle_max: Final = 32
+# Keys, pairs and tile keys per SQLite statement: chunks well under SQLite's
+# host-parameter limit (sqlite_host_parameters_fixed_max below), so one query
+# answers a whole commit batch's keys in one or two statements.
+sqlite_receipt_keys_per_query_max: Final = 500  # plus the customer id
+sqlite_refusal_pairs_per_query_max: Final = 250  # two parameters a pair
+sqlite_tile_keys_per_query_max: Final = 400  # two parameters a key
+# fixed: SQLite's SQLITE_MAX_VARIABLE_NUMBER default before 3.32 (the floor any
+# build we may meet allows); only here for the cross-checks at the end.
+sqlite_host_parameters_fixed_max: Final = 999
+# Files of the local archive open at once between two syncs: well under the
+# usual 1,024 open files (a relay pass may carry 2,000 customers).
+archive_files_per_sync_max: Final = 256
+# Checkpoint files (one per 65,536 tree sizes) whose checkpoint ids the local
+# archive keeps for idempotency: the newest and the one before it, so a retry
+# that straddles a file boundary is still recognised, however old the log.
+archive_checkpoint_files_remembered_max: Final = 2
 
 # Google Cloud adapters.
 # Firestore refuses more than 500 writes in one batch.
@@ -346,3 +385,16 @@ _check(
     "the activity log leaves room for the other dispute evidence fields",
 )
 _check(dispute_bundle_bytes_max < dispute_file_bytes_max, "bundles must fit in one evidence file")
+_check(
+    sqlite_receipt_keys_per_query_max + 1 <= sqlite_host_parameters_fixed_max,
+    "a receipt key query over SQLite's parameter limit",
+)
+_check(
+    sqlite_refusal_pairs_per_query_max * 2 <= sqlite_host_parameters_fixed_max,
+    "a refusal pair query over SQLite's parameter limit",
+)
+_check(
+    sqlite_tile_keys_per_query_max * 2 <= sqlite_host_parameters_fixed_max,
+    "a tile key query over SQLite's parameter limit",
+)
+_check(archive_checkpoint_files_remembered_max >= 1, "the archive must remember its newest file")

@@ -25,7 +25,11 @@ import structlog
 from ledger._locks import locked
 from ledger.checkpoint_codec import decode_log_checkpoint, encode_log_checkpoint
 from ledger.errors import StoreUnavailable, check_invariant
-from ledger.limits import archive_customers_cached_max
+from ledger.limits import (
+    archive_checkpoint_files_remembered_max,
+    archive_customers_cached_max,
+    archive_files_per_sync_max,
+)
 from ledger.model import LogCheckpoint, StoredReceipt
 
 __all__ = ["CHECKPOINT_DIR", "FileArchive"]
@@ -39,7 +43,6 @@ CHECKPOINT_DIR: Final = "log"
 # idempotency are those of the newest files only, however old the log grows
 # (one checkpoint per commit: millions a year).
 _TREE_SIZES_PER_FILE: Final = 1 << 16
-_CHECKPOINT_FILES_REMEMBERED_MAX: Final = 2
 _CHECKPOINT_FILE_RE: Final = re.compile(r"checkpoints-([0-9]{12})\.jsonl")
 
 _CheckpointKey = tuple[int, bytes]
@@ -81,7 +84,7 @@ class FileArchive:
         A pass touches one file per customer in it (hundreds under load); an
         fsync per file cost ~0.4 ms each and gave up the GIL hundreds of times
         a second, so where Linux offers syncfs(2) one call syncs a chunk of
-        files, at most _FILES_PER_SYNC_MAX of them open at once."""
+        files, at most archive_files_per_sync_max of them open at once."""
         by_customer: dict[str, list[StoredReceipt]] = {}
         for receipt in receipts:
             by_customer.setdefault(receipt.customer_id, []).append(receipt)
@@ -90,8 +93,8 @@ class FileArchive:
                 raise StoreUnavailable("archive is closed")
             self._root.mkdir(parents=True, exist_ok=True)
             customers = list(by_customer.items())
-            for start in range(0, len(customers), _FILES_PER_SYNC_MAX):
-                self._append_synced(customers[start : start + _FILES_PER_SYNC_MAX])
+            for start in range(0, len(customers), archive_files_per_sync_max):
+                self._append_synced(customers[start : start + archive_files_per_sync_max])
 
     def _append_synced(self, customers: list[tuple[str, list[StoredReceipt]]]) -> None:
         # Plain file descriptors and cached names: a pass opens hundreds of
@@ -211,7 +214,7 @@ class FileArchive:
         if known is None:
             known = {_key(c) for c in _decoded(path, decode_log_checkpoint, repair=True)}
         self._checkpoint_keys[number] = known  # newest last
-        while len(self._checkpoint_keys) > _CHECKPOINT_FILES_REMEMBERED_MAX:
+        while len(self._checkpoint_keys) > archive_checkpoint_files_remembered_max:
             del self._checkpoint_keys[next(iter(self._checkpoint_keys))]
         lines: list[bytes] = []
         for checkpoint in batch:
@@ -330,9 +333,6 @@ def _decoded(path: Path, decode: Callable[[bytes], _T], *, repair: bool = False)
     return [decode(line) for line in complete.split(b"\n") if line]
 
 
-# Files open at once between two syncs: well under the usual 1,024 open files
-# (a relay pass may carry 2,000 customers).
-_FILES_PER_SYNC_MAX: Final = 256
 
 
 def _load_syncfs() -> Callable[[int], int] | None:

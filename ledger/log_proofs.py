@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 
 from crypto import LogProof, TileHashReader, consistency_proof, inclusion_proof
 from ledger import limits
-from ledger.log_rules import HASH_BYTES, TILE_HASHES_MAX
+from ledger.log_rules import C2SP_TILE_HASHES_MAX, HASH_BYTES
 from ledger.model import LogCheckpoint
 from ledger.ports import LogReader
 
 TileKey = tuple[int, int]
-_FULL_TILE_BYTES = TILE_HASHES_MAX * HASH_BYTES
+_FULL_TILE_BYTES = C2SP_TILE_HASHES_MAX * HASH_BYTES
 
 
 class LogProofs:
@@ -61,7 +61,7 @@ class LogProofs:
 
     def leaf(self, index: int) -> bytes | None:
         """The stored leaf hash at `index`, or None if the log has no such leaf."""
-        level0_index, offset = divmod(index, TILE_HASHES_MAX)
+        level0_index, offset = divmod(index, C2SP_TILE_HASHES_MAX)
         tile = self.read_tiles([(0, level0_index)]).get((0, level0_index), b"")
         start = offset * HASH_BYTES
         leaf = tile[start : start + HASH_BYTES]

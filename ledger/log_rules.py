@@ -15,8 +15,7 @@ from ledger.errors import InvariantViolation, LogConflict, check_invariant
 from ledger.model import LogAppend, LogCheckpoint, OutboxMessage, StoredReceipt
 
 HASH_BYTES: Final = 32
-# C2SP tlog-tiles: tiles of height 8 hold up to 256 hashes.
-TILE_HASHES_MAX: Final = 256
+C2SP_TILE_HASHES_MAX: Final = 256  # fixed: C2SP tlog-tiles, tiles of height 8 hold 256 hashes
 
 
 def log_indexes_of(receipts: Sequence[StoredReceipt], log: LogAppend | None) -> None:
@@ -65,8 +64,9 @@ def check_log_append(
         level, index = key
         check_invariant(level >= 0 and index >= 0, f"tile key {key} is negative")
         check_invariant(
-            0 < len(contents) <= TILE_HASHES_MAX * HASH_BYTES and len(contents) % HASH_BYTES == 0,
-            f"tile {key} holds {len(contents)} bytes, not 1..{TILE_HASHES_MAX} hashes",
+            0 < len(contents) <= C2SP_TILE_HASHES_MAX * HASH_BYTES
+            and len(contents) % HASH_BYTES == 0,
+            f"tile {key} holds {len(contents)} bytes, not 1..{C2SP_TILE_HASHES_MAX} hashes",
         )
         before = stored_tiles.get(key)
         if before is not None and not contents.startswith(before):

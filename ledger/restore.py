@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from crypto import Checkpoint, RightEdge, TrustedKeys, verify_receipt
+from ledger import limits
 from ledger.log_audit import (
     AuditFailed,
     AuditFailure,
@@ -49,7 +50,6 @@ __all__ = ["RESTORED_STATUS", "RestoreReport", "TargetNotEmpty", "restore_ledger
 # Entitlements are recreated with this status: not chargeable until Stripe's
 # reconciliation or an operator sets the real one (quotas are not archived).
 RESTORED_STATUS: Final = "restored"
-_CHECKPOINT_PAGE_MAX: Final = 1_000
 # Columns of a stored receipt that its signed core states too.
 _SIGNED_COLUMNS: Final = (
     "receipt_id",
@@ -314,7 +314,7 @@ class _Restore:
     # -- checkpoints --------------------------------------------------------------
     def _archived_checkpoints(self) -> Iterator[LogCheckpoint]:
         after = 0
-        while page := self.archive.read_checkpoints(after, _CHECKPOINT_PAGE_MAX):
+        while page := self.archive.read_checkpoints(after, limits.restore_checkpoints_page_max):
             yield from page
             after = page[-1].tree_size
 

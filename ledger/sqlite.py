@@ -90,9 +90,6 @@ _ADD_USAGE_TAIL: Final = (
 _SELECT_RECEIPTS: Final = f"SELECT {RECEIPT_COLUMNS} FROM receipts"
 _REQUEST_COLUMNS: Final = "api_key_id, client_address, user_agent, received_at, request_id"
 _INSERT_REQUESTS: Final = f"INSERT INTO charge_requests (receipt_id, {_REQUEST_COLUMNS})"
-# Below SQLite's default limit of 999 host parameters per statement (one is
-# the customer id).
-_KEYS_PER_QUERY_MAX: Final = 500
 
 
 class SqliteLedger(
@@ -235,8 +232,8 @@ class SqliteLedger(
         keys = list(dict.fromkeys(idempotency_keys))
         found: dict[str, StoredReceipt] = {}
         # Chunked: SQLite caps the number of parameters in one statement.
-        for start in range(0, len(keys), _KEYS_PER_QUERY_MAX):
-            chunk = keys[start : start + _KEYS_PER_QUERY_MAX]
+        for start in range(0, len(keys), limits.sqlite_receipt_keys_per_query_max):
+            chunk = keys[start : start + limits.sqlite_receipt_keys_per_query_max]
             marks = ",".join("?" * len(chunk))
             rows = self._all(
                 f"{_SELECT_RECEIPTS} WHERE customer_id = ? AND idempotency_key IN ({marks})",

@@ -24,7 +24,7 @@ import structlog
 
 from actors.delivery.outbox import OutboxMetrics, backoff_s, run_passes
 from actors.stage_owner import LoopThread, StageOwner
-from ledger import CommitFeed, LogReader, ReceiptArchive
+from ledger import CommitFeed, LogReader, ReceiptArchive, limits
 from ledger.feed_cursor import FeedCursor
 from supervisor import Link
 
@@ -33,9 +33,6 @@ log = structlog.get_logger(__name__)
 # The labels the archive's delivery metrics carry, as for the outbox topics.
 ARCHIVE_TOPIC = "receipt.archive"
 CHECKPOINT_ARCHIVE_TOPIC = "checkpoint.archive"
-# Pending checkpoints are counted up to this many (a read per measurement):
-# past the backlog alert's 10,000, an exact count tells an SRE nothing more.
-_CHECKPOINT_BACKLOG_COUNTED_MAX = 20_000
 
 
 class _CheckpointFollower:
@@ -79,7 +76,8 @@ class _CheckpointFollower:
         return len(checkpoints)
 
     def measure(self, metrics: OutboxMetrics) -> None:
-        pending = self._log.log_checkpoints(self.size, _CHECKPOINT_BACKLOG_COUNTED_MAX)
+        counted_max = limits.archive_checkpoints_backlog_counted_max
+        pending = self._log.log_checkpoints(self.size, counted_max)
         metrics.backlog.labels(topic=CHECKPOINT_ARCHIVE_TOPIC).set(len(pending))
         metrics.oldest_pending(CHECKPOINT_ARCHIVE_TOPIC, pending[0].timestamp if pending else None)
 
@@ -99,7 +97,7 @@ class ArchiveFeed(StageOwner):
         checkpoints: tuple[LogReader, FeedCursor] | None = None,
         poll_interval_s: float = 0.25,
         pass_interval_s: float = 0.2,
-        batch_max: int = 2_000,
+        batch_max: int = limits.archive_feed_batch_receipts_max,
         measure_every_s: float = 1.0,
     ) -> None:
         super().__init__(link, stop_timeout_s=10.0)

@@ -26,7 +26,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from actors.stage_owner import LoopThread, LoopThreads, StageOwner
-from ledger import LedgerStore, LogCheckpoint, OutboxMessage, StoredReceipt
+from ledger import LedgerStore, LogCheckpoint, OutboxMessage, StoredReceipt, limits
 from ledger.checkpoint_codec import decode_log_checkpoint
 from ledger.clock import format_rfc3339, parse_rfc3339, utc_now_rfc3339
 from ledger.receipt_codec import decode_stored_receipt
@@ -156,7 +156,7 @@ class OutboxRelay(StageOwner):
         checkpoint_sinks: dict[str, DeliverCheckpoints] | None = None,
         poll_interval_s: float = 0.25,
         pass_interval_s: float = 0.2,
-        batch_max: int = 2_000,
+        batch_max: int = limits.outbox_batch_messages_max,
         message_sinks: dict[str, DeliverMessages] | None = None,
     ) -> None:
         super().__init__(link, stop_timeout_s=10.0)
