@@ -144,7 +144,7 @@ def test_a_pass_over_more_customers_than_open_files_allowed_succeeds(
 ) -> None:
     """A relay pass may hold up to 2,000 receipts of as many customers; with
     every file open until one sync, a pass overran the usual 1,024 open files."""
-    monkeypatch.setattr(local, "_FILES_PER_SYNC_MAX", 16, raising=False)
+    monkeypatch.setattr(local, "archive_files_per_sync_max", 16)
     receipts = _receipts_of_many_customers(120)
     archive = FileArchive(tmp_path)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
