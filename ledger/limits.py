@@ -109,9 +109,9 @@ account_actors_live_max: Final = 10_000
 account_passivation_interval_s: Final = 1.0
 # Actors stopped together in one round trip to the accounts supervisor.
 passivation_batch_max: Final = 1_000
-# Charges an account actor remembers, in flight or settled with their receipt:
-# a repeat of one is answered from memory. Settled ones leave this list as new
-# charges arrive (it only holds them while older ones are still in flight).
+# Charges an account actor holds by key, in flight or settled behind one still
+# in flight, so a repeat is answered from memory; past it the oldest moves to
+# the settled keys below (a repeat of it is then read from the store first).
 account_recent_keys_max: Final = 4_096
 # Keys (only) of the last settled charges an account actor keeps, so that a
 # client's retry, which usually comes soon, is read from the store first

@@ -1,4 +1,4 @@
-"""ledger.limits: every bound is named with its unit.
+"""ledger.limits: every bound is named with its unit, and set there only.
 
 How the limits fit together is checked at import (ledger/limits.py) and, for
 the ones settings can change, at start-up: tests/gateway/test_settings_limits.py.
