@@ -36,10 +36,10 @@ from actors._reconcile_copies import CopyReport, compare_copies
 from actors.halts import IntegrityFailure
 from actors.stage_owner import LoopThread, StageOwner
 from crypto import JWKSError, TrustedKeys
-from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel
+from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel, limits
 from ledger.errors import InvariantViolation
 from ledger.limits import reconcile_interval_s_max, summary_items_max
-from ledger.log_audit import AuditState, audit_log
+from ledger.log_audit import AuditReport, AuditState, LogAuditRun, audit_log
 from ledger.log_proofs import LogProofs
 from supervisor import Link
 
@@ -61,6 +61,9 @@ customers_per_round_limit: Final = 100_000
 # change is found within about one pass of its making, under the 5-minute
 # promise with a round's overrun to spare.
 audit_pass_target_s: Final = 240.0
+# A background round spreads its work over this share of its interval, and
+# the rest is idle: its slices never run back to back with the next round's.
+round_busy_share: Final = 0.8
 # How long a full pass waits for a background round to finish its slice.
 full_pass_wait_s: Final = 120.0
 # How long on_stop waits for the audit thread (it checks between customers).
@@ -119,6 +122,11 @@ class ReconcilerMetrics:
             "billing_reconciler_log_audit_seconds",
             "Duration of one audit of the whole receipt log (one per pass).",
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.last_pass_s = Gauge(
+            "billing_reconciler_last_pass_seconds",
+            "How long the last background pass over the log and every customer took.",
             registry=registry,
         )
         self.round_s = Histogram(
@@ -197,6 +205,7 @@ class Reconciler(StageOwner):
         log_proofs: LogProofs | None = None,
         customers_per_round_max: int = 100,
         audit_pass_s: float = audit_pass_target_s,
+        log_page_receipts: int = limits.audit_page_receipts_max,
     ) -> None:
         super().__init__(link, stop_timeout_s=thread_join_timeout_s)
         if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)) or not (
@@ -222,12 +231,17 @@ class Reconciler(StageOwner):
         self._metrics = metrics
         self._on_integrity_failure = on_integrity_failure
         self._per_round = customers_per_round_max
+        self._log_page = log_page_receipts  # a slice of the log is whole pages of this
         # A pass is at least one round (an interval beyond the target is an
         # operator's choice: the pass then takes that round).
         self._pass_s = max(float(audit_pass_s), self._interval_s)
         self._log_state: AuditState | None = None  # the last checkpoint the log audit verified
         self._failed_customers: set[str] = set()  # whose alarm a full pass raised
         self._cursor: str | None = None  # last customer audited in the current pass
+        self._log_run: LogAuditRun | None = None  # the current pass's audit of the log
+        self._log_run_started = 0.0
+        self._pass_started = 0.0
+        self._pacer: _Pacer | None = None  # set during a background round
         self._work_lock = threading.Lock()  # one round or full pass at a time
         self._loop = LoopThread("reconciler", self._run, self.report_crash)
         self._stopping = self._loop.stopping
@@ -258,7 +272,11 @@ class Reconciler(StageOwner):
             self._work_lock.release()
 
     def _run(self, stopping: threading.Event) -> None:
-        while not stopping.wait(self._interval_s):
+        # Fixed rate: a round's own length (it is paced to fill most of its
+        # interval) does not stretch the pass.
+        next_round = time.monotonic() + self._interval_s
+        while not stopping.wait(max(0.0, next_round - time.monotonic())):
+            next_round = max(next_round + self._interval_s, time.monotonic())
             self._round()
 
     def _round(self) -> None:
@@ -272,18 +290,22 @@ class Reconciler(StageOwner):
                 log.warning("reconciler.list_customers_failed", error=repr(error))
                 return
             cursor = self._cursor
-            if cursor is None:  # a new pass: the whole log first
-                self._audit_log(already_failed=None)
+            if cursor is None:  # a new pass: a new run over the whole log
+                self._pass_started = time.monotonic()
+                self._log_run = self._start_log_run()
+                self._log_run_started = self._pass_started
             remaining = [c for c in ids if cursor is None or c > cursor]
             # Enough customers a round for the pass to end within audit_pass_s.
             rounds = max(1, math.floor(self._pass_s / self._interval_s))
             per_round = max(self._per_round, math.ceil(len(ids) / rounds))
             batch = remaining[:per_round]
-            summary = self._reconcile(batch, repair=True)
-            if len(remaining) <= per_round:
+            last_round = len(remaining) <= per_round
+            summary = self._paced_round(batch, math.ceil(len(remaining) / per_round) or 1)
+            if last_round:
                 self._cursor = None
                 if not self._stopping.is_set():
                     self._metrics.last_full_pass.set(time.time())
+                    self._metrics.last_pass_s.set(time.monotonic() - self._pass_started)
             elif batch:
                 self._cursor = batch[-1]
             if summary.customers:
@@ -291,20 +313,59 @@ class Reconciler(StageOwner):
         finally:
             self._work_lock.release()
 
-    def _audit_log(self, already_failed: set[str] | None) -> PassSummary:
-        """The whole receipt log against its checkpoints and the remembered
-        one (a rollback or fork since the last pass fails too).
+    def _paced_round(self, batch: list[str], rounds_left: int) -> PassSummary:
+        """This round's share of the log run, then its customers, spread over
+        most of the interval (`_Pacer`): the audit takes the CPU in slices of
+        one page or one customer, and charges run in between (issue 17)."""
+        run = self._log_run
+        leaves = 0
+        if run is not None:
+            leaves = math.ceil((run.tree_size - run.leaves_done) / rounds_left)
+        pages = math.ceil(leaves / self._log_page)
+        self._pacer = _Pacer(self._interval_s * round_busy_share, pages + len(batch),
+                             self._stopping)
+        try:
+            if run is not None:
+                report = run.advance(leaves if rounds_left > 1 else None)
+                if report is not None:
+                    self._log_run = None
+                    self._judge_log(report, None, self._log_run_started)
+            return self._reconcile(batch, repair=True)
+        except _Stopping:
+            self._log_run, self._cursor = None, None  # a stopped run proves nothing
+            return PassSummary()
+        except LedgerError as error:
+            # The store failed mid-run: the next pass audits the log afresh.
+            log.warning("reconciler.log_audit_error", error=repr(error))
+            self._log_run = None
+            return self._reconcile(batch, repair=True)
+        finally:
+            self._pacer = None
 
-        A failure at a receipt is its customer's: that customer is audited
-        now (or, `already_failed`, was in this pass) and its own alarm
-        stands; one damage, one incident."""
+    def _start_log_run(self) -> LogAuditRun | None:
+        try:
+            keys = TrustedKeys(self._jwks())
+            return LogAuditRun(self._store, keys, self._log_state, on_leaves=self._page_done,
+                               page_receipts=self._log_page)
+        except JWKSError:
+            return None  # the customers' part of the pass reports unusable keys
+        except LedgerError as error:
+            log.warning("reconciler.log_audit_error", error=repr(error))
+            return None
+
+    def _page_done(self, _leaves: int) -> None:
+        if self._stopping.is_set():
+            raise _Stopping
+        if self._pacer is not None:
+            self._pacer.unit_done()
+
+    def _audit_log(self, already_failed: set[str] | None) -> PassSummary:
+        """The whole receipt log now, in one go (a full pass)."""
         summary = PassSummary()
         started = time.monotonic()
         try:
             keys = TrustedKeys(self._jwks())
-            report = audit_log(
-                self._store, keys, self._log_state, on_leaves=self._check_stopping
-            )
+            report = audit_log(self._store, keys, self._log_state, on_leaves=self._page_done)
         except _Stopping:
             return summary
         except JWKSError:
@@ -313,6 +374,22 @@ class Reconciler(StageOwner):
             log.warning("reconciler.log_audit_error", error=repr(error))
             summary.add_error(f"log: {error!r}")
             return summary
+        return self._judge_log(report, already_failed, started, summary)
+
+    def _judge_log(
+        self,
+        report: AuditReport,
+        already_failed: set[str] | None,
+        started: float,
+        summary: PassSummary | None = None,
+    ) -> PassSummary:
+        """The log against its checkpoints and the remembered one (a rollback
+        or fork since the last pass fails too).
+
+        A failure at a receipt is its customer's: that customer is audited
+        now (or, `already_failed`, was in this pass) and its own alarm
+        stands; one damage, one incident."""
+        summary = summary or PassSummary()
         self._metrics.log_audit_s.observe(time.monotonic() - started)
         failure = report.failure
         if failure is None:
@@ -344,10 +421,6 @@ class Reconciler(StageOwner):
             return None
         return None if receipt is None else receipt.customer_id
 
-    def _check_stopping(self, _leaves: int) -> None:
-        if self._stopping.is_set():
-            raise _Stopping
-
     def _reconcile(self, customer_ids: Iterable[str], repair: bool) -> PassSummary:
         started = time.monotonic()
         summary = PassSummary()
@@ -376,6 +449,8 @@ class Reconciler(StageOwner):
                 self._metrics.audits.labels(result="error").inc()
                 log.warning("reconciler.audit_error", customer_id=customer_id, error=repr(error))
                 summary.add_error(f"customer {customer_id}: {error!r}")
+            if self._pacer is not None:
+                self._pacer.unit_done()
         summary.duration_s = time.monotonic() - started
         self._metrics.round_s.observe(summary.duration_s)
         return summary
@@ -453,6 +528,27 @@ class Reconciler(StageOwner):
             log.exception(
                 "reconciler.on_integrity_failure_failed", customer_id=failure.customer_id
             )
+
+
+class _Pacer:
+    """Spreads a round's units of work (log pages, customers) evenly over
+    `span_s`: after each unit it waits until the schedule catches up. A
+    round behind its schedule never waits. Measured on the 2-core machine
+    (deploy/README.md, "Continuous audit"): the whole-log audit in one go
+    held charges to 52% of their rate for ~26 s; spread like this, the
+    audit costs a few percent all along."""
+
+    def __init__(self, span_s: float, units: int, stopping: threading.Event) -> None:
+        self._start = time.monotonic()
+        self._unit_s = span_s / max(1, units)
+        self._done = 0
+        self._stopping = stopping
+
+    def unit_done(self) -> None:
+        self._done += 1
+        wait_s = self._start + self._done * self._unit_s - time.monotonic()
+        if wait_s > 0:
+            self._stopping.wait(wait_s)
 
 
 class _Stopping(Exception):
