@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,6 +32,9 @@ from ledger import (
 from ledger.checkpoint_codec import encode_log_checkpoint
 from ledger.feed_cursor import FeedCursor
 from ledger.receipt_codec import encode_stored_receipt
+
+if TYPE_CHECKING:
+    from ledger.spanner import SpannerLedger
 
 log = structlog.get_logger(__name__)
 
@@ -112,7 +116,6 @@ class Adapters:
 
 def open_adapters(settings: Settings) -> Adapters:
     from ledger.local import FileArchive
-    from ledger.memory_disputes import MemoryDisputes
     from ledger.sqlite import SqliteLedger
 
     closers: list[Callable[[], None]] = []
@@ -129,12 +132,7 @@ def open_adapters(settings: Settings) -> Adapters:
         halts = sqlite
         disputes = sqlite
     else:
-        halts = _spanner_halts(store)
-        # No dispute table on Spanner yet: in this process only; after a
-        # restart, the dispute's state at Stripe and the idempotency keys
-        # still stop a second answer. Said loudly, and in deploy/README.
-        log.warning("billing.dispute_submissions_not_durable", store=url.split(":", 1)[0])
-        disputes = MemoryDisputes()
+        halts = disputes = _spanner_halts(store)
         read_model = _open_read_model(settings, store)
         closers.append(read_model.close)
 
@@ -190,8 +188,9 @@ def open_store(url: str) -> LedgerStore:
     raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
 
 
-def _spanner_halts(store: LedgerStore) -> IntegrityHalts:
-    """Halts live in the ledger of record, so every gateway on it sees them."""
+def _spanner_halts(store: LedgerStore) -> SpannerLedger:
+    """Halts (and dispute answers) live in the ledger of record, so every
+    gateway on it sees them."""
     from ledger.spanner import SpannerLedger
 
     if not isinstance(store, SpannerLedger):

@@ -227,7 +227,7 @@ def test_a_version_2_database_migrates_to_halts_requests_and_share_links(
     """A deployed database (receipt log, no halt table) refuses to open until
     `billing migrate`, then keeps its rows and serves the new tables: its
     existing keys are listed through the new index, its old receipts have no
-    request record, and a halt is recorded and read back."""
+    request record, a halt is recorded and read back, and the dispute table is there."""
     url = f"spanner://projects/vexa-test/instances/test/databases/{d.unique('db')}"
     with pytest.raises(StoreUnavailable, match="billing migrate"):
         SpannerLedger.open(url, create=True)
@@ -239,10 +239,10 @@ def test_a_version_2_database_migrates_to_halts_requests_and_share_links(
     store.create_api_key(ApiKey("key_old", "hash_old", "cus_old", T0))
     chain = Chain("cus_old")
     store.commit_batch([chain.next()], [])
-    with pytest.raises(StoreUnavailable, match=r"\[3\] not applied"):
+    with pytest.raises(StoreUnavailable, match=r"\[3, 4\] not applied"):
         SpannerLedger.open(url)
 
-    assert apply_migrations(database) == [3]
+    assert apply_migrations(database) == [3, 4]
     upgraded = SpannerLedger.open(url)
     try:
         assert [k.key_id for k in upgraded.list_api_keys("cus_old")] == ["key_old"]
@@ -251,6 +251,7 @@ def test_a_version_2_database_migrates_to_halts_requests_and_share_links(
         incident = HaltIncident("inc_1", T0, "chain_broken", "seq 1", "reconciler", "cus_old")
         assert upgraded.record_halt(incident) == incident
         assert upgraded.open_halts() == [incident]
+        assert upgraded.dispute_submission("dp_none") is None  # migration 4's table
     finally:
         upgraded.close()
 
