@@ -4,12 +4,18 @@ Every `interval_s` it audits the next slice of customers (round-robin):
 chain, signatures, balance == sum of receipts, account head and usage, and
 each receipt's leaf in the log (`audit_customer`), then the read model and
 archive copies against the ledger (`compare_copies`), filling in receipts a
-copy lacks. Each pass over every customer starts with an audit of the whole
-receipt log (`ledger.log_audit`: every checkpoint's signature and root, the
-tiles, each leaf the hash of its receipt; 1,000,000 leaves in ~45 s), and the
-slices are sized so that a pass ends within `audit_pass_s`: whatever is
-changed anywhere is found within one pass of its making (issue 17: within 5
-minutes, with 1,000 customers and 1,000,000 receipts; loadtest/bench_audit.py).
+copy lacks. Each pass also audits the whole receipt log
+(`ledger.log_audit`: every checkpoint's signature and root, the tiles, each
+leaf the hash of its receipt), a share of it each round alongside the
+customers (`LogAuditRun`), and the slices are sized so that a pass ends
+within `audit_pass_s`. A round spreads its share over most of its interval,
+a page or a customer at a time (`_Pacer`): done in one go at the start of a
+pass, the log audit held charges to 52% of their rate for ~26 s at
+1,000,000 receipts. Whatever is changed anywhere is found within one pass of
+its making: the scan comes back to every place once a pass (issue 17:
+within 5 minutes, with 1,000 customers and 1,000,000 receipts;
+loadtest/bench_audit.py). A full pass on demand (`FullPass`, start-up
+checks) audits the log in one go.
 A broken chain, signature or balance, or a copy that holds
 something other than the ledger's receipt, calls `on_integrity_failure`: the
 composition root halts charges (readyz fails, 503) until a person looks.
@@ -64,6 +70,10 @@ audit_pass_target_s: Final = 240.0
 # A background round spreads its work over this share of its interval, and
 # the rest is idle: its slices never run back to back with the next round's.
 round_busy_share: Final = 0.8
+# The background audit's most CPU time, as a share of the wall time (see _Pacer).
+# At 1,000,000 receipts a pass costs ~40 s of CPU on the 2-core machine
+# (the log ~11 s, the customers ~27 s): capped at a quarter, ~160 s of a 240 s pass.
+audit_busy_share_max: Final = 0.25
 # How long a full pass waits for a background round to finish its slice.
 full_pass_wait_s: Final = 120.0
 # How long on_stop waits for the audit thread (it checks between customers).
@@ -120,7 +130,8 @@ class ReconcilerMetrics:
         )
         self.log_audit_s = Histogram(
             "billing_reconciler_log_audit_seconds",
-            "Duration of one audit of the whole receipt log (one per pass).",
+            "Duration of one audit of the whole receipt log (one per pass; a background "
+            "pass spreads it over the pass).",
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300),
             registry=registry,
         )
@@ -531,24 +542,35 @@ class Reconciler(StageOwner):
 
 
 class _Pacer:
-    """Spreads a round's units of work (log pages, customers) evenly over
-    `span_s`: after each unit it waits until the schedule catches up. A
-    round behind its schedule never waits. Measured on the 2-core machine
-    (deploy/README.md, "Continuous audit"): the whole-log audit in one go
-    held charges to 52% of their rate for ~26 s; spread like this, the
-    audit costs a few percent all along."""
+    """Spreads a round's units of work (log pages, customers) over `span_s`,
+    and never lets the audit thread hold the CPU for more than
+    `audit_busy_share_max` of the time: after each unit it waits until the
+    schedule catches up, and at least `unit CPU time x (1/share - 1)`.
+
+    Why both: the audit shares the GIL with the gateway. A thread that
+    hashes without pause takes the GIL back every 5 ms switch interval, and
+    every request's many short GIL acquisitions queue behind it; measured on
+    the 2-core machine (deploy/README.md, "Continuous audit"), the whole-log
+    audit in one go held charges to 52% of their rate for ~26 s, and even
+    spread over the pass, a round behind its schedule (a loaded machine)
+    did the same. Capped, the pass takes longer when the machine is busy
+    (`billing_reconciler_last_pass_seconds` says so) rather than the charges."""
 
     def __init__(self, span_s: float, units: int, stopping: threading.Event) -> None:
         self._start = time.monotonic()
         self._unit_s = span_s / max(1, units)
         self._done = 0
         self._stopping = stopping
+        self._cpu_s = time.thread_time()
 
     def unit_done(self) -> None:
         self._done += 1
-        wait_s = self._start + self._done * self._unit_s - time.monotonic()
+        cpu_s = time.thread_time()
+        rest_s = (cpu_s - self._cpu_s) * (1.0 / audit_busy_share_max - 1.0)
+        wait_s = max(rest_s, self._start + self._done * self._unit_s - time.monotonic())
         if wait_s > 0:
             self._stopping.wait(wait_s)
+        self._cpu_s = time.thread_time()
 
 
 class _Stopping(Exception):

@@ -361,3 +361,20 @@ def test_a_background_pass_spreads_the_log_audit_over_its_rounds_and_still_finds
     assert pages[:6] == [0, 2, 4, 6, 8, 10]
     times = [when for when, _ in timed.page_reads]
     assert times[-1] - times[0] >= 1.0  # over three rounds at least, not in one go
+
+
+def test_the_audit_rests_three_times_the_cpu_it_took_even_when_behind_its_schedule() -> None:
+    """The background audit shares the GIL with the charges: it may hold
+    the CPU a quarter of the time at most, however late its round is."""
+    import time
+
+    from actors.reconciler import _Pacer
+
+    pacer = _Pacer(0.0, 1, threading.Event())  # a schedule already due: no wait from it
+    started_cpu_s = time.thread_time()
+    while time.thread_time() - started_cpu_s < 0.05:
+        pass  # a unit of hashing
+    cpu_s = time.thread_time() - started_cpu_s
+    resting = time.monotonic()
+    pacer.unit_done()
+    assert time.monotonic() - resting >= 3 * cpu_s * 0.95
