@@ -254,7 +254,6 @@ class Reconciler(StageOwner):
         self._failed_customers: set[str] = set()  # whose alarm a full pass raised
         self._cursor: str | None = None  # last customer audited in the current pass
         self._log_run: LogAuditRun | None = None  # the current pass's audit of the log
-        self._log_run_started = 0.0
         self._pass_started = 0.0
         self._round_due = 0.0  # when the current background round was due
         self._pacer: _Pacer | None = None  # set during a background round
@@ -311,7 +310,6 @@ class Reconciler(StageOwner):
             if cursor is None:  # a new pass: a new run over the whole log
                 self._pass_started = time.monotonic()
                 self._log_run = self._start_log_run()
-                self._log_run_started = self._pass_started
             remaining = [c for c in ids if cursor is None or c > cursor]
             # Enough customers a round for the pass to end within audit_pass_s.
             rounds = max(1, math.floor(self._pass_s / self._interval_s))
@@ -347,7 +345,7 @@ class Reconciler(StageOwner):
                 report = run.advance(leaves if rounds_left > 1 else None)
                 if report is not None:
                     self._log_run = None
-                    self._judge_log(report, None, self._log_run_started)
+                    self._judge_log(report, None, self._pass_started)
             return self._reconcile(batch, repair=True)
         except _Stopping:
             self._log_run, self._cursor = None, None  # a stopped run proves nothing
