@@ -40,6 +40,7 @@ from crypto import (
     verify_checkpoint,
 )
 from ledger import limits
+from ledger.errors import InvariantViolation
 from ledger.log_rules import HASH_BYTES
 from ledger.model import LogCheckpoint, SigningKeyRecord, StoredReceipt
 from ledger.ports import LogReader
@@ -157,7 +158,8 @@ def audit_log(
     """
     run = LogAuditRun(reader, keys, last, on_leaves=on_leaves, page_receipts=page_receipts)
     report = run.advance(None)
-    assert report is not None  # an unbounded advance finishes
+    if report is None:
+        raise InvariantViolation("an unbounded advance did not finish the audit")
     return report
 
 
