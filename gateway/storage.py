@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,6 +32,9 @@ from ledger import (
 from ledger.checkpoint_codec import encode_log_checkpoint
 from ledger.feed_cursor import FeedCursor
 from ledger.receipt_codec import encode_stored_receipt
+
+if TYPE_CHECKING:
+    from ledger.spanner import SpannerLedger
 
 log = structlog.get_logger(__name__)
 
@@ -158,7 +162,6 @@ def _open_ledger(settings: Settings) -> Adapters:
     """The store, and the read model, halts and disputes that go with it
     (embedded: all four are the one SQLite file); the archive a file one."""
     from ledger.local import FileArchive
-    from ledger.memory_disputes import MemoryDisputes
     from ledger.sqlite import SqliteLedger
 
     url = settings.store_url or f"sqlite:{settings.data_dir / LEDGER_FILE}"
@@ -172,11 +175,7 @@ def _open_ledger(settings: Settings) -> Adapters:
     except BaseException:
         store.close()
         raise
-    # No dispute table on Spanner yet: in this process only; after a
-    # restart, the dispute's state at Stripe and the idempotency keys
-    # still stop a second answer. Said loudly, and in deploy/README.
-    log.warning("billing.dispute_submissions_not_durable", store=url.split(":", 1)[0])
-    return Adapters(store, read_model, archive, halts=halts, disputes=MemoryDisputes(),
+    return Adapters(store, read_model, archive, halts=halts, disputes=halts,
                     closers=[store.close, read_model.close])
 
 
@@ -194,8 +193,9 @@ def open_store(url: str) -> LedgerStore:
     raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
 
 
-def _spanner_halts(store: LedgerStore) -> IntegrityHalts:
-    """Halts live in the ledger of record, so every gateway on it sees them."""
+def _spanner_halts(store: LedgerStore) -> SpannerLedger:
+    """Halts (and dispute answers) live in the ledger of record, so every
+    gateway on it sees them."""
     from ledger.spanner import SpannerLedger
 
     if not isinstance(store, SpannerLedger):

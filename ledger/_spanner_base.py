@@ -3,8 +3,9 @@ through `_call` (transport failures become StoreUnavailable, the emulator's
 disguised aborts run again), read-write work through `_transact`, reads
 through a single-use snapshot in `_query`.
 
-The ledger, its integrity halts and the web app's tables are separate
-modules (`ledger.spanner`, `_spanner_halts`, `_spanner_web`) on this base,
+The ledger, its integrity halts, dispute submissions and the web app's
+tables are separate modules (`ledger.spanner`, `_spanner_halts`,
+`_spanner_disputes`, `_spanner_web`) on this base,
 as the SQLite adapter is split on `_sqlite_base`.
 """
 

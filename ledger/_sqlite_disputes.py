@@ -8,7 +8,7 @@ from typing import Final
 
 from ledger._sqlite_base import SqliteBase, transaction
 from ledger._sqlite_rows import Row, placeholders, record_params
-from ledger.errors import NotFound, check_invariant
+from ledger.errors import NotFound
 from ledger.model import DisputeSubmission
 
 _COLUMNS: Final = (
@@ -28,8 +28,7 @@ class SqliteDisputes(SqliteBase):
         return None if row is None else _submission(row)
 
     def record_dispute_file(self, submission: DisputeSubmission) -> DisputeSubmission:
-        check_invariant(not submission.is_submitted, "a new dispute record is not submitted yet")
-        check_invariant(submission.receipt_count >= 0, "receipt_count must not be negative")
+        submission.check_new()
         with self._writing() as conn, transaction(conn):
             conn.execute(
                 f"INSERT INTO dispute_submissions ({_COLUMNS}) VALUES ({placeholders(_COLUMNS)}) "

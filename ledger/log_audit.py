@@ -40,6 +40,7 @@ from crypto import (
     verify_checkpoint,
 )
 from ledger import limits
+from ledger.errors import InvariantViolation
 from ledger.log_rules import HASH_BYTES
 from ledger.model import LogCheckpoint, SigningKeyRecord, StoredReceipt
 from ledger.ports import LogReader
@@ -155,13 +156,59 @@ def audit_log(
     checked against it). `on_leaves(n)`: n more leaves rebuilt, for a
     progress bar. Store errors propagate; integrity failures are reported.
     """
-    head = reader.log_head()
-    audit = _Audit(reader, keys, last, on_leaves or (lambda _: None), page_receipts)
-    try:
-        audit.run(head)
-    except AuditFailed as failed:
-        return audit.report(head, failed.failure)
-    return audit.report(head, None)
+    run = LogAuditRun(reader, keys, last, on_leaves=on_leaves, page_receipts=page_receipts)
+    report = run.advance(None)
+    if report is None:
+        raise InvariantViolation("an unbounded advance did not finish the audit")
+    return report
+
+
+class LogAuditRun:
+    """One audit of the log (up to the head read when it is made), advanced a
+    slice of leaves at a time: the reconciler spreads it over its pass so
+    that the hashing never holds the CPU, and the charges, for long.
+
+    A slice ends on a page boundary; `on_leaves` runs after every page (the
+    reconciler paces itself there). Store errors propagate from `advance`."""
+
+    def __init__(
+        self,
+        reader: LogReader,
+        keys: TrustedKeys,
+        last: AuditState | None = None,
+        *,
+        on_leaves: Callable[[int], None] | None = None,
+        page_receipts: int = limits.audit_page_receipts_max,
+    ) -> None:
+        self._head = reader.log_head()
+        self._audit = _Audit(reader, keys, last, on_leaves or (lambda _: None), page_receipts)
+        self._steps = self._audit.steps(self._head)
+        self._report: AuditReport | None = None
+
+    @property
+    def tree_size(self) -> int:
+        """The leaves this run audits (the head's size when it was made)."""
+        return 0 if self._head is None else self._head.tree_size
+
+    @property
+    def leaves_done(self) -> int:
+        return self._audit.leaves
+
+    def advance(self, leaves_max: int | None) -> AuditReport | None:
+        """Audit about `leaves_max` more leaves (None: all); the report once
+        the run is over (a failure ends it), None while leaves remain."""
+        if self._report is not None:
+            return self._report
+        goal = None if leaves_max is None else self._audit.leaves + max(1, leaves_max)
+        try:
+            for done in self._steps:
+                if goal is not None and done >= goal:
+                    return None
+        except AuditFailed as failed:
+            self._report = self._audit.report(self._head, failed.failure)
+        else:
+            self._report = self._audit.report(self._head, None)
+        return self._report
 
 
 def log_origin(reader: LogReader, keys: TrustedKeys) -> str | None:
@@ -279,7 +326,12 @@ class _Audit:
             failure=failure,
         )
 
-    def run(self, head: LogCheckpoint | None) -> None:
+    @property
+    def leaves(self) -> int:
+        return self._edge.size
+
+    def steps(self, head: LogCheckpoint | None) -> Iterator[int]:
+        """Audit page by page, yielding the leaves rebuilt so far after each."""
         size = 0 if head is None else head.tree_size
         self._check_against_last(size)
         checkpoints = self._verified_checkpoints(size)
@@ -293,6 +345,7 @@ class _Audit:
             leaves = self._checked_page(page)
             pending = self._append(leaves, pending, checkpoints)
             self._on_leaves(len(leaves))
+            yield self._edge.size
         if pending is not None:
             raise _fail(
                 "receipt_missing",

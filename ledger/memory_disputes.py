@@ -1,10 +1,5 @@
-"""Dispute submissions held in this process only: for a store whose adapter
-has no dispute table yet (Spanner, for now), and the fake for unit tests.
-
-Not durable: after a restart a replayed `charge.dispute.created` is looked up
-at Stripe again, where the dispute's own state (already submitted, under
-review) and the submission's idempotency key still stop a second answer; the
-composition root says so loudly at start-up."""
+"""Dispute submissions held in this process only: the fake for unit tests
+(the stores of record, SQLite and Spanner, keep them in a table)."""
 
 from __future__ import annotations
 
@@ -12,7 +7,7 @@ import dataclasses
 import threading
 
 from ledger._locks import locked
-from ledger.errors import NotFound, check_invariant
+from ledger.errors import NotFound
 from ledger.model import DisputeSubmission
 
 
@@ -26,8 +21,7 @@ class MemoryDisputes:
             return self._by_dispute.get(dispute_id)
 
     def record_dispute_file(self, submission: DisputeSubmission) -> DisputeSubmission:
-        check_invariant(not submission.is_submitted, "a new dispute record is not submitted yet")
-        check_invariant(submission.receipt_count >= 0, "receipt_count must not be negative")
+        submission.check_new()
         with locked(self._lock, "memory disputes"):
             return self._by_dispute.setdefault(submission.dispute_id, submission)
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from ledger import limits
 from ledger.clock import parse_rfc3339
+from ledger.errors import check_invariant
 
 QuotaPolicy = Literal["hard", "soft"]
 # Entitlement statuses that allow charging; everything else refuses.
@@ -335,3 +336,8 @@ class DisputeSubmission:
     @property
     def is_submitted(self) -> bool:
         return self.submitted_at is not None
+
+    def check_new(self) -> None:
+        """What every adapter's `record_dispute_file` asserts, in one place."""
+        check_invariant(not self.is_submitted, "a new dispute record is not submitted yet")
+        check_invariant(self.receipt_count >= 0, "receipt_count must not be negative")

@@ -9,9 +9,9 @@ transactions over many small ones.
 Thread-safe: the google client's Database pools sessions across threads.
 Every RPC carries a timeout; a transaction retries on ABORTED until
 `_spanner_base.transaction_timeout_s`, then the store is reported
-unavailable. Integrity halts and the web app's tables are in
-`_spanner_halts` and `_spanner_web`; request records for dispute evidence
-are written by `commit_batch` with their receipts.
+unavailable. Integrity halts, dispute submissions and the web app's tables
+are in `_spanner_halts`, `_spanner_disputes` and `_spanner_web`; request
+records for dispute evidence are written by `commit_batch` with their receipts.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ledger._spanner_base import (
     page_limit,
 )
 from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, read_key, request_timeout_s
+from ledger._spanner_disputes import SpannerDisputes
 from ledger._spanner_halts import SpannerHalts
 from ledger._spanner_log import (
     CHECKPOINT_SELECT,
@@ -253,9 +254,10 @@ def _read_chains(txn: Any, receipts: Sequence[StoredReceipt]) -> _Chains:
     return chains
 
 
-class SpannerLedger(SpannerHalts, SpannerWeb, SpannerRefusals):
-    """LedgerStore on Cloud Spanner; also its IntegrityHalts, ChargeRequests
-    and WebAppStore (the halts' and the web app's parts live in their modules).
+class SpannerLedger(SpannerHalts, SpannerDisputes, SpannerWeb, SpannerRefusals):
+    """LedgerStore on Cloud Spanner; also its IntegrityHalts, ChargeRequests,
+    DisputeSubmissions, kept refusals and WebAppStore (each part lives in its
+    module).
 
     Build with `SpannerLedger.open("spanner://projects/P/instances/I/databases/D")`,
     or wrap an existing `google.cloud.spanner_v1.Database`.

@@ -237,6 +237,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) PRIMARY KEY (customer_id, idempotency_key)""",
         ),
     ),
+    Migration(
+        5,
+        "dispute submissions: our answer to each Stripe dispute, once",
+        (
+            # Written when the evidence file is uploaded (its id kept for any
+            # retry), updated in place once Stripe takes the evidence.
+            """CREATE TABLE DisputeSubmissions (
+                dispute_id STRING(255) NOT NULL,
+                invoice_id STRING(255) NOT NULL,
+                customer_id STRING(64) NOT NULL,
+                file_id STRING(255) NOT NULL,
+                receipt_count INT64 NOT NULL,
+                recorded_at STRING(32) NOT NULL,
+                submitted_at STRING(32),
+                dispute_status STRING(64),
+            ) PRIMARY KEY (dispute_id)""",
+        ),
+    ),
 )
 
 _VERSION_TABLE: Final = "SchemaMigrations"

@@ -4,12 +4,18 @@ Every `interval_s` it audits the next slice of customers (round-robin):
 chain, signatures, balance == sum of receipts, account head and usage, and
 each receipt's leaf in the log (`audit_customer`), then the read model and
 archive copies against the ledger (`compare_copies`), filling in receipts a
-copy lacks. Each pass over every customer starts with an audit of the whole
-receipt log (`ledger.log_audit`: every checkpoint's signature and root, the
-tiles, each leaf the hash of its receipt; 1,000,000 leaves in ~45 s), and the
-slices are sized so that a pass ends within `audit_pass_s`: whatever is
-changed anywhere is found within one pass of its making (issue 17: within 5
-minutes, with 1,000 customers and 1,000,000 receipts; loadtest/bench_audit.py).
+copy lacks. Each pass also audits the whole receipt log
+(`ledger.log_audit`: every checkpoint's signature and root, the tiles, each
+leaf the hash of its receipt), a share of it each round alongside the
+customers (`LogAuditRun`), and the slices are sized so that a pass ends
+within `audit_pass_s`. A round spreads its share over most of its interval,
+a page or a customer at a time (`_Pacer`): done in one go at the start of a
+pass, the log audit held charges to 52% of their rate for ~26 s at
+1,000,000 receipts. Whatever is changed anywhere is found within one pass of
+its making: the scan comes back to every place once a pass (issue 17:
+within 5 minutes, with 1,000 customers and 1,000,000 receipts;
+loadtest/bench_audit.py). A full pass on demand (`FullPass`, start-up
+checks) audits the log in one go.
 A broken chain, signature or balance, or a copy that holds
 something other than the ledger's receipt, calls `on_integrity_failure`: the
 composition root halts charges (readyz fails, 503) until a person looks.
@@ -36,10 +42,10 @@ from actors.integrity._copies import CopyReport, compare_copies
 from actors.integrity.halts import IntegrityFailure
 from actors.stage_owner import LoopThread, StageOwner
 from crypto import JWKSError, TrustedKeys
-from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel
+from ledger import LedgerError, LedgerStore, ReceiptArchive, ReceiptReadModel, limits
 from ledger.errors import InvariantViolation
 from ledger.limits import reconcile_interval_s_max, summary_items_max
-from ledger.log_audit import AuditState, audit_log
+from ledger.log_audit import AuditReport, AuditState, LogAuditRun, audit_log
 from ledger.log_proofs import LogProofs
 from supervisor import Link
 
@@ -61,6 +67,17 @@ customers_per_round_limit: Final = 100_000
 # change is found within about one pass of its making, under the 5-minute
 # promise with a round's overrun to spare.
 audit_pass_target_s: Final = 240.0
+# A background round spreads its work over this share of its interval, and
+# the rest is idle: its slices never run back to back with the next round's.
+round_busy_share: Final = 0.8
+# The background audit's most CPU time, as a share of the wall time (see _Pacer).
+# At 1,000,000 receipts a pass costs ~40 s of CPU on the 2-core machine
+# (the log ~11 s, the customers ~27 s): capped at a quarter, ~160 s of a 240 s pass.
+audit_busy_share_max: Final = 0.25
+# ... and when its round is behind schedule (a busy machine): the pass must
+# still end in time. Measured: capped at a quarter throughout, a pass at
+# 1,000,000 receipts took 333 s on the loaded 2-core machine.
+audit_busy_share_late: Final = 0.5
 # How long a full pass waits for a background round to finish its slice.
 full_pass_wait_s: Final = 120.0
 # How long on_stop waits for the audit thread (it checks between customers).
@@ -117,8 +134,14 @@ class ReconcilerMetrics:
         )
         self.log_audit_s = Histogram(
             "billing_reconciler_log_audit_seconds",
-            "Duration of one audit of the whole receipt log (one per pass).",
+            "Duration of one audit of the whole receipt log (one per pass; a background "
+            "pass spreads it over the pass).",
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.last_pass_s = Gauge(
+            "billing_reconciler_last_pass_seconds",
+            "How long the last background pass over the log and every customer took.",
             registry=registry,
         )
         self.round_s = Histogram(
@@ -197,6 +220,7 @@ class Reconciler(StageOwner):
         log_proofs: LogProofs | None = None,
         customers_per_round_max: int = 100,
         audit_pass_s: float = audit_pass_target_s,
+        log_page_receipts: int = limits.audit_page_receipts_max,
     ) -> None:
         super().__init__(link, stop_timeout_s=thread_join_timeout_s)
         if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)) or not (
@@ -222,12 +246,17 @@ class Reconciler(StageOwner):
         self._metrics = metrics
         self._on_integrity_failure = on_integrity_failure
         self._per_round = customers_per_round_max
+        self._log_page = log_page_receipts  # a slice of the log is whole pages of this
         # A pass is at least one round (an interval beyond the target is an
         # operator's choice: the pass then takes that round).
         self._pass_s = max(float(audit_pass_s), self._interval_s)
         self._log_state: AuditState | None = None  # the last checkpoint the log audit verified
         self._failed_customers: set[str] = set()  # whose alarm a full pass raised
         self._cursor: str | None = None  # last customer audited in the current pass
+        self._log_run: LogAuditRun | None = None  # the current pass's audit of the log
+        self._pass_started = 0.0
+        self._round_due = 0.0  # when the current background round was due
+        self._pacer: _Pacer | None = None  # set during a background round
         self._work_lock = threading.Lock()  # one round or full pass at a time
         self._loop = LoopThread("reconciler", self._run, self.report_crash)
         self._stopping = self._loop.stopping
@@ -258,7 +287,13 @@ class Reconciler(StageOwner):
             self._work_lock.release()
 
     def _run(self, stopping: threading.Event) -> None:
-        while not stopping.wait(self._interval_s):
+        # Fixed rate: a round's own length (it is paced to fill most of its
+        # interval) does not stretch the pass.
+        due = time.monotonic() + self._interval_s
+        while not stopping.wait(max(0.0, due - time.monotonic())):
+            # A late round keeps its due time: its pacer sees it is behind.
+            self._round_due = due
+            due = max(due + self._interval_s, time.monotonic() - self._pass_s)
             self._round()
 
     def _round(self) -> None:
@@ -272,18 +307,21 @@ class Reconciler(StageOwner):
                 log.warning("reconciler.list_customers_failed", error=repr(error))
                 return
             cursor = self._cursor
-            if cursor is None:  # a new pass: the whole log first
-                self._audit_log(already_failed=None)
+            if cursor is None:  # a new pass: a new run over the whole log
+                self._pass_started = time.monotonic()
+                self._log_run = self._start_log_run()
             remaining = [c for c in ids if cursor is None or c > cursor]
             # Enough customers a round for the pass to end within audit_pass_s.
             rounds = max(1, math.floor(self._pass_s / self._interval_s))
             per_round = max(self._per_round, math.ceil(len(ids) / rounds))
             batch = remaining[:per_round]
-            summary = self._reconcile(batch, repair=True)
-            if len(remaining) <= per_round:
+            last_round = len(remaining) <= per_round
+            summary = self._paced_round(batch, math.ceil(len(remaining) / per_round) or 1)
+            if last_round:
                 self._cursor = None
                 if not self._stopping.is_set():
                     self._metrics.last_full_pass.set(time.time())
+                    self._metrics.last_pass_s.set(time.monotonic() - self._pass_started)
             elif batch:
                 self._cursor = batch[-1]
             if summary.customers:
@@ -291,20 +329,59 @@ class Reconciler(StageOwner):
         finally:
             self._work_lock.release()
 
-    def _audit_log(self, already_failed: set[str] | None) -> PassSummary:
-        """The whole receipt log against its checkpoints and the remembered
-        one (a rollback or fork since the last pass fails too).
+    def _paced_round(self, batch: list[str], rounds_left: int) -> PassSummary:
+        """This round's share of the log run, then its customers, spread over
+        most of the interval (`_Pacer`): the audit takes the CPU in slices of
+        one page or one customer, and charges run in between (issue 17)."""
+        run = self._log_run
+        leaves = 0
+        if run is not None:
+            leaves = math.ceil((run.tree_size - run.leaves_done) / rounds_left)
+        pages = math.ceil(leaves / self._log_page)
+        self._pacer = _Pacer(self._round_due, self._interval_s * round_busy_share,
+                             pages + len(batch), self._stopping)
+        try:
+            if run is not None:
+                report = run.advance(leaves if rounds_left > 1 else None)
+                if report is not None:
+                    self._log_run = None
+                    self._judge_log(report, None, self._pass_started)
+            return self._reconcile(batch, repair=True)
+        except _Stopping:
+            self._log_run, self._cursor = None, None  # a stopped run proves nothing
+            return PassSummary()
+        except LedgerError as error:
+            # The store failed mid-run: the next pass audits the log afresh.
+            log.warning("reconciler.log_audit_error", error=repr(error))
+            self._log_run = None
+            return self._reconcile(batch, repair=True)
+        finally:
+            self._pacer = None
 
-        A failure at a receipt is its customer's: that customer is audited
-        now (or, `already_failed`, was in this pass) and its own alarm
-        stands; one damage, one incident."""
+    def _start_log_run(self) -> LogAuditRun | None:
+        try:
+            keys = TrustedKeys(self._jwks())
+            return LogAuditRun(self._store, keys, self._log_state, on_leaves=self._page_done,
+                               page_receipts=self._log_page)
+        except JWKSError:
+            return None  # the customers' part of the pass reports unusable keys
+        except LedgerError as error:
+            log.warning("reconciler.log_audit_error", error=repr(error))
+            return None
+
+    def _page_done(self, _leaves: int) -> None:
+        if self._stopping.is_set():
+            raise _Stopping
+        if self._pacer is not None:
+            self._pacer.unit_done()
+
+    def _audit_log(self, already_failed: set[str] | None) -> PassSummary:
+        """The whole receipt log now, in one go (a full pass)."""
         summary = PassSummary()
         started = time.monotonic()
         try:
             keys = TrustedKeys(self._jwks())
-            report = audit_log(
-                self._store, keys, self._log_state, on_leaves=self._check_stopping
-            )
+            report = audit_log(self._store, keys, self._log_state, on_leaves=self._page_done)
         except _Stopping:
             return summary
         except JWKSError:
@@ -313,6 +390,22 @@ class Reconciler(StageOwner):
             log.warning("reconciler.log_audit_error", error=repr(error))
             summary.add_error(f"log: {error!r}")
             return summary
+        return self._judge_log(report, already_failed, started, summary)
+
+    def _judge_log(
+        self,
+        report: AuditReport,
+        already_failed: set[str] | None,
+        started: float,
+        summary: PassSummary | None = None,
+    ) -> PassSummary:
+        """The log against its checkpoints and the remembered one (a rollback
+        or fork since the last pass fails too).
+
+        A failure at a receipt is its customer's: that customer is audited
+        now (or, `already_failed`, was in this pass) and its own alarm
+        stands; one damage, one incident."""
+        summary = summary or PassSummary()
         self._metrics.log_audit_s.observe(time.monotonic() - started)
         failure = report.failure
         if failure is None:
@@ -344,10 +437,6 @@ class Reconciler(StageOwner):
             return None
         return None if receipt is None else receipt.customer_id
 
-    def _check_stopping(self, _leaves: int) -> None:
-        if self._stopping.is_set():
-            raise _Stopping
-
     def _reconcile(self, customer_ids: Iterable[str], repair: bool) -> PassSummary:
         started = time.monotonic()
         summary = PassSummary()
@@ -376,6 +465,8 @@ class Reconciler(StageOwner):
                 self._metrics.audits.labels(result="error").inc()
                 log.warning("reconciler.audit_error", customer_id=customer_id, error=repr(error))
                 summary.add_error(f"customer {customer_id}: {error!r}")
+            if self._pacer is not None:
+                self._pacer.unit_done()
         summary.duration_s = time.monotonic() - started
         self._metrics.round_s.observe(summary.duration_s)
         return summary
@@ -453,6 +544,49 @@ class Reconciler(StageOwner):
             log.exception(
                 "reconciler.on_integrity_failure_failed", customer_id=failure.customer_id
             )
+
+
+class _Pacer:
+    """Spreads a round's units of work (log pages, customers) over `span_s`
+    from when the round was due, and rests after each unit: until the
+    schedule catches up, and at least 3x the CPU time the unit took (the
+    audit holds the CPU a quarter of the time), or 1x when the round is
+    behind its schedule (half the time, so that the pass still ends within
+    the 5-minute promise on a busy machine).
+
+    Why: the audit shares the GIL with the gateway. A thread that hashes
+    without pause takes the GIL back every 5 ms switch interval, and every
+    request's many short GIL acquisitions queue behind it; measured on the
+    2-core machine (deploy/README.md, "Continuous audit"), the whole-log
+    audit in one go held charges to 52% of their rate for ~26 s, and even
+    spread over the pass, rounds behind schedule without rest did as badly."""
+
+    def __init__(
+        self,
+        due: float,
+        span_s: float,
+        units: int,
+        stopping: threading.Event,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
+        self._clock, self._cpu_clock = clock, cpu_clock
+        self._start = min(due, clock())
+        self._unit_s = span_s / max(1, units)
+        self._done = 0
+        self._stopping = stopping
+        self._cpu_s = cpu_clock()
+
+    def unit_done(self) -> None:
+        self._done += 1
+        cpu_s = self._cpu_clock() - self._cpu_s
+        schedule_s = self._start + self._done * self._unit_s - self._clock()
+        busy_share = audit_busy_share_max if schedule_s >= 0 else audit_busy_share_late
+        wait_s = max(schedule_s, cpu_s * (1.0 / busy_share - 1.0))
+        if wait_s > 0:
+            self._stopping.wait(wait_s)
+        self._cpu_s = self._cpu_clock()
 
 
 class _Stopping(Exception):

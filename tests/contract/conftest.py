@@ -112,10 +112,10 @@ CHARGE_REQUESTS_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner
 WEB_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite, "spanner": gcp.make_spanner}
 # Spanner joins once its adapter has the webhook tables (see ledger.webhook_store).
 WEBHOOK_STORE_FACTORIES: dict[str, Factory] = {"sqlite": make_sqlite}
-# Spanner joins once its adapter has a dispute table (it does not yet).
 DISPUTE_SUBMISSIONS_FACTORIES: dict[str, Factory] = {
     "sqlite": make_sqlite,
     "memory": make_memory_disputes,
+    "spanner": gcp.make_spanner,
 }
 
 

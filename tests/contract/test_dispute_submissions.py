@@ -4,6 +4,7 @@ dispute happen once, whatever retries and replays do."""
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -67,3 +68,27 @@ def test_disputes_are_kept_apart(dispute_submissions: DisputeSubmissions) -> Non
         _uploaded("dp_2", "file_2"), submitted_at="2025-01-02T00:00:00Z",
         dispute_status="under_review",
     )
+
+
+def test_concurrent_workers_all_go_on_with_one_file_and_one_submission(
+    dispute_submissions: DisputeSubmissions,
+) -> None:
+    """Two gateways (or a retry racing the first try) answering the same
+    dispute at once: one file record wins for all, one submission counts."""
+    workers = 6
+    with ThreadPoolExecutor(workers) as pool:
+        kept = list(pool.map(
+            lambda n: dispute_submissions.record_dispute_file(_uploaded(file_id=f"file_{n}")),
+            range(workers),
+        ))
+    assert len({record.file_id for record in kept}) == 1
+    assert dispute_submissions.dispute_submission("dp_1") == kept[0]
+    with ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(
+            lambda n: dispute_submissions.mark_dispute_submitted(
+                "dp_1", f"2025-01-02T00:00:0{n}.000000Z", "under_review"
+            ),
+            range(workers),
+        ))
+    assert len(set(done)) == 1 and done[0].is_submitted
+    assert dispute_submissions.dispute_submission("dp_1") == done[0]

@@ -227,7 +227,7 @@ def test_a_version_2_database_migrates_to_halts_requests_and_share_links(
     """A deployed database (receipt log, no halt table) refuses to open until
     `billing migrate`, then keeps its rows and serves the new tables: its
     existing keys are listed through the new index, its old receipts have no
-    request record, and a halt is recorded and read back."""
+    request record, a halt is recorded and read back, and the dispute table is there."""
     url = f"spanner://projects/vexa-test/instances/test/databases/{d.unique('db')}"
     with pytest.raises(StoreUnavailable, match="billing migrate"):
         SpannerLedger.open(url, create=True)
@@ -249,10 +249,10 @@ def test_a_version_2_database_migrates_to_halts_requests_and_share_links(
             ("customer_id", "seq", "last_receipt_hash", "balance_minor"),
             [("cus_old", 1, chain.last_hash, chain.balance_minor)],
         )
-    with pytest.raises(StoreUnavailable, match=r"\[3, 4\] not applied"):
+    with pytest.raises(StoreUnavailable, match=r"\[3, 4, 5\] not applied"):
         SpannerLedger.open(url)
 
-    assert apply_migrations(database) == [3, 4]
+    assert apply_migrations(database) == [3, 4, 5]
     upgraded = SpannerLedger.open(url)
     try:
         assert [k.key_id for k in upgraded.list_api_keys("cus_old")] == ["key_old"]
@@ -261,6 +261,7 @@ def test_a_version_2_database_migrates_to_halts_requests_and_share_links(
         incident = HaltIncident("inc_1", T0, "chain_broken", "seq 1", "reconciler", "cus_old")
         assert upgraded.record_halt(incident) == incident
         assert upgraded.open_halts() == [incident]
+        assert upgraded.dispute_submission("dp_none") is None  # migration 5's table
     finally:
         upgraded.close()
 

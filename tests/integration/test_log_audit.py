@@ -17,7 +17,7 @@ from crypto import Checkpoint, SigningKey, TrustedKeys, receipt_hash, receipt_le
 from gateway.cli import main
 from gateway.settings import Settings
 from gateway.storage import LEDGER_FILE
-from ledger.log_audit import AuditState, audit_log, stored_jwks
+from ledger.log_audit import AuditState, LogAuditRun, audit_log, stored_jwks
 from ledger.sqlite import SqliteLedger
 from tests.integration.conftest import Customer, Service, base_settings, serve
 
@@ -105,6 +105,37 @@ def test_the_audit_is_a_function_with_a_report(ledger: Ledger) -> None:
         moved_on = AuditState(21, state.root_hash, state.jws)
         rollback = audit_log(store, keys, moved_on).failure
         assert rollback is not None and rollback.reason == "rollback"
+    finally:
+        store.close()
+
+
+def test_an_audit_advanced_in_slices_reports_what_one_in_one_go_does(ledger: Ledger) -> None:
+    """The reconciler spreads its audit of the log over a pass, a few pages
+    a round: the slices add up to the whole audit, and a receipt altered
+    ahead of the run (in a page not yet reached) is found when reached."""
+    store = SqliteLedger.open(ledger.path)
+    try:
+        keys = TrustedKeys(stored_jwks(store.signing_keys()))
+        whole = audit_log(store, keys)
+        run = LogAuditRun(store, keys, page_receipts=3)
+        slices = 0
+        while (report := run.advance(6)) is None:
+            slices += 1
+            assert run.leaves_done == 6 * slices  # two pages of 3 a slice
+        assert report == whole and slices == 3
+
+        run = LogAuditRun(store, keys, page_receipts=3)
+        assert run.advance(6) is None
+        with ledger.sql() as conn:
+            query = "SELECT receipt_json FROM receipts WHERE log_index = 17"
+            (raw,) = conn.execute(query).fetchone()
+            receipt = json.loads(raw)
+            receipt["amount_minor"] += 1
+            conn.execute("UPDATE receipts SET receipt_json = ? WHERE log_index = 17",
+                         (json.dumps(receipt),))
+        report = run.advance(None)
+        assert report is not None and report.failure is not None
+        assert (report.failure.reason, report.failure.log_index) == ("hash_mismatch", 17)
     finally:
         store.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import shutil
 import sqlite3
@@ -18,9 +19,9 @@ import pytest
 
 from crypto import Checkpoint, SigningKey, receipt_hash, sign_checkpoint
 from gateway.cli import main
-from gateway.storage import ARCHIVE_DIR, LEDGER_FILE
+from gateway.storage import ARCHIVE_DIR, LEDGER_FILE, open_store
 from ledger.local import CHECKPOINT_DIR
-from tests.emulators import storage_emulator  # noqa: F401  (a fixture)
+from tests.emulators import spanner_emulator, storage_emulator  # noqa: F401  (fixtures)
 from tests.integration.conftest import base_settings, serve
 
 RECEIPTS = 21  # 2 x 5 single charges, a batch of 10, a reversal
@@ -278,3 +279,54 @@ async def test_a_cloud_storage_archive_restores_the_same_ledger(
     assert status == 0, capsys.readouterr()
     for what, query in _SAME.items():
         assert _rows(target, query) == _rows(lost.ledger, query), what
+
+
+def _through_the_port(store: Any) -> dict[str, Any]:
+    """What a ledger holds, read through the LedgerStore and LogReader ports
+    (so that a SQLite ledger and a Spanner one compare alike)."""
+    head = store.log_head()
+    size = 0 if head is None else head.tree_size
+    customers = sorted(store.list_customer_ids())
+    tiles = store.read_tiles([(level, index) for level in range(3) for index in range(4)])
+    return {
+        "receipts": [dataclasses.astuple(r) for r in store.receipts_by_log_index(0, size + 1)],
+        "chains": [store.get_account_head(c) for c in customers],
+        "usage": [
+            sorted((e.entitlement_id, e.used_minor) for e in store.get_entitlements(c).values())
+            for c in customers
+        ],
+        "checkpoints": store.log_checkpoints(0, 1_000),
+        "tiles": sorted(tiles.items()),
+    }
+
+
+@pytest.mark.usefixtures("spanner_emulator")
+async def test_a_spanner_ledger_restored_from_the_archive_equals_the_lost_one(
+    lost: Lost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runbook on Spanner: `billing migrate --create` makes the empty
+    target, `billing restore` fills it; read back through the store port it
+    is the lost ledger, and a second restore into it is refused."""
+    from ledger.sqlite import SqliteLedger
+    from tests.gcp._data import PROJECT, unique
+
+    url = f"spanner://projects/{PROJECT}/instances/test/databases/{unique('restore')}"
+    assert await _cli("migrate", "--create", "--store", url) == 0
+    restore = ["restore", "--from", str(lost.archive), "--store", url, "--jwks", str(lost.jwks)]
+    status = await _cli(*restore, "--progress", "never")
+    out, err = capsys.readouterr()
+    assert status == 0, (out, err)
+    assert f"restored {RECEIPTS} receipts of 3 customers" in out
+
+    before, after = SqliteLedger.open(lost.ledger), open_store(url)
+    try:
+        lost_view, restored_view = _through_the_port(before), _through_the_port(after)
+    finally:
+        before.close()
+        after.close()
+    assert len(lost_view["receipts"]) == RECEIPTS
+    for what in lost_view:
+        assert restored_view[what] == lost_view[what], what
+
+    assert await _cli(*restore, "--progress", "never") == 2
+    assert "not empty" in capsys.readouterr().err
