@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud.spanner_v1 import param_types
 
+from ledger import limits
 from ledger._gcp_client import TRANSIENT_ERRORS, Lifecycle
 from ledger._spanner_codec import request_timeout_s
 from ledger.errors import StoreUnavailable, check_invariant
@@ -40,8 +41,6 @@ T = TypeVar("T")
 
 # Total time a transaction may spend retrying ABORTED before giving up.
 transaction_timeout_s: Final = 60.0
-# The emulator's way of aborting an overlapping transaction (see `_call`).
-_disguised_abort_retries_max: Final = 30
 _DISGUISED_ABORTS: Final = (
     "Transaction not found",
     "Invalid transaction ID",
@@ -88,13 +87,13 @@ class SpannerBase:
         again (a transaction re-reads under its locks, so it is safe), boundedly.
         """
         self._life.check_open()
-        for attempt in range(1, _disguised_abort_retries_max + 1):
+        for attempt in range(1, limits.spanner_disguised_abort_retries_max + 1):
             try:
                 return self._call_once(action)
             except (gexc.NotFound, gexc.FailedPrecondition) as error:
                 if not _is_disguised_abort(error):
                     raise
-                if attempt == _disguised_abort_retries_max:
+                if attempt == limits.spanner_disguised_abort_retries_max:
                     raise StoreUnavailable(f"spanner: {error}") from error
                 # Full jitter: overlapping writers must stop colliding.
                 time.sleep(random.uniform(0.0, min(0.25, 0.005 * 2**attempt)))

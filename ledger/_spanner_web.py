@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from google.api_core import exceptions as gexc
 
+from ledger import limits
 from ledger._spanner_base import (
     API_KEY_COLS,
     INT,
@@ -19,7 +20,7 @@ from ledger._spanner_base import (
 )
 from ledger._spanner_codec import read_key
 from ledger.errors import AlreadyExists, NotFound
-from ledger.limits import api_keys_listed_max, share_links_listed_max, usage_days_max
+from ledger.limits import api_keys_listed_max, share_links_listed_max
 from ledger.model import ApiKey
 from ledger.web_store import ShareLink, UsageDay
 
@@ -27,9 +28,6 @@ __all__ = ["SpannerWeb"]
 
 _LINK_COLS: Final = tuple(field.name for field in dataclasses.fields(ShareLink))
 _LINK_SELECT: Final = f"SELECT {', '.join(_LINK_COLS)} FROM ShareLinks"
-# One row per day and entitlement: a day has as many rows as entitlements
-# charged, so the bound allows 16 of them per day of the window.
-_usage_rows_max: Final = usage_days_max * 16
 
 
 def _link(row: Sequence[Any]) -> ShareLink:
@@ -100,7 +98,7 @@ class SpannerWeb(SpannerBase):
             "SELECT SUBSTR(recorded_at, 1, 10) AS day, entitlement_id, COUNT(*), "
             "SUM(amount_minor) FROM Receipts WHERE customer_id = @c AND recorded_at >= @s "
             "GROUP BY day, entitlement_id ORDER BY day, entitlement_id LIMIT @n",
-            {"c": customer_id, "s": since_day, "n": _usage_rows_max},
+            {"c": customer_id, "s": since_day, "n": limits.spanner_usage_rows_max},
             {"c": STR, "s": STR, "n": INT},
         )
         return [UsageDay(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]

@@ -398,3 +398,26 @@ _check(
     "a tile key query over SQLite's parameter limit",
 )
 _check(archive_checkpoint_files_remembered_max >= 1, "the archive must remember its newest file")
+
+
+# --- Spanner adapter ----------------------------------------------------------
+# Usage rows one dashboard query reads: one row per day and entitlement, so
+# 16 entitlements charged a day over the longest window.
+spanner_usage_rows_max: Final = usage_days_max * 16
+# The emulator aborts an overlapping transaction disguised as another error
+# (ledger._spanner_base._call): retried this many times before it is one.
+spanner_disguised_abort_retries_max: Final = 30
+# Outbox rows one commit writes: per receipt its sinks' messages (at most 4
+# topics), the checkpoint's included.
+spanner_outbox_messages_max: Final = commit_batch_receipts_max * 4
+
+# --- Reconciler -----------------------------------------------------------------
+# Customers a reconciler round audits by default, and the most a caller may
+# ask for: a round over 100,000 customers would outlast any interval.
+reconcile_round_customers_max: Final = 100
+reconcile_round_customers_asked_max: Final = 100_000
+# The background audit's most CPU time, as a share of the wall time
+# (actors.integrity.reconciler._Pacer). At 1,000,000 receipts a pass costs
+# ~40 s of CPU on the 2-core machine (the log ~11 s, the customers ~27 s):
+# capped at a quarter, ~160 s of a 240 s pass.
+audit_busy_share_max: Final = 0.25

@@ -27,6 +27,7 @@ from google.cloud import spanner
 from google.cloud.spanner_v1 import COMMIT_TIMESTAMP, param_types
 
 from crypto.receipt import GENESIS_HASH
+from ledger import limits
 from ledger._gcp_client import release_quietly
 from ledger._gcp_receipts import RECEIPT_FIELDS, receipt_from_row, receipt_row
 from ledger._refusal_rules import find_answers
@@ -83,7 +84,6 @@ __all__ = ["SpannerLedger"]
 
 log = structlog.get_logger(__name__)
 
-outbox_messages_max: Final = commit_batch_receipts_max * 4
 # Outbox rows one query of `pending_outbox` reads; a call pages on until it has
 # its `limit` of due messages or the topic ends.
 outbox_scan_page_rows: Final = receipts_page_max
@@ -318,7 +318,7 @@ class SpannerLedger(SpannerHalts, SpannerDisputes, SpannerWeb, SpannerRefusals):
             len(writes) <= commit_batch_receipts_max,
             f"batch of {len(writes)} receipts exceeds {commit_batch_receipts_max}",
         )
-        check_invariant(len(outbox) <= outbox_messages_max, "outbox batch too large")
+        check_invariant(len(outbox) <= limits.spanner_outbox_messages_max, "outbox batch too large")
         receipts = [write.receipt for write in writes]
         log_indexes_of(receipts, log_append)  # the append's own shape, before any I/O
         requests = [_request_row(w.receipt, w.request) for w in writes if w.request is not None]
@@ -702,7 +702,8 @@ class SpannerLedger(SpannerHalts, SpannerDisputes, SpannerWeb, SpannerRefusals):
     def enqueue_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         if not messages:
             return
-        check_invariant(len(messages) <= outbox_messages_max, "outbox batch too large")
+        too_many = len(messages) > limits.spanner_outbox_messages_max
+        check_invariant(not too_many, "outbox batch too large")
 
         def work(txn: Any) -> None:
             _insert_outbox(txn, messages)

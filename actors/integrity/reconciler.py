@@ -62,7 +62,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-customers_per_round_limit: Final = 100_000
 # A full pass (the log, then every customer) is paced to end within this: a
 # change is found within about one pass of its making, under the 5-minute
 # promise with a round's overrun to spare.
@@ -70,11 +69,8 @@ audit_pass_target_s: Final = 240.0
 # A background round spreads its work over this share of its interval, and
 # the rest is idle: its slices never run back to back with the next round's.
 round_busy_share: Final = 0.8
-# The background audit's most CPU time, as a share of the wall time (see _Pacer).
-# At 1,000,000 receipts a pass costs ~40 s of CPU on the 2-core machine
-# (the log ~11 s, the customers ~27 s): capped at a quarter, ~160 s of a 240 s pass.
-audit_busy_share_max: Final = 0.25
-# ... and when its round is behind schedule (a busy machine): the pass must
+# The background audit's CPU share is capped (limits.audit_busy_share_max), and
+# when its round is behind schedule (a busy machine): the pass must
 # still end in time. Measured: capped at a quarter throughout, a pass at
 # 1,000,000 receipts took 333 s on the loaded 2-core machine.
 audit_busy_share_late: Final = 0.5
@@ -218,7 +214,7 @@ class Reconciler(StageOwner):
         metrics: ReconcilerMetrics,
         on_integrity_failure: OnIntegrityFailure,
         log_proofs: LogProofs | None = None,
-        customers_per_round_max: int = 100,
+        customers_per_round_max: int = limits.reconcile_round_customers_max,
         audit_pass_s: float = audit_pass_target_s,
         log_page_receipts: int = limits.audit_page_receipts_max,
     ) -> None:
@@ -231,10 +227,11 @@ class Reconciler(StageOwner):
             )
         if (
             not isinstance(customers_per_round_max, int)
-            or not 1 <= customers_per_round_max <= customers_per_round_limit
+            or not 1 <= customers_per_round_max <= limits.reconcile_round_customers_asked_max
         ):
             raise ValueError(
-                f"customers_per_round_max must be in 1..{customers_per_round_limit}, "
+                "customers_per_round_max must be in "
+                f"1..{limits.reconcile_round_customers_asked_max}, "
                 f"got {customers_per_round_max!r}"
             )
         self._store = store
@@ -582,7 +579,7 @@ class _Pacer:
         self._done += 1
         cpu_s = self._cpu_clock() - self._cpu_s
         schedule_s = self._start + self._done * self._unit_s - self._clock()
-        busy_share = audit_busy_share_max if schedule_s >= 0 else audit_busy_share_late
+        busy_share = limits.audit_busy_share_max if schedule_s >= 0 else audit_busy_share_late
         wait_s = max(schedule_s, cpu_s * (1.0 / busy_share - 1.0))
         if wait_s > 0:
             self._stopping.wait(wait_s)

@@ -7,7 +7,6 @@ the ones settings can change, at start-up: tests/gateway/test_settings_limits.py
 from __future__ import annotations
 
 import ast
-import fnmatch
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -40,9 +39,6 @@ def test_limits_are_positive_integers_named_with_their_unit() -> None:
 _SCANNED_PACKAGES = ("actors", "gateway", "ledger")
 _LIMITS_MODULE = "ledger/limits.py"
 _FIXED = re.compile(r"#\s*fixed:\s*\S")
-# Being changed on other branches while the bounds were gathered; the merger
-# empties this set once those land (their bounds then move to ledger/limits.py).
-_NOT_YET_GATHERED = {"actors/integrity/*", "ledger/*spanner*"}
 
 
 class Bound(NamedTuple):
@@ -102,13 +98,8 @@ def bounds_set_outside_limits(root: Path, packages: tuple[str, ...]) -> list[Bou
     return found
 
 
-def _not_yet_gathered(bound: Bound) -> bool:
-    return any(fnmatch.fnmatch(bound.path, pattern) for pattern in _NOT_YET_GATHERED)
-
-
 def test_every_bound_is_set_in_the_limits_module() -> None:
-    scattered = [b for b in bounds_set_outside_limits(_ROOT, _SCANNED_PACKAGES)
-                 if not _not_yet_gathered(b)]
+    scattered = bounds_set_outside_limits(_ROOT, _SCANNED_PACKAGES)
     assert not scattered, (
         "bounds named *_max set outside ledger/limits.py: move them there (with their"
         " unit and why), or mark a protocol's fixed fact `# fixed: <whose>`:\n"
@@ -132,10 +123,3 @@ def test_the_scan_names_a_bound_set_outside_the_limits_module(tmp_path: Path) ->
     assert [(b.line, b.name) for b in bounds_set_outside_limits(tmp_path, ("ledger",))] == [
         (3, "_ROWS_MAX"), (6, "retries_max"), (7, "batch_max"), (8, "key_max"),
     ]
-
-
-def test_each_pattern_not_yet_gathered_still_holds_a_bound() -> None:
-    """A pattern left here after its files were gathered would hide new ones."""
-    found = bounds_set_outside_limits(_ROOT, _SCANNED_PACKAGES)
-    for pattern in _NOT_YET_GATHERED:
-        assert any(fnmatch.fnmatch(b.path, pattern) for b in found), pattern
