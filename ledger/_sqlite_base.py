@@ -27,13 +27,17 @@ log = structlog.get_logger("ledger.sqlite")
 class SqliteBase:
     """Lifecycle and connection plumbing; no ledger semantics."""
 
-    def __init__(self, path: Path, lock: FileLock, writer: sqlite3.Connection) -> None:
-        """Private: use `SqliteLedger.open(path)`."""
+    def __init__(
+        self, path: Path, lock: FileLock | None, writer: sqlite3.Connection | None
+    ) -> None:
+        """Private: use `SqliteLedger.open(path)` (or `open_read_only`: no
+        lock, no writer, `mode=ro` readers)."""
         self._path = path
         self._lock = lock
         self._writer: sqlite3.Connection | None = writer
+        self._read_only = writer is None
         self._write_lock = threading.Lock()
-        self._readers = ReaderPool(path)
+        self._readers = ReaderPool(path, read_only=self._read_only)
         self._closed = False
 
     @property
@@ -57,7 +61,8 @@ class SqliteBase:
             if writer is not None:
                 writer.close()
         self._readers.close()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
         log.info("ledger.sqlite.closed", path=str(self._path))
 
     def check_writable(self) -> None:
@@ -72,7 +77,8 @@ class SqliteBase:
         with locked(self._write_lock, "ledger writer"):
             conn = self._writer
             if conn is None:
-                raise StoreUnavailable(f"ledger store {self._path} is closed")
+                state = "read-only" if self._read_only and not self._closed else "closed"
+                raise StoreUnavailable(f"ledger store {self._path} is {state}")
             try:
                 yield conn
             except sqlite3.OperationalError as exc:

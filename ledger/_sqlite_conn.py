@@ -12,6 +12,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -77,15 +78,21 @@ def _read_holder(fd: int) -> str:
     return f" (pid {text})" if text.isdigit() else ""
 
 
-def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+def connect(path: Path, *, writer: bool, read_only: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode: transactions are explicit BEGINs.
 
     check_same_thread=False: the write connection is used under the write
     lock and read connections by one borrower at a time, from any thread.
+    `read_only`: opened `mode=ro` (the file must exist; SQLite refuses every
+    write), for a reader in another process than the one serving the file.
     """
+    target: str | Path = path
+    if read_only:
+        target = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
     try:
         conn = sqlite3.connect(
-            path,
+            target,
+            uri=read_only,
             timeout=busy_timeout_s,
             isolation_level=None,
             check_same_thread=False,
@@ -122,8 +129,11 @@ class ReaderPool:
     `idle_max` of them; a connection is only ever used by one caller at a time.
     """
 
-    def __init__(self, path: Path, idle_max: int = reader_idle_max) -> None:
+    def __init__(
+        self, path: Path, idle_max: int = reader_idle_max, *, read_only: bool = False
+    ) -> None:
         self._path = path
+        self._read_only = read_only
         self._idle_max = idle_max
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
@@ -136,7 +146,7 @@ class ReaderPool:
                 raise StoreUnavailable(f"ledger store {self._path} is closed")
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = connect(self._path, writer=False)
+            conn = connect(self._path, writer=False, read_only=self._read_only)
         try:
             yield conn
         except BaseException:

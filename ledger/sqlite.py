@@ -43,7 +43,7 @@ from ledger._sqlite_rows import (
     receipt_params,
     record_params,
 )
-from ledger._sqlite_schema import migrate
+from ledger._sqlite_schema import MIGRATIONS, migrate
 from ledger._sqlite_web import SqliteWeb
 from ledger._sqlite_webhooks import INSERT_EVENTS, SqliteWebhooks
 from ledger.errors import (
@@ -124,6 +124,28 @@ class SqliteLedger(
             raise
         log.info("ledger.sqlite.opened", path=str(path), schema_version=version)
         return cls(path, lock, writer)
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> SqliteLedger:
+        """Read an existing ledger file beside the process that serves it
+        (the background audit's own process): no file lock, no writer, every
+        connection `mode=ro` (WAL: it reads the last commit). Writes raise
+        StoreUnavailable. The schema must be this version's: a reader never
+        migrates (the serving process did, when it opened the file)."""
+        path = Path(path)
+        conn = connect(path, writer=False, read_only=True)
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot read ledger file {path}: {exc}") from exc
+        finally:
+            conn.close()
+        if int(version) != len(MIGRATIONS):
+            raise StoreUnavailable(
+                f"ledger file {path} has schema {version}, this reader {len(MIGRATIONS)}"
+            )
+        log.info("ledger.sqlite.opened_read_only", path=str(path), schema_version=version)
+        return cls(path, None, None)
 
     # -- the charge path ---------------------------------------------------
     def commit_batch(

@@ -228,3 +228,45 @@ def test_a_failed_write_leaves_the_store_usable(tmp_path: Path) -> None:
         assert store.get_account_head("cus_a") == (1, chain.last_hash, 100)
     finally:
         store.close()
+
+
+def test_a_read_only_reader_in_another_process_sees_commits_and_cannot_write(
+    tmp_path: Path,
+) -> None:
+    """The background audit's process reads the file the gateway serves: it
+    must not need the one-process lock, must see the last commit (WAL), and
+    must be refused any write."""
+    path = tmp_path / "ledger.sqlite3"
+    store, chain = _seeded(path)
+    store.commit_batch([chain.next(), chain.next()], [])
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from ledger.errors import StoreUnavailable\n"
+        "from ledger.sqlite import SqliteLedger\n"
+        "reader = SqliteLedger.open_read_only(Path(sys.argv[1]))\n"
+        "print('head', reader.get_account_head('cus_a'))\n"
+        "try:\n"
+        "    reader.check_writable()\n"
+        "except StoreUnavailable as exc:\n"
+        "    print('refused', exc)\n"
+        "reader.close()\n"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False,
+        )
+        store.commit_batch([chain.next()], [])  # the writer still writes
+    finally:
+        store.close()
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("head", "refused"))]
+    assert lines[0] == "head " + str((2, chain.made[1].receipt_hash, 200))
+    assert lines[1].startswith("refused") and "read-only" in lines[1]
+
+
+def test_a_read_only_open_refuses_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        SqliteLedger.open_read_only(tmp_path / "absent.sqlite3")
+    assert not (tmp_path / "absent.sqlite3").exists()
