@@ -31,6 +31,7 @@ from ledger import (
 )
 from ledger.checkpoint_codec import encode_log_checkpoint
 from ledger.feed_cursor import FeedCursor
+from ledger.readers import sqlite_path_of
 from ledger.receipt_codec import encode_stored_receipt
 
 if TYPE_CHECKING:
@@ -83,6 +84,10 @@ class Adapters:
         default_factory=dict
     )
     checkpoint_feed: tuple[LogReader, FeedCursor] | None = None
+    # The URL `store` was opened from: the background audit opens it again,
+    # read-only, in its own process. None (an injected store, e.g. in
+    # memory): the audit runs in the gateway's process.
+    store_url: str | None = None
 
     def checkpoint_outbox_for(self, checkpoint: LogCheckpoint) -> list[OutboxMessage]:
         return [
@@ -168,7 +173,8 @@ def _open_ledger(settings: Settings) -> Adapters:
     store = open_store(url)
     archive = FileArchive(settings.data_dir / ARCHIVE_DIR)
     if isinstance(store, SqliteLedger):
-        return Adapters(store, store, archive, halts=store, disputes=store, closers=[store.close])
+        return Adapters(store, store, archive, halts=store, disputes=store, closers=[store.close],
+                        store_url=url)
     try:
         halts = _spanner_halts(store)
         read_model = _open_read_model(settings, store)
@@ -176,7 +182,7 @@ def _open_ledger(settings: Settings) -> Adapters:
         store.close()
         raise
     return Adapters(store, read_model, archive, halts=halts, disputes=halts,
-                    closers=[store.close, read_model.close])
+                    closers=[store.close, read_model.close], store_url=url)
 
 
 def open_store(url: str) -> LedgerStore:
@@ -220,10 +226,10 @@ def _drop_outbox_topic(store: LedgerStore, topic: str) -> None:
 
 
 def _sqlite_path(url: str) -> Path:
-    path = url.removeprefix("sqlite:").removeprefix("//")
-    if not path:
-        raise StorageConfigError("sqlite store URL needs a path: sqlite:PATH")
-    return Path(path)
+    try:
+        return sqlite_path_of(url)
+    except ValueError as error:
+        raise StorageConfigError(str(error)) from None
 
 
 def _open_read_model(settings: Settings, store: LedgerStore) -> ReceiptReadModel:

@@ -249,6 +249,8 @@ def _reconciler_spec(parts: TreeParts) -> ChildSpec:
             metrics=parts.charge.reconciler_metrics,
             on_integrity_failure=on_integrity_failure,
             log_proofs=parts.charge.log_proofs,
+            # The background pass hashes in a process of its own, beside this one.
+            audit_store_url=adapters.store_url,
         ),
         shutdown_timeout_ms=RELAY_SHUTDOWN_TIMEOUT_MS,
     )

@@ -38,6 +38,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from actors.integrity._audit import CustomerAudit, audit_customer
+from actors.integrity._audit_process import AuditProcess, RemoteLogRun, remote_audit
 from actors.integrity._copies import CopyReport, compare_copies
 from actors.integrity.halts import IntegrityFailure
 from actors.stage_owner import LoopThread, StageOwner
@@ -123,6 +124,9 @@ class ReconcilerMetrics:
             "Integrity failures reported to the composition root.",
             registry=registry,
         )
+        self._add_pass_metrics(registry)
+
+    def _add_pass_metrics(self, registry: CollectorRegistry) -> None:
         self.last_full_pass = Gauge(
             "billing_reconciler_last_full_pass_timestamp_seconds",
             "Unix time at which the last pass over every customer ended.",
@@ -138,6 +142,11 @@ class ReconcilerMetrics:
         self.last_pass_s = Gauge(
             "billing_reconciler_last_pass_seconds",
             "How long the last background pass over the log and every customer took.",
+            registry=registry,
+        )
+        self.audit_process_restarts = Counter(
+            "billing_reconciler_audit_process_restarts_total",
+            "Times the background audit's child process was lost and started again.",
             registry=registry,
         )
         self.round_s = Histogram(
@@ -217,23 +226,14 @@ class Reconciler(StageOwner):
         customers_per_round_max: int = limits.reconcile_round_customers_max,
         audit_pass_s: float = audit_pass_target_s,
         log_page_receipts: int = limits.audit_page_receipts_max,
+        audit_store_url: str | None = None,
     ) -> None:
+        """`audit_store_url`: the background pass reads and hashes in a child
+        process that opens this URL read-only (`_audit_process`); None keeps
+        it in this process (a store only this process can see, e.g. in
+        memory). Full passes (operator, start-up) run here either way."""
         super().__init__(link, stop_timeout_s=thread_join_timeout_s)
-        if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)) or not (
-            0 < interval_s <= reconcile_interval_s_max
-        ):
-            raise ValueError(
-                f"interval_s must be in (0, {reconcile_interval_s_max}], got {interval_s!r}"
-            )
-        if (
-            not isinstance(customers_per_round_max, int)
-            or not 1 <= customers_per_round_max <= limits.reconcile_round_customers_asked_max
-        ):
-            raise ValueError(
-                "customers_per_round_max must be in "
-                f"1..{limits.reconcile_round_customers_asked_max}, "
-                f"got {customers_per_round_max!r}"
-            )
+        _check_rounds(interval_s, customers_per_round_max)
         self._store = store
         self._log_proofs = log_proofs  # proves receipts that carry no signature
         self._read_model = read_model
@@ -250,13 +250,19 @@ class Reconciler(StageOwner):
         self._log_state: AuditState | None = None  # the last checkpoint the log audit verified
         self._failed_customers: set[str] = set()  # whose alarm a full pass raised
         self._cursor: str | None = None  # last customer audited in the current pass
-        self._log_run: LogAuditRun | None = None  # the current pass's audit of the log
+        # The current pass's audit of the log.
+        self._log_run: LogAuditRun | RemoteLogRun | None = None
         self._pass_started = 0.0
         self._round_due = 0.0  # when the current background round was due
         self._pacer: _Pacer | None = None  # set during a background round
         self._work_lock = threading.Lock()  # one round or full pass at a time
         self._loop = LoopThread("reconciler", self._run, self.report_crash)
         self._stopping = self._loop.stopping
+        self._process: AuditProcess | None = None
+        if audit_store_url is not None:
+            self._process = AuditProcess(
+                audit_store_url, metrics.audit_process_restarts, self._stopping
+            )
 
     # -- actor lifecycle ---------------------------------------------------
     def stage(self) -> LoopThread:
@@ -287,11 +293,20 @@ class Reconciler(StageOwner):
         # Fixed rate: a round's own length (it is paced to fill most of its
         # interval) does not stretch the pass.
         due = time.monotonic() + self._interval_s
-        while not stopping.wait(max(0.0, due - time.monotonic())):
-            # A late round keeps its due time: its pacer sees it is behind.
-            self._round_due = due
-            due = max(due + self._interval_s, time.monotonic() - self._pass_s)
-            self._round()
+        try:
+            while not stopping.wait(max(0.0, due - time.monotonic())):
+                # A late round keeps its due time: its pacer sees it is behind.
+                self._round_due = due
+                due = max(due + self._interval_s, time.monotonic() - self._pass_s)
+                self._round()
+        finally:
+            if self._process is not None:
+                self._process.close()
+
+    @property
+    def audit_process_pid(self) -> int | None:
+        """The background audit's child process, if one runs (tests, ops)."""
+        return None if self._process is None else self._process.pid
 
     def _round(self) -> None:
         # A full pass in progress covers this round's customers too.
@@ -342,8 +357,8 @@ class Reconciler(StageOwner):
                 report = run.advance(leaves if rounds_left > 1 else None)
                 if report is not None:
                     self._log_run = None
-                    self._judge_log(report, None, self._pass_started)
-            return self._reconcile(batch, repair=True)
+                    self._judge_log(report, None, self._pass_started, background=True)
+            return self._reconcile(batch, repair=True, background=True)
         except _Stopping:
             self._log_run, self._cursor = None, None  # a stopped run proves nothing
             return PassSummary()
@@ -351,12 +366,15 @@ class Reconciler(StageOwner):
             # The store failed mid-run: the next pass audits the log afresh.
             log.warning("reconciler.log_audit_error", error=repr(error))
             self._log_run = None
-            return self._reconcile(batch, repair=True)
+            return self._reconcile(batch, repair=True, background=True)
         finally:
             self._pacer = None
 
-    def _start_log_run(self) -> LogAuditRun | None:
+    def _start_log_run(self) -> LogAuditRun | RemoteLogRun | None:
         try:
+            if self._process is not None:
+                return RemoteLogRun(self._process, self._jwks(), self._log_state,
+                                    self._log_page, on_page=self._unit_done)
             keys = TrustedKeys(self._jwks())
             return LogAuditRun(self._store, keys, self._log_state, on_leaves=self._page_done,
                                page_receipts=self._log_page)
@@ -367,10 +385,15 @@ class Reconciler(StageOwner):
             return None
 
     def _page_done(self, _leaves: int) -> None:
+        self._unit_done(None)
+
+    def _unit_done(self, cpu_s: float | None) -> None:
+        """After a page or a customer: stop if asked, else rest (`_Pacer`);
+        `cpu_s` is what the unit took in the audit process (None: here)."""
         if self._stopping.is_set():
             raise _Stopping
         if self._pacer is not None:
-            self._pacer.unit_done()
+            self._pacer.unit_done(cpu_s)
 
     def _audit_log(self, already_failed: set[str] | None) -> PassSummary:
         """The whole receipt log now, in one go (a full pass)."""
@@ -395,6 +418,8 @@ class Reconciler(StageOwner):
         already_failed: set[str] | None,
         started: float,
         summary: PassSummary | None = None,
+        *,
+        background: bool = False,
     ) -> PassSummary:
         """The log against its checkpoints and the remembered one (a rollback
         or fork since the last pass fails too).
@@ -414,7 +439,8 @@ class Reconciler(StageOwner):
         customer_id = self._customer_of(failure.receipt_id)
         if customer_id is not None:
             if already_failed is None:
-                if not self._reconcile([customer_id], repair=False).integrity_ok:
+                again = self._reconcile([customer_id], repair=False, background=background)
+                if not again.integrity_ok:
                     return summary
             elif customer_id in already_failed:
                 return summary
@@ -434,11 +460,17 @@ class Reconciler(StageOwner):
             return None
         return None if receipt is None else receipt.customer_id
 
-    def _reconcile(self, customer_ids: Iterable[str], repair: bool) -> PassSummary:
+    def _reconcile(
+        self, customer_ids: Iterable[str], repair: bool, background: bool = False
+    ) -> PassSummary:
+        """`background`: a paced round, audited in the child process if
+        there is one."""
         started = time.monotonic()
         summary = PassSummary()
+        remote = self._process if background else None
         try:
-            keys = TrustedKeys(self._jwks())
+            jwks = self._jwks()
+            keys = TrustedKeys(jwks)
         except (JWKSError, LedgerError) as error:
             # Without keys nothing can be verified; not the ledger's fault.
             log.error("reconciler.jwks_failed", error=repr(error))
@@ -448,8 +480,13 @@ class Reconciler(StageOwner):
             if self._stopping.is_set():
                 break
             summary.customers += 1
+            cpu_s = None
             try:
-                self._reconcile_customer(customer_id, keys, repair, summary)
+                if remote is not None:
+                    audit, cpu_s = remote_audit(remote, jwks, customer_id)
+                else:
+                    audit = audit_customer(self._store, keys, customer_id, self._log_proofs)
+                self._judge_customer(audit, repair, summary)
             except InvariantViolation as error:
                 # A copy refused a write as conflicting with what it holds.
                 self._integrity_failure(
@@ -463,15 +500,15 @@ class Reconciler(StageOwner):
                 log.warning("reconciler.audit_error", customer_id=customer_id, error=repr(error))
                 summary.add_error(f"customer {customer_id}: {error!r}")
             if self._pacer is not None:
-                self._pacer.unit_done()
+                self._pacer.unit_done(cpu_s)
         summary.duration_s = time.monotonic() - started
         self._metrics.round_s.observe(summary.duration_s)
         return summary
 
-    def _reconcile_customer(
-        self, customer_id: str, keys: TrustedKeys, repair: bool, summary: PassSummary
-    ) -> None:
-        audit = audit_customer(self._store, keys, customer_id, self._log_proofs)
+    def _judge_customer(self, audit: CustomerAudit, repair: bool, summary: PassSummary) -> None:
+        """Count the verdict, raise the alarm on a failure, then compare
+        the copies (here: a repair writes, the audit process only reads)."""
+        customer_id = audit.customer_id
         if audit.ok:
             self._metrics.audits.labels(result="ok").inc()
             summary.audits_ok += 1
@@ -575,15 +612,36 @@ class _Pacer:
         self._stopping = stopping
         self._cpu_s = cpu_clock()
 
-    def unit_done(self) -> None:
+    def unit_done(self, cpu_s: float | None = None) -> None:
+        """`cpu_s`: the CPU time the unit took elsewhere (the audit process);
+        None: on this thread."""
         self._done += 1
-        cpu_s = self._cpu_clock() - self._cpu_s
+        if cpu_s is None:
+            cpu_s = self._cpu_clock() - self._cpu_s
         schedule_s = self._start + self._done * self._unit_s - self._clock()
         busy_share = limits.audit_busy_share_max if schedule_s >= 0 else audit_busy_share_late
         wait_s = max(schedule_s, cpu_s * (1.0 / busy_share - 1.0))
         if wait_s > 0:
             self._stopping.wait(wait_s)
         self._cpu_s = self._cpu_clock()
+
+
+def _check_rounds(interval_s: float, customers_per_round_max: int) -> None:
+    if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)) or not (
+        0 < interval_s <= reconcile_interval_s_max
+    ):
+        raise ValueError(
+            f"interval_s must be in (0, {reconcile_interval_s_max}], got {interval_s!r}"
+        )
+    if (
+        not isinstance(customers_per_round_max, int)
+        or not 1 <= customers_per_round_max <= limits.reconcile_round_customers_asked_max
+    ):
+        raise ValueError(
+            "customers_per_round_max must be in "
+            f"1..{limits.reconcile_round_customers_asked_max}, "
+            f"got {customers_per_round_max!r}"
+        )
 
 
 class _Stopping(Exception):
