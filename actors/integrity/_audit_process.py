@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -107,10 +108,15 @@ class AuditProcess:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    def ask(self, request: object, timeout_s: float = reply_timeout_s) -> Answer:
+    def ask(
+        self, request: object, generation: int | None = None, timeout_s: float = reply_timeout_s
+    ) -> Answer:
         """Send `request`, wait for the answer; AuditProcessLost if the child
-        is gone or does not answer in time (it is then killed)."""
+        is gone or does not answer in time (it is then killed), or if it is
+        not the `generation` that holds the state the request needs."""
         conn = self._ensure_started()
+        if generation is not None and generation != self.generation:
+            raise AuditProcessLost("the audit process restarted during a log run")
         try:
             conn.send(request)
             answer = self._receive(conn, timeout_s)
@@ -210,9 +216,7 @@ class RemoteLogRun:
     def advance(self, leaves_max: int | None) -> AuditReport | None:
         goal = self.tree_size if leaves_max is None else self.leaves_done + max(1, leaves_max)
         while True:
-            if self._process.generation != self._generation:
-                raise AuditProcessLost("the audit process restarted during a log run")
-            answer = _value(self._process.ask(AdvanceLog(self._page)))
+            answer = _value(self._process.ask(AdvanceLog(self._page), self._generation))
             report, self.leaves_done = answer.value
             if report is not None:
                 return report  # type: ignore[no-any-return]
@@ -247,6 +251,8 @@ def serve_audits(conn: Connection, store_url: str, parent_pid: int) -> None:
     """The child's main: open the ledger read-only, then answer requests
     until the pipe closes or the parent is gone. An unexpected exception
     ends the child (the parent sees the pipe close, logs and restarts it)."""
+    # Ctrl-C in a terminal reaches the whole group: the gateway stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         store = open_read_only(store_url)
     except LedgerError as error:

@@ -38,7 +38,12 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from actors.integrity._audit import CustomerAudit, audit_customer
-from actors.integrity._audit_process import AuditProcess, RemoteLogRun, remote_audit
+from actors.integrity._audit_process import (
+    AuditProcess,
+    AuditProcessLost,
+    RemoteLogRun,
+    remote_audit,
+)
 from actors.integrity._copies import CopyReport, compare_copies
 from actors.integrity.halts import IntegrityFailure
 from actors.stage_owner import LoopThread, StageOwner
@@ -252,6 +257,7 @@ class Reconciler(StageOwner):
         self._cursor: str | None = None  # last customer audited in the current pass
         # The current pass's audit of the log.
         self._log_run: LogAuditRun | RemoteLogRun | None = None
+        self._log_lost = False  # the log run ended with the audit process: start another
         self._pass_started = 0.0
         self._round_due = 0.0  # when the current background round was due
         self._pacer: _Pacer | None = None  # set during a background round
@@ -322,6 +328,10 @@ class Reconciler(StageOwner):
             if cursor is None:  # a new pass: a new run over the whole log
                 self._pass_started = time.monotonic()
                 self._log_run = self._start_log_run()
+            elif self._log_run is None and self._log_lost:
+                # The audit process was lost mid-run: the log starts afresh in
+                # this pass (its rounds catch up), not a pass later.
+                self._log_run = self._start_log_run()
             remaining = [c for c in ids if cursor is None or c > cursor]
             # Enough customers a round for the pass to end within audit_pass_s.
             rounds = max(1, math.floor(self._pass_s / self._interval_s))
@@ -366,6 +376,7 @@ class Reconciler(StageOwner):
             # The store failed mid-run: the next pass audits the log afresh.
             log.warning("reconciler.log_audit_error", error=repr(error))
             self._log_run = None
+            self._log_lost = isinstance(error, AuditProcessLost)
             return self._reconcile(batch, repair=True, background=True)
         finally:
             self._pacer = None
@@ -382,6 +393,7 @@ class Reconciler(StageOwner):
             return None  # the customers' part of the pass reports unusable keys
         except LedgerError as error:
             log.warning("reconciler.log_audit_error", error=repr(error))
+            self._log_lost = isinstance(error, AuditProcessLost)
             return None
 
     def _page_done(self, _leaves: int) -> None:

@@ -363,6 +363,43 @@ def test_a_background_pass_spreads_the_log_audit_over_its_rounds_and_still_finds
     assert times[-1] - times[0] >= 1.0  # over three rounds at least, not in one go
 
 
+def test_a_log_run_lost_with_its_audit_process_starts_again_within_the_pass(
+    harness: Harness,
+) -> None:
+    """The background pass runs in a child process (issue 17). Killed in the
+    middle of a pass, the child is started again and the log's audit starts
+    afresh in that same pass: a change the log alone can still catch (at a
+    customer whose own audit already passed) is found before the pass ends,
+    not one pass later (which could be past the 5-minute promise)."""
+    import multiprocessing
+    import os
+    import signal
+
+    books = harness.books
+    for number in range(4):
+        books.customer(f"cus_{number}")
+    for number in (3, 2, 1, 0):  # cus_0, audited first, at the log's end
+        _charge_logged(books, f"cus_{number}", 3)
+    # 4 rounds of 0.5 s: one customer and about a quarter of the 12 leaves each.
+    harness.start(interval_s=0.5, audit_pass_s=2.0, customers_per_round_max=1,
+                  log_page_receipts=2, audit_store_url=f"sqlite:{books.path}")
+    ok = 'billing_reconciler_audits_total'
+    wait_until(lambda: harness.sample(ok, result="ok") >= 1, timeout_s=30.0)  # cus_0: clean
+    (child,) = [p for p in multiprocessing.active_children() if p.name == "billing-audit"]
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    victim = books.receipts["cus_0"][-1]  # leaf 11, the last
+    document = orjson.loads(victim.receipt_json)
+    document["amount_minor"] += 1
+    books.sql("UPDATE receipts SET receipt_json = ? WHERE receipt_id = ?",
+              orjson.dumps(document), victim.receipt_id)
+
+    wait_until(lambda: bool(harness.alarm.failures), timeout_s=30.0)
+    assert harness.alarm.failures[0].receipt_id == victim.receipt_id
+    assert harness.sample("billing_reconciler_last_pass_seconds") == 0  # the first pass
+    assert harness.sample("billing_reconciler_audit_process_restarts_total") >= 1
+
+
 class _Clocks:
     """A wall clock and a CPU clock the test moves; waiting moves the wall."""
 
