@@ -625,11 +625,10 @@ class _Pacer:
         self._cpu_s = cpu_clock()
 
     def unit_done(self, cpu_s: float | None = None) -> None:
-        """`cpu_s`: the CPU time the unit took elsewhere (the audit process);
-        None: on this thread."""
+        """`cpu_s`: the CPU time the unit took elsewhere (the audit
+        process), added to this thread's (comparing the copies stays here)."""
         self._done += 1
-        if cpu_s is None:
-            cpu_s = self._cpu_clock() - self._cpu_s
+        cpu_s = (cpu_s or 0.0) + self._cpu_clock() - self._cpu_s
         schedule_s = self._start + self._done * self._unit_s - self._clock()
         busy_share = limits.audit_busy_share_max if schedule_s >= 0 else audit_busy_share_late
         wait_s = max(schedule_s, cpu_s * (1.0 / busy_share - 1.0))
