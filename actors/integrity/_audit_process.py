@@ -104,10 +104,6 @@ class AuditProcess:
         self._started = 0  # children started, for the log
         self.generation = 0  # bumped per child: a log run lives in one child
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     def ask(
         self, request: object, generation: int | None = None, timeout_s: float = reply_timeout_s
     ) -> Answer:

@@ -309,11 +309,6 @@ class Reconciler(StageOwner):
             if self._process is not None:
                 self._process.close()
 
-    @property
-    def audit_process_pid(self) -> int | None:
-        """The background audit's child process, if one runs (tests, ops)."""
-        return None if self._process is None else self._process.pid
-
     def _round(self) -> None:
         # A full pass in progress covers this round's customers too.
         if not self._work_lock.acquire(blocking=False):
