@@ -22,6 +22,7 @@ vanish from the log.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
@@ -208,7 +209,8 @@ class LogAppender:
             timestamp=self._now(),
         )
         indexed = [
-            receipt.at_log_index(appended.start + offset) for offset, receipt in enumerate(receipts)
+            dataclasses.replace(receipt, log_index=appended.start + offset)
+            for offset, receipt in enumerate(receipts)
         ]
         log_append = LogAppend(
             old_size=base.size,
