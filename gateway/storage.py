@@ -176,12 +176,12 @@ def _open_ledger(settings: Settings) -> Adapters:
         return Adapters(store, store, archive, halts=store, disputes=store, closers=[store.close],
                         store_url=url)
     try:
-        halts = _spanner_halts(store)
+        spanner = _spanner_ledger(store)
         read_model = _open_read_model(settings, store)
     except BaseException:
         store.close()
         raise
-    return Adapters(store, read_model, archive, halts=halts, disputes=halts,
+    return Adapters(store, read_model, archive, halts=spanner, disputes=spanner,
                     closers=[store.close, read_model.close], store_url=url)
 
 
@@ -199,9 +199,9 @@ def open_store(url: str) -> LedgerStore:
     raise StorageConfigError(f"unknown store URL {url!r} (sqlite:PATH or spanner://...)")
 
 
-def _spanner_halts(store: LedgerStore) -> SpannerLedger:
-    """Halts (and dispute answers) live in the ledger of record, so every
-    gateway on it sees them."""
+def _spanner_ledger(store: LedgerStore) -> SpannerLedger:
+    """The Spanner ledger of record, which also keeps the halts and the
+    dispute answers, so that every gateway on it sees them."""
     from ledger.spanner import SpannerLedger
 
     if not isinstance(store, SpannerLedger):

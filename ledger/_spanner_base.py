@@ -134,3 +134,16 @@ class SpannerBase:
             return count
 
         return self._transact(work)
+
+    def _revoke_once(
+        self, table: str, id_column: str, row_id: str, customer_id: str, revoked_at: str
+    ) -> int:
+        """Revoke a customer's row (an API key, a share link): the first
+        revocation is the one that counts. The rows matched: 0 when the id is
+        not the customer's."""
+        return self._update_count(
+            f"UPDATE {table} SET revoked_at = COALESCE(revoked_at, @t) "
+            f"WHERE {id_column} = @i AND customer_id = @c",
+            {"t": revoked_at, "i": row_id, "c": customer_id},
+            {"t": STR, "i": STR, "c": STR},
+        )

@@ -81,14 +81,7 @@ class SpannerWeb(SpannerBase):
         return [_link(row) for row in rows]
 
     def revoke_share_link(self, customer_id: str, link_id: str, revoked_at: str) -> None:
-        count = self._update_count(
-            # The first revocation is the one that counts.
-            "UPDATE ShareLinks SET revoked_at = COALESCE(revoked_at, @t) "
-            "WHERE link_id = @l AND customer_id = @c",
-            {"t": revoked_at, "l": link_id, "c": customer_id},
-            {"t": STR, "l": STR, "c": STR},
-        )
-        if count == 0:
+        if self._revoke_once("ShareLinks", "link_id", link_id, customer_id, revoked_at) == 0:
             raise NotFound(f"share link {link_id} of customer {customer_id} not found")
 
     def usage_by_day(self, customer_id: str, since_day: str) -> list[UsageDay]:

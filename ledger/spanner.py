@@ -600,14 +600,7 @@ class SpannerLedger(SpannerHalts, SpannerDisputes, SpannerWeb, SpannerRefusals):
         return None if row is None else api_key_from_row(row)
 
     def revoke_api_key(self, customer_id: str, key_id: str, revoked_at: str) -> None:
-        count = self._update_count(
-            # The first revocation is the one that counts.
-            "UPDATE ApiKeys SET revoked_at = COALESCE(revoked_at, @t) "
-            "WHERE key_id = @k AND customer_id = @c",
-            {"t": revoked_at, "k": key_id, "c": customer_id},
-            {"t": STR, "k": STR, "c": STR},
-        )
-        if count == 0:
+        if self._revoke_once("ApiKeys", "key_id", key_id, customer_id, revoked_at) == 0:
             raise NotFound(f"api key {key_id!r} of customer {customer_id!r}")
 
     def put_entitlement(self, entitlement: Entitlement, *, reset_usage: bool = False) -> None:
