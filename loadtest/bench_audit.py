@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import secrets
@@ -41,6 +42,7 @@ from gateway.compose import KEYS_DIR
 from gateway.settings import Settings
 from gateway.storage import LEDGER_FILE
 from ledger.sqlite import SqliteLedger
+from loadtest import cpu_budget
 from loadtest.bench import PhaseResult, create_customers, run_wrk
 from loadtest.bench_evidence import build
 from loadtest.run_locust import Service, billing_command, local_service
@@ -79,22 +81,29 @@ def _wait_archived(url: str) -> None:
     raise SystemExit("the archive did not catch up")
 
 
-def _charges(service: Service, name: str, duration_s: float, work: Path) -> PhaseResult:
+def _charges(
+    service: Service, name: str, duration_s: float, work: Path
+) -> tuple[PhaseResult, cpu_budget.CpuBudget | None]:
+    """The phase's charges/s and latency, and its CPU per charge by part
+    (the audit child shows up as a child process of the service)."""
     _wait_archived(service.url)
     customers = asyncio.run(
         create_customers(service.url, service.admin_token, _CONNECTIONS, secrets.token_hex(3))
     )
     customers_file = work / f"customers-{name}.txt"
     customers_file.write_text("".join(f"{cid} {key}\n" for cid, key in customers))
+    before = cpu_budget.sample(service.url)
     result = run_wrk(
         name, service.url, customers_file,
         connections=_CONNECTIONS, duration_s=duration_s, threads=2,
     )
+    after = cpu_budget.sample(service.url)
     print(
         f"{name}: {result.accepted_per_s:,.0f} charges/s at {_CONNECTIONS} connections, "
         f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
     )
-    return result
+    charges = round(result.accepted_per_s * result.duration_s)
+    return result, cpu_budget.budget(name, before, after, charges)
 
 
 def _metric(url: str, name: str) -> float:
@@ -158,11 +167,11 @@ def main() -> None:
     command = [*billing_command(0, data_dir)[:-3], "{port}", "--data-dir", str(data_dir)]
     env = {"BILLING_RECONCILE_INTERVAL_S": "86400"}
     with local_service(command=command, env=env, log_dir=work) as service:
-        idle = _charges(service, "audit idle", args.duration_s, work)
+        idle, idle_cpu = _charges(service, "audit idle", args.duration_s, work)
     env["BILLING_RECONCILE_INTERVAL_S"] = f"{args.interval_s:g}"
     with local_service(command=command, env=env, log_dir=work) as service:
         _wait_metric(service.url, 'billing_reconciler_audits_total{result="ok"}', "a first round")
-        running = _charges(service, "audit running", args.duration_s, work)
+        running, running_cpu = _charges(service, "audit running", args.duration_s, work)
         pass_s = _wait_metric(service.url, "billing_reconciler_last_pass_seconds", "a pass")
         print(f"a background pass over {args.receipts:,} receipts took {pass_s:.0f} s")
         if _halted(service.url):
@@ -180,6 +189,9 @@ def main() -> None:
         f"found in {found_s:.0f} s (bound: 300 s); charges/s with the audit running: "
         f"{share:.0%} of idle ({running.accepted_per_s:,.0f} vs {idle.accepted_per_s:,.0f})"
     )
+    budgets = [b for b in (idle_cpu, running_cpu) if b is not None]
+    if budgets:
+        print(cpu_budget.format_budgets(budgets, os.cpu_count() or 1))
 
 
 if __name__ == "__main__":
