@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from crypto import TrustedKeys, receipt_leaf, verify_checkpoint, verify_inclusion
-from ledger import LogAppend, LogConflict, OutboxMessage, ReceiptWrite
+from ledger import ChainConflict, LogAppend, LogConflict, OutboxMessage, ReceiptWrite
 from ledger.log_audit import audit_log
 from tests.actors.test_writer_rebuild import _KEY, _Accounts, _FailingLedger, _SlowKey
 from tests.contract._chain import customer, entitlement
@@ -26,10 +26,13 @@ _CHARGES = 120
 
 
 class _ConflictOnceLedger(_FailingLedger):
-    """Raises LogConflict (another gateway appended first) on its first
-    commit of several merged batches, before writing anything."""
+    """Raises LogConflict (another gateway appended first), or with
+    `chain_conflict` a ChainConflict on cus_b (another writer advanced its
+    chain), on its first commit of several merged batches, before writing
+    anything."""
 
     conflicted: list[int]
+    chain_conflict = False
 
     def commit_batch(
         self,
@@ -39,6 +42,8 @@ class _ConflictOnceLedger(_FailingLedger):
     ) -> None:
         if log_append is not None and log_append.earlier and not self.conflicted:
             self.conflicted.append(len(log_append.earlier) + 1)
+            if self.chain_conflict:
+                raise ChainConflict({"cus_b"}, {"cus_b": "stale_seq"})
             stored = self.log_head()
             raise LogConflict(
                 stored_size=0 if stored is None else stored.tree_size,
@@ -141,3 +146,25 @@ def test_a_log_conflict_in_a_merged_commit_answers_every_charge_once(
         accounts.stop()
     assert store.conflicted and store.conflicted[0] >= 2  # it hit a merged commit
     _check_log(store, accounts, keys)
+
+
+def test_a_chain_conflict_in_a_merged_commit_answers_every_charge_once(
+    store: _ConflictOnceLedger,
+) -> None:
+    store.conflicted, store.chain_conflict = [], True  # armed
+    accounts = _Accounts(store)
+    try:
+        keys = _charge_many(accounts)
+    finally:
+        accounts.stop()
+    assert store.conflicted and store.conflicted[0] >= 2  # it hit a merged commit
+    answers = {key: accounts.answers[key] for key in keys}
+    committed = {key for key, answer in answers.items() if answer.kind == "committed"}
+    refused = {key for key, answer in answers.items() if answer.kind == "refused"}
+    assert committed | refused == set(keys)
+    assert all(answers[key].retry_safe for key in refused)  # nothing of them was written
+    assert refused and all(key.startswith("cus_b") for key in refused)
+    stored = store.receipts_by_log_index(0, 1000)
+    assert sorted(r.idempotency_key for r in stored) == sorted(committed)  # each once
+    report = audit_log(store, TrustedKeys({"keys": [_KEY.public_jwk()]}))
+    assert report.ok and report.leaves == len(committed), report.failure
