@@ -23,6 +23,7 @@ vanish from the log.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
@@ -93,10 +94,14 @@ class PreparedAppend(NamedTuple):
     edge: RightEdge
     base: RightEdge
     signature: Future[str]
+    parts: tuple[PreparedAppend, ...] = ()  # merged ones (`merged`), in order
 
     def proofs(self) -> list[LogProof]:
         """Each receipt's proof; only once the batch committed (its
-        checkpoint was signed by then: the store waited for it)."""
+        checkpoint was signed by then: the store waited for it). A merged
+        receipt is proved against its own part's checkpoint."""
+        if self.parts:
+            return [proof for part in self.parts for proof in part.proofs()]
         jws = self.signature.result(timeout=0)
         start = self.log_append.old_size
         size = self.log_append.checkpoint.tree_size
@@ -104,6 +109,30 @@ class PreparedAppend(NamedTuple):
             LogProof(start + offset, size, tuple(path), jws)
             for offset, path in enumerate(self.paths)
         ]
+
+
+def merged(parts: Sequence[PreparedAppend]) -> PreparedAppend:
+    """Consecutive appends (each begun on the edge the one before made) as
+    one commit: every part's checkpoint is stored (`LogAppend.earlier`), each
+    receipt keeps its proof against its own part's checkpoint, and the last
+    part's edge and checkpoint are the log's after it."""
+    if len(parts) == 1:
+        return parts[0]
+    for before, after in itertools.pairwise(parts):
+        if after.base is not before.edge or before.parts or after.parts:
+            raise ValueError("merged appends must be consecutive, each begun on the one before")
+    last = parts[-1]
+    return PreparedAppend(
+        receipts=[receipt for part in parts for receipt in part.receipts],
+        log_append=dataclasses.replace(
+            last.log_append, earlier=tuple(part.log_append for part in parts[:-1])
+        ),
+        paths=[path for part in parts for path in part.paths],
+        edge=last.edge,
+        base=parts[0].base,
+        signature=last.signature,
+        parts=tuple(parts),
+    )
 
 
 CheckpointOutbox = Callable[[LogCheckpoint], Sequence[OutboxMessage]]

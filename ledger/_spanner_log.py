@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ledger._spanner_codec import KeySet, decode_bytes, encode_bytes, read_key, request_timeout_s
 from ledger.errors import check_invariant
-from ledger.log_rules import check_log_append, signed_checkpoint
+from ledger.log_rules import check_log_append, merged_tiles, signed_checkpoints, tile_keys
 from ledger.model import LogAppend, LogCheckpoint, OutboxMessage, StoredReceipt
 
 __all__ = [
@@ -72,27 +72,25 @@ def check_log(txn: Any, receipts: Sequence[StoredReceipt], log: LogAppend | None
         return
     head = read_key(txn, "LogHead", ("tree_size",), _HEAD_ID)
     stored_size = int(head[0][0]) if head else 0
-    check_log_append(stored_size, read_tiles(txn, list(log.tiles)), receipts, log)
+    check_log_append(stored_size, read_tiles(txn, tile_keys(log)), receipts, log)
 
 
 def write_log(txn: Any, log: LogAppend) -> Sequence[OutboxMessage]:
-    """Buffer the tiles, the checkpoint and the new head in `txn` (waiting
-    for a late signature); returns the messages that publish the checkpoint."""
-    if log.tiles:
+    """Buffer the tiles, every merged append's checkpoint and the new head
+    (the last) in `txn`, waiting for late signatures; returns the messages
+    that publish the checkpoints."""
+    tiles = merged_tiles(log)
+    if tiles:
         txn.insert_or_update(
             "LogTiles",
             _TILE_COLS,
-            [encode_bytes((level, index, hashes)) for (level, index), hashes in log.tiles.items()],
+            [encode_bytes((level, index, hashes)) for (level, index), hashes in tiles.items()],
         )
-    checkpoint, outbox = signed_checkpoint(log)
+    checkpoints, outbox = signed_checkpoints(log)
     txn.insert(
         "LogCheckpoints",
         _CHECKPOINT_COLS,
-        [
-            encode_bytes(
-                (checkpoint.tree_size, checkpoint.root_hash, checkpoint.timestamp, checkpoint.jws)
-            )
-        ],
+        [encode_bytes((c.tree_size, c.root_hash, c.timestamp, c.jws)) for c in checkpoints],
     )
-    txn.insert_or_update("LogHead", _HEAD_COLS, [(_HEAD_ID, checkpoint.tree_size)])
+    txn.insert_or_update("LogHead", _HEAD_COLS, [(_HEAD_ID, checkpoints[-1].tree_size)])
     return outbox

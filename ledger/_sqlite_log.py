@@ -13,7 +13,7 @@ from typing import Final
 from ledger._sqlite_base import SqliteBase
 from ledger._sqlite_rows import RECEIPT_COLUMNS, Row, execute_values, receipt_from_row
 from ledger.limits import sqlite_tile_keys_per_query_max
-from ledger.log_rules import check_log_append, signed_checkpoint
+from ledger.log_rules import check_log_append, merged_tiles, signed_checkpoints, tile_keys
 from ledger.model import LogAppend, LogCheckpoint, OutboxMessage, StoredReceipt
 
 _CHECKPOINT_COLUMNS: Final = "tree_size, root_hash, timestamp, jws"
@@ -50,27 +50,29 @@ def check_stored_log(
     """Check the append rules against what is stored, inside the caller's
     transaction and BEFORE the receipts are inserted: a stale size would
     otherwise surface as a clash on the unique leaf index, not a LogConflict."""
-    stored_tiles = _tiles(conn, list(log.tiles)) if log is not None else {}
+    stored_tiles = _tiles(conn, tile_keys(log)) if log is not None else {}
     check_log_append(
         stored_log_size(conn) if log is not None else 0, stored_tiles, receipts, log
     )
 
 
 def write_log(conn: sqlite3.Connection, log: LogAppend | None) -> Sequence[OutboxMessage]:
-    """Write the checked append's tiles, then its checkpoint (the new head),
-    waiting for a late signature in between; returns the messages that
-    publish the checkpoint, for the caller's transaction."""
+    """Write the checked append's tiles, then its checkpoints (every merged
+    append's, the last the new head), waiting for late signatures in
+    between; returns the messages that publish them, for the caller's
+    transaction."""
     if log is None:
         return ()
     execute_values(
         conn,
         "INSERT OR REPLACE INTO log_tiles (level, tile_index, hashes)",
-        [(level, index, contents) for (level, index), contents in log.tiles.items()],
+        [(level, index, contents) for (level, index), contents in merged_tiles(log).items()],
     )
-    checkpoint, outbox = signed_checkpoint(log)
-    conn.execute(
-        f"INSERT INTO log_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?)",
-        (checkpoint.tree_size, checkpoint.root_hash, checkpoint.timestamp, checkpoint.jws),
+    checkpoints, outbox = signed_checkpoints(log)
+    execute_values(
+        conn,
+        f"INSERT INTO log_checkpoints ({_CHECKPOINT_COLUMNS})",
+        [(c.tree_size, c.root_hash, c.timestamp, c.jws) for c in checkpoints],
     )
     return outbox
 

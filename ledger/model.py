@@ -170,12 +170,19 @@ class LogAppend:
     remote KMS takes ~20 ms) and `checkpoint.jws` is empty: the store writes
     everything else first, then calls `signed` (see `log_rules.
     signed_checkpoint`), which waits for the signature and gives the signed
-    checkpoint and its outbox messages, written in the same transaction."""
+    checkpoint and its outbox messages, written in the same transaction.
+
+    `earlier`: appends committed in the same transaction before this one
+    (group commit of several signed batches, see actors.writer): each one's
+    checkpoint is stored too, in order, and ends where the next begins; the
+    receipts are the leaves of all of them, and this one's checkpoint is the
+    new head."""
 
     old_size: int
     tiles: Mapping[tuple[int, int], bytes]
     checkpoint: LogCheckpoint
     signed: Callable[[], SignedCheckpoint] | None = None
+    earlier: Sequence[LogAppend] = ()
 
 
 @dataclass(frozen=True, slots=True)

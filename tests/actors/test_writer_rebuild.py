@@ -94,7 +94,7 @@ class _Accounts:
     """Two live account actors sharing one pipelined ledger writer."""
 
     def __init__(self, store: _FailingLedger) -> None:
-        metrics = ActorMetrics(CollectorRegistry())
+        metrics = self.metrics = ActorMetrics(CollectorRegistry())
         self.pipeline = Pipeline(signs_receipts=False)
         receipt_log = LogAppender(store, lambda: store.key, _ORIGIN, utc_now_rfc3339)
         receipt_log.load()

@@ -274,3 +274,59 @@ def test_a_signature_that_fails_or_differs_writes_nothing(ledger_store: LogStore
 
     _assert_log_unchanged(ledger_store, log)  # no receipt, tile or checkpoint of the batch
     assert ledger_store.get_account_head("cus_a")[0] == 1  # type: ignore[index]
+
+
+def _two_appends(
+    store: LogStore, chain: Chain, log: LogWriter
+) -> tuple[list[ReceiptWrite], LogAppend, LogAppend]:
+    """Two consecutive appends (3 then 2 receipts, the second begun on the
+    first) as the writer merges them into one commit; `log` is left as
+    before them."""
+    first, earlier = log.append([chain.next(), chain.next(), chain.next()])
+    ahead = LogWriter(list(log.leaves))
+    ahead.landed(first)
+    second, later = ahead.append([chain.next(), chain.next()])
+    return first + second, earlier, later
+
+
+def test_merged_appends_store_every_checkpoint_and_the_last_is_the_head(
+    ledger_store: LogStore,
+) -> None:
+    chain = _open_account(ledger_store, "cus_a")
+    log = LogWriter()
+    _append(ledger_store, log, [chain.next()])
+    writes, earlier, later = _two_appends(ledger_store, chain, log)
+
+    ledger_store.commit_batch(writes, [], dataclasses.replace(later, earlier=(earlier,)))
+    log.landed(writes)
+
+    assert [c.tree_size for c in ledger_store.log_checkpoints(0, 10)] == [1, 4, 6]
+    assert ledger_store.log_checkpoint(4) == earlier.checkpoint
+    assert ledger_store.log_checkpoint(4).root_hash == root(log.leaves[:4])  # type: ignore[union-attr]
+    assert ledger_store.log_head() == later.checkpoint
+    _assert_log_unchanged(ledger_store, log)  # leaves and tiles: the later tile won
+
+
+def test_merged_appends_must_chain_without_gap_or_overlap(ledger_store: LogStore) -> None:
+    chain = _open_account(ledger_store, "cus_a")
+    log = LogWriter()
+    _append(ledger_store, log, [chain.next()])
+    writes, earlier, later = _two_appends(ledger_store, chain, log)
+
+    def ending_at(size: int) -> LogAppend:
+        moved = dataclasses.replace(earlier.checkpoint, tree_size=size)
+        return dataclasses.replace(later, earlier=(dataclasses.replace(earlier, checkpoint=moved),))
+
+    with pytest.raises(InvariantViolation, match="checkpoint of 3 leaves is followed by"):
+        ledger_store.commit_batch(writes, [], ending_at(3))  # a gap before the later append
+    with pytest.raises(InvariantViolation, match="checkpoint of 5 leaves is followed by"):
+        ledger_store.commit_batch(writes, [], ending_at(5))  # an overlap with it
+    stale = dataclasses.replace(later, earlier=(dataclasses.replace(earlier, old_size=0),))
+    with pytest.raises(InvariantViolation, match=r"tree_size 6 is not 0 \+ 5 receipts"):
+        ledger_store.commit_batch(writes, [], stale)  # the receipts start at the first append
+    shrunk = dataclasses.replace(later, tiles={(0, 0): log.leaves[0]}, earlier=(earlier,))
+    with pytest.raises(InvariantViolation, match="rewritten"):
+        ledger_store.commit_batch(writes, [], shrunk)  # tiles only grow across the appends
+
+    _assert_log_unchanged(ledger_store, log)
+    ledger_store.commit_batch(writes, [], dataclasses.replace(later, earlier=(earlier,)))
