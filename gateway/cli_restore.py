@@ -107,19 +107,14 @@ def _open_archive(source: str) -> Any:
 
     from gateway.cli import CommandError
     from ledger.errors import LedgerError
+    from ledger.readers import open_archive
 
-    if source.startswith("gs://"):
-        from ledger.gcs import GcsArchive
-
-        try:
-            return GcsArchive.open(source)
-        except (LedgerError, ValueError) as error:
-            raise CommandError(f"cannot open the archive {source}: {error}") from None
-    from ledger.local import FileArchive
-
-    if not Path(source).is_dir():
+    if not source.startswith("gs://") and not Path(source).is_dir():
         raise CommandError(f"no archive directory at {source}")
-    return FileArchive(Path(source))
+    try:
+        return open_archive(source)
+    except (LedgerError, ValueError) as error:
+        raise CommandError(f"cannot open the archive {source}: {error}") from None
 
 
 def _print_report(report: Any, elapsed_s: float) -> int:

@@ -31,7 +31,7 @@ from ledger import (
 )
 from ledger.checkpoint_codec import encode_log_checkpoint
 from ledger.feed_cursor import FeedCursor
-from ledger.readers import sqlite_path_of
+from ledger.readers import open_archive, open_read_model, sqlite_path_of
 from ledger.receipt_codec import encode_stored_receipt
 
 if TYPE_CHECKING:
@@ -88,6 +88,11 @@ class Adapters:
     # read-only, in its own process. None (an injected store, e.g. in
     # memory): the audit runs in the gateway's process.
     store_url: str | None = None
+    # Where the audit's process reads the copies it compares with the
+    # ledger: the archive (directory or gs:// URL) and the read model's URL
+    # (None: the read model is the store). No archive: compared here.
+    archive_location: str | None = None
+    read_model_url: str | None = None
 
     def checkpoint_outbox_for(self, checkpoint: LogCheckpoint) -> list[OutboxMessage]:
         return [
@@ -145,6 +150,7 @@ def _open_followers(settings: Settings, adapters: Adapters) -> None:
         adapters.checkpoint_sinks[TOPIC_CHECKPOINT_BROADCAST] = broadcast.publish_checkpoints
     if settings.archive_url:
         adapters.archive = _open_archive(settings.archive_url)
+        adapters.archive_location = settings.archive_url
     archive = adapters.archive
     adapters.closers.append(archive.close)
     sqlite = adapters.store if isinstance(adapters.store, SqliteLedger) else None
@@ -171,10 +177,11 @@ def _open_ledger(settings: Settings) -> Adapters:
 
     url = settings.store_url or f"sqlite:{settings.data_dir / LEDGER_FILE}"
     store = open_store(url)
-    archive = FileArchive(settings.data_dir / ARCHIVE_DIR)
+    archive_dir = settings.data_dir / ARCHIVE_DIR
+    archive = FileArchive(archive_dir)
     if isinstance(store, SqliteLedger):
         return Adapters(store, store, archive, halts=store, disputes=store, closers=[store.close],
-                        store_url=url)
+                        store_url=url, archive_location=str(archive_dir))
     try:
         spanner = _spanner_ledger(store)
         read_model = _open_read_model(settings, store)
@@ -182,7 +189,8 @@ def _open_ledger(settings: Settings) -> Adapters:
         store.close()
         raise
     return Adapters(store, read_model, archive, halts=spanner, disputes=spanner,
-                    closers=[store.close, read_model.close], store_url=url)
+                    closers=[store.close, read_model.close], store_url=url,
+                    archive_location=str(archive_dir), read_model_url=settings.read_model_url)
 
 
 def open_store(url: str) -> LedgerStore:
@@ -236,12 +244,10 @@ def _open_read_model(settings: Settings, store: LedgerStore) -> ReceiptReadModel
     url = settings.read_model_url
     if url is None:
         raise StorageConfigError("a Spanner store needs a read model: BILLING_READ_MODEL")
-    if url.startswith("firestore://"):
-        from ledger.firestore import FirestoreReadModel
-
-        read_model: ReceiptReadModel = FirestoreReadModel.open(url)
-        return read_model
-    raise StorageConfigError(f"unknown read model URL {url!r} (firestore://projects/P)")
+    try:
+        return open_read_model(url)
+    except ValueError as error:
+        raise StorageConfigError(str(error)) from None
 
 
 def _open_broadcast(url: str) -> ReceiptBroadcast:
@@ -254,9 +260,6 @@ def _open_broadcast(url: str) -> ReceiptBroadcast:
 
 
 def _open_archive(url: str) -> ReceiptArchive:
-    if url.startswith("gs://"):
-        from ledger.gcs import GcsArchive
-
-        archive: ReceiptArchive = GcsArchive.open(url)
-        return archive
-    raise StorageConfigError(f"unknown archive URL {url!r} (gs://BUCKET)")
+    if not url.startswith("gs://"):
+        raise StorageConfigError(f"unknown archive URL {url!r} (gs://BUCKET)")
+    return open_archive(url)

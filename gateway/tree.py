@@ -17,7 +17,7 @@ from actors.accounts import LiveAccounts
 from actors.delivery.archive_feed import ArchiveFeed
 from actors.delivery.outbox import OutboxMetrics, OutboxRelay
 from actors.integrity.halts import HaltRecorder, IntegrityFailure
-from actors.integrity.reconciler import Reconciler, ReconcilerMetrics
+from actors.integrity.reconciler import AuditSources, Reconciler, ReconcilerMetrics
 from actors.metrics import ActorMetrics
 from actors.pipeline import Pipeline
 from actors.receipt_log import LogAppender
@@ -250,7 +250,9 @@ def _reconciler_spec(parts: TreeParts) -> ChildSpec:
             on_integrity_failure=on_integrity_failure,
             log_proofs=parts.charge.log_proofs,
             # The background pass hashes in a process of its own, beside this one.
-            audit_store_url=adapters.store_url,
+            audit_sources=None if adapters.store_url is None else AuditSources(
+                adapters.store_url, adapters.archive_location, adapters.read_model_url
+            ),
         ),
         shutdown_timeout_ms=RELAY_SHUTDOWN_TIMEOUT_MS,
     )

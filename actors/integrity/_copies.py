@@ -17,7 +17,7 @@ import orjson
 from ledger import LedgerStore, ReceiptArchive, ReceiptReadModel, StoredReceipt, limits
 from ledger.limits import repair_batch_receipts_max, report_ids_max
 
-__all__ = ["CopyDiff", "CopyReport", "Divergence", "compare_copies"]
+__all__ = ["CopyDiff", "CopyReport", "Divergence", "compare_copies", "repair_copies"]
 
 COPY_READ_MODEL: Final = "read_model"
 COPY_ARCHIVE: Final = "archive"
@@ -39,7 +39,9 @@ class Divergence:
 @dataclass
 class CopyDiff:
     """One copy against the ledger. `missing` counts receipts the copy lacks;
-    `repaired` of those were written to it; `*_ids` keep the first ids."""
+    `repaired` of those were written to it; `*_ids` keep the first ids;
+    `pending` the first missing receipts themselves, for a repair made
+    elsewhere (`repair_copies`: the audit's process only reads)."""
 
     copy: str
     checked: int = 0
@@ -48,6 +50,7 @@ class CopyDiff:
     missing_ids: list[str] = field(default_factory=list)
     divergent: list[Divergence] = field(default_factory=list)
     divergent_count: int = 0
+    pending: list[StoredReceipt] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -101,11 +104,15 @@ def compare_copies(
     archive: ReceiptArchive,
     customer_id: str,
     repair: bool,
+    *,
+    keep_missing: bool = False,
 ) -> CopyReport:
     """Compare the read model and the archive with the ledger for one customer.
 
     With `repair`, receipts a copy lacks are upserted/appended to it (nothing
-    else is written). The read model is skipped when it is the store itself.
+    else is written); with `keep_missing` instead, the first
+    `repair_batch_receipts_max` of them are kept in `CopyDiff.pending`.
+    The read model is skipped when it is the store itself.
     Raises LedgerError if a store or copy cannot be read or written.
     """
     diffs: list[CopyDiff] = []
@@ -117,6 +124,7 @@ def compare_copies(
                 COPY_READ_MODEL,
                 _read_model_receipts(read_model, customer_id),
                 read_model.upsert_receipts if repair else None,
+                keep_missing,
             )
         )
     # The whole archive file is read before the ledger: anything in it was
@@ -129,9 +137,27 @@ def compare_copies(
             COPY_ARCHIVE,
             iter(archived),
             archive.append if repair else None,
+            keep_missing,
         )
     )
     return CopyReport(customer_id, tuple(diffs))
+
+
+def repair_copies(
+    report: CopyReport, read_model: ReceiptReadModel, archive: ReceiptArchive
+) -> bool:
+    """Write to each copy the receipts `report` found it lacking (kept with
+    `keep_missing`). False, writing nothing, if a copy lacks more than were
+    kept: the caller compares again with `repair` (a copy that lost much)."""
+    if any(len(diff.pending) < diff.missing for diff in report.copies):
+        return False
+    for diff in report.copies:
+        if diff.pending:
+            write = read_model.upsert_receipts if diff.copy == COPY_READ_MODEL else archive.append
+            write(diff.pending)
+            diff.repaired += len(diff.pending)
+            diff.pending = []
+    return True
 
 
 def _same_object(a: object, b: object) -> bool:
@@ -155,6 +181,7 @@ def _compare(
     copy_name: str,
     copy: Iterator[StoredReceipt],
     write: Callable[[Sequence[StoredReceipt]], None] | None,
+    keep_missing: bool = False,
 ) -> CopyDiff:
     """Merge two seq-ordered streams: the ledger's receipts and the copy's."""
     diff = CopyDiff(copy_name)
@@ -174,6 +201,8 @@ def _compare(
             theirs = next(copy, None)
         if theirs is None or theirs.seq > ours.seq:
             diff.add_missing(ours)
+            if keep_missing and len(diff.pending) < repair_batch_receipts_max:
+                diff.pending.append(ours)
             to_write.append(ours)
             if len(to_write) >= repair_batch_receipts_max:
                 flush()

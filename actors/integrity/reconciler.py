@@ -41,10 +41,11 @@ from actors.integrity._audit import CustomerAudit, audit_customer
 from actors.integrity._audit_process import (
     AuditProcess,
     AuditProcessLost,
+    AuditSources,
     RemoteLogRun,
     remote_audit,
 )
-from actors.integrity._copies import CopyReport, compare_copies
+from actors.integrity._copies import CopyReport, compare_copies, repair_copies
 from actors.integrity.halts import IntegrityFailure
 from actors.stage_owner import LoopThread, StageOwner
 from crypto import JWKSError, TrustedKeys
@@ -56,6 +57,7 @@ from ledger.log_proofs import LogProofs
 from supervisor import Link
 
 __all__ = [
+    "AuditSources",
     "CopyReport",
     "CustomerAudit",
     "FullPass",
@@ -231,12 +233,13 @@ class Reconciler(StageOwner):
         customers_per_round_max: int = limits.reconcile_round_customers_max,
         audit_pass_s: float = audit_pass_target_s,
         log_page_receipts: int = limits.audit_page_receipts_max,
-        audit_store_url: str | None = None,
+        audit_sources: AuditSources | None = None,
     ) -> None:
-        """`audit_store_url`: the background pass reads and hashes in a child
-        process that opens this URL read-only (`_audit_process`); None keeps
-        it in this process (a store only this process can see, e.g. in
-        memory). Full passes (operator, start-up) run here either way."""
+        """`audit_sources`: the background pass reads and hashes in a child
+        process that opens the ledger (and the copies) there read-only
+        (`_audit_process`); None keeps it in this process (a store only this
+        process can see, e.g. in memory). Full passes (operator, start-up)
+        run here either way."""
         super().__init__(link, stop_timeout_s=thread_join_timeout_s)
         _check_rounds(interval_s, customers_per_round_max)
         self._store = store
@@ -265,9 +268,9 @@ class Reconciler(StageOwner):
         self._loop = LoopThread("reconciler", self._run, self.report_crash)
         self._stopping = self._loop.stopping
         self._process: AuditProcess | None = None
-        if audit_store_url is not None:
+        if audit_sources is not None:
             self._process = AuditProcess(
-                audit_store_url, metrics.audit_process_restarts, self._stopping
+                audit_sources, metrics.audit_process_restarts, self._stopping
             )
 
     # -- actor lifecycle ---------------------------------------------------
@@ -489,11 +492,12 @@ class Reconciler(StageOwner):
             summary.customers += 1
             cpu_s = None
             try:
+                copies = None
                 if remote is not None:
-                    audit, cpu_s = remote_audit(remote, jwks, customer_id)
+                    audit, copies, cpu_s = remote_audit(remote, jwks, customer_id)
                 else:
                     audit = audit_customer(self._store, keys, customer_id, self._log_proofs)
-                self._judge_customer(audit, repair, summary)
+                self._judge_customer(audit, repair, summary, copies)
             except InvariantViolation as error:
                 # A copy refused a write as conflicting with what it holds.
                 self._integrity_failure(
@@ -512,9 +516,16 @@ class Reconciler(StageOwner):
         self._metrics.round_s.observe(summary.duration_s)
         return summary
 
-    def _judge_customer(self, audit: CustomerAudit, repair: bool, summary: PassSummary) -> None:
-        """Count the verdict, raise the alarm on a failure, then compare
-        the copies (here: a repair writes, the audit process only reads)."""
+    def _judge_customer(
+        self,
+        audit: CustomerAudit,
+        repair: bool,
+        summary: PassSummary,
+        copies: CopyReport | None = None,
+    ) -> None:
+        """Count the verdict, raise the alarm on a failure, then judge the
+        copies: as the audit process compared them (`copies`), or compared
+        here. Repairs are written here (the audit process only reads)."""
         customer_id = audit.customer_id
         if audit.ok:
             self._metrics.audits.labels(result="ok").inc()
@@ -537,10 +548,14 @@ class Reconciler(StageOwner):
                 ),
             )
         # Never copy a ledger that failed its audit over the copies.
-        report = compare_copies(
-            self._store, self._read_model, self._archive, customer_id, repair and audit.ok
-        )
-        self._count_copies(report, summary)
+        repair = repair and audit.ok
+        if copies is None or (
+            repair and not repair_copies(copies, self._read_model, self._archive)
+        ):
+            copies = compare_copies(
+                self._store, self._read_model, self._archive, customer_id, repair
+            )
+        self._count_copies(copies, summary)
 
     def _count_copies(self, report: CopyReport, summary: PassSummary) -> None:
         for diff in report.copies:

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from actors.integrity._copies import repair_copies
 from actors.integrity.reconciler import compare_copies
 from ledger.local import FileArchive
 from ledger.sqlite import SqliteLedger
@@ -46,6 +47,34 @@ def test_without_repair_nothing_is_written(books: Books, archive: FileArchive) -
 
     assert (report.missing, report.copies[0].repaired) == (3, 0)
     assert archive.read_customer("cus_a") == []
+
+
+def test_kept_missing_receipts_are_written_later_unless_more_are_missing_than_kept(
+    books: Books, archive: FileArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's process only reads: it keeps what a copy lacks, and the
+    reconciler writes it (`repair_copies`). A copy lacking more than was
+    kept is left for a comparison that repairs as it goes."""
+    from actors.integrity import _copies
+
+    books.customer("cus_a")
+    books.charge("cus_a", 3)
+    made = list(books.receipts["cus_a"])
+
+    report = compare_copies(books.store, books.store, archive, "cus_a", repair=False,
+                            keep_missing=True)
+    assert archive.read_customer("cus_a") == []
+    assert repair_copies(report, books.store, archive)
+    assert archive.read_customer("cus_a") == made
+    assert (report.copies[0].missing, report.copies[0].repaired) == (3, 3)
+
+    books.charge("cus_a", 3)
+    monkeypatch.setattr(_copies, "repair_batch_receipts_max", 2)
+    report = compare_copies(books.store, books.store, archive, "cus_a", repair=False,
+                            keep_missing=True)
+    assert len(report.copies[0].pending) == 2 and report.missing == 3
+    assert not repair_copies(report, books.store, archive)
+    assert archive.read_customer("cus_a") == made
 
 
 def test_divergent_archive_copy_is_reported_not_overwritten(
