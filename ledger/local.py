@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import ctypes
-import json
 import os
 import re
 import threading
@@ -300,7 +299,9 @@ def _encode(receipt: StoredReceipt) -> bytes:
 
 
 def _decode(line: bytes) -> StoredReceipt:
-    record = json.loads(line)
+    # orjson: the background audit reads every archived receipt once a pass;
+    # json.loads was a third of that comparison's CPU (written by orjson: UTF-8).
+    record = orjson.loads(line)
     check_invariant(isinstance(record, dict), "archive line is not a JSON object")
     record["receipt_json"] = base64.b64decode(record["receipt_json"])
     for field in ("seq", "amount_minor", "balance_after_minor"):
