@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+import orjson
+
 from crypto._check import LeafCheck, Link, check_receipt_logged, link_of, receipt_id_of
 from crypto._jws import VerificationResult
 from crypto._trusted import TrustedKeys, trusted_keys
@@ -175,6 +177,15 @@ def checked_receipt(
     if result.ok and (type(receipt) is dict or isinstance(receipt, Mapping)):
         return result, link_of(receipt, position), None
     return result, None, receipt_id_of(receipt)
+
+
+def checked_line(line: bytes, keys: TrustedKeys) -> Checked:
+    """checked_receipt of one JSON line; a line that is not JSON fails as "not_json"."""
+    try:
+        receipt = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        return VerificationResult(False, "not_json", f"not JSON: {error}"), None, None
+    return checked_receipt(receipt, keys)
 
 
 def verify_chain(
