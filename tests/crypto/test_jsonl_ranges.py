@@ -319,3 +319,45 @@ class _threads_if:
 
     def __exit__(self, *_: object) -> None:
         self.done.set()
+
+
+def test_billing_verify_reads_a_large_file_in_ranges(
+    tmp_path: pathlib.Path,
+    chain: list[Receipt],
+    jwks: object,
+    ranges_used: list[Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gateway.cli import main
+
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_bytes(orjson.dumps(jwks))
+    lines = [_line(receipt) for receipt in chain]
+    path = _write(tmp_path, lines)
+    verify = ["verify", str(path), "--jwks", str(jwks_path), "--workers", "2"]
+    # The bar runs a thread: the workers are spawned, and the bar still reaches the end.
+    assert main([*verify, "--progress", "always"]) == 0
+    captured = capsys.readouterr()
+    assert f"verified {COUNT} receipts" in captured.out
+    assert str(chain[-1]["receipt_hash"]) in captured.out
+    assert f"{COUNT}/{COUNT}" in captured.err and len(ranges_used) == 1
+
+    target = _range_starts(COUNT)[5]
+    lines[target] = _line(_altered(chain[target]))
+    _write(tmp_path, lines)
+    assert main([*verify, "--progress", "never"]) == 1
+    out = capsys.readouterr().out
+    assert f"verified {target} receipts" in out
+    assert (
+        f"FAILED at line {target + 1} (receipt {chain[target]['receipt_id']}): hash_mismatch" in out
+    )
+
+    lines[target] = _line(b"[1, 2")
+    _write(tmp_path, lines)
+    assert main([*verify, "--progress", "never"]) == 2
+    assert f"billing verify: line {target + 1}: not JSON" in capsys.readouterr().err
+    assert len(ranges_used) == 3
+
+    assert main([*verify[:-1], "1", "--progress", "never"]) == 2  # one worker: line by line
+    assert f"line {target + 1}: not JSON" in capsys.readouterr().err
+    assert len(ranges_used) == 3
