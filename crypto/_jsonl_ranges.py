@@ -30,9 +30,13 @@ from crypto._trusted import TrustedKeys
 # machine) leaves the others work, the progress bar moves more than once,
 # and a failure early in the file stops the rest sooner.
 ranges_per_worker: Final = 4
-# No range smaller: ~1,500 receipt-form or ~500 checkpoint-form lines, 7-40 ms
-# of checking, where a forked worker costs ~5 ms to start. Smaller files go
-# through `verify_jsonl` as before.
+# Smaller files are read line by line (crypto._jsonl): starting two forked
+# workers costs ~20 ms of CPU and ~10 ms of wall time, and a checkpoint-form
+# file of 8 MiB (~3,400 lines, ~45 ms in one process) is where ranges start
+# to win (40 vs 44 ms; at 2 MiB 19 vs 11 ms). Receipt-form files below it
+# still get worker processes, ~25% slower than ranges (loadtest/README.md).
+split_bytes_min: Final = 8 << 20
+# No range smaller (several per worker otherwise, up to `ranges_per_worker`).
 range_bytes_min: Final = 1 << 20
 # A worker looks whether an earlier range failed (and it is not needed) this often.
 stop_check_lines: Final = 1024
@@ -79,6 +83,8 @@ def file_ranges(stream: IO[bytes], workers: int) -> list[tuple[int, int | None]]
     if not stat.S_ISREG(status.st_mode):
         return []
     size = status.st_size
+    if size < split_bytes_min:
+        return []
     count = min(workers * ranges_per_worker, size // range_bytes_min)
     starts = [0]
     for cut in (size * k // count for k in range(1, count)):

@@ -44,6 +44,7 @@ Receipt = dict[str, object]
 @pytest.fixture
 def ranges_used(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, int | None]]]:
     """Small ranges; each list of ranges the parallel path was given."""
+    monkeypatch.setattr(jsonl_ranges, "split_bytes_min", 2 * RANGE_BYTES_MIN)
     monkeypatch.setattr(jsonl_ranges, "range_bytes_min", RANGE_BYTES_MIN)
     calls: list[list[tuple[int, int | None]]] = []
     real = jsonl_ranges.verify_ranges
