@@ -5,10 +5,10 @@ ranges that worker processes read, check and link themselves, answering one
 small summary each (crypto._jsonl_ranges): nothing per line crosses a
 process boundary, so both receipt forms use every worker. On one quiet
 2-CPU machine (`loadtest.bench_log_audit`, 10,000 receipts) that took the
-receipt form from 45,954 to 58,308 receipts/s (36 to 29 us of CPU each, no
-shipping) and the checkpoint form from 75,461 to 96,010 (12 to 19 us: two
-forked workers cost ~30 ms of CPU whatever the size; at 50,000 receipts
-75,440 to 135,051 receipts/s, 13.2 to 14.6 us).
+receipt form from 45,954 to 59,446 receipts/s (36 to 29 us of CPU each, no
+shipping) and the checkpoint form from 75,461 to 108,116 (12 to 16-19 us:
+two forked workers cost ~20-30 ms of CPU whatever the size; at 50,000
+receipts 75,440 to 135,051 receipts/s, 13.2 to 14.6 us).
 
 Other input (stdin, a small file) is read here: batches of lines go to
 worker processes (parse + JCS + hash + signature) while the link checks
