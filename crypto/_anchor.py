@@ -46,9 +46,16 @@ class CheckpointAnchor:
     ) -> None:
         """Raises CheckpointError unless `jws` is a checkpoint signed by one of `keys`."""
         self.checkpoint = verify_checkpoint(jws, keys)
+        self._jws = jws
         self._keys = keys
         self._consistency = consistency
         self._verdicts: dict[tuple[int, bytes], VerificationResult] = {}
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[CheckpointAnchor], tuple[str, TrustedKeys, ConsistencySource | None]]:
+        # To a worker process (crypto._jsonl_file) as what built it; verdicts start empty.
+        return CheckpointAnchor, (self._jws, self._keys, self._consistency)
 
     def check(self, position: LogPosition | None) -> VerificationResult:
         anchor = self.checkpoint

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import orjson
 
 from crypto._check import LeafCheck, Link, check_receipt_logged, link_of, receipt_id_of
 from crypto._jws import VerificationResult
@@ -48,16 +51,79 @@ def check_known_head(known_head: str | None) -> None:
         raise ValueError("known_head must be 'sha256:' + 64 lowercase hex digits")
 
 
-def walk_chain(checked: Iterable[Checked], known_head: str | None) -> ChainReport:
-    """Link checks in input order over receipts already checked one by one."""
-    count = 0
-    first: Link | None = None
-    last: Link | None = None
-    head_reached = False
+class ChainPart(NamedTuple):
+    """One stretch of a chain walked on its own (a byte range of a file, in a worker
+    process): what joining it to the stretch before needs, and nothing per receipt.
+    `failure.index` counts from the stretch's first receipt."""
 
-    def report(failure: ChainFailure | None) -> ChainReport:
+    verified: int
+    first: Link | None
+    last: Link | None
+    head_reached: bool
+    failure: ChainFailure | None
+
+
+class ChainWalk:
+    """walk_chain's state: the receipts linked so far, in input order.
+
+    The one place that decides whether a receipt follows the one before
+    (`joins`), for receipts one by one (`add`) and for stretches walked
+    elsewhere (`add_part`), so a chain split in parts links by the same rules.
+    """
+
+    __slots__ = ("first", "head_reached", "known_head", "last", "verified")
+
+    def __init__(self, known_head: str | None) -> None:
+        self.known_head = known_head
+        self.verified = 0
+        self.first: Link | None = None
+        self.last: Link | None = None
+        self.head_reached = False
+
+    def joins(self, index: int, link: Link) -> ChainFailure | None:
+        """The failure if `link` (at `index`) does not follow the last receipt linked."""
+        broken = _broken_link(self.last, link) if self.last is not None else None
+        return ChainFailure(index, link.receipt_id, *broken) if broken is not None else None
+
+    def add(self, index: int, checked: Checked) -> ChainFailure | None:
+        """Link one receipt checked on its own; its failure, or None once linked."""
+        result, link, receipt_id = checked
+        if link is None:
+            return ChainFailure(index, receipt_id, result.reason or "invalid_field", result.detail)
+        failure = self.joins(index, link)
+        if failure is not None:
+            return failure
+        self.first = self.first or link
+        self.last = link
+        self.verified += 1
+        self.head_reached = self.head_reached or link.receipt_hash == self.known_head
+        return None
+
+    def add_part(self, index: int, part: ChainPart) -> ChainFailure | None:
+        """Link a stretch whose first receipt is at `index`: exactly as if its
+        receipts had come through `add` one by one."""
+        if part.first is not None and part.last is not None:
+            failure = self.joins(index, part.first)
+            if failure is not None:
+                return failure
+            self.first = self.first or part.first
+            self.last = part.last
+            self.verified += part.verified
+            self.head_reached = self.head_reached or part.head_reached
+        if part.failure is None:
+            return None
+        return replace(part.failure, index=index + part.failure.index)
+
+    def part(self, failure: ChainFailure | None) -> ChainPart:
+        """This walk as a stretch of a longer chain (without the log positions)."""
+        first = self.first._replace(log=None) if self.first else None
+        last = self.last._replace(log=None) if self.last else None
+        return ChainPart(self.verified, first, last, self.head_reached, failure)
+
+    def report(self, failure: ChainFailure | None) -> ChainReport:
+        first, last = self.first, self.last
         return ChainReport(
-            verified=count,
+            verified=self.verified,
             failure=failure,
             customer_id=first.customer_id if first else None,
             first_seq=first.seq if first else None,
@@ -66,25 +132,28 @@ def walk_chain(checked: Iterable[Checked], known_head: str | None) -> ChainRepor
             starts_at_genesis=bool(first and first.previous_receipt_hash == GENESIS_HASH),
         )
 
-    for index, (result, link, receipt_id) in enumerate(checked):
-        if link is None:
-            reason = result.reason or "invalid_field"
-            return report(ChainFailure(index, receipt_id, reason, result.detail))
-        broken = _broken_link(last, link) if last is not None else None
-        if broken is not None:
-            return report(ChainFailure(index, link.receipt_id, *broken))
-        first = first or link
-        last = link
-        count += 1
-        head_reached = head_reached or link.receipt_hash == known_head
-    if known_head is not None and not head_reached:
-        ends_at = f"seq {last.seq} ({last.receipt_hash})" if last else "nothing"
-        detail = (
-            f"the export ends at {ends_at} without reaching the known head {known_head}: "
-            "receipts after it were left out"
-        )
-        return report(ChainFailure(count, None, "truncated", detail))
-    return report(None)
+    def end(self) -> ChainReport:
+        """The report once the input ended without a failure: truncated unless
+        the known head was reached."""
+        last = self.last
+        if self.known_head is not None and not self.head_reached:
+            ends_at = f"seq {last.seq} ({last.receipt_hash})" if last else "nothing"
+            detail = (
+                f"the export ends at {ends_at} without reaching the known head "
+                f"{self.known_head}: receipts after it were left out"
+            )
+            return self.report(ChainFailure(self.verified, None, "truncated", detail))
+        return self.report(None)
+
+
+def walk_chain(checked: Iterable[Checked], known_head: str | None) -> ChainReport:
+    """Link checks in input order over receipts already checked one by one."""
+    walk = ChainWalk(known_head)
+    for index, item in enumerate(checked):
+        failure = walk.add(index, item)
+        if failure is not None:
+            return walk.report(failure)
+    return walk.end()
 
 
 def _broken_link(previous: Link, link: Link) -> tuple[str, str] | None:
@@ -108,6 +177,15 @@ def checked_receipt(
     if result.ok and (type(receipt) is dict or isinstance(receipt, Mapping)):
         return result, link_of(receipt, position), None
     return result, None, receipt_id_of(receipt)
+
+
+def checked_line(line: bytes, keys: TrustedKeys) -> Checked:
+    """checked_receipt of one JSON line; a line that is not JSON fails as "not_json"."""
+    try:
+        receipt = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        return VerificationResult(False, "not_json", f"not JSON: {error}"), None, None
+    return checked_receipt(receipt, keys)
 
 
 def verify_chain(

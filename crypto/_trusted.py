@@ -73,6 +73,10 @@ class TrustedKeys:
         if not self._by_kid:
             raise JWKSError("the JWKS has no usable signature keys")
 
+    def __reduce__(self) -> tuple[type[TrustedKeys], tuple[dict[str, object]]]:
+        # To a worker process as its JWKS (key objects do not pickle); caches start empty.
+        return TrustedKeys, (self.document,)
+
     def get(self, kid: str) -> PublicVerifier | None:
         return self._by_kid.get(kid)
 

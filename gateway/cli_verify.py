@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 import time
 from collections.abc import Iterator
@@ -94,14 +95,19 @@ def run(args: argparse.Namespace) -> int:
     started_s = time.perf_counter()
     with stream, receipt_progress(args.progress) as progress:
         task = progress.add_task("verified", total=total_lines)
-        report = crypto.verify_jsonl(
-            _lines(stream, args.file),
-            keys,
-            known_head,
-            workers=args.workers,
-            on_verified=lambda count: progress.advance(task, count),
-            anchor=anchor,
-        )
+        # A file goes by path: a large one is read in ranges by the worker processes.
+        source = _lines(stream, args.file) if args.file == "-" else pathlib.Path(args.file)
+        try:
+            report = crypto.verify_jsonl(
+                source,
+                keys,
+                known_head,
+                workers=args.workers,
+                on_verified=lambda count: progress.advance(task, count),
+                anchor=anchor,
+            )
+        except OSError as error:
+            raise CommandError(f"cannot read {args.file}: {error.strerror}") from None
     elapsed_s = time.perf_counter() - started_s
     return _print_summary(report, elapsed_s)
 
@@ -223,29 +229,33 @@ def _service_of(source: str) -> str | None:
 
 
 def _consistency_source(service: str, api_key: str | None) -> Any:
-    """GET /v1/log/consistency as a crypto.ConsistencySource (errors as LogError)."""
+    """GET /v1/log/consistency as a crypto.ConsistencySource (errors as LogError);
+    a partial, not a closure, so it pickles to spawned worker processes."""
+    import functools
+
+    return functools.partial(_consistency, service, api_key)
+
+
+def _consistency(service: str, api_key: str | None, first: int, second: int) -> Any:
     import json
     import urllib.parse
 
     import crypto
     from gateway.cli import CommandError
 
-    def consistency(first: int, second: int) -> crypto.ConsistencyAnswer:
-        query = urllib.parse.urlencode({"first": first, "second": second})
-        url = f"{service.rstrip('/')}/v1/log/consistency?{query}"
-        try:
-            answer = json.loads(_fetch(url, "consistency proof", log_document_bytes_max, api_key))
-            return crypto.ConsistencyAnswer(
-                str(answer["first"]["checkpoint"]),
-                str(answer["second"]["checkpoint"]),
-                [bytes.fromhex(node) for node in answer["proof"]],
-            )
-        except CommandError as error:
-            raise crypto.LogError("unavailable", str(error)) from None
-        except (ValueError, KeyError, TypeError) as error:
-            raise crypto.LogError("unavailable", f"{url} answered no proof: {error}") from None
-
-    return consistency
+    query = urllib.parse.urlencode({"first": first, "second": second})
+    url = f"{service.rstrip('/')}/v1/log/consistency?{query}"
+    try:
+        answer = json.loads(_fetch(url, "consistency proof", log_document_bytes_max, api_key))
+        return crypto.ConsistencyAnswer(
+            str(answer["first"]["checkpoint"]),
+            str(answer["second"]["checkpoint"]),
+            [bytes.fromhex(node) for node in answer["proof"]],
+        )
+    except CommandError as error:
+        raise crypto.LogError("unavailable", str(error)) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise crypto.LogError("unavailable", f"{url} answered no proof: {error}") from None
 
 
 def _open_input(path: str, count_lines: bool) -> tuple[IO[bytes], int | None]:

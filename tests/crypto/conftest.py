@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 
-from crypto import GENESIS_HASH, SigningKey, seal_receipt
+from crypto import (
+    GENESIS_HASH,
+    Checkpoint,
+    KeyRing,
+    SigningKey,
+    receipt_hash,
+    receipt_leaf,
+    seal_receipt,
+    sign_checkpoint,
+)
+from tests.crypto import tlog_reference as ref
+
+T0 = "2025-03-01T12:00:00Z"
 
 
 def make_core(
@@ -61,3 +75,37 @@ def session_key(alg: str) -> SigningKey:
 @pytest.fixture
 def rs256_key() -> SigningKey:
     return session_key("RS256")
+
+
+class LoggedChain(NamedTuple):
+    """A customer's chain in checkpoint form, and the log it was proved in."""
+
+    receipts: list[dict[str, object]]
+    jwks: dict[str, object]
+    leaves: list[bytes]  # the log's leaf hashes: the chain's at even indexes
+    key: SigningKey
+
+
+def logged_chain(count: int) -> LoggedChain:
+    """`count` receipts, every other leaf of one signed log, each proved against its head."""
+    key = session_key("RS256")
+    receipts, leaves, previous = [], [], GENESIS_HASH
+    for seq in range(1, count + 1):
+        core = make_core(seq, previous)
+        previous = receipt_hash(core)
+        receipts.append({**core, "receipt_hash": previous})
+        leaves += [receipt_leaf(previous), ref.rfc_leaf(b"another customer %d" % seq)]
+    jws = checkpoint_jws(leaves, key)
+    for position, receipt in enumerate(receipts):
+        receipt["log"] = log_block(leaves, 2 * position, jws)
+    return LoggedChain(receipts, dict(KeyRing(key).jwks()), leaves, key)
+
+
+def checkpoint_jws(leaves: list[bytes], key: SigningKey) -> str:
+    return sign_checkpoint(Checkpoint("test.example/log", len(leaves), ref.mth(leaves), T0), key)
+
+
+def log_block(leaves: list[bytes], index: int, jws: str) -> dict[str, object]:
+    """A receipt's `log` block: leaf `index` proved in the tree of `leaves` (signed as `jws`)."""
+    path = [node.hex() for node in ref.path(index, leaves)]
+    return {"index": index, "tree_size": len(leaves), "inclusion": path, "checkpoint": jws}

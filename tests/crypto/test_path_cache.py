@@ -12,21 +12,13 @@ from typing import Any
 import pytest
 
 from crypto import (
-    GENESIS_HASH,
-    Checkpoint,
-    KeyRing,
     ProofError,
-    receipt_hash,
-    receipt_leaf,
-    sign_checkpoint,
     verify_inclusion,
     verify_jsonl,
 )
 from crypto._path_cache import ProvenNodes
 from tests.crypto import tlog_reference as ref
-from tests.crypto.conftest import make_core, session_key
-
-T0 = "2025-03-01T12:00:00Z"
+from tests.crypto.conftest import logged_chain
 
 
 def _accepts(leaf: bytes, index: int, size: int, path: list[bytes], root: bytes) -> bool:
@@ -120,30 +112,8 @@ def test_a_cache_for_one_tree_proves_nothing_under_another_root() -> None:
     )
 
 
-def _logged_chain(count: int) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """A customer's chain in checkpoint form: every other leaf of one signed log."""
-    key = session_key("RS256")
-    receipts, leaves, previous = [], [], GENESIS_HASH
-    for seq in range(1, count + 1):
-        core = make_core(seq, previous)
-        previous = receipt_hash(core)
-        receipts.append({**core, "receipt_hash": previous})
-        leaves += [receipt_leaf(previous), ref.rfc_leaf(b"another customer %d" % seq)]
-    size = len(leaves)
-    jws = sign_checkpoint(Checkpoint("test.example/log", size, ref.mth(leaves), T0), key)
-    for position, receipt in enumerate(receipts):
-        path = [node.hex() for node in ref.path(2 * position, leaves)]
-        receipt["log"] = {
-            "index": 2 * position,
-            "tree_size": size,
-            "inclusion": path,
-            "checkpoint": jws,
-        }
-    return receipts, dict(KeyRing(key).jwks())
-
-
 def test_a_tampered_node_is_caught_after_other_receipts_warmed_the_cache() -> None:
-    receipts, jwks = _logged_chain(40)
+    receipts, jwks, _, _ = logged_chain(40)
     assert verify_jsonl(_lines(receipts), jwks).verified == 40
     target = 37  # its path shares every node above level 2 with receipt 36
     path = list(receipts[target]["log"]["inclusion"])  # type: ignore[index]
