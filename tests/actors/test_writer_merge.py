@@ -135,29 +135,32 @@ def test_signed_batches_behind_the_next_commit_in_its_transaction(
     assert store.key.asked == checkpoints  # no signature thrown away
 
 
-def test_a_log_conflict_in_a_merged_commit_answers_every_charge_once(
-    store: _ConflictOnceLedger,
-) -> None:
-    store.conflicted = []  # armed
+def _charge_with_one_conflict(
+    store: _ConflictOnceLedger, *, chain_conflict: bool
+) -> tuple[_Accounts, list[str]]:
+    """Charge with the store armed to refuse one merged commit (a log or a
+    chain conflict); the accounts, stopped, and the idempotency keys."""
+    store.conflicted, store.chain_conflict = [], chain_conflict  # armed
     accounts = _Accounts(store)
     try:
         keys = _charge_many(accounts)
     finally:
         accounts.stop()
     assert store.conflicted and store.conflicted[0] >= 2  # it hit a merged commit
+    return accounts, keys
+
+
+def test_a_log_conflict_in_a_merged_commit_answers_every_charge_once(
+    store: _ConflictOnceLedger,
+) -> None:
+    accounts, keys = _charge_with_one_conflict(store, chain_conflict=False)
     _check_log(store, accounts, keys)
 
 
 def test_a_chain_conflict_in_a_merged_commit_answers_every_charge_once(
     store: _ConflictOnceLedger,
 ) -> None:
-    store.conflicted, store.chain_conflict = [], True  # armed
-    accounts = _Accounts(store)
-    try:
-        keys = _charge_many(accounts)
-    finally:
-        accounts.stop()
-    assert store.conflicted and store.conflicted[0] >= 2  # it hit a merged commit
+    accounts, keys = _charge_with_one_conflict(store, chain_conflict=True)
     answers = {key: accounts.answers[key] for key in keys}
     committed = {key for key, answer in answers.items() if answer.kind == "committed"}
     refused = {key for key, answer in answers.items() if answer.kind == "refused"}
