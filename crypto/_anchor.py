@@ -54,7 +54,7 @@ class CheckpointAnchor:
     def __reduce__(
         self,
     ) -> tuple[type[CheckpointAnchor], tuple[str, TrustedKeys, ConsistencySource | None]]:
-        # To a worker process (crypto._jsonl_file) as what built it; verdicts start empty.
+        # To a worker process (crypto._jsonl_ranges) as what built it; verdicts start empty.
         return CheckpointAnchor, (self._jws, self._keys, self._consistency)
 
     def check(self, position: LogPosition | None) -> VerificationResult:
