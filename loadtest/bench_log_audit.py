@@ -17,19 +17,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
 
 from actors.receipt_log import LogAppender
 from crypto import GENESIS_HASH, SigningKey, TrustedKeys, receipt_hash
-from crypto.receipt import core_bytes
+from crypto._check import _check_signature, link_of
+from crypto._path_cache import ProvenNodes
+from crypto._receipt_log import _log_fields, _verified_checkpoint, receipt_leaf
+from crypto.receipt import core_bytes, hash_of_core_bytes
 from gateway.cli import main as billing
 from ledger import Customer, Entitlement, SigningKeyRecord, StoredReceipt
 from ledger.log_audit import audit_log, stored_jwks
@@ -42,17 +48,19 @@ ORIGIN = "bench.example/receipts"
 
 
 class Chains:
-    """Real receipt chains: customer 0 gets every other receipt (the one verified)."""
+    """Real receipt chains: customer 0 (the one verified) gets one receipt in
+    `verified_every`; the others share the rest."""
 
-    def __init__(self, customers: int) -> None:
+    def __init__(self, customers: int, verified_every: int = 2) -> None:
         self.ids = [f"cus_{i:06d}" for i in range(customers)]
+        self.verified_every = verified_every
         self.heads = {cid: (0, GENESIS_HASH, 0) for cid in self.ids}
         self.count = 0
 
     def next_receipt(self) -> StoredReceipt:
         self.count += 1
-        odd = self.count % 2
-        customer_id = self.ids[0] if odd else self.ids[1 + self.count // 2 % (len(self.ids) - 1)]
+        mine = self.count % self.verified_every == 1 or self.verified_every == 1
+        customer_id = self.ids[0] if mine else self.ids[1 + self.count % (len(self.ids) - 1)]
         seq, last_hash, balance = self.heads[customer_id]
         core = {
             "receipt_id": "rcpt_" + os.urandom(16).hex(),
@@ -88,8 +96,11 @@ class Chains:
         )
 
 
-def build(store: SqliteLedger, key: SigningKey, receipts: int, customers: int, batch: int) -> None:
-    chains = Chains(customers)
+def build(
+    store: SqliteLedger, key: SigningKey, receipts: int, customers: int, batch: int,
+    verified_every: int = 2,
+) -> None:
+    chains = Chains(customers, verified_every)
     for cid in chains.ids:
         store.create_customer(Customer(cid, f"{cid}@example.com", "USD", T0))
         store.put_entitlement(Entitlement(cid, "usage", None, "soft", "active", T0))
@@ -146,12 +157,66 @@ def time_verify(folder: Path, name: str) -> tuple[float, float, int]:
     return elapsed_s, cpu_s, sum(1 for _ in open(folder / name, "rb"))
 
 
+def _us_per_item(check: Callable[[Any], object], items: Sequence[Any]) -> float:
+    started_s = time.process_time()
+    for item in items:
+        check(item)
+    return (time.process_time() - started_s) * 1e6 / len(items)
+
+
+def print_cpu_per_part(folder: Path, lines_max: int = 5_000) -> None:
+    """CPU per receipt of each step `billing verify` takes, in this process,
+    with the service's own functions: where each form spends its time."""
+    keys = TrustedKeys(json.loads((folder / "jwks.json").read_text()))
+    with open(folder / "receipt.jsonl", "rb") as signed, open(folder / "log.jsonl", "rb") as logged:
+        signed_lines = list(itertools.islice(signed, lines_max))
+        logged_lines = list(itertools.islice(logged, lines_max))
+    signed_docs = [orjson.loads(line) for line in signed_lines]
+    logged_docs = [orjson.loads(line) for line in logged_lines]
+    payloads = [core_bytes(document) for document in signed_docs]
+    leaves = [receipt_leaf(document["receipt_hash"]) for document in logged_docs]
+    first = _log_fields(logged_docs[0]["log"])
+    root = _verified_checkpoint(first[3], keys, keys.checkpoints).root_hash
+    proven = ProvenNodes()
+    parts = {
+        "parse, receipt form line": _us_per_item(orjson.loads, signed_lines),
+        "parse, checkpoint form line": _us_per_item(orjson.loads, logged_lines),
+        "core fields checked + JCS": _us_per_item(core_bytes, signed_docs),
+        "SHA-256 of the core": _us_per_item(hash_of_core_bytes, payloads),
+        "receipt form: JWS signature (RS256)": _us_per_item(
+            lambda i: _check_signature(signed_docs[i]["signature"], payloads[i], keys),
+            range(len(signed_docs)),
+        ),
+        "checkpoint form: log block fields + checkpoint (cached)": _us_per_item(
+            lambda d: _verified_checkpoint(_log_fields(d["log"])[3], keys, keys.checkpoints),
+            logged_docs,
+        ),
+        "checkpoint form: leaf hash": _us_per_item(
+            lambda d: receipt_leaf(d["receipt_hash"]), logged_docs
+        ),
+        "checkpoint form: inclusion path (proven-node cache)": _us_per_item(
+            lambda i: proven.proves(leaves[i], logged_docs[i]["log"]["index"],
+                                    logged_docs[i]["log"]["tree_size"],
+                                    logged_docs[i]["log"]["inclusion"], root),
+            range(len(logged_docs)),
+        ),
+        "chain link fields": _us_per_item(link_of, signed_docs),
+    }
+    print(f"CPU per receipt by part (us, this process, first {len(signed_docs):,} receipts):")
+    for name, us in parts.items():
+        print(f"  {name:<56} {us:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--receipts", type=int, default=100_000)
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--batch", type=int, default=512, help="receipts per commit")
     parser.add_argument("--verify-receipts", type=int, default=10_000)
+    parser.add_argument(
+        "--verified-every", type=int, default=2,
+        help="the verified customer gets one receipt in N (sparser: longer inclusion walks)",
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     key = SigningKey.generate()
@@ -160,7 +225,7 @@ def main() -> None:
         store = SqliteLedger.open(folder / "ledger.sqlite3")
         try:
             started = time.perf_counter()
-            build(store, key, args.receipts, args.customers, args.batch)
+            build(store, key, args.receipts, args.customers, args.batch, args.verified_every)
             built_s = time.perf_counter() - started
             print(f"built {args.receipts:,} receipts in {built_s:.1f} s ({args.batch} per commit)")
             keys = TrustedKeys(stored_jwks(store.signing_keys()))
@@ -187,6 +252,7 @@ def main() -> None:
             f"checkpoint form / receipt form: {rates['checkpoint'] / rates['receipt']:.1f}x"
             f" receipts/s, {cpu_us['receipt'] / cpu_us['checkpoint']:.1f}x less CPU per receipt"
         )
+        print_cpu_per_part(folder)
 
 
 if __name__ == "__main__":
