@@ -112,16 +112,18 @@ def format_budgets(budgets: Sequence[CpuBudget], cpus: int) -> str:
     others = {p for b in budgets for p in b.us_per_charge if p not in _KNOWN_ORDER}
     parts += sorted(others, key=lambda p: -max(b.us_per_charge.get(p, 0.0) for b in budgets))
     label = "CPU us per charge"
-    lines = [f"{label:<22}" + "".join(f"{b.phase:>12}" for b in budgets)]
+    width = max(12, *(len(b.phase) + 2 for b in budgets))  # a column fits its phase's name
+    lines = [f"{label:<22}" + "".join(f"{b.phase:>{width}}" for b in budgets)]
     lines.append("-" * len(lines[0]))
     for part in parts:
         lines.append(
-            f"{part:<22}" + "".join(f"{b.us_per_charge.get(part, 0.0):>12.0f}" for b in budgets)
+            f"{part:<22}"
+            + "".join(f"{b.us_per_charge.get(part, 0.0):>{width}.0f}" for b in budgets)
         )
     lines.append("-" * len(lines[0]))
-    lines.append(f"{'total':<22}" + "".join(f"{b.total_us:>12.0f}" for b in budgets))
-    busy = "".join(f"{b.cpus_busy:>12.2f}" for b in budgets)
+    lines.append(f"{'total':<22}" + "".join(f"{b.total_us:>{width}.0f}" for b in budgets))
+    busy = "".join(f"{b.cpus_busy:>{width}.2f}" for b in budgets)
     lines.append(f"{f'CPUs busy (of {cpus})':<22}{busy}")
-    ceiling = "".join(f"{b.charges_per_s_max(cpus):>12.0f}" for b in budgets)
+    ceiling = "".join(f"{b.charges_per_s_max(cpus):>{width}.0f}" for b in budgets)
     lines.append(f"{f'{cpus} CPUs allow /s':<22}{ceiling}")
     return "\n".join(lines)

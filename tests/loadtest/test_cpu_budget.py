@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 
@@ -63,6 +64,19 @@ def test_the_table_has_a_column_per_phase_and_the_ceiling() -> None:
     assert lines[3].split() == ["x", "100", "0"]
     assert "total" in table and lines[-3].split()[-2:] == ["600", "300"]
     assert lines[-1].split()[-2:] == ["3333", "6667"]  # 2 CPUs / cost per charge
+
+
+def test_phase_names_longer_than_a_column_stay_apart() -> None:
+    """bench_audit's phases ("audit running #1") were printed run together."""
+    before = CpuSample(0.0, {"MainThread": 0.0})
+    phases = [
+        budget(name, before, CpuSample(1.0, {"MainThread": 0.1}), 1_000)
+        for name in ("audit idle #1", "audit running #1")
+    ]
+    lines = format_budgets([b for b in phases if b is not None], cpus=2).splitlines()
+    header = re.split(r"\s{2,}", lines[0])
+    assert header == ["CPU us per charge", "audit idle #1", "audit running #1"]
+    assert lines[2].split() == ["MainThread", "100", "100"]
 
 
 @pytest.fixture
