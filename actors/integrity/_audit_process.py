@@ -36,7 +36,7 @@ from typing import Any, Final, NamedTuple
 import structlog
 from prometheus_client import Counter
 
-from actors.integrity._audit import CustomerAudit, audit_customer
+from actors.integrity._audit import CustomerAudit, LedgerReceipts, audit_customer
 from actors.integrity._copies import CopyReport, compare_copies
 from crypto import JWKSError, TrustedKeys
 from ledger import LedgerError, ReceiptArchive, ReceiptReadModel
@@ -352,12 +352,13 @@ class _Worker:
             return report, self._run.leaves_done
         if isinstance(request, AuditOne):
             keys = self._trusted(request.jwks)
-            audit = audit_customer(self._store, keys, request.customer_id, self._proofs)
+            ledger = LedgerReceipts(self._store, request.customer_id)
+            audit = audit_customer(self._store, keys, request.customer_id, self._proofs, ledger)
             copies = None
             if self._copies is not None:
                 read_model, archive = self._copies
                 copies = compare_copies(self._store, read_model, archive, request.customer_id,
-                                        repair=False, keep_missing=True)
+                                        repair=False, keep_missing=True, ledger=ledger)
             return audit, copies
         raise TypeError(f"unknown audit request {type(request).__name__}")
 
