@@ -140,7 +140,7 @@ def compare_copies(
     # committed before, so the ledger read after it must have it. (Or after
     # the audit's read: a receipt committed since is asked for again, see
     # _not_in_ledger.)
-    archived = archive.read_customer(customer_id)
+    archived = archive.read_customer(customer_id, () if ours is None else ours)
     diffs.append(
         _compare(
             store,

@@ -99,3 +99,32 @@ def test_a_receipt_committed_after_the_audits_read_and_archived_is_not_divergent
     report = compare_copies(books.store, books.store, archive, "cus_a", repair=False,
                             keep_missing=True, ledger=ledger)
     assert [(d.seq, d.kind) for d in report.copies[0].divergent] == [(4, "different_json")]
+
+
+def test_an_archived_line_changed_on_disk_is_divergent_and_a_dropped_one_missing(
+    books: Books, archive: FileArchive, jwks: dict[str, Any]
+) -> None:
+    """The archive is compared with the ledger's receipts in hand (`known`):
+    one byte changed in a line's signed receipt is still found, and a line
+    deleted is still missing."""
+    books.customer("cus_a")
+    books.charge("cus_a", 4)
+    made = books.receipts["cus_a"]
+    archive.append(made)
+    path = archive.root / "cus_a.jsonl"
+    lines = path.read_bytes().splitlines()
+    record = orjson.loads(lines[1])
+    encoded = record["receipt_json"]
+    record["receipt_json"] = encoded[:20] + ("A" if encoded[20] != "A" else "B") + encoded[21:]
+    lines[1] = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    del lines[2]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    audit, copies = audit_one(books, archive, jwks, "cus_a")
+
+    assert audit.ok
+    (diff,) = copies.copies
+    assert [(d.receipt_id, d.kind) for d in diff.divergent] == [
+        (made[1].receipt_id, "different_json")
+    ]
+    assert (diff.checked, diff.missing_ids) == (4, [made[2].receipt_id])
