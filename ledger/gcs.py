@@ -180,7 +180,10 @@ class GcsArchive:
                 raise StoreUnavailable(f"gcs: {error}") from error
         log.debug("gcs.appended", receipts=len(receipts), written=written)
 
-    def read_customer(self, customer_id: str) -> list[StoredReceipt]:
+    def read_customer(
+        self, customer_id: str, known: Sequence[StoredReceipt] = ()
+    ) -> list[StoredReceipt]:
+        # `known` is not used: downloading an object costs far more than decoding it.
         self._life.check_open()
         try:
             blobs = sorted(

@@ -8,13 +8,15 @@ receipt log's signed checkpoints in `log/`.
 from __future__ import annotations
 
 import base64
+import binascii
 import ctypes
+import operator
 import os
 import re
 import threading
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -145,10 +147,17 @@ class FileArchive:
                 lines.append(_encode(receipt))
         return b"".join(lines)
 
-    def read_customer(self, customer_id: str) -> list[StoredReceipt]:
-        """The customer's archived receipts in seq order, one per receipt_id."""
+    def read_customer(
+        self, customer_id: str, known: Sequence[StoredReceipt] = ()
+    ) -> list[StoredReceipt]:
+        """The customer's archived receipts in seq order, one per receipt_id.
+        A line equal to one of the `known` receipts (the ledger's, for the
+        audit) is answered with it, not decoded: the audit reads every
+        archived receipt every pass, and a decode was ~6 us of CPU each."""
+        by_id = {receipt.receipt_id: receipt for receipt in known}
         with locked(self._lock, "archive"):
-            receipts = _read_file(self._file(customer_id), repair=False)
+            lines = _lines(self._file(customer_id), repair=False)
+        receipts = [_decode(line, by_id) for line in lines]
         unique = {receipt.receipt_id: receipt for receipt in receipts}
         return sorted(unique.values(), key=lambda receipt: receipt.seq)
 
@@ -292,21 +301,59 @@ def _encode(receipt: StoredReceipt) -> bytes:
         field: getattr(receipt, field) for field in StoredReceipt.__slots__
     }
     # Base64 keeps the signed receipt byte-exact, whatever it contains.
-    record["receipt_json"] = base64.b64encode(receipt.receipt_json).decode("ascii")
+    written = binascii.b2a_base64(receipt.receipt_json, newline=False)  # = base64.b64encode
+    record["receipt_json"] = written.decode("ascii")
     # orjson: the same compact, key-sorted line as json.dumps for ASCII, 3.5x
     # faster (non-ASCII is written as UTF-8 instead of \u escapes: same JSON).
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
 
 
-def _decode(line: bytes) -> StoredReceipt:
+def _decode(line: bytes, known: Mapping[str, StoredReceipt] | None = None) -> StoredReceipt:
     # orjson: the background audit reads every archived receipt once a pass;
     # json.loads was a third of that comparison's CPU (written by orjson: UTF-8).
     record = orjson.loads(line)
     check_invariant(isinstance(record, dict), "archive line is not a JSON object")
+    if known:
+        same = _known(record, known)
+        if same is not None:
+            return same
     record["receipt_json"] = base64.b64decode(record["receipt_json"])
-    for field in ("seq", "amount_minor", "balance_after_minor"):
+    for field in _INT_FIELDS:
         check_invariant(type(record[field]) is int, f"archive: {field} is not an integer")
     return StoredReceipt(**record)
+
+
+# A line's keys in the order _encode writes them, and where its values are.
+_FIELDS: Final = tuple(sorted(StoredReceipt.__slots__))
+_INT_FIELDS: Final = ("seq", "amount_minor", "balance_after_minor")
+_SEQ_AT, _AMOUNT_AT, _BALANCE_AT = (_FIELDS.index(field) for field in _INT_FIELDS)
+_ID_AT: Final = _FIELDS.index("receipt_id")
+_JSON_AT: Final = _FIELDS.index("receipt_json")
+_values_of: Final = operator.attrgetter(*_FIELDS)
+
+
+def _known(record: dict[str, Any], known: Mapping[str, StoredReceipt]) -> StoredReceipt | None:
+    """The known receipt equal to what `_decode` builds of `record`, or None
+    whenever in doubt (keys in another order, an int of another type, base64
+    written otherwise than by _encode): the full decode then decides.
+    Building a StoredReceipt was most of a decode's CPU."""
+    if tuple(record) != _FIELDS:
+        return None
+    values = tuple(record.values())
+    receipt_id = values[_ID_AT]
+    receipt = known.get(receipt_id) if type(receipt_id) is str else None
+    if (
+        receipt is None
+        or type(values[_SEQ_AT]) is not int
+        or type(values[_AMOUNT_AT]) is not int
+        or type(values[_BALANCE_AT]) is not int
+    ):
+        return None
+    expected, after = _values_of(receipt), _JSON_AT + 1
+    if values[:_JSON_AT] != expected[:_JSON_AT] or values[after:] != expected[after:]:
+        return None
+    written = binascii.b2a_base64(receipt.receipt_json, newline=False)  # as _encode writes it
+    return receipt if values[_JSON_AT] == written.decode("ascii") else None
 
 
 def _key(checkpoint: LogCheckpoint) -> _CheckpointKey:
@@ -318,6 +365,11 @@ def _read_file(path: Path, *, repair: bool) -> list[StoredReceipt]:
 
 
 def _decoded(path: Path, decode: Callable[[bytes], _T], *, repair: bool = False) -> list[_T]:
+    return [decode(line) for line in _lines(path, repair=repair)]
+
+
+def _lines(path: Path, *, repair: bool) -> list[bytes]:
+    """The file's complete lines (none if there is no file)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -331,7 +383,7 @@ def _decoded(path: Path, decode: Callable[[bytes], _T], *, repair: bool = False)
             with path.open("r+b") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
                 os.fsync(handle.fileno())
-    return [decode(line) for line in complete.split(b"\n") if line]
+    return [line for line in complete.split(b"\n") if line]
 
 
 

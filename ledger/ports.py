@@ -304,7 +304,14 @@ class ReceiptArchive(Protocol):
     Appending the same receipt or checkpoint twice keeps one copy."""
 
     def append(self, receipts: Sequence[StoredReceipt]) -> None: ...
-    def read_customer(self, customer_id: str) -> list[StoredReceipt]: ...
+    def read_customer(
+        self, customer_id: str, known: Sequence[StoredReceipt] = ()
+    ) -> list[StoredReceipt]:
+        """The customer's receipts in seq order, one per receipt_id. An
+        archived receipt equal to one of `known` (receipts the caller holds)
+        may be answered with that object: the same list, built with less CPU."""
+        ...
+
     def customer_ids(self) -> list[str]:
         """Every customer with archived receipts, sorted: what a restore walks."""
         ...

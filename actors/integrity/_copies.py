@@ -8,13 +8,15 @@ does not have, is never "repaired": it is reported as an integrity alarm.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import orjson
 
+from actors.integrity._audit import LedgerReceipts
 from ledger import LedgerStore, ReceiptArchive, ReceiptReadModel, StoredReceipt, limits
+from ledger.errors import check_invariant
 from ledger.limits import repair_batch_receipts_max, report_ids_max
 
 __all__ = ["CopyDiff", "CopyReport", "Divergence", "compare_copies", "repair_copies"]
@@ -106,21 +108,28 @@ def compare_copies(
     repair: bool,
     *,
     keep_missing: bool = False,
+    ledger: LedgerReceipts | None = None,
 ) -> CopyReport:
     """Compare the read model and the archive with the ledger for one customer.
 
     With `repair`, receipts a copy lacks are upserted/appended to it (nothing
     else is written); with `keep_missing` instead, the first
     `repair_batch_receipts_max` of them are kept in `CopyDiff.pending`.
-    The read model is skipped when it is the store itself.
-    Raises LedgerError if a store or copy cannot be read or written.
+    `ledger`: the customer's receipts as the audit read them (read on from
+    where it stopped), not read again. The read model is skipped when it is
+    the store itself. Raises LedgerError if a store or copy cannot be read
+    or written.
     """
+    ours: list[StoredReceipt] | None = None
+    if ledger is not None:
+        check_invariant(ledger.customer_id == customer_id, "another customer's receipts")
+        ours = list(ledger)
     diffs: list[CopyDiff] = []
     if not _same_object(read_model, store):
         diffs.append(
             _compare(
                 store,
-                customer_id,
+                store.iter_receipts(customer_id) if ours is None else ours,
                 COPY_READ_MODEL,
                 _read_model_receipts(read_model, customer_id),
                 read_model.upsert_receipts if repair else None,
@@ -128,12 +137,14 @@ def compare_copies(
             )
         )
     # The whole archive file is read before the ledger: anything in it was
-    # committed before, so the ledger read after it must have it.
-    archived = archive.read_customer(customer_id)
+    # committed before, so the ledger read after it must have it. (Or after
+    # the audit's read: a receipt committed since is asked for again, see
+    # _not_in_ledger.)
+    archived = archive.read_customer(customer_id, () if ours is None else ours)
     diffs.append(
         _compare(
             store,
-            customer_id,
+            store.iter_receipts(customer_id) if ours is None else ours,
             COPY_ARCHIVE,
             iter(archived),
             archive.append if repair else None,
@@ -177,7 +188,7 @@ def _read_model_receipts(read_model: ReceiptReadModel, customer_id: str) -> Iter
 
 def _compare(
     store: LedgerStore,
-    customer_id: str,
+    ledger: Iterable[StoredReceipt],
     copy_name: str,
     copy: Iterator[StoredReceipt],
     write: Callable[[Sequence[StoredReceipt]], None] | None,
@@ -194,7 +205,7 @@ def _compare(
         to_write.clear()
 
     theirs = next(copy, None)
-    for ours in store.iter_receipts(customer_id):
+    for ours in ledger:
         diff.checked += 1
         while theirs is not None and theirs.seq < ours.seq:
             _not_in_ledger(store, theirs, diff)

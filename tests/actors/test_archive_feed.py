@@ -132,8 +132,10 @@ class FlakyArchive:
             raise StoreUnavailable("archive write failed: [Errno 28] No space left on device")
         self.inner.append(receipts)
 
-    def read_customer(self, customer_id: str) -> list[StoredReceipt]:
-        return self.inner.read_customer(customer_id)
+    def read_customer(
+        self, customer_id: str, known: Sequence[StoredReceipt] = ()
+    ) -> list[StoredReceipt]:
+        return self.inner.read_customer(customer_id, known)
 
     def close(self) -> None:
         self.inner.close()

@@ -45,6 +45,26 @@ def test_a_receipts_leaf_index_is_kept(archive: ReceiptArchive) -> None:
     assert archive.read_customer("cus_a") == [before_log, in_log]
 
 
+def test_receipts_the_caller_knows_read_back_as_the_archive_holds_them(
+    archive: ReceiptArchive,
+) -> None:
+    """`known` (the ledger's receipts, for the audit) saves work only: a
+    known receipt that differs from the archived one in any field is not
+    what comes back."""
+    chain = Chain("cus_a")
+    archived = [chain.next().receipt for _ in range(4)]
+    archive.append(archived)
+    known = [
+        archived[0],
+        dataclasses.replace(archived[1], receipt_json=archived[1].receipt_json + b" "),
+        dataclasses.replace(archived[2], idempotency_key="another"),
+        dataclasses.replace(archived[3], seq=archived[3].seq + 1),
+        chain.next().receipt,  # not archived
+    ]
+
+    assert archive.read_customer("cus_a", known) == archived
+
+
 # -- the receipt log's signed checkpoints -------------------------------------------
 def test_appended_checkpoints_read_back_in_tree_order_by_page(archive: ReceiptArchive) -> None:
     archive.append_checkpoints([log_checkpoint(3), log_checkpoint(1), log_checkpoint(2)])

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import actors.integrity.reconciler as reconciler_module
+from actors.integrity._audit_process import audit_process_nice
 from tests.integration.conftest import Customer, Service
 from tests.integration.test_integrity_halt import LEDGER, _tamper_last_amount
 
@@ -112,3 +113,15 @@ async def test_an_audit_process_killed_is_started_again_and_still_finds_a_tamper
 
     _tamper_last_amount(service.runtime.settings.data_dir / LEDGER, victim.customer_id)
     assert await _eventually(lambda: _halted(service)), "the new child did not find the tamper"
+
+
+async def test_the_audit_process_yields_the_cpu_to_the_gateway(service: Service) -> None:
+    """On a 2-core machine the child's hashing competed with the charges:
+    it runs at a lower priority (a higher niceness) than the gateway."""
+    await _charged(service, 1)
+    child = await _one_child(service)
+
+    gateway = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    assert os.getpriority(os.PRIO_PROCESS, child) == min(
+        19, gateway + audit_process_nice
+    )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ledger import local
-from ledger.errors import StoreUnavailable
+from ledger.errors import InvariantViolation, StoreUnavailable
 from ledger.local import FileArchive
 from ledger.model import StoredReceipt
 from tests.contract._chain import Chain, log_checkpoint
@@ -197,3 +199,84 @@ def test_the_ids_kept_in_memory_are_bounded_and_a_dropped_customer_stays_idempot
     archive.append([first[0], chains[0].next().receipt])
     assert [r.seq for r in archive.read_customer("cus_0")] == [1, 2]
     assert len(archive._known_ids) == 2
+
+
+def _rewritten(line: bytes, **changes: object) -> bytes:
+    record = orjson.loads(line)
+    record.update(changes)
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def _one_char(field: str, at: int) -> Callable[[bytes], bytes]:
+    """The edit that changes one character of `field`'s value in a line."""
+
+    def edit(line: bytes) -> bytes:
+        text = orjson.loads(line)[field]
+        return _rewritten(line, **{field: text[:at] + ("A" if text[at] != "A" else "B")
+                                   + text[at + 1 :]})
+
+    return edit
+
+
+_LINE_EDITS: dict[str, tuple[Callable[[bytes], bytes], bool]] = {
+    # name: (the edit, whether the line still holds the same receipt)
+    "one byte of the signed receipt": (_one_char("receipt_json", 8), False),
+    "one byte of an index column": (_one_char("idempotency_key", 0), False),
+    "another leaf": (lambda line: _rewritten(line, log_index=7), False),
+    "keys in another order": (
+        lambda line: orjson.dumps(dict(reversed(orjson.loads(line).items()))),
+        True,
+    ),
+    "base64 split by a newline": (
+        lambda line: _rewritten(line, receipt_json=orjson.loads(line)["receipt_json"][:4] + "\n"
+                                + orjson.loads(line)["receipt_json"][4:]),
+        True,
+    ),
+    "an integer written as a float": (lambda line: line.replace(b'"seq":2', b'"seq":2.0'), False),
+}
+
+
+@pytest.mark.parametrize("edit, same", _LINE_EDITS.values(), ids=list(_LINE_EDITS))
+def test_a_line_changed_on_disk_reads_back_as_changed_whatever_the_caller_knows(
+    tmp_path: Path, edit: Callable[[bytes], bytes], same: bool
+) -> None:
+    """The audit passes the ledger's receipts as `known` and compares what
+    comes back: a known receipt is never answered for a line that does not
+    decode to it (and one that does still reads as that receipt)."""
+    chain = Chain("cus_a")
+    receipts = [chain.next().receipt for _ in range(3)]
+    archive = FileArchive(tmp_path)
+    archive.append(receipts)
+    path = tmp_path / "cus_a.jsonl"
+    lines = path.read_bytes().splitlines()
+    lines[1] = edit(lines[1])
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    try:
+        plain: list[StoredReceipt] | type[Exception] = archive.read_customer("cus_a")
+    except InvariantViolation:
+        plain = InvariantViolation
+    if plain is InvariantViolation:
+        with pytest.raises(InvariantViolation):
+            archive.read_customer("cus_a", receipts)
+        return
+    read = archive.read_customer("cus_a", receipts)
+    assert read == plain
+    assert (read[1] == receipts[1]) is same
+    assert read[0] is receipts[0]  # the line not changed was not decoded
+
+
+def test_a_later_line_for_a_known_receipt_is_the_one_read(tmp_path: Path) -> None:
+    """Two lines with one receipt_id: the last one counts, known or not."""
+    chain = Chain("cus_a")
+    receipts = [chain.next().receipt for _ in range(2)]
+    archive = FileArchive(tmp_path)
+    archive.append(receipts)
+    path = tmp_path / "cus_a.jsonl"
+    first = path.read_bytes().splitlines()[0]
+    with path.open("ab") as handle:
+        handle.write(_rewritten(first, receipt_json="e30=") + b"\n")  # b"{}"
+
+    read = archive.read_customer("cus_a", receipts)
+
+    assert [r.receipt_json for r in read] == [b"{}", receipts[1].receipt_json]
