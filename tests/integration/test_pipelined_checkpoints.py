@@ -116,8 +116,18 @@ async def test_a_slow_signer_signs_several_batches_at_once_and_every_answer_veri
 ) -> None:
     customers = [await service.create_customer() for _ in range(4)]
     started = time.monotonic()
+    first_wave = [
+        asyncio.create_task(_charge_until_accepted(service, c)) for c in customers
+    ]
+    # The second wave arrives while the first batch's signature is under way
+    # (150 ms), whatever the machine's load: a pipelined writer must begin
+    # signing its batch then, not after the first one commits.
+    deadline = time.monotonic() + 10
+    while fake_kms.signs_in_flight == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
     results = await asyncio.gather(
-        *(_charge_until_accepted(service, c) for c in customers for _ in range(20))
+        *first_wave,
+        *(_charge_until_accepted(service, c) for c in customers for _ in range(19)),
     )
     elapsed_s = time.monotonic() - started
     answers = [answer for answer, _ in results]
