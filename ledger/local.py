@@ -301,11 +301,16 @@ def _encode(receipt: StoredReceipt) -> bytes:
         field: getattr(receipt, field) for field in StoredReceipt.__slots__
     }
     # Base64 keeps the signed receipt byte-exact, whatever it contains.
-    written = binascii.b2a_base64(receipt.receipt_json, newline=False)  # = base64.b64encode
-    record["receipt_json"] = written.decode("ascii")
+    record["receipt_json"] = _base64(receipt.receipt_json)
     # orjson: the same compact, key-sorted line as json.dumps for ASCII, 3.5x
     # faster (non-ASCII is written as UTF-8 instead of \u escapes: same JSON).
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+
+def _base64(data: bytes) -> str:
+    """How a line holds the signed receipt (= base64.b64encode): one function
+    for _encode and _known, so that a line matches only what _encode writes."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _decode(line: bytes, known: Mapping[str, StoredReceipt] | None = None) -> StoredReceipt:
@@ -352,8 +357,7 @@ def _known(record: dict[str, Any], known: Mapping[str, StoredReceipt]) -> Stored
     expected, after = _values_of(receipt), _JSON_AT + 1
     if values[:_JSON_AT] != expected[:_JSON_AT] or values[after:] != expected[after:]:
         return None
-    written = binascii.b2a_base64(receipt.receipt_json, newline=False)  # as _encode writes it
-    return receipt if values[_JSON_AT] == written.decode("ascii") else None
+    return receipt if values[_JSON_AT] == _base64(receipt.receipt_json) else None
 
 
 def _key(checkpoint: LogCheckpoint) -> _CheckpointKey:

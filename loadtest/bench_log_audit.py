@@ -59,7 +59,7 @@ class Chains:
 
     def next_receipt(self) -> StoredReceipt:
         self.count += 1
-        mine = self.count % self.verified_every == 1 or self.verified_every == 1
+        mine = (self.count - 1) % self.verified_every == 0
         customer_id = self.ids[0] if mine else self.ids[1 + self.count % (len(self.ids) - 1)]
         seq, last_hash, balance = self.heads[customer_id]
         core = {

@@ -124,12 +124,16 @@ def compare_copies(
     if ledger is not None:
         check_invariant(ledger.customer_id == customer_id, "another customer's receipts")
         ours = list(ledger)
+
+    def ledger_receipts() -> Iterable[StoredReceipt]:
+        return store.iter_receipts(customer_id) if ours is None else ours
+
     diffs: list[CopyDiff] = []
     if not _same_object(read_model, store):
         diffs.append(
             _compare(
                 store,
-                store.iter_receipts(customer_id) if ours is None else ours,
+                ledger_receipts(),
                 COPY_READ_MODEL,
                 _read_model_receipts(read_model, customer_id),
                 read_model.upsert_receipts if repair else None,
@@ -144,7 +148,7 @@ def compare_copies(
     diffs.append(
         _compare(
             store,
-            store.iter_receipts(customer_id) if ours is None else ours,
+            ledger_receipts(),
             COPY_ARCHIVE,
             iter(archived),
             archive.append if repair else None,
